@@ -1,0 +1,5 @@
+import sys
+
+from playbach.cli import main
+
+sys.exit(main())

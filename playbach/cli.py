@@ -1,0 +1,56 @@
+"""`playbach <command>`: one CLI for the desktop and the Pi.
+
+Each command lives in its own module with `add_arguments(parser)` and `run(args) -> int`.
+Only the chosen command's module is imported, so `playbach play` on the Pi never pulls in
+TensorFlow or music21.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from playbach.errors import UserError
+
+COMMANDS = {
+    "train": ("playbach.trainer.train", "train a model on a Bach corpus"),
+    "evaluate": ("playbach.trainer.evaluate", "evaluate a run on its held-out test pieces"),
+    "generate": ("playbach.trainer.generate", "write a MIDI file (and piano roll) from a run"),
+    "convert": ("playbach.convert.build", "turn a run into a TFLite / Edge TPU bundle"),
+    "play": ("playbach.device.player", "play a bundle live to a MIDI port (the Pi daemon)"),
+    "bench": ("playbach.convert.bench", "benchmark bundle models and the live player; JSON out"),
+}
+
+log = logging.getLogger("playbach")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    top = argparse.ArgumentParser(prog="playbach", description=__doc__.splitlines()[0])
+    top.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    known, _ = top.parse_known_args(argv)  # which command? exits with usage if none
+
+    module = importlib.import_module(COMMANDS[known.command][0])
+    parser = argparse.ArgumentParser(prog=f"playbach {known.command}",
+                                     description=COMMANDS[known.command][1])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    module.add_arguments(parser)
+    rest = argv[argv.index(known.command) + 1:]
+    args = parser.parse_args(rest)
+    logging.basicConfig(level=logging.DEBUG if (args.verbose or known.verbose) else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(module.run(args) or 0)
+    except UserError as e:
+        log.error("%s", e)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""The Keras model: one embedding per field -> stacked LSTM -> one softmax head per field.
+
+Given events 0..t it predicts each field of event t+1 (the heads are independent given the
+history). The windowed form below is for training; the converter rebuilds the same weights as
+a single-step model with explicit LSTM state (LSTMCells), so every layer here must have a cell
+twin: Embedding, LSTM, Dense. Layer names are the contract between the two:
+
+    inputs        onset, pitch, duration, velocity      int token ids, shape (batch, time)
+    embed_<field> Embedding(vocab, embed_dims[field])
+    lstm_<i>      LSTM(units[i], return_sequences=True)
+    head_<field>  Dense(vocab, softmax)                 outputs named like the field
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from playbach.device.events import FIELDS
+
+
+@dataclass
+class ModelConfig:
+    vocab_sizes: tuple[int, int, int, int]
+    embed_dims: tuple[int, int, int, int] = (16, 32, 16, 8)
+    units: tuple[int, ...] = (256, 256)
+    dropout: float = 0.2
+    window: int = 64          # training window length (events); also the windowed TFLite model's N
+    learning_rate: float = 2e-3
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        for k in ("vocab_sizes", "embed_dims", "units"):
+            if k in known:
+                known[k] = tuple(int(v) for v in known[k])
+        return cls(**known)
+
+
+def build_model(cfg: ModelConfig, batch_size: int | None = None, seq_len: int | None = None,
+                return_sequences: bool = True):
+    """Windowed model. `batch_size=1, seq_len=N, return_sequences=False` is the TFLite windowed form."""
+    import keras
+    from keras import layers
+
+    inputs, embedded = [], []
+    for name, vocab, dims in zip(FIELDS, cfg.vocab_sizes, cfg.embed_dims):
+        x = keras.Input(shape=(seq_len,), batch_size=batch_size, dtype="int32", name=name)
+        inputs.append(x)
+        embedded.append(layers.Embedding(vocab, dims, name=f"embed_{name}")(x))
+    h = layers.Concatenate(name="concat")(embedded)
+    for i, units in enumerate(cfg.units):
+        last = i == len(cfg.units) - 1
+        h = layers.LSTM(units, return_sequences=return_sequences or not last,
+                        dropout=0.0, name=f"lstm_{i}")(h)
+        if cfg.dropout:
+            h = layers.Dropout(cfg.dropout, name=f"dropout_{i}")(h)
+    outputs = {name: layers.Dense(vocab, activation="softmax", name=f"head_{name}")(h)
+               for name, vocab in zip(FIELDS, cfg.vocab_sizes)}
+    return keras.Model(inputs, outputs, name="playbach")
+
+
+def compile_model(model, cfg: ModelConfig) -> None:
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.Adam(cfg.learning_rate, clipnorm=1.0),
+        loss={f: "sparse_categorical_crossentropy" for f in FIELDS},
+        metrics={f: ["sparse_categorical_accuracy"] for f in FIELDS},
+    )
