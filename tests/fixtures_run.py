@@ -1,1 +1,53 @@
-"""Fixtures: filled in by its owner."""
+"""Fixtures of the trainer: `tiny_run`, a real run folder trained in seconds.
+
+Six cello-suite movements (symlinked from /work/shared/corpus, never copied into the repo),
+the first courante held out as the test piece, a 32-unit LSTM on 16-event windows, 2 epochs,
+trained through the real `playbach train` entry point. Other tests (the converter's) read it.
+"""
+import os
+from pathlib import Path
+
+import pytest
+
+CELLO = Path(os.environ.get("PLAYBACH_CELLO", "/work/shared/corpus/cello-suites"))
+TINY_PIECES = ("cs1-1pre", "cs1-2all", "cs1-3cou", "cs2-1pre", "cs2-4sar", "cs3-6gig")
+
+
+def link_pieces(folder: Path, names=TINY_PIECES) -> Path:
+    """A corpus folder of symlinks to cello-suite movements."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        source = CELLO / f"{name}.mid"
+        if not source.exists():
+            pytest.skip(f"cello suites not found at {CELLO}")
+        (folder / source.name).symlink_to(source)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def cello_dir() -> Path:
+    if not CELLO.is_dir():
+        pytest.skip(f"cello suites not found at {CELLO}")
+    return CELLO
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """Path of a finished run folder (model.keras, run.json, events.npz, report.json, ...)."""
+    from playbach.cli import main
+
+    base = tmp_path_factory.mktemp("tiny_run")
+    corpus = link_pieces(base / "corpus")
+    saved = os.environ.get("PLAYBACH_CACHE")
+    os.environ["PLAYBACH_CACHE"] = str(base / "cache")
+    try:
+        rc = main(["train", "--corpus", str(corpus), "--holdout", "*-3cou*", "--out", str(base / "run"),
+                   "--units", "32", "--embed", "4", "8", "4", "2", "--window", "16", "--epochs", "2",
+                   "--batch", "32", "--seed", "0"])
+    finally:
+        if saved is None:
+            os.environ.pop("PLAYBACH_CACHE", None)
+        else:
+            os.environ["PLAYBACH_CACHE"] = saved
+    assert rc == 0, f"playbach train exited {rc}"
+    return base / "run"

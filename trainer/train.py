@@ -1,0 +1,244 @@
+"""`playbach train`: corpus -> split -> codec -> windows -> Keras fit -> evaluation -> run folder.
+
+The run is built in a hidden temp folder beside --out and renamed at the end, so a failure
+leaves nothing behind. The run folder (the converter reads it):
+
+    model.keras       best epoch (lowest validation loss)
+    checkpoint.keras  last epoch, with train_state.json, for --resume
+    run.json          {"format": 1, "model", "codec", "seed", "corpus"}
+    events.npz        field values per piece: "train/<piece>", "val/<piece>", "test/<piece>"
+    report.json       corpus, split, test and n-gram figures, times
+    history.json, curves.png
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from playbach.device.events import FIELDS, Codec
+from playbach.errors import UserError
+from playbach.trainer.corpus import Corpus, load_corpus, token_counts
+from playbach.trainer.dataset import make_windows, to_inputs_targets
+from playbach.trainer.model import ModelConfig
+from playbach.trainer.split import Split, augment, split_pieces
+
+log = logging.getLogger(__name__)
+RUN_FORMAT = 1
+
+
+def add_arguments(parser) -> None:
+    d = ModelConfig(vocab_sizes=(1, 1, 1, 1))
+    parser.add_argument("--corpus", help="folder of .mid/.midi/.mxl/.musicxml/.krn files "
+                        "(default: music21's bundled Bach chorales)")
+    parser.add_argument("--holdout", help="glob of test piece names, e.g. '*-3cou*' (default: seeded 10%%)")
+    parser.add_argument("--out", required=True, help="run folder to write, e.g. runs/NAME")
+    parser.add_argument("--epochs", type=int, default=40, help="most epochs (early stopping ends sooner)")
+    parser.add_argument("--units", type=int, nargs="+", default=list(d.units), help="LSTM sizes")
+    parser.add_argument("--embed", type=int, nargs=4, default=list(d.embed_dims),
+                        metavar=("ONSET", "PITCH", "DURATION", "VELOCITY"), help="embedding sizes")
+    parser.add_argument("--window", type=int, default=d.window, help="training window (events)")
+    parser.add_argument("--stride", type=int, default=0, help="window step (default: window // 2)")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=d.learning_rate)
+    parser.add_argument("--dropout", type=float, default=d.dropout)
+    parser.add_argument("--patience", type=int, default=3, help="epochs without a better val loss")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--transpose", type=int, default=0,
+                        help="augment training pieces by -N..+N semitones")
+    parser.add_argument("--workers", type=int, default=2, help="parsing processes")
+    parser.add_argument("--resume", help="checkpoint.keras (or its run folder) to continue from")
+
+
+# --- the run's data ----------------------------------------------------------------------------
+
+def split_events(corpus: Corpus, split: Split) -> dict[str, dict[str, np.ndarray]]:
+    pieces = corpus.by_name()
+    return {side: {n: pieces[n] for n in getattr(split, side)} for side in ("train", "val", "test")}
+
+
+def prepare_windows(sides, codec: Codec, cfg: ModelConfig, stride: int, transpose: int, source: str):
+    """(train windows, val windows) of token ids; UserError if there is not one of each."""
+    train_values = list(sides["train"].values())
+    if transpose:
+        train_values = augment(train_values, transpose)
+    train = make_windows([codec.encode(v) for v in train_values], cfg.window, stride)
+    val = make_windows([codec.encode(v) for v in sides["val"].values()], cfg.window, cfg.window)
+    for side, windows in (("train", train), ("validation", val)):
+        if len(windows) == 0:
+            longest = max(len(v) for v in sides["train" if side == "train" else "val"].values())
+            raise UserError(f"too few events for one window in {source}: the longest {side} piece has "
+                            f"{longest} events < window {cfg.window + 1}")
+    return train, val
+
+
+def resume_state(checkpoint: str, cfg: ModelConfig, codec: Codec):
+    """(model, train_state, old history, old run folder) from a checkpoint that must match."""
+    import keras
+
+    path = Path(checkpoint)
+    if path.is_dir():
+        path = path / "checkpoint.keras"
+    run_dir = path.parent
+    for needed in (path, run_dir / "run.json", run_dir / "train_state.json"):
+        if not needed.exists():
+            raise UserError(f"cannot resume: {needed} is missing")
+    meta = json.loads((run_dir / "run.json").read_text())
+    old_codec = Codec.from_dict(meta["codec"])
+    if old_codec != codec:
+        raise UserError(f"cannot resume from {path}: its vocabulary ({run_dir / 'run.json'}) does not match "
+                        f"this corpus (vocab sizes {old_codec.sizes} vs {codec.sizes}, grid "
+                        f"{old_codec.ticks_per_quarter} vs {codec.ticks_per_quarter})")
+    old = ModelConfig.from_dict(meta["model"])
+    if old != cfg:
+        diff = {k: (v, getattr(cfg, k)) for k, v in old.to_dict().items() if v != getattr(cfg, k)}
+        raise UserError(f"cannot resume from {path}: its model config differs (checkpoint vs now: {diff})")
+    model = keras.models.load_model(path)
+    state = json.loads((run_dir / "train_state.json").read_text())
+    history_path = run_dir / "history.json"
+    history = json.loads(history_path.read_text()) if history_path.exists() else {}
+    return model, state, history, run_dir
+
+
+# --- training ---------------------------------------------------------------------------------
+
+def fit(model, cfg, train, val, args, work: Path, initial_epoch: int, best: float | None) -> dict:
+    """Keras fit with early stopping and both checkpoints; returns this call's history."""
+    import keras
+
+    class SaveState(keras.callbacks.Callback):
+        """train_state.json after every epoch, beside checkpoint.keras."""
+
+        def __init__(self):
+            super().__init__()
+            self.best = best if best is not None else float("inf")
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.best = min(self.best, float(logs["val_loss"]))
+            (work / "train_state.json").write_text(json.dumps(
+                {"epoch": epoch + 1, "best_val_loss": self.best, "seed": args.seed}))
+
+    callbacks = [
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=args.patience),
+        keras.callbacks.ModelCheckpoint(work / "model.keras", monitor="val_loss", save_best_only=True,
+                                        initial_value_threshold=best),
+        keras.callbacks.ModelCheckpoint(work / "checkpoint.keras"),
+        SaveState(),
+    ]
+    x, y = to_inputs_targets(train)
+    vx, vy = to_inputs_targets(val)
+    result = model.fit(x, y, validation_data=(vx, vy), batch_size=args.batch, epochs=args.epochs,
+                       initial_epoch=initial_epoch, callbacks=callbacks, shuffle=True,
+                       verbose=1 if sys.stderr.isatty() else 2)
+    return {k: [float(v) for v in vs] for k, vs in result.history.items()}
+
+
+def write_report(work: Path, corpus: Corpus, split: Split, result: dict, times: dict, args,
+                 cfg: ModelConfig, codec: Codec, n_windows: int) -> dict:
+    counts = token_counts(corpus)
+    report = {
+        "corpus": {"source": corpus.source, "pieces": len(corpus.pieces), "events": corpus.events,
+                   "notes_read": corpus.notes, "grid": corpus.grid, "rounded_notes": corpus.rounded,
+                   "rounded_share": corpus.rounded / max(corpus.notes, 1), "merged_notes": corpus.merged,
+                   "unique_pitch_tokens": counts["unique_pitch_tokens"],
+                   "series_tokens": counts["series_tokens"], "skipped_files": corpus.skipped_files,
+                   "cached_files": corpus.cached_files},
+        "split": {"train_pieces": split.train, "val_pieces": split.val, "test_pieces": split.test,
+                  "holdout": args.holdout, "transpose": args.transpose, "train_windows": n_windows},
+        "vocab_sizes": dict(zip(FIELDS, codec.sizes)),
+        "model": cfg.to_dict(),
+        **result,
+        "time": times,
+    }
+    (work / "report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def publish(work: Path, out: Path) -> None:
+    """Replace `out` with the finished temp folder (the old one kept until the rename worked)."""
+    old = out.with_name(f".{out.name}.old")
+    if out.exists():
+        out.replace(old)
+    work.replace(out)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def run(args) -> int:
+    started = time.perf_counter()
+    out = Path(args.out)
+    if out.exists() and not args.resume:
+        raise UserError(f"{out} already exists: choose another --out, or --resume {out}/checkpoint.keras")
+
+    corpus = load_corpus(args.corpus, workers=args.workers)
+    log.info("corpus %s: %d pieces, %d events, grid %d (%d of %d notes rounded), %d overlaps merged, "
+             "%d skipped", corpus.source, len(corpus.pieces), corpus.events, corpus.grid, corpus.rounded,
+             corpus.notes, corpus.merged, len(corpus.skipped_files))
+    split = split_pieces([p.name for p in corpus.pieces], args.seed, args.holdout)
+    sides = split_events(corpus, split)
+    codec = Codec.fit([p.events for p in corpus.pieces], corpus.grid, pitch_margin=args.transpose)
+    cfg = ModelConfig(vocab_sizes=codec.sizes, embed_dims=tuple(args.embed), units=tuple(args.units),
+                      dropout=args.dropout, window=args.window, learning_rate=args.lr)
+    stride = args.stride or max(1, args.window // 2)
+    train_w, val_w = prepare_windows(sides, codec, cfg, stride, args.transpose, corpus.source)
+
+    import keras  # after parsing: the parser's worker processes never see TensorFlow
+
+    from playbach.trainer.curves import save_curves
+    from playbach.trainer.evaluate import evaluate
+    from playbach.trainer.model import build_model, compile_model
+
+    keras.utils.set_random_seed(args.seed)
+    old_history, initial_epoch, best = {}, 0, None
+    if args.resume:
+        model, state, old_history, old_run = resume_state(args.resume, cfg, codec)
+        initial_epoch, best = int(state["epoch"]), state.get("best_val_loss")
+    else:
+        model = build_model(cfg)
+        compile_model(model, cfg)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = out.with_name(f".{out.name}.tmp")
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir()
+    try:
+        if args.resume and (old_run / "model.keras").exists():
+            shutil.copy2(old_run / "model.keras", work / "model.keras")
+        log.info("training on %d windows of %d events (%d validation windows), vocab %s",
+                 len(train_w), cfg.window, len(val_w), dict(zip(FIELDS, codec.sizes)))
+        t0 = time.perf_counter()
+        history = fit(model, cfg, train_w, val_w, args, work, initial_epoch, best)
+        train_s = time.perf_counter() - t0
+        history = {k: old_history.get(k, [])[:initial_epoch] + v for k, v in history.items()}
+        (work / "history.json").write_text(json.dumps(history))
+        save_curves(history, work / "curves.png")
+        if not (work / "model.keras").exists():  # resumed and never beat the old best
+            model.save(work / "model.keras")
+
+        (work / "run.json").write_text(json.dumps({
+            "format": RUN_FORMAT, "model": cfg.to_dict(), "codec": codec.to_dict(), "seed": args.seed,
+            "corpus": corpus.source}, indent=1))
+        np.savez_compressed(work / "events.npz", **{f"{side}/{name}": v for side, pieces in sides.items()
+                                                    for name, v in pieces.items()})
+        best_model = keras.models.load_model(work / "model.keras", compile=False)
+        t1 = time.perf_counter()
+        result = evaluate(best_model, codec, sides)
+        times = {"parse_s": corpus.parse_s, "train_s": train_s, "evaluate_s": time.perf_counter() - t1,
+                 "epochs": len(history.get("loss", [])), "total_s": time.perf_counter() - started}
+        report = write_report(work, corpus, split, result, times, args, cfg, codec, len(train_w))
+        publish(work, out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    t, b = report["test"], report["baseline"]["ngram"]
+    log.info("test pitch top-1 %.3f (n-gram %.3f, order %d), pitch NLL %.3f (n-gram %.3f); %d epochs in %.0f s",
+             t["pitch_top1"], b["pitch_top1"], b["pitch_order"], t["pitch_nll"], b["pitch_nll"],
+             times["epochs"], train_s)
+    log.info("run written to %s", out)
+    return 0
