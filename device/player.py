@@ -1,0 +1,211 @@
+"""`playbach play`: the Pi's daemon. Loads a bundle and plays it live to a MIDI port, for hours.
+
+One loop on the monotonic clock, in one thread:
+
+    send what is due  ->  look after the port  ->  pet the watchdog  ->  listen to live input
+    ->  if less than `lookahead` seconds are generated: one more event (model step + sampling)
+    ->  else sleep until the next note is due
+
+Generation never makes a note late: it only runs while the next note is further away than a
+model step has ever taken. SIGTERM/SIGINT end every sounding note, close the port and exit 0.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+
+from playbach.device import config
+from playbach.device.events import Note, write_midi
+from playbach.device.improviser import Improviser, choose_opening, midi_seed
+from playbach.device.midi_io import MidiOutput
+from playbach.device.scheduler import Scheduler
+from playbach.device.sdnotify import Notifier
+from playbach.errors import UserError
+
+log = logging.getLogger(__name__)
+
+START_DELAY = 0.05   # seconds from "ready" to the first note, so it is not late from the start
+MAX_SLEEP = 0.05     # the loop wakes at least this often (signals, port checks, watchdog)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    config.add_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = config.load(args)
+    if not getattr(args, "verbose", False):
+        logging.getLogger().setLevel(settings["log_level"].upper())
+    return Player(settings).run()
+
+
+class Player:
+    def __init__(self, settings: dict):
+        self.s = settings
+        self.stop_requested = False
+        self.notifier = Notifier()
+        self.inference: list[float] = []   # seconds per generated event (kept for --stats only)
+        self.step_budget = 0.002           # the slowest step seen: generate only with this much room
+
+    # --- setting up ------------------------------------------------------------------------
+    def _on_signal(self, signum, _frame) -> None:
+        log.info("%s: stopping", signal.Signals(signum).name)
+        self.stop_requested = True
+
+    def _open(self) -> None:
+        from playbach.device.bundle import load_bundle   # the converter engineer's modules
+        from playbach.device.runtime import open_model
+
+        s = self.s
+        self.bundle = load_bundle(s["bundle"])
+        try:
+            self.model = open_model(self.bundle, s["accelerator"], s["model_kind"], s["variant"])
+        except UserError as e:
+            if s["model_kind"] != "step":
+                raise
+            log.warning("%s; falling back to the windowed model", e)
+            self.model = open_model(self.bundle, s["accelerator"], "windowed", s["variant"])
+        log.info("model %s on %s", self.model.name, self.model.backend)
+        rng = np.random.default_rng(None if s["seed"] < 0 else s["seed"])
+        self.improviser = Improviser(self.model, self.bundle.codec, rng, s["temperature"], s["top_k"])
+        if s["seed_midi"]:
+            seed, origin = midi_seed(s["seed_midi"], self.bundle.codec), s["seed_midi"]
+        else:
+            names = [o.get("piece", str(i)) for i, o in enumerate(self.bundle.meta.get("openings", []))]
+            origin, seed = choose_opening(self.bundle.openings, names, s["opening"], rng, str(self.bundle.path))
+        log.info("starting from %s (%d events)", origin, len(seed))
+        self.improviser.prime(seed)
+        self.output = MidiOutput(s["midi_api"], s["port"], s["virtual_port"], s["channel"] - 1,
+                                 s["program"], s["velocity_scale"], s["retry_seconds"])
+        self.live = None
+        if s["input_port"]:
+            from playbach.device.live_input import LiveInput
+            self.live = LiveInput(s["midi_api"], s["input_port"], self.bundle.codec.ticks_per_quarter,
+                                  s["live_gap"], s["cc_temperature"], s["cc_tempo"], s["retry_seconds"])
+
+    def status(self) -> str:
+        return (f"{self.model.name} on {self.model.backend}, {self.scheduler.bpm:g} BPM, "
+                f"temperature {self.improviser.temperature:.2f}")
+
+    # --- the loop ----------------------------------------------------------------------------
+    def run(self) -> int:
+        started = time.monotonic()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+        self._open()
+        keep = bool(self.s["record"] or self.s["stats"])
+        if not self.output.wait(lambda: self.stop_requested, lambda: self.notifier.watchdog(time.monotonic())):
+            self.output.close()
+            return 0
+        self.scheduler = Scheduler(self.bundle.codec.ticks_per_quarter, self.s["bpm"],
+                                   time.monotonic() + START_DELAY, keep_played=keep)
+        self.play_start = self.scheduler.origin_time
+        code = 0
+        try:
+            self._loop()
+        except Exception:  # logged, and a non-zero exit so systemd restarts us
+            log.exception("the play loop failed")
+            code = 1
+        finally:
+            self._finish(started)
+        return code
+
+    def _loop(self) -> None:
+        s, sched, out = self.s, self.scheduler, self.output
+        end = self.play_start + s["seconds"] if s["seconds"] > 0 else float("inf")
+        listening = False
+        while not self.stop_requested:
+            now = time.monotonic()
+            if now >= end:
+                break
+            out.send(sched.pop_due(now))
+            out.poll(now)
+            self.notifier.watchdog(now)
+            if self.live is not None:
+                listening = self._live(now)
+            if not listening and self._room_to_generate(now):
+                self._generate()
+                continue
+            wake = min(now + MAX_SLEEP, end, sched.time_of(sched.cursor) - s["lookahead"])
+            due = sched.next_due()
+            if due is not None:
+                wake = min(wake, due)
+            delay = wake - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+
+    def _room_to_generate(self, now: float) -> bool:
+        lead = self.scheduler.lead(now)
+        if lead >= self.s["lookahead"]:
+            return False
+        due = self.scheduler.next_due()
+        # a step right now could make the next note late, unless we are about to run dry
+        return due is None or due - now > 2 * self.step_budget or lead < self.s["lookahead"] / 4
+
+    def _generate(self) -> None:
+        t = time.perf_counter()
+        onset, pitch, duration, velocity = self.improviser.next_event().tolist()
+        took = time.perf_counter() - t
+        self.step_budget = max(self.step_budget, took)
+        if self.s["stats"]:
+            self.inference.append(took)
+        self.scheduler.add(onset, pitch, duration, velocity)
+        if not self.notifier.ready_sent:
+            self.notifier.ready(self.status())
+            log.info("playing: %s", self.status())
+
+    def _live(self, now: float) -> bool:
+        """Apply live input; True while someone is playing (the model keeps quiet)."""
+        news = self.live.poll(now, self.scheduler.bpm)
+        if news.temperature is not None:
+            self.improviser.temperature = news.temperature
+        if news.bpm is not None:
+            self.scheduler.set_bpm(news.bpm, now)
+        if news.temperature is not None or news.bpm is not None:
+            log.info("live: %s", self.status())
+            self.notifier.status(self.status())
+        if news.playing:
+            self.scheduler.clear_future(now)
+        if news.phrase is not None and len(news.phrase):
+            log.info("live: answering a phrase of %d notes", len(news.phrase))
+            self.improviser.listen(news.phrase)
+            self.scheduler.clear_future(now)
+            self.scheduler.restart_at(now + START_DELAY)
+        return news.playing
+
+    # --- stopping ------------------------------------------------------------------------------
+    def _finish(self, started: float) -> None:
+        self.notifier.stopping()
+        now = time.monotonic()
+        self.output.send(self.scheduler.stop(now))
+        self.output.close()   # all-notes-off on every channel used, then close
+        if self.live is not None:
+            self.live.close()
+        played = sorted(self.scheduler.played, key=lambda p: (p.on_time, p.pitch))
+        log.info("stopped after %.1f s, %d notes played", now - self.play_start, len(played))
+        if self.s["record"]:
+            notes = [Note(p.start_tick, p.pitch, p.duration, p.velocity) for p in played]
+            write_midi(notes, self.s["record"], self.bundle.codec.ticks_per_quarter, self.s["bpm"],
+                       max(self.s["program"], 0), self.s["channel"] - 1)
+            log.info("recorded %d notes to %s", len(notes), self.s["record"])
+        if self.s["stats"]:
+            write_json(self.s["stats"], {
+                "process_start": started, "play_start": self.play_start, "stop": now,
+                "model": self.model.name, "backend": self.model.backend, "bpm": self.s["bpm"],
+                "inference_seconds": self.inference,
+                "note_ons": [[p.on_time, p.pitch] for p in played]})
+
+
+def write_json(path: str, data: dict) -> None:
+    """Atomically: a temp file, then rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)

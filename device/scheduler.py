@@ -1,0 +1,112 @@
+"""Places notes on the monotonic clock: every note_on and note_off at an absolute time.
+
+Notes live on a tick grid (the codec's ticks per quarter). A tick's time is computed from one
+fixed origin (time, tick) and the tempo, never by adding up sleeps, so errors cannot accumulate.
+A tempo change re-anchors the origin at the present moment; notes already queued then follow the
+new tempo. The scheduler only orders and times messages; sending them is the output's job.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+from dataclasses import dataclass
+
+NOTE_OFF, NOTE_ON = 0, 1  # at the same tick a note_off leaves first, so a repeated pitch re-strikes
+
+
+@dataclass(frozen=True)
+class Played:
+    """One note as it sounded, for the recording (ticks) and the live bench (times)."""
+    start_tick: int
+    pitch: int
+    duration: int
+    velocity: int
+    on_time: float   # the monotonic time the note_on was due
+
+
+class Scheduler:
+    def __init__(self, ticks_per_quarter: int, bpm: float, start_time: float, keep_played: bool = False):
+        self.ticks_per_quarter = ticks_per_quarter
+        self.bpm = bpm
+        self.origin_time, self.origin_tick = start_time, 0.0
+        self.cursor = 0                    # tick of the last added note's onset
+        self.queue: list[tuple] = []       # (tick, kind, serial, pitch, velocity, note_id)
+        self.serial = itertools.count()
+        self.sounding: dict[int, tuple[int, int, int]] = {}  # pitch -> (note_id, start tick, velocity)
+        self.keep_played = keep_played     # only for --record / --stats: hours of notes add up
+        self.played: list[Played] = []
+
+    # --- the tick <-> time map ----------------------------------------------------------------
+    @property
+    def seconds_per_tick(self) -> float:
+        return 60.0 / (self.bpm * self.ticks_per_quarter)
+
+    def time_of(self, tick: float) -> float:
+        return self.origin_time + (tick - self.origin_tick) * self.seconds_per_tick
+
+    def tick_at(self, time: float) -> float:
+        return self.origin_tick + (time - self.origin_time) / self.seconds_per_tick
+
+    def set_bpm(self, bpm: float, now: float) -> None:
+        """Change tempo from `now` on: re-anchor so the present tick keeps its time."""
+        self.origin_tick, self.origin_time = self.tick_at(now), now
+        self.bpm = bpm
+
+    def restart_at(self, time: float) -> None:
+        """Let the next added note (onset delta 0) fall at `time` (after a pause, e.g. live input)."""
+        self.origin_tick, self.origin_time = float(self.cursor), time
+
+    # --- adding and taking notes -------------------------------------------------------------
+    def add(self, onset: int, pitch: int, duration: int, velocity: int) -> None:
+        """One event (field values): its onset is a delta from the previous note's onset."""
+        self.cursor += int(onset)
+        note_id = next(self.serial)
+        start, end = self.cursor, self.cursor + max(1, int(duration))
+        heapq.heappush(self.queue, (start, NOTE_ON, note_id, int(pitch), int(velocity), note_id))
+        heapq.heappush(self.queue, (end, NOTE_OFF, note_id, int(pitch), 0, note_id))
+
+    def lead(self, now: float) -> float:
+        """How far ahead of the clock generation is, in seconds."""
+        return self.time_of(self.cursor) - now
+
+    def next_due(self) -> float | None:
+        return self.time_of(self.queue[0][0]) if self.queue else None
+
+    def pop_due(self, now: float) -> list[tuple[str, int, int]]:
+        """Messages due by `now` as (kind, pitch, velocity), in order; a chord's notes come together.
+
+        A note_on of a pitch that is still sounding first ends the sounding one; a note_off whose
+        note was ended that way is dropped, so every note_on gets exactly one note_off.
+        """
+        out = []
+        while self.queue and self.time_of(self.queue[0][0]) <= now:
+            tick, kind, _, pitch, velocity, note_id = heapq.heappop(self.queue)
+            if kind == NOTE_ON:
+                if pitch in self.sounding:
+                    out.append(self._end(pitch, tick))
+                self.sounding[pitch] = (note_id, tick, velocity)
+                out.append(("note_on", pitch, velocity))
+            elif pitch in self.sounding and self.sounding[pitch][0] == note_id:
+                out.append(self._end(pitch, tick))
+        return out
+
+    def _end(self, pitch: int, tick: int) -> tuple[str, int, int]:
+        note_id, start, velocity = self.sounding.pop(pitch)
+        if self.keep_played:
+            self.played.append(Played(start, pitch, max(1, tick - start), velocity, self.time_of(start)))
+        return ("note_off", pitch, 0)
+
+    def stop(self, now: float) -> list[tuple[str, int, int]]:
+        """End every sounding note now and forget the rest: the note_offs to send."""
+        tick = max(int(self.tick_at(now)), 0)
+        offs = [self._end(pitch, max(tick, self.sounding[pitch][1] + 1)) for pitch in list(self.sounding)]
+        self.queue.clear()
+        return offs
+
+    def clear_future(self, now: float) -> None:
+        """Drop queued notes that have not started (sounding notes still end on time)."""
+        keep = [e for e in self.queue if e[1] == NOTE_OFF and e[3] in self.sounding
+                and self.sounding[e[3]][0] == e[5]]
+        self.queue = keep
+        heapq.heapify(self.queue)
+        self.cursor = max(self.cursor, int(self.tick_at(now)))
