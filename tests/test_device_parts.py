@@ -1,0 +1,125 @@
+"""The device's parts that need no bundle: config table, scheduler arithmetic, sd_notify socket."""
+import argparse
+import os
+import socket
+
+import pytest
+
+from playbach.device import config
+from playbach.device.scheduler import Scheduler
+from playbach.device.sdnotify import Notifier
+from playbach.errors import UserError
+
+
+def parse(argv, toml_text=None, tmp_path=None):
+    parser = argparse.ArgumentParser()
+    config.add_arguments(parser)
+    if toml_text is not None:
+        path = tmp_path / "config.toml"
+        path.write_text(toml_text)
+        argv = ["--config", str(path)] + argv
+    return config.load(parser.parse_args(argv))
+
+
+def test_defaults_file_and_flags_stack(tmp_path):
+    s = parse(["--bpm", "100", "--midi-api", "jack"], 'bpm = 60\nchannel = 3\ntemperature = 1\n', tmp_path)
+    assert s["bpm"] == 100.0                      # flag beats file
+    assert s["channel"] == 3 and s["temperature"] == 1.0 and isinstance(s["temperature"], float)
+    assert s["midi_api"] == "jack" and s["accelerator"] == "auto"
+
+
+def test_every_key_has_a_flag():
+    parser = argparse.ArgumentParser()
+    config.add_arguments(parser)
+    flags = {a.dest for a in parser._actions}
+    assert {k.name for k in config.KEYS} <= flags
+
+
+@pytest.mark.parametrize("text, words", [
+    ("tempo = 100\n", ["unknown key 'tempo'", "bpm"]),
+    ("bpm = 'fast'\n", ["'bpm'", "float"]),
+    ("accelerator = 'gpu'\n", ["'accelerator'", "'auto', 'cpu', 'edgetpu'"]),
+    ("channel = 17\n", ["'channel'", "[1, 16]"]),
+    ("seed = true\n", ["'seed'", "int"]),
+    ("bpm = [\n", ["not valid TOML"]),
+])
+def test_bad_config_names_the_key(tmp_path, text, words):
+    with pytest.raises(UserError) as e:
+        parse([], text, tmp_path)
+    for w in words:
+        assert w in str(e.value)
+    assert "config.toml" in str(e.value)
+
+
+def test_bad_flag_value_names_the_flag():
+    with pytest.raises(UserError, match="--channel"):
+        parse(["--channel", "0"])
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(UserError, match="nope.toml"):
+        config.load(argparse.Namespace(config=str(tmp_path / "nope.toml")))
+
+
+def test_schedule_is_absolute_and_follows_tempo():
+    s = Scheduler(ticks_per_quarter=4, bpm=120, start_time=100.0)   # a tick is 0.125 s
+    for onset in (0, 4, 4, 4):
+        s.add(onset, 60 + onset, 2, 80)
+    assert s.time_of(8) == pytest.approx(101.0)
+    s.set_bpm(60, now=100.5)                                         # at tick 4
+    assert s.time_of(4) == pytest.approx(100.5) and s.time_of(8) == pytest.approx(101.5)
+    assert s.lead(100.5) == pytest.approx(2.0)                       # cursor at tick 12
+
+
+def test_chord_leaves_together_and_offs_come_first():
+    s = Scheduler(4, 120, 0.0)
+    s.add(0, 60, 4, 90)
+    s.add(0, 64, 4, 90)
+    s.add(4, 60, 4, 90)   # repeated pitch exactly when the first one ends
+    assert s.pop_due(0.0) == [("note_on", 60, 90), ("note_on", 64, 90)]
+    assert s.pop_due(0.4) == []
+    assert s.pop_due(0.5) == [("note_off", 60, 0), ("note_off", 64, 0), ("note_on", 60, 90)]
+
+
+def test_overlapping_repeat_gets_one_note_off_each():
+    s = Scheduler(4, 120, 0.0, keep_played=True)
+    s.add(0, 60, 8, 90)
+    s.add(2, 60, 8, 90)   # re-struck while still sounding
+    msgs = s.pop_due(10.0)
+    assert msgs == [("note_on", 60, 90), ("note_off", 60, 0), ("note_on", 60, 90), ("note_off", 60, 0)]
+    assert [(p.start_tick, p.duration) for p in s.played] == [(0, 2), (2, 8)]
+
+
+def test_stop_ends_every_sounding_note():
+    s = Scheduler(4, 120, 0.0)
+    s.add(0, 60, 100, 90)
+    s.add(0, 67, 100, 90)
+    s.add(4, 72, 100, 90)
+    s.pop_due(0.1)
+    assert sorted(s.stop(0.2)) == [("note_off", 60, 0), ("note_off", 67, 0)]
+    assert s.pop_due(100.0) == []
+
+
+@pytest.mark.parametrize("abstract", [False, True])
+def test_sd_notify_reaches_a_real_socket(tmp_path, abstract):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    address = f"\0playbach-test-{os.getpid()}" if abstract else str(tmp_path / "notify")
+    sock.bind(address)
+    sock.settimeout(2)
+    env = {"NOTIFY_SOCKET": "@" + address[1:] if abstract else address, "WATCHDOG_USEC": "200000"}
+    n = Notifier(env)
+    n.ready("model x")
+    n.ready("again")              # only once
+    n.watchdog(1.0)
+    n.watchdog(1.05)              # less than half of 0.2 s later: nothing
+    n.watchdog(1.1)
+    got = [sock.recv(4096).decode() for _ in range(3)]
+    assert got == ["READY=1\nSTATUS=model x", "WATCHDOG=1", "WATCHDOG=1"]
+    sock.close()
+
+
+def test_sd_notify_without_systemd_does_nothing():
+    n = Notifier({})
+    n.ready("x")
+    n.watchdog(0.0)
+    assert n.sock is None and n.watchdog_interval is None
