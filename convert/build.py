@@ -1,0 +1,263 @@
+"""`playbach convert RUN --out models/NAME`: a trained run -> a bundle the Pi plays (contract (2)).
+
+    1. read and check the run folder (source.py)
+    2. rebuild the step and windowed forms with the trained weights (step.py)
+    3. convert each requested variant (tflite.py); int8 calibrated on real training pieces with
+       the states the float32 step model reaches (calibration.py)
+    4. compare every model with Keras on the test pieces -> parity.json (parity.py)
+    5. Edge TPU op check, and edgetpu_compiler if installed (edgetpu.py)
+    6. bundle.json with a sha256 per file
+
+Everything is written into a temporary folder next to --out and renamed at the end, so a failed
+conversion leaves an earlier bundle at that path as it was.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing
+import shutil
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from playbach.convert import calibration, edgetpu, parity, tflite
+from playbach.convert.source import TrainedRun, load_run, test_figures
+from playbach.convert.step import build_step_model, build_windowed_model, step_roles
+from playbach.device.bundle import BUNDLE_JSON, FORMAT, file_sha256
+from playbach.device.events import FIELDS
+from playbach.device.runtime import StepModel, WindowedModel, open_cpu_interpreter
+from playbach.errors import UserError
+
+log = logging.getLogger(__name__)
+
+KINDS = ("step", "windowed")
+ALL = [(k, v) for k in KINDS for v in tflite.VARIANTS]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", help="run folder written by `playbach train`")
+    parser.add_argument("--out", required=True, help="bundle folder to write, e.g. models/default")
+    parser.add_argument("--variants", nargs="+", default=["all"], metavar="[KIND:]VARIANT",
+                        help="models to build: all, or VARIANT (both kinds) or KIND:VARIANT, with KIND "
+                             f"in {KINDS} and VARIANT in {tflite.VARIANTS}; e.g. step:int8 windowed:dynamic")
+    parser.add_argument("--openings", type=int, default=8, help="held-out openings to store (default 8)")
+    parser.add_argument("--opening-events", type=int, default=32, help="events per opening (default 32)")
+    parser.add_argument("--test-pieces", type=int, default=8, help="test pieces for parity (default 8)")
+
+
+def run(args: argparse.Namespace) -> int:
+    out = build_bundle(args.run, args.out, parse_variants(args.variants), openings=args.openings,
+                       opening_events=args.opening_events, test_pieces=args.test_pieces)
+    meta = json.loads((out / BUNDLE_JSON).read_text())
+    for entry in meta["models"]:
+        log.info("%-32s %9d bytes", entry["file"], entry["bytes"])
+    for name, verdict in meta["parity"]["checks"].items():
+        log.info("parity %-18s %s", name, verdict)
+    log.info("bundle written to %s", out)
+    return 0
+
+
+def parse_variants(tokens: list[str]) -> list[tuple[str, str]]:
+    wanted = []
+    for token in tokens:
+        if token == "all":
+            wanted += ALL
+            continue
+        kind, _, variant = token.rpartition(":")
+        kinds = [kind] if kind else list(KINDS)
+        if variant not in tflite.VARIANTS or any(k not in KINDS for k in kinds):
+            raise UserError(f"--variants {token!r}: expected all, VARIANT or KIND:VARIANT "
+                            f"(KIND in {KINDS}, VARIANT in {tflite.VARIANTS})")
+        wanted += [(k, variant) for k in kinds]
+    return sorted(set(wanted), key=ALL.index)
+
+
+def build_bundle(run_path, out, wanted: list[tuple[str, str]] = ALL, openings: int = 8,
+                 opening_events: int = 32, test_pieces: int = 8) -> Path:
+    """Convert the run into a bundle at `out` (replaced only once the new one is complete)."""
+    source = load_run(run_path)
+    out = Path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+        work.chmod(0o755)  # mkdtemp makes it private; the player may run as another user
+    except OSError as e:
+        raise UserError(f"{out}: cannot write the bundle there ({e})") from e
+    try:
+        meta = _build_into(work, source, wanted, openings, opening_events, test_pieces, out.name)
+        (work / BUNDLE_JSON).write_text(json.dumps(meta, indent=1))
+        _replace(work, out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return out
+
+
+def _replace(work: Path, out: Path) -> None:
+    old = out.with_name(f".{out.name}.old-{int(time.time())}")
+    if out.exists():
+        out.rename(old)
+    work.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _build_into(work: Path, source: TrainedRun, wanted, openings, opening_events, test_pieces, name) -> dict:
+    cfg, trained = source.config, source.model
+    train_ids = source.ids("train")
+    held_out = source.ids("test") or source.ids("val")
+    test_ids = {k: v[:256] for k, v in list(held_out.items())[:test_pieces]}
+    if not test_ids:
+        raise UserError(f"{source.path / 'events.npz'}: no test/ or val/ pieces to check parity on")
+
+    roles = step_roles(cfg)
+    step_specs = {f: ((1, v), "float32") for f, v in zip(FIELDS, cfg.vocab_sizes)}
+    step_specs.update({r: ((1, cfg.units[int(r[1:])]), "float32") for r in roles[4:]})
+    window_specs = {f: ((1, cfg.window), "int32") for f in FIELDS}
+    models = {"step": build_step_model(cfg, trained)}
+    if any(k == "windowed" for k, _ in wanted):
+        models["windowed"] = build_windowed_model(cfg, trained)
+
+    # the float32 step model is always made: it produces the calibration states
+    entries, notes, figures = {}, [], {}
+    entries[("step", "float32")] = _write(work, "step", "float32",
+                                          tflite.convert(models["step"], step_specs, "float32"), roles, roles)
+    reached = _open(work, entries[("step", "float32")])
+    datasets = {"step": calibration.step_samples(reached, train_ids),
+                "windowed": calibration.window_samples(train_ids, cfg.window)}
+    for kind, variant in wanted:
+        if (kind, variant) in entries:
+            continue
+        specs, io_roles = (step_specs, (roles, roles)) if kind == "step" else (window_specs, (list(FIELDS),) * 2)
+        representative = calibration.as_dataset(datasets[kind]) if variant == "int8" else None
+        try:
+            if (kind, variant) == ("windowed", "int8"):
+                blob = _convert_in_child(source.path, work, datasets[kind])
+            else:
+                blob = tflite.convert(models[kind], specs, variant, representative)
+        except Exception as e:  # int8 calibration of the windowed LSTM is known to crash in TF 2.21
+            if kind == "step" and variant != "int8":
+                raise
+            message = f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:300] if str(e).strip() else ''}"
+            log.warning("%s %s not built: %s", kind, variant, message)
+            notes.append(f"{kind} {variant} not built: {message}")
+            figures[f"{kind}_{variant}"] = {"error": message}
+            continue
+        entries[(kind, variant)] = _write(work, kind, variant, blob, *io_roles)
+    if ("step", "float32") not in wanted:
+        (work / entries.pop(("step", "float32"))["file"]).unlink()
+
+    figures.update(_parity(work, entries, trained, cfg, test_ids))
+    step_diff = (figures["step_float32"]["max_abs_diff"] if "step_float32" in figures
+                 else reached_diff(reached, trained, test_ids))
+    report = {"variants": figures, "test_pieces": sorted(test_ids), "notes": notes,
+              "step_vs_keras_max_abs_diff": step_diff,
+              "targets": {"float32_max_abs_diff": parity.FLOAT_MAX_ABS_DIFF,
+                          "int8_pitch_top1_agreement": parity.INT8_PITCH_TOP1}}
+    report["checks"] = parity.summary(figures)
+
+    if ("step", "int8") in entries:
+        entry = entries[("step", "int8")]
+        report["edgetpu"] = edgetpu.op_check(work / entry["file"])
+        compiled, line = edgetpu.compile_for_edgetpu(work / entry["file"])
+        report["edgetpu"]["compiler"] = line
+        if compiled is not None:
+            edge = dict(entry, file=compiled.name, edgetpu=True)
+            edge.update(sha256=file_sha256(compiled), bytes=compiled.stat().st_size)
+            entries[("step", "int8", "edgetpu")] = edge
+    (work / "parity.json").write_text(json.dumps(report, indent=1))
+
+    return {
+        "format": FORMAT, "name": name, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "codec": source.codec.to_dict(), "model": cfg.to_dict(),
+        "models": list(entries.values()),
+        "openings": _openings(source, openings, opening_events),
+        "report": test_figures(source.report),
+        "source": {"run": str(source.path), "run_json_sha256": file_sha256(source.path / "run.json"),
+                   "corpus": source.meta.get("corpus")},
+        "parity": {"step_vs_keras_max_abs_diff": report["step_vs_keras_max_abs_diff"],
+                   "pitch_top1_agreement": {k: v.get("pitch_top1_agreement") for k, v in figures.items()},
+                   "checks": report["checks"], "notes": notes},
+    }
+
+
+def _convert_in_child(run_path: Path, work: Path, samples: list[dict]) -> bytes:
+    """Windowed int8 in a separate process: its calibration segfaults in TF 2.21, which must not
+    take the whole conversion down with it. Raises RuntimeError with the child's fate."""
+    samples_path, out_path = work / "windowed_samples.npz", work / "windowed_int8.tmp"
+    np.savez(samples_path, **{f"{i}/{k}": v for i, s in enumerate(samples) for k, v in s.items()})
+    child = multiprocessing.get_context("spawn").Process(
+        target=_windowed_int8_child, args=(str(run_path), str(samples_path), str(out_path)))
+    child.start()
+    child.join()
+    samples_path.unlink()
+    if child.exitcode != 0 or not out_path.exists():
+        fate = (f"killed by signal {-child.exitcode} ({signal.Signals(-child.exitcode).name})"
+                if child.exitcode and child.exitcode < 0 else f"exit code {child.exitcode}")
+        raise RuntimeError(f"TFLite int8 calibration of the windowed model crashed ({fate})")
+    blob = out_path.read_bytes()
+    out_path.unlink()
+    return blob
+
+
+def _windowed_int8_child(run_path: str, samples_path: str, out_path: str) -> None:
+    source = load_run(run_path)
+    with np.load(samples_path) as npz:
+        count = len({key.split("/")[0] for key in npz.files})
+        samples = [{f: npz[f"{i}/{f}"] for f in FIELDS} for i in range(count)]
+    specs = {f: ((1, source.config.window), "int32") for f in FIELDS}
+    model = build_windowed_model(source.config, source.model)
+    Path(out_path).write_bytes(tflite.convert(model, specs, "int8", calibration.as_dataset(samples)))
+
+
+def reached_diff(step_float32, trained, test_ids) -> float:
+    """Max |step float32 - Keras| when float32 is not itself a requested variant."""
+    return max(parity.compare(parity.keras_sequence_probs(trained, ids), parity.step_probs(step_float32, ids))
+               ["max_abs_diff"] for ids in test_ids.values())
+
+
+def _openings(source: TrainedRun, count: int, events: int) -> list[dict]:
+    """The first events of held-out pieces (test, then val), as field values, to seed playing."""
+    held_out = list(source.pieces.get("test", {}).items()) + list(source.pieces.get("val", {}).items())
+    return [{"piece": name, "events": values[:events].tolist()} for name, values in held_out[:count]]
+
+
+def _write(work: Path, kind: str, variant: str, blob: bytes, roles_in, roles_out) -> dict:
+    path = work / f"{kind}_{variant}.tflite"
+    path.write_bytes(blob)
+    inputs, outputs = tflite.io_table(path, roles_in, roles_out)
+    log.info("%s %s: %d bytes", kind, variant, len(blob))
+    return {"file": path.name, "kind": kind, "variant": variant, "edgetpu": False,
+            "sha256": file_sha256(path), "bytes": len(blob), "inputs": inputs, "outputs": outputs}
+
+
+def _open(work: Path, entry: dict):
+    cls = StepModel if entry["kind"] == "step" else WindowedModel
+    return cls(open_cpu_interpreter(str(work / entry["file"])), entry, "cpu")
+
+
+def _parity(work, entries, trained, cfg, test_ids) -> dict:
+    figures = {}
+    step_reference = [parity.keras_sequence_probs(trained, ids) for ids in test_ids.values()]
+    windows = parity.windows_of(test_ids, cfg.window, count=128)
+    window_reference = None
+    for (kind, variant), entry in entries.items():
+        model = _open(work, entry)
+        if kind == "step":
+            got = [parity.step_probs(model, ids) for ids in test_ids.values()]
+            result = parity.compare(parity.concat(step_reference), parity.concat(got))
+        elif len(windows):
+            if window_reference is None:
+                batched = build_windowed_model(cfg, trained, batch_size=None)
+                window_reference = parity.keras_window_probs(batched, windows)
+            result = parity.compare(window_reference, parity.windowed_probs(model, windows))
+        else:
+            result = {"error": f"no test piece has {cfg.window} events"}
+        figures[f"{kind}_{variant}"] = dict(result, bytes=entry["bytes"], file=entry["file"])
+        log.info("parity %s %s: %s", kind, variant, {k: result.get(k) for k in
+                                                     ("pitch_top1_agreement", "mean_kl", "max_abs_diff")})
+    return figures

@@ -1,0 +1,82 @@
+"""How closely each converted model follows the Keras model, on the run's held-out test pieces.
+
+Step models are played event by event through the device runtime (state carried, int8 state
+requantized exactly as on the Pi) and compared with the Keras model's next-event probabilities
+over the same prefix. Windowed models are compared with the Keras model on the same N-event
+windows (a window cut short of the piece is a property of the windowed form, not a conversion
+error). Per model: pitch top-1 agreement, mean KL(keras || tflite) per field, max |diff|.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from playbach.device.events import FIELDS
+
+FLOAT_MAX_ABS_DIFF = 1e-4
+INT8_PITCH_TOP1 = 0.97
+EPS = 1e-7
+
+
+def compare(reference: list[np.ndarray], converted: list[np.ndarray]) -> dict:
+    """Figures for aligned (n, V) probability arrays, one per field."""
+    kl = {}
+    for f, p, q in zip(FIELDS, reference, converted):
+        p, q = np.clip(p, EPS, 1.0), np.clip(q, EPS, 1.0)
+        q = q / q.sum(axis=1, keepdims=True)  # int8 outputs need not sum exactly to 1
+        kl[f] = max(0.0, float(np.mean(np.sum(p * np.log(p / q), axis=1))))  # no -1e-9 from rounding
+    top1 = {f: float(np.mean(p.argmax(1) == q.argmax(1))) for f, p, q in zip(FIELDS, reference, converted)}
+    return {"pitch_top1_agreement": top1["pitch"], "top1_agreement": top1,
+            "mean_kl": float(np.mean(list(kl.values()))), "mean_kl_by_field": kl,
+            "max_abs_diff": float(max(np.max(np.abs(p - q)) for p, q in zip(reference, converted))),
+            "positions": int(len(reference[0]))}
+
+
+def keras_sequence_probs(trained, ids: np.ndarray) -> list[np.ndarray]:
+    """The Keras model's next-event probabilities after each prefix of one piece: 4 arrays (n, V)."""
+    out = trained({f: ids[None, :, j].astype(np.int32) for j, f in enumerate(FIELDS)}, training=False)
+    return [np.asarray(out[f])[0] for f in FIELDS]
+
+
+def step_probs(step_model, ids: np.ndarray) -> list[np.ndarray]:
+    step_model.reset()
+    rows = [step_model.step(event) for event in ids]
+    return [np.stack([r[j] for r in rows]) for j in range(4)]
+
+
+def windows_of(pieces: dict[str, np.ndarray], window: int, count: int) -> np.ndarray:
+    """Up to `count` full windows (k, N, 4), evenly spaced over the pieces."""
+    chunks = [ids[s:s + window] for ids in pieces.values() for s in range(0, len(ids) - window + 1, 8)]
+    if not chunks:
+        return np.zeros((0, window, 4), np.int64)
+    picks = np.linspace(0, len(chunks) - 1, min(count, len(chunks))).round().astype(int)
+    return np.stack([chunks[i] for i in picks])
+
+
+def keras_window_probs(windowed_keras, windows: np.ndarray) -> list[np.ndarray]:
+    out = windowed_keras.predict({f: windows[:, :, j].astype(np.int32) for j, f in enumerate(FIELDS)},
+                                 batch_size=64, verbose=0)
+    return [np.asarray(out[f]) for f in FIELDS]
+
+
+def windowed_probs(windowed_model, windows: np.ndarray) -> list[np.ndarray]:
+    rows = [windowed_model.predict_window(w) for w in windows]
+    return [np.stack([r[j] for r in rows]) for j in range(4)]
+
+
+def concat(parts: list[list[np.ndarray]]) -> list[np.ndarray]:
+    return [np.concatenate([p[j] for p in parts]) for j in range(4)]
+
+
+def summary(variants: dict[str, dict]) -> dict:
+    """parity.json's verdicts: floats within 1e-4 of Keras, int8 pitch top-1 >= 0.97."""
+    checks = {}
+    for name, figures in variants.items():
+        if "error" in figures:
+            checks[name] = "not built: " + figures["error"]
+        elif name.endswith("int8"):
+            ok = figures["pitch_top1_agreement"] >= INT8_PITCH_TOP1
+            checks[name] = f"pitch top-1 {figures['pitch_top1_agreement']:.4f} {'>=' if ok else '<'} {INT8_PITCH_TOP1}"
+        elif name.endswith("float32"):
+            ok = figures["max_abs_diff"] <= FLOAT_MAX_ABS_DIFF
+            checks[name] = f"max |diff| {figures['max_abs_diff']:.2e} {'<=' if ok else '>'} {FLOAT_MAX_ABS_DIFF}"
+    return checks

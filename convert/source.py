@@ -1,0 +1,115 @@
+"""A trained run folder (contract (1)), read and checked before anything is converted.
+
+Every problem with the folder -- a missing file, unreadable JSON, a model whose vocabularies are
+not the run's codec -- is a UserError naming the file, so `playbach convert` exits 2 with a
+message instead of a traceback half-way through a conversion.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from playbach.device.events import FIELDS, Codec
+from playbach.errors import UserError
+from playbach.trainer.model import ModelConfig
+
+RUN_FILES = ("model.keras", "run.json", "events.npz")
+
+
+@dataclass
+class TrainedRun:
+    path: Path
+    config: ModelConfig
+    codec: Codec
+    meta: dict                                   # run.json
+    pieces: dict[str, dict[str, np.ndarray]]     # split -> piece name -> (n, 4) field values
+    report: dict = field(default_factory=dict)
+    _model: object = None
+
+    @property
+    def model(self):
+        """The trained Keras model (windowed training form), loaded on first use."""
+        if self._model is None:
+            import keras
+
+            try:
+                self._model = keras.models.load_model(self.path / "model.keras", compile=False)
+            except Exception as e:
+                raise UserError(f"{self.path / 'model.keras'}: cannot load the Keras model ({e})") from e
+            self._check_model_matches_codec(self._model)
+        return self._model
+
+    def _check_model_matches_codec(self, model) -> None:
+        for name, size in zip(FIELDS, self.codec.sizes):
+            try:
+                rows = model.get_layer(f"embed_{name}").get_weights()[0].shape[0]
+                cols = model.get_layer(f"head_{name}").get_weights()[1].shape[0]
+            except ValueError as e:
+                raise UserError(f"{self.path / 'model.keras'}: not a playbach model ({e})") from e
+            if rows != size or cols != size:
+                raise UserError(f"{self.path / 'model.keras'}: field {name!r} has {rows} tokens but the "
+                                f"codec in {self.path / 'run.json'} has {size}: model and codec don't match")
+
+    def ids(self, split: str) -> dict[str, np.ndarray]:
+        """Token ids (n, 4) of every piece of one split."""
+        return {name: self.codec.encode(ev) for name, ev in self.pieces.get(split, {}).items()}
+
+
+def load_run(path: str | Path) -> TrainedRun:
+    """Read and check a run folder; the Keras model itself is loaded lazily (it needs TensorFlow)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"{path}: run folder not found")
+    for name in RUN_FILES:
+        if not (path / name).is_file():
+            raise UserError(f"{path / name}: missing from the run folder (is it a finished `playbach train` run?)")
+    meta = _read_json(path / "run.json")
+    try:
+        config = ModelConfig.from_dict(meta["model"])
+        codec = Codec.from_dict(meta["codec"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{path / 'run.json'}: bad or missing 'model'/'codec' entry ({e})") from e
+    if tuple(config.vocab_sizes) != codec.sizes:
+        raise UserError(f"{path / 'run.json'}: model vocab_sizes {list(config.vocab_sizes)} don't match "
+                        f"the codec's vocabularies {list(codec.sizes)}")
+    pieces = _read_pieces(path / "events.npz")
+    report_path = path / "report.json"
+    report = _read_json(report_path) if report_path.is_file() else {}
+    return TrainedRun(path, config, codec, meta, pieces, report)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: not readable JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    return data
+
+
+def _read_pieces(path: Path) -> dict[str, dict[str, np.ndarray]]:
+    pieces: dict[str, dict[str, np.ndarray]] = {}
+    try:
+        with np.load(path) as npz:
+            for key in npz.files:
+                split, _, name = key.partition("/")
+                events = np.asarray(npz[key], dtype=np.int64)
+                if events.ndim != 2 or events.shape[1] != 4:
+                    raise ValueError(f"key {key!r} has shape {events.shape}, expected (n, 4)")
+                pieces.setdefault(split, {})[name] = events
+    except (OSError, ValueError, EOFError) as e:
+        raise UserError(f"{path}: not a readable events archive ({e})") from e
+    if not pieces.get("train"):
+        raise UserError(f"{path}: holds no 'train/<piece>' arrays")
+    return pieces
+
+
+def test_figures(report: dict) -> dict:
+    """The training report's held-out test figures (its 'test' section, or every 'test*' key)."""
+    if isinstance(report.get("test"), dict):
+        return report["test"]
+    return {k: v for k, v in report.items() if k.startswith("test")}

@@ -1,0 +1,242 @@
+"""Running a bundle's model one event at a time (contract (3)), on the CPU or a Coral Edge TPU.
+
+    model = open_model(load_bundle("models/default"), accelerator="auto")
+    model.reset()
+    probs = model.step(np.array([onset_id, pitch_id, duration_id, velocity_id]))   # 4 arrays
+
+StepModel feeds one-hot inputs and carries the LSTM state between calls; WindowedModel (the
+fallback) keeps the last N events and re-reads them all each call. Integer models are handled
+here: inputs quantized, outputs dequantized, and each state output requantized with the params
+of the INPUT it is fed back into (the converter calibrates them separately, so they can differ).
+
+The interpreter is the first of ai_edge_litert, tflite_runtime, tensorflow.lite that imports;
+TensorFlow only as a last resort (it is neither needed nor wanted on the Pi).
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import platform
+import time
+from collections import deque
+from types import ModuleType
+from typing import Callable
+
+import numpy as np
+
+from playbach.device.bundle import Bundle, describe
+from playbach.device.events import FIELDS
+from playbach.errors import UserError
+
+log = logging.getLogger(__name__)
+
+INTERPRETER_MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite")
+EDGETPU_LIBRARY = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}
+AUTO_BURST = 200  # steps timed on each accelerator when both work
+
+_interpreter_module: tuple[ModuleType, str] | None = None
+
+
+def load_interpreter_module() -> ModuleType:
+    """The TFLite interpreter module (has Interpreter and load_delegate); the first one installed."""
+    global _interpreter_module
+    if _interpreter_module is None:
+        errors = []
+        for name in INTERPRETER_MODULES:
+            try:
+                _interpreter_module = (importlib.import_module(name), name.split(".")[0])
+                break
+            except ImportError as e:
+                errors.append(f"{name}: {e}")
+        else:
+            raise UserError("no TFLite interpreter installed; `pip install ai-edge-litert` "
+                            f"(tried {'; '.join(errors)})")
+    return _interpreter_module[0]
+
+
+def interpreter_name() -> str:
+    load_interpreter_module()
+    return _interpreter_module[1]
+
+
+# --- quantization helpers ------------------------------------------------------------------------
+
+def _quantized(row: dict) -> bool:
+    return row["dtype"] in ("int8", "uint8") and row["scale"] > 0
+
+
+def _dequantize(values: np.ndarray, row: dict) -> np.ndarray:
+    if not _quantized(row):
+        return values.astype(np.float32, copy=False)
+    return (values.astype(np.float32) - row["zero_point"]) * np.float32(row["scale"])
+
+
+def _quantize(values: np.ndarray, row: dict) -> np.ndarray:
+    if not _quantized(row):
+        return values.astype(row["dtype"], copy=False)
+    info = np.iinfo(row["dtype"])
+    q = np.round(values / row["scale"]) + row["zero_point"]
+    return np.clip(q, info.min, info.max).astype(row["dtype"])
+
+
+class _Runner:
+    """An interpreter plus the bundle's input/output rows, tensors found by name."""
+
+    def __init__(self, interpreter, entry: dict, backend: str):
+        self.interpreter = interpreter
+        self.entry = entry
+        self.name = entry["file"]
+        self.backend = backend
+        interpreter.allocate_tensors()
+        by_name_in = {d["name"]: d["index"] for d in interpreter.get_input_details()}
+        by_name_out = {d["name"]: d["index"] for d in interpreter.get_output_details()}
+        try:
+            self.inputs = {r["role"]: (by_name_in[r["name"]], r) for r in entry["inputs"]}
+            self.outputs = {r["role"]: (by_name_out[r["name"]], r) for r in entry["outputs"]}
+        except KeyError as e:
+            raise UserError(f"{self.name}: has no tensor {e} that bundle.json names") from e
+
+    def _set(self, role: str, values: np.ndarray) -> None:
+        index, row = self.inputs[role]
+        self.interpreter.set_tensor(index, values)
+
+    def _get(self, role: str) -> np.ndarray:
+        return self.interpreter.get_tensor(self.outputs[role][0])
+
+    def _probs(self) -> list[np.ndarray]:
+        return [_dequantize(self._get(f), self.outputs[f][1]).reshape(-1) for f in FIELDS]
+
+
+class StepModel(_Runner):
+    """One event in, next-event probabilities out; LSTM state carried in this object."""
+
+    def __init__(self, interpreter, entry: dict, backend: str):
+        super().__init__(interpreter, entry, backend)
+        self.state_roles = [r["role"] for r in entry["inputs"] if r["role"] not in FIELDS]
+        # quantized one-hot: "off" is the value of 0.0, "on" the value of 1.0, per field
+        self._onehot = []
+        for f in FIELDS:
+            row = self.inputs[f][1]
+            off, on = _quantize(np.array([0.0, 1.0], np.float32), row)
+            self._onehot.append((np.full(row["shape"], off, dtype=row["dtype"]), on))
+        self.reset()
+
+    def reset(self) -> None:
+        for role in self.state_roles:
+            row = self.inputs[role][1]
+            self._set(role, _quantize(np.zeros(row["shape"], np.float32), row))
+
+    def step(self, ids: np.ndarray) -> list[np.ndarray]:
+        for (template, on), f, i in zip(self._onehot, FIELDS, np.asarray(ids).reshape(4).tolist()):
+            x = template.copy()
+            x[0, int(i)] = on
+            self._set(f, x)
+        self.interpreter.invoke()
+        for role in self.state_roles:
+            out_row, in_row = self.outputs[role][1], self.inputs[role][1]
+            value = self._get(role)
+            if _quantized(out_row) and (out_row["scale"], out_row["zero_point"]) != (in_row["scale"], in_row["zero_point"]):
+                value = _quantize(_dequantize(value, out_row), in_row)
+            self._set(role, value)
+        return self._probs()
+
+
+class WindowedModel(_Runner):
+    """The last N events in (int32 ids), next-event probabilities out; slower, kept as a fallback.
+
+    Until N events have been played the window is left-padded with the first event, the closest
+    thing to "more of the same" the model has seen.
+    """
+
+    def __init__(self, interpreter, entry: dict, backend: str):
+        super().__init__(interpreter, entry, backend)
+        self.window = int(self.inputs[FIELDS[0]][1]["shape"][1])
+        self.reset()
+
+    def reset(self) -> None:
+        self.history: deque = deque(maxlen=self.window)
+
+    def step(self, ids: np.ndarray) -> list[np.ndarray]:
+        self.history.append(np.asarray(ids, dtype=np.int64).reshape(4))
+        events = list(self.history)
+        events = [events[0]] * (self.window - len(events)) + events
+        return self.predict_window(np.stack(events))
+
+    def predict_window(self, window: np.ndarray) -> list[np.ndarray]:
+        """Next-event probabilities after exactly these N events (N, 4) of ids."""
+        for j, f in enumerate(FIELDS):
+            self._set(f, _quantize(window[:, j].reshape(1, -1).astype(np.float32), self.inputs[f][1]))
+        self.interpreter.invoke()
+        return self._probs()
+
+
+# --- opening a model on an accelerator -----------------------------------------------------------
+
+def open_edgetpu_interpreter(model_path: str):
+    """Interpreter with the Edge TPU delegate (Google's pycoral only if it is importable)."""
+    module = load_interpreter_module()
+    try:  # Google's pycoral (not the unrelated PyPI package of that name) knows the device names
+        from pycoral.utils.edgetpu import make_interpreter  # type: ignore
+        return make_interpreter(model_path)
+    except ImportError:
+        pass
+    library = EDGETPU_LIBRARY.get(platform.system(), "libedgetpu.so.1")
+    delegate = module.load_delegate(library)
+    return module.Interpreter(model_path=model_path, experimental_delegates=[delegate])
+
+
+def open_cpu_interpreter(model_path: str):
+    return load_interpreter_module().Interpreter(model_path=model_path, num_threads=1)
+
+
+def _build(bundle: Bundle, entry: dict, opener: Callable, backend: str):
+    cls = StepModel if entry["kind"] == "step" else WindowedModel
+    return cls(opener(str(bundle.model_path(entry))), entry, backend)
+
+
+def open_model(bundle: Bundle, accelerator: str = "auto", kind: str = "step", variant: str = "int8",
+               edgetpu_opener: Callable | None = None):
+    """A StepModel or WindowedModel of the bundle on "cpu", "edgetpu" or "auto" (the faster that works).
+
+    `edgetpu_opener(model_path) -> interpreter` defaults to loading the real delegate; tests pass
+    a fake one because no Coral is attached where they run.
+    """
+    if accelerator not in ("auto", "cpu", "edgetpu"):
+        raise UserError(f"accelerator {accelerator!r}: choose auto, cpu or edgetpu")
+    opener = edgetpu_opener or open_edgetpu_interpreter
+    cpu_backend = f"cpu ({interpreter_name()})"
+    if accelerator == "cpu":
+        return _build(bundle, bundle.model_entry(kind, variant), open_cpu_interpreter, cpu_backend)
+    if accelerator == "edgetpu":
+        entry = bundle.model_entry(kind, variant, edgetpu=True)
+        try:
+            return _build(bundle, entry, opener, "edgetpu")
+        except (OSError, ValueError, RuntimeError) as e:
+            raise UserError(f"{bundle.model_path(entry)}: cannot open on the Edge TPU ({e})") from e
+
+    cpu = _build(bundle, bundle.model_entry(kind, variant), open_cpu_interpreter, cpu_backend)
+    try:
+        tpu = _build(bundle, bundle.model_entry(kind, variant, edgetpu=True), opener, "edgetpu")
+    except (UserError, OSError, ValueError, RuntimeError) as e:
+        log.info("Edge TPU not used, running %s on %s: %s", describe(cpu.entry), cpu_backend, e)
+        return cpu
+    times = {m.backend: time_steps(m, bundle, AUTO_BURST) for m in (cpu, tpu)}
+    faster = min((cpu, tpu), key=lambda m: times[m.backend])
+    log.info("auto accelerator: %s %.3f ms/event, edgetpu %.3f ms/event -> %s",
+             cpu_backend, times[cpu_backend] * 1e3, times["edgetpu"] * 1e3, faster.backend)
+    faster.reset()
+    return faster
+
+
+def time_steps(model, bundle: Bundle, steps: int) -> float:
+    """Median seconds per step over `steps` events of the bundle's openings (or token 0)."""
+    events = np.concatenate(bundle.openings) if bundle.openings else np.zeros((1, 4), np.int64)
+    ids = bundle.codec.encode(events)
+    model.reset()
+    durations = []
+    for t in range(steps):
+        start = time.perf_counter()
+        model.step(ids[t % len(ids)])
+        durations.append(time.perf_counter() - start)
+    model.reset()
+    return float(np.median(durations))
