@@ -62,6 +62,16 @@ def split_events(corpus: Corpus, split: Split) -> dict[str, dict[str, np.ndarray
     return {side: {n: pieces[n] for n in getattr(split, side)} for side in ("train", "val", "test")}
 
 
+def fit_codec(corpus: Corpus, pitch_margin: int) -> Codec:
+    """The corpus's vocabularies; a field with one value (the chorales' velocity 64) gets a
+    neighbour, because a one-class softmax head breaks Keras's sparse cross-entropy."""
+    codec = Codec.fit([p.events for p in corpus.pieces], corpus.grid, pitch_margin=pitch_margin)
+    if min(codec.sizes) > 1:
+        return codec
+    vocab = {f: v if len(v) > 1 else [v[0], v[0] + 1] for f, v in codec.vocab.items()}
+    return Codec(corpus.grid, vocab)
+
+
 def prepare_windows(sides, codec: Codec, cfg: ModelConfig, stride: int, transpose: int, source: str):
     """(train windows, val windows) of token ids; UserError if there is not one of each."""
     train_values = list(sides["train"].values())
@@ -181,7 +191,7 @@ def run(args) -> int:
              corpus.notes, corpus.merged, len(corpus.skipped_files))
     split = split_pieces([p.name for p in corpus.pieces], args.seed, args.holdout)
     sides = split_events(corpus, split)
-    codec = Codec.fit([p.events for p in corpus.pieces], corpus.grid, pitch_margin=args.transpose)
+    codec = fit_codec(corpus, args.transpose)
     cfg = ModelConfig(vocab_sizes=codec.sizes, embed_dims=tuple(args.embed), units=tuple(args.units),
                       dropout=args.dropout, window=args.window, learning_rate=args.lr)
     stride = args.stride or max(1, args.window // 2)

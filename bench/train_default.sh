@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Benchmark: the default configuration from nothing (empty parse cache) to early stop.
+# Trains music21's bundled Bach chorales into runs/default (or $1) and writes
+# bench/results/train_default.json with the wall time, the machine's load and the run's figures.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+out=${1:-runs/default}
+export TF_CPP_MIN_LOG_LEVEL=2
+export PLAYBACH_CACHE=$(mktemp -d)          # from nothing: no cached parses
+trap 'rm -rf "$PLAYBACH_CACHE"' EXIT
+mkdir -p bench/results
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+start=$(date +%s.%N)
+.venv/bin/playbach train --out "$out" --seed 0
+end=$(date +%s.%N)
+.venv/bin/python - "$out" "$start" "$end" "$load_before" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'PY'
+import json, os, sys
+out, start, end, before, after = sys.argv[1:]
+r = json.load(open(os.path.join(out, "report.json")))
+result = {"benchmark": "train_default", "wall_s": float(end) - float(start), "limit_s": 900,
+          "cpus": os.cpu_count(), "loadavg_before": before, "loadavg_after": after,
+          "time": r["time"], "events": r["corpus"]["events"], "test": r["test"],
+          "baseline_ngram": r["baseline"]["ngram"], "model": r["model"]}
+json.dump(result, open("bench/results/train_default.json", "w"), indent=2)
+print(json.dumps({k: result[k] for k in ("wall_s", "loadavg_before", "loadavg_after")}))
+PY

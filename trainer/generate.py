@@ -1,0 +1,77 @@
+"""`playbach generate RUN --out take.mid`: continue a held-out piece's opening, write MIDI + piano roll.
+
+The model reads the last `window` events (the length it was trained on) and each head is
+sampled with the device's own sampler (temperature, top-k), so a desktop take and a live
+take come from the same code.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from playbach.device.events import FIELDS, Codec, events_to_notes, write_midi
+from playbach.device.sampler import sample_event
+from playbach.errors import UserError
+from playbach.trainer.evaluate import load_split_events
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("run", help="run folder written by `playbach train`")
+    parser.add_argument("--out", required=True, help="MIDI file to write (a .png piano roll goes beside it)")
+    parser.add_argument("--events", type=int, default=400, help="events (notes) to generate")
+    parser.add_argument("--temperature", type=float, default=1.0, help="0 = always the likeliest")
+    parser.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest (0 = all)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--program", type=int, default=7, help="GM program (7 = clavichord)")
+    parser.add_argument("--bpm", type=float, default=100.0)
+    parser.add_argument("--opening", type=int, default=32, help="events of the held-out piece to start from")
+    parser.add_argument("--piece", help="which test piece opens (default: the first)")
+
+
+def generate(model, codec: Codec, opening: np.ndarray, n_events: int, window: int,
+             rng: np.random.Generator, temperature: float = 1.0, top_k: int = 0) -> np.ndarray:
+    """Token ids: the opening followed by `n_events` sampled events."""
+    ids = [np.asarray(row) for row in codec.encode(opening)]
+    for _ in range(n_events):
+        context = np.stack(ids[-window:])
+        x = {f: context[None, :, j].astype(np.int32) for j, f in enumerate(FIELDS)}
+        out = model(x, training=False)
+        probs = [np.asarray(out[f])[0, -1] for f in FIELDS]
+        ids.append(sample_event(probs, rng, temperature, top_k))
+    return np.stack(ids)
+
+
+def run(args) -> int:
+    import keras
+
+    from playbach.trainer.pianoroll import save_pianoroll
+
+    run_dir = Path(args.run)
+    meta_path = run_dir / "run.json"
+    if not meta_path.exists():
+        raise UserError(f"{meta_path} is missing: not a run folder written by `playbach train`")
+    meta = json.loads(meta_path.read_text())
+    codec = Codec.from_dict(meta["codec"])
+    test = load_split_events(run_dir)["test"]
+    if not test:
+        raise UserError(f"{run_dir / 'events.npz'} has no test pieces to open with")
+    name = args.piece or sorted(test)[0]
+    if name not in test:
+        raise UserError(f"--piece {name!r} is not a test piece of {run_dir} (they are {sorted(test)})")
+    opening = test[name][:max(1, args.opening)]
+    model = keras.models.load_model(run_dir / "model.keras", compile=False)
+    rng = np.random.default_rng(args.seed)
+    ids = generate(model, codec, opening, args.events, meta["model"]["window"], rng,
+                   args.temperature, args.top_k)
+    notes = events_to_notes(codec.decode(ids))
+    out = Path(args.out)
+    write_midi(notes, out, codec.ticks_per_quarter, bpm=args.bpm, program=args.program)
+    save_pianoroll(notes, out.with_suffix(".png"), codec.ticks_per_quarter,
+                   title=f"{out.name}: {len(opening)} events of {name}, then {args.events} generated")
+    log.info("wrote %s (%d notes, opening from %s) and %s", out, len(notes), name, out.with_suffix(".png"))
+    return 0
