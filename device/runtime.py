@@ -79,6 +79,20 @@ def _quantize(values: np.ndarray, row: dict) -> np.ndarray:
     return np.clip(q, info.min, info.max).astype(row["dtype"])
 
 
+def _all_codes(row: dict) -> np.ndarray:
+    info = np.iinfo(row["dtype"])
+    return np.arange(info.min, info.max + 1).astype(row["dtype"])
+
+
+def _code_table(values: np.ndarray, row: dict) -> tuple[np.ndarray, int]:
+    """(values, offset): values[code + offset] is the entry of an 8-bit code (built over _all_codes)."""
+    return values, -int(np.iinfo(row["dtype"]).min)
+
+
+def _lookup(codes: np.ndarray, table: tuple[np.ndarray, int]) -> np.ndarray:
+    return table[0][codes.astype(np.int16) + table[1]]
+
+
 class _Runner:
     """An interpreter plus the bundle's input/output rows, tensors found by name."""
 
@@ -95,6 +109,12 @@ class _Runner:
             self.outputs = {r["role"]: (by_name_out[r["name"]], r) for r in entry["outputs"]}
         except KeyError as e:
             raise UserError(f"{self.name}: has no tensor {e} that bundle.json names") from e
+        # 8-bit outputs have 256 possible codes: dequantize through a table, not arithmetic
+        self._heads = []
+        for f in FIELDS:
+            index, row = self.outputs[f]
+            table = _code_table(_dequantize(_all_codes(row), row), row) if _quantized(row) else None
+            self._heads.append((index, table))
 
     def _set(self, role: str, values: np.ndarray) -> None:
         index, row = self.inputs[role]
@@ -104,7 +124,11 @@ class _Runner:
         return self.interpreter.get_tensor(self.outputs[role][0])
 
     def _probs(self) -> list[np.ndarray]:
-        return [_dequantize(self._get(f), self.outputs[f][1]).reshape(-1) for f in FIELDS]
+        probs = []
+        for index, table in self._heads:
+            values = self.interpreter.get_tensor(index).reshape(-1)
+            probs.append(values.astype(np.float32, copy=False) if table is None else _lookup(values, table))
+        return probs
 
 
 class StepModel(_Runner):
@@ -113,6 +137,17 @@ class StepModel(_Runner):
     def __init__(self, interpreter, entry: dict, backend: str):
         super().__init__(interpreter, entry, backend)
         self.state_roles = [r["role"] for r in entry["inputs"] if r["role"] not in FIELDS]
+        # (output index, input index, code table or None) per state: an int8 state
+        # output is requantized with its INPUT's params (real value = (q - zp) * scale on both
+        # sides), through a 256-entry table from output code to input code
+        self._feedback = []
+        for role in self.state_roles:
+            out_row, in_row = self.outputs[role][1], self.inputs[role][1]
+            params_differ = (out_row["scale"], out_row["zero_point"]) != (in_row["scale"], in_row["zero_point"])
+            table = None
+            if _quantized(out_row) and params_differ:
+                table = _code_table(_quantize(_dequantize(_all_codes(out_row), out_row), in_row), out_row)
+            self._feedback.append((self.outputs[role][0], self.inputs[role][0], table))
         # quantized one-hot: "off" is the value of 0.0, "on" the value of 1.0, per field
         self._onehot = []
         for f in FIELDS:
@@ -132,12 +167,9 @@ class StepModel(_Runner):
             x[0, int(i)] = on
             self._set(f, x)
         self.interpreter.invoke()
-        for role in self.state_roles:
-            out_row, in_row = self.outputs[role][1], self.inputs[role][1]
-            value = self._get(role)
-            if _quantized(out_row) and (out_row["scale"], out_row["zero_point"]) != (in_row["scale"], in_row["zero_point"]):
-                value = _quantize(_dequantize(value, out_row), in_row)
-            self._set(role, value)
+        for out_index, in_index, table in self._feedback:
+            value = self.interpreter.get_tensor(out_index)
+            self.interpreter.set_tensor(in_index, value if table is None else _lookup(value, table))
         return self._probs()
 
 
@@ -229,14 +261,19 @@ def open_model(bundle: Bundle, accelerator: str = "auto", kind: str = "step", va
 
 
 def time_steps(model, bundle: Bundle, steps: int) -> float:
-    """Median seconds per step over `steps` events of the bundle's openings (or token 0)."""
+    """Median seconds per step over `steps` events of the bundle's openings."""
+    return float(np.median(step_latencies(model, bundle, steps)))
+
+
+def step_latencies(model, bundle: Bundle, steps: int) -> np.ndarray:
+    """Seconds of each of `steps` calls of model.step, fed the bundle's openings (token 0 if none)."""
     events = np.concatenate(bundle.openings) if bundle.openings else np.zeros((1, 4), np.int64)
     ids = bundle.codec.encode(events)
     model.reset()
-    durations = []
+    durations = np.empty(steps)
     for t in range(steps):
         start = time.perf_counter()
         model.step(ids[t % len(ids)])
-        durations.append(time.perf_counter() - start)
+        durations[t] = time.perf_counter() - start
     model.reset()
-    return float(np.median(durations))
+    return durations

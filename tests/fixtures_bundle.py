@@ -1,1 +1,26 @@
-"""Fixtures: filled in by its owner."""
+"""Fixtures of the converter: `tiny_bundle`, a real bundle converted from the trainer's `tiny_run`.
+
+Only the models the tests need are built (step float32 + int8, windowed float32) to keep the
+session fast; tests that change a bundle copy it first (`bundle_copy`).
+"""
+import shutil
+from pathlib import Path
+
+import pytest
+
+TINY_BUNDLE_MODELS = [("step", "float32"), ("step", "int8"), ("windowed", "float32")]
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_run, tmp_path_factory) -> Path:
+    """Path of a bundle folder (bundle.json, parity.json, step_float32/step_int8/windowed_float32)."""
+    from playbach.convert.build import build_bundle
+
+    out = tmp_path_factory.mktemp("tiny_bundle") / "bundle"
+    return build_bundle(tiny_run, out, TINY_BUNDLE_MODELS, openings=4)
+
+
+@pytest.fixture
+def bundle_copy(tiny_bundle, tmp_path) -> Path:
+    """A private copy of tiny_bundle that a test may damage."""
+    return Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
