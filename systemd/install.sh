@@ -1,0 +1,230 @@
+#!/usr/bin/env bash
+# Install playbach as an appliance: the daemon starts at boot and plays until the power goes.
+# For Raspberry Pi OS 64-bit (Debian bookworm/trixie, Python 3.11 or 3.13); any systemd Debian works.
+#
+#   sudo systemd/install.sh                      install (or update) and start playbach.service
+#   sudo systemd/install.sh --with-fluidsynth    ... plus the FluidSynth software synth service
+#   sudo systemd/install.sh --uninstall          remove all of it (config and recorded takes too)
+#   systemd/install.sh --prefix /tmp/root        install into a staging root (tests); no systemctl
+#
+# What goes where (under --prefix / $DESTDIR when given):
+#   /opt/playbach/venv            a venv with the device extra only (numpy, mido, rtmidi, LiteRT; no TensorFlow)
+#   /opt/playbach/models/default  the model bundle (--bundle, default models/default), read-only
+#   /opt/playbach/docs/           appliance.md (the units' Documentation=)
+#   /etc/playbach/config.toml     settings; never overwritten once there
+#   /etc/systemd/system/          playbach.service, playbach-fluidsynth.service
+#   /etc/udev/rules.d/            70-playbach.rules (Coral and USB MIDI)
+# The service runs as a DynamicUser in the audio group, so no user account is created.
+# Running it again is safe: it updates what changed and keeps the config.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="${DESTDIR:-}"
+BUNDLE="$REPO/models/default"
+PYTHON="${PYTHON:-python3}"
+WITH_FLUIDSYNTH=0
+UNINSTALL=0
+
+usage() { sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+die() { echo "install.sh: $*" >&2; exit 2; }
+say() { echo "install.sh: $*"; }
+
+while (($#)); do
+    case "$1" in
+        --prefix) ROOT="${2:?--prefix needs a folder}"; shift 2 ;;
+        --prefix=*) ROOT="${1#*=}"; shift ;;
+        --bundle) BUNDLE="${2:?--bundle needs a folder}"; shift 2 ;;
+        --bundle=*) BUNDLE="${1#*=}"; shift ;;
+        --python) PYTHON="${2:?--python needs an interpreter}"; shift 2 ;;
+        --with-fluidsynth) WITH_FLUIDSYNTH=1; shift ;;
+        --uninstall) UNINSTALL=1; shift ;;
+        -h|--help) usage 0 ;;
+        *) echo "install.sh: unknown option '$1'" >&2; usage 2 ;;
+    esac
+done
+
+if [ -n "$ROOT" ]; then
+    mkdir -p "$ROOT"
+    ROOT="$(cd "$ROOT" && pwd)"
+    [ "$ROOT" != / ] || ROOT=""
+fi
+LIVE=0  # installing into the running system: systemctl, udevadm and apt-get are used
+if [ -z "$ROOT" ]; then
+    LIVE=1
+    [ "$(id -u)" -eq 0 ] || die "run as root (sudo $0), or give --prefix DIR to stage into a folder"
+fi
+
+OPT="$ROOT/opt/playbach"
+ETC="$ROOT/etc/playbach"
+UNIT_DIR="$ROOT/etc/systemd/system"
+RULES_DIR="$ROOT/etc/udev/rules.d"
+UNITS=(playbach.service playbach-fluidsynth.service)
+RULES=70-playbach.rules
+
+systemd_running() { [ "$LIVE" -eq 1 ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null; }
+
+# systemctl enable/disable: on the live system, or offline into the staging root
+# (`systemctl --root` only writes the .wants symlinks, which is all enabling is).
+systemctl_() {
+    if [ "$LIVE" -eq 1 ]; then
+        command -v systemctl >/dev/null && systemctl "$@"
+    elif command -v systemctl >/dev/null; then
+        systemctl --root="$ROOT" --quiet "$@"
+    fi
+}
+
+# Remove a folder's empty parents up to (not including) the staging root; never on a live system.
+prune() {
+    [ "$LIVE" -eq 0 ] || return 0
+    local d="$1"
+    while [ "$d" != "$ROOT" ] && [ -d "$d" ] && rmdir "$d" 2>/dev/null; do d="$(dirname "$d")"; done
+}
+
+uninstall() {
+    if systemd_running; then
+        systemctl disable --now "${UNITS[@]}" 2>/dev/null || true
+    elif [ "$LIVE" -eq 0 ]; then
+        systemctl_ disable "${UNITS[@]}" 2>/dev/null || true
+    fi
+    for unit in "${UNITS[@]}"; do rm -f "$UNIT_DIR/$unit"; done
+    rm -f "$RULES_DIR/$RULES"
+    rm -rf "$OPT" "$ETC"
+    # DynamicUser's StateDirectory= lives in /var/lib/private with a symlink beside it
+    rm -rf "$ROOT/var/lib/private/playbach" "$ROOT/var/lib/playbach"
+    if systemd_running; then
+        systemctl daemon-reload
+        systemctl reset-failed "${UNITS[@]}" 2>/dev/null || true
+    fi
+    if [ "$LIVE" -eq 1 ] && command -v udevadm >/dev/null; then udevadm control --reload || true; fi
+    for d in "$UNIT_DIR/multi-user.target.wants" "$UNIT_DIR" "$RULES_DIR" "$ROOT/opt" \
+             "$ROOT/var/lib/private" "$ROOT/var/lib"; do prune "$d"; done
+    say "removed playbach${ROOT:+ from $ROOT}"
+}
+
+# --- system packages (live install only) ------------------------------------------------
+apt_install() {
+    local missing=() p
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+    done
+    ((${#missing[@]})) || return 0
+    say "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+check_python() {
+    command -v "$PYTHON" >/dev/null || die "no '$PYTHON' (give --python PATH)"
+    "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+        || die "$PYTHON is $("$PYTHON" -V 2>&1); playbach needs Python 3.11 or newer"
+}
+
+# --- the venv: the device extra only --------------------------------------------------
+# A hash of the package's sources decides whether pip runs again (idempotent and fast).
+source_hash() {
+    (cd "$REPO" && find playbach device trainer convert -name '*.py' -print0 | sort -z \
+        | xargs -0 cat setup.cfg pyproject.toml | sha256sum | cut -d' ' -f1)
+}
+
+install_venv() {
+    local venv="$OPT/venv" stamp="$OPT/venv/.playbach-source" want
+    want="$(source_hash)"
+    # a venv made by an older Python (an OS upgrade) no longer runs: make it again
+    if [ -e "$venv" ] && ! "$venv/bin/python" -c pass 2>/dev/null; then rm -rf "$venv"; fi
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+        say "venv up to date ($venv)"
+        return
+    fi
+    [ -x "$venv/bin/python" ] || "$PYTHON" -m venv "$venv"
+    # build from a copy: pip would otherwise leave build/ and *.egg-info in the checkout
+    local src="$WORK/src"
+    mkdir -p "$src"
+    cp -R "$REPO/setup.cfg" "$REPO/pyproject.toml" "$REPO/README.md" \
+          "$REPO/playbach" "$REPO/device" "$REPO/trainer" "$REPO/convert" "$src/"
+    find "$src" -name __pycache__ -prune -exec rm -rf {} +
+    say "installing the device extra into $venv (pip)"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$src[device]"
+    if "$venv/bin/python" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("tensorflow") is None)'; then
+        die "TensorFlow ended up in $venv; the device extra must not pull it in"
+    fi
+    "$venv/bin/playbach" play --help >/dev/null || die "$venv/bin/playbach does not run"
+    echo "$want" >"$stamp"
+}
+
+# --- files -----------------------------------------------------------------------------
+install_bundle() {
+    [ -f "$BUNDLE/bundle.json" ] || die "$BUNDLE: not a model bundle (no bundle.json); give --bundle DIR"
+    local dest="$OPT/models/default" tmp="$OPT/models/.default.new"
+    mkdir -p "$OPT/models"
+    rm -rf "$tmp"
+    cp -R "$BUNDLE" "$tmp"
+    chmod -R u=rwX,go=rX "$tmp"          # root writes, the DynamicUser reads
+    rm -rf "$dest"
+    mv "$tmp" "$dest"
+}
+
+install_config() {
+    mkdir -p "$ETC"
+    local new="$REPO/systemd/config.toml" cfg="$ETC/config.toml"
+    if [ ! -f "$cfg" ]; then
+        install -m 0644 "$new" "$cfg"
+        say "wrote $cfg"
+    elif cmp -s "$new" "$cfg"; then
+        rm -f "$cfg.dist"
+    else
+        install -m 0644 "$new" "$cfg.dist"
+        say "kept your $cfg (the shipped default is beside it as config.toml.dist)"
+    fi
+}
+
+install_units() {
+    mkdir -p "$UNIT_DIR" "$RULES_DIR" "$OPT/docs"
+    for unit in "${UNITS[@]}"; do install -m 0644 "$REPO/systemd/$unit" "$UNIT_DIR/$unit"; done
+    install -m 0644 "$REPO/systemd/$RULES" "$RULES_DIR/$RULES"
+    install -m 0644 "$REPO/docs/appliance.md" "$OPT/docs/appliance.md"
+}
+
+start_units() {
+    local enable=(playbach.service)
+    ((WITH_FLUIDSYNTH)) && enable+=(playbach-fluidsynth.service)
+    if [ "$LIVE" -eq 0 ]; then
+        systemctl_ enable "${enable[@]}"
+        return
+    fi
+    if command -v udevadm >/dev/null; then
+        udevadm control --reload
+        udevadm trigger --subsystem-match=usb --subsystem-match=sound || true
+    fi
+    if ! systemd_running; then
+        say "systemd is not running here: units installed but not started"
+        return
+    fi
+    systemctl daemon-reload
+    systemctl enable "${enable[@]}"
+    # --no-block: READY=1 may wait for a synth that is not plugged in yet
+    systemctl restart --no-block "${enable[@]}"
+    say "started ${enable[*]}; follow it with: journalctl -u playbach -f"
+}
+
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+
+if ((UNINSTALL)); then
+    uninstall
+    exit 0
+fi
+
+check_python
+if [ "$LIVE" -eq 1 ]; then
+    apt_install python3-venv
+    ((WITH_FLUIDSYNTH)) && apt_install fluidsynth fluid-soundfont-gm
+    getent group audio >/dev/null || groupadd --system audio
+fi
+[ -f "$BUNDLE/bundle.json" ] || die "$BUNDLE: not a model bundle (no bundle.json); give --bundle DIR"
+mkdir -p "$OPT"
+install_venv
+install_bundle
+install_config
+install_units
+start_units
+say "installed playbach${ROOT:+ into $ROOT}"

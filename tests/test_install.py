@@ -1,0 +1,84 @@
+"""systemd/install.sh into a temporary root: a device-only venv (no TensorFlow), idempotent,
+an edited config kept, and --uninstall leaving nothing behind."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from fixtures_appliance import appliance_bundle, installed_root, run_install  # noqa: F401
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every path under root -> its content hash, link target or 'dir' (and its mode)."""
+    seen = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            rel = str(path.relative_to(root))
+            if path.is_symlink():
+                seen[rel] = "-> " + os.readlink(path)
+            elif path.is_dir():
+                seen[rel] = f"dir {path.stat().st_mode:o}"
+            else:
+                seen[rel] = f"{path.stat().st_mode:o} " + hashlib.sha256(path.read_bytes()).hexdigest()
+    return seen
+
+
+def test_venv_holds_the_device_extra_and_no_tensorflow(installed_root):
+    python = installed_root / "opt/playbach/venv/bin/python"
+    probe = ("import importlib.util as u\n"
+             "for m in ('tensorflow', 'keras', 'music21', 'matplotlib'):\n"
+             "    assert u.find_spec(m) is None, m + ' is installed'\n"
+             "import numpy, mido, rtmidi, ai_edge_litert\n"
+             "import playbach.device.player, playbach.device.runtime\n"
+             "print(playbach.device.player.__file__)\n")
+    done = subprocess.run([str(python), "-I", "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    # a real copy in the venv, not a link back to this checkout
+    assert done.stdout.startswith(str(installed_root / "opt/playbach/venv/lib"))
+
+
+def test_bundle_and_config_are_installed_readable(installed_root, appliance_bundle):
+    bundle = installed_root / "opt/playbach/models/default"
+    assert sorted(p.name for p in bundle.iterdir()) == sorted(p.name for p in Path(appliance_bundle).iterdir())
+    for path in [bundle, *bundle.rglob("*"), installed_root / "etc/playbach/config.toml"]:
+        assert path.stat().st_mode & 0o004, f"{path} is not world-readable (the DynamicUser reads it)"
+
+
+def test_install_twice_changes_nothing_keeps_an_edited_config_and_uninstall_removes_all(
+        installed_root, appliance_bundle, tmp_path):
+    root = tmp_path / "root"
+    # a copy of the session's install (not its verify helpers under usr/); a fresh pip run is
+    # what the session fixture already did
+    shutil.copytree(installed_root, root, symlinks=True, ignore=lambda d, names:
+                    ["usr"] if Path(d) == installed_root else [])
+    before = snapshot(root)
+
+    again = run_install(root, bundle=appliance_bundle)
+    assert again.returncode == 0, again.stderr
+    assert "venv up to date" in again.stdout
+    assert snapshot(root) == before
+
+    config = root / "etc/playbach/config.toml"
+    edited = config.read_text().replace('port = ""', 'port = "my synth"')
+    config.write_text(edited)
+    again = run_install(root, bundle=appliance_bundle)
+    assert again.returncode == 0, again.stderr
+    assert config.read_text() == edited, "install.sh overwrote an edited config"
+    assert (root / "etc/playbach/config.toml.dist").is_file()
+
+    gone = run_install(root, "--uninstall")
+    assert gone.returncode == 0, gone.stderr
+    assert not root.exists() or list(root.iterdir()) == [], sorted(snapshot(root))
+    gone = run_install(root, "--uninstall")   # and again: nothing to do, no error
+    assert gone.returncode == 0, gone.stderr
+
+
+def test_install_refuses_a_folder_that_is_not_a_bundle(tmp_path):
+    done = run_install(tmp_path / "root", bundle=tmp_path)
+    assert done.returncode == 2
+    assert f"{tmp_path}: not a model bundle" in done.stderr
+    assert not (tmp_path / "root" / "opt").exists()
