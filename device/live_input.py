@@ -3,20 +3,23 @@
 A person plays on a MIDI input port. While they play the model is quiet; when they pause for
 `gap` seconds with no key down, their phrase (timed on the monotonic clock, put on the codec's
 grid at the current tempo) is handed to the player, which lets the model answer it. Two CC
-numbers set the temperature and the tempo live. rtmidi calls back on its own thread; the
-player collects the results from its loop with `poll`.
+numbers set the temperature and the tempo live.
+
+No Python callback: rtmidi queues what arrives and the player's loop drains the queue with
+`poll`. (A callback would run Python in JACK's realtime thread, which then waits for the GIL;
+under load JACK gives up on it and events are lost or repeated.) Times inside a phrase come from
+rtmidi's own delta stamps, so the loop's wake-ups don't blur the rhythm.
 """
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from dataclasses import dataclass
 
+import mido
 import numpy as np
 
 from playbach.device.events import merge_overlaps, notes_to_events, quantize_notes
-from playbach.device.midi_io import backend, find_port, port_lister
+from playbach.device.midi_io import find_port, port_lister
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +45,11 @@ class LiveInput:
                  cc_temperature: int = -1, cc_tempo: int = -1, retry_seconds: float = 1.0):
         self.api, self.wanted, self.tpq, self.gap = api, wanted, ticks_per_quarter, gap
         self.cc_temperature, self.cc_tempo, self.retry_seconds = cc_temperature, cc_tempo, retry_seconds
-        self.backend = backend(api)
-        self.lister = None
-        self.port = None
-        self.lock = threading.Lock()
-        self.down: dict[int, tuple[float, int]] = {}     # pitch -> (time, velocity) of keys held
+        self.midi_in = None
+        self.clock = 0.0                                  # seconds, summed from rtmidi's deltas
+        self.down: dict[int, tuple[float, int]] = {}     # pitch -> (clock, velocity) of keys held
         self.phrase: list[tuple[float, int, float, int]] = []  # (start, pitch, seconds, velocity)
-        self.last_activity = float("-inf")
-        self.knobs: dict[str, float] = {}
+        self.last_activity = float("-inf")                # monotonic time of the last key event
         self.last_check = float("-inf")
         self.state = ""
 
@@ -57,46 +57,60 @@ class LiveInput:
         if now - self.last_check < self.retry_seconds:
             return
         self.last_check = now
-        self.lister = self.lister or port_lister(self.api, output=False, client_name="playbach-watch-in")
-        names = self.lister.get_ports() if self.lister else []
-        name = find_port(names, self.wanted)
-        if name is None:
-            text = f"no MIDI input port matching '{self.wanted}'; ports: {names}; retrying"
-            level = logging.WARNING
+        lister = port_lister(self.api, output=False, client_name="playbach-in")
+        if lister is None:
+            text, level = f"the {self.api} MIDI system is not running; retrying", logging.WARNING
         else:
-            self.port = self.backend.open_input(name, callback=self._receive)
-            text, level = f"listening on input port '{name}'", logging.INFO
+            names = lister.get_ports()
+            name = find_port(names, self.wanted)
+            if name is None:
+                lister.delete()
+                text, level = f"no MIDI input port matching '{self.wanted}'; ports: {names}; retrying", logging.WARNING
+            else:   # the lister becomes the input: one client, no callback
+                lister.ignore_types(sysex=True, timing=True, active_sense=True)
+                lister.open_port(names.index(name), "in")
+                self.midi_in = lister
+                text, level = f"listening on input port '{name}'", logging.INFO
         if text != self.state:
             log.log(level, "%s", text)
             self.state = text
 
-    def _receive(self, msg) -> None:
-        now = time.monotonic()
-        with self.lock:
-            if msg.type == "note_on" and msg.velocity > 0:
-                self.down[msg.note] = (now, msg.velocity)
-                self.last_activity = now
-            elif msg.type in ("note_on", "note_off") and msg.note in self.down:
-                start, velocity = self.down.pop(msg.note)
-                self.phrase.append((start, msg.note, now - start, velocity))
-                self.last_activity = now
-            elif msg.type == "control_change" and msg.control == self.cc_temperature:
-                self.knobs["temperature"] = cc_to(msg.value, *TEMPERATURE_RANGE)
-            elif msg.type == "control_change" and msg.control == self.cc_tempo:
-                self.knobs["bpm"] = cc_to(msg.value, *BPM_RANGE)
+    def _take(self, data: list[int], now: float) -> LiveNews | None:
+        try:
+            msg = mido.Message.from_bytes(data)
+        except ValueError:
+            return None
+        log.debug("input: %s", msg)
+        if msg.type == "note_on" and msg.velocity > 0:
+            self.down[msg.note] = (self.clock, msg.velocity)
+            self.last_activity = now
+        elif msg.type in ("note_on", "note_off") and msg.note in self.down:
+            start, velocity = self.down.pop(msg.note)
+            self.phrase.append((start, msg.note, self.clock - start, velocity))
+            self.last_activity = now
+        elif msg.type == "control_change" and msg.control == self.cc_temperature:
+            return LiveNews(temperature=cc_to(msg.value, *TEMPERATURE_RANGE))
+        elif msg.type == "control_change" and msg.control == self.cc_tempo:
+            return LiveNews(bpm=cc_to(msg.value, *BPM_RANGE))
+        return None
 
     def poll(self, now: float, bpm: float) -> LiveNews:
-        """Collect what arrived; a phrase is finished after `gap` s of silence with no key down."""
-        if self.port is None:
+        """Drain what arrived; a phrase is finished after `gap` s of silence with no key down."""
+        if self.midi_in is None:
             self._connect(now)
+            return LiveNews()
         news = LiveNews()
-        with self.lock:
-            news.temperature = self.knobs.pop("temperature", None)
-            news.bpm = self.knobs.pop("bpm", None)
-            news.playing = bool(self.down) or (bool(self.phrase) and now - self.last_activity < self.gap)
-            if self.phrase and not news.playing:
-                phrase, self.phrase = self.phrase, []
-                news.phrase = self.to_events(phrase, bpm)
+        while (item := self.midi_in.get_message()) is not None:
+            data, delta = item
+            self.clock += delta
+            knob = self._take(data, now)
+            if knob is not None:
+                news.temperature = knob.temperature if knob.temperature is not None else news.temperature
+                news.bpm = knob.bpm if knob.bpm is not None else news.bpm
+        news.playing = bool(self.down) or (bool(self.phrase) and now - self.last_activity < self.gap)
+        if self.phrase and not news.playing:
+            news.phrase = self.to_events(self.phrase, bpm)
+            self.phrase = []
         return news
 
     def to_events(self, phrase: list[tuple[float, int, float, int]], bpm: float) -> np.ndarray:
@@ -109,7 +123,7 @@ class LiveInput:
         return notes_to_events(notes)
 
     def close(self) -> None:
-        if self.port is not None:
-            self.port.close()
-        if self.lister is not None:
-            self.lister.delete()
+        if self.midi_in is not None:
+            self.midi_in.close_port()
+            self.midi_in.delete()
+            self.midi_in = None

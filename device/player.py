@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = config.load(args)
-    if not getattr(args, "verbose", False):
+    if logging.getLogger().level != logging.DEBUG:   # -v wins
         logging.getLogger().setLevel(settings["log_level"].upper())
     return Player(settings).run()
 
@@ -53,6 +53,7 @@ class Player:
         self.notifier = Notifier()
         self.inference: list[float] = []   # seconds per generated event (kept for --stats only)
         self.step_budget = 0.002           # the slowest step seen: generate only with this much room
+        self.notes_played = 0
 
     # --- setting up ------------------------------------------------------------------------
     def _on_signal(self, signum, _frame) -> None:
@@ -125,7 +126,10 @@ class Player:
             now = time.monotonic()
             if now >= end:
                 break
-            out.send(sched.pop_due(now))
+            due = sched.pop_due(now)
+            if due:
+                out.send(due)
+                self.notes_played += sum(kind == "note_on" for kind, _, _ in due)
             out.poll(now)
             self.notifier.watchdog(now)
             if self.live is not None:
@@ -134,9 +138,9 @@ class Player:
                 self._generate()
                 continue
             wake = min(now + MAX_SLEEP, end, sched.time_of(sched.cursor) - s["lookahead"])
-            due = sched.next_due()
-            if due is not None:
-                wake = min(wake, due)
+            next_due = sched.next_due()
+            if next_due is not None:
+                wake = min(wake, next_due)
             delay = wake - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
@@ -189,7 +193,7 @@ class Player:
         if self.live is not None:
             self.live.close()
         played = sorted(self.scheduler.played, key=lambda p: (p.on_time, p.pitch))
-        log.info("stopped after %.1f s, %d notes played", now - self.play_start, len(played))
+        log.info("stopped after %.1f s, %d notes played", now - self.play_start, self.notes_played)
         if self.s["record"]:
             notes = [Note(p.start_tick, p.pitch, p.duration, p.velocity) for p in played]
             write_midi(notes, self.s["record"], self.bundle.codec.ticks_per_quarter, self.s["bpm"],
