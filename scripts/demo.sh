@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 SECONDS_TO_PLAY="${1:-30}"
-BUNDLE="models/default"
+BUNDLE="${PLAYBACH_BUNDLE:-models/default}"  # another bundle: PLAYBACH_BUNDLE=folder
 SOUNDFONT=/usr/share/sounds/sf2/TimGM6mb.sf2
 SERVER="playbach-demo-$$"
 LOGS="$(mktemp -d)"
@@ -44,8 +44,12 @@ echo "demo: starting jackd (dummy driver) and FluidSynth"
 jackd --no-realtime -d dummy -r 48000 -p 256 >"$LOGS/jackd.log" 2>&1 &
 pids+=($!)
 wait_for jackd "${pids[-1]}" "$LOGS/jackd.log" jack_lsp
-# -i: no shell; audio goes to JACK's dummy driver, the MIDI input is fluidsynth-midi:midi_00
-fluidsynth -i -q -a jack -m jack -g 0.6 -o midi.autoconnect=0 "$SOUNDFONT" </dev/null >"$LOGS/fluidsynth.log" 2>&1 &
+# FluidSynth quits when its shell reads end-of-input, so its stdin is a FIFO this script holds
+# open (no TCP server, -s, that a second FluidSynth would clash with). Audio goes to JACK's
+# dummy driver; the MIDI input is fluidsynth-midi:midi_00.
+mkfifo "$LOGS/fluidsynth.in"
+exec 3<>"$LOGS/fluidsynth.in"
+fluidsynth -q -a jack -m jack -g 0.6 -o midi.autoconnect=0 "$SOUNDFONT" <&3 >"$LOGS/fluidsynth.log" 2>&1 &
 pids+=($!)
 has_midi_port() { jack_lsp | grep -q '^fluidsynth-midi:'; }
 wait_for fluidsynth "${pids[-1]}" "$LOGS/fluidsynth.log" has_midi_port
