@@ -19,7 +19,7 @@ import logging
 import platform
 import time
 from collections import deque
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Callable
 
 import numpy as np
@@ -44,7 +44,12 @@ def load_interpreter_module() -> ModuleType:
         errors = []
         for name in INTERPRETER_MODULES:
             try:
-                _interpreter_module = (importlib.import_module(name), name.split(".")[0])
+                if name == "tensorflow.lite":  # the public tf.lite API; load_delegate lives elsewhere there
+                    lite = importlib.import_module("tensorflow").lite
+                    module = SimpleNamespace(Interpreter=lite.Interpreter, load_delegate=lite.experimental.load_delegate)
+                else:
+                    module = importlib.import_module(name)
+                _interpreter_module = (module, name.split(".")[0])
                 break
             except ImportError as e:
                 errors.append(f"{name}: {e}")
