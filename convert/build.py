@@ -32,6 +32,7 @@ from playbach.device.bundle import BUNDLE_JSON, FORMAT, file_sha256
 from playbach.device.events import FIELDS
 from playbach.device.runtime import StepModel, WindowedModel, open_cpu_interpreter
 from playbach.errors import UserError
+from playbach.trainer.train import publish  # the trainer's temp-folder-then-rename, reused
 
 log = logging.getLogger(__name__)
 
@@ -91,19 +92,11 @@ def build_bundle(run_path, out, wanted: list[tuple[str, str]] = ALL, openings: i
     try:
         meta = _build_into(work, source, wanted, openings, opening_events, test_pieces, out.name)
         (work / BUNDLE_JSON).write_text(json.dumps(meta, indent=1))
-        _replace(work, out)
+        publish(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
     return out
-
-
-def _replace(work: Path, out: Path) -> None:
-    old = out.with_name(f".{out.name}.old-{int(time.time())}")
-    if out.exists():
-        out.rename(old)
-    work.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _build_into(work: Path, source: TrainedRun, wanted, openings, opening_events, test_pieces, name) -> dict:
