@@ -100,17 +100,49 @@ def build_bundle(run_path, out, wanted: list[tuple[str, str]] = ALL, openings: i
 
 
 def _build_into(work: Path, source: TrainedRun, wanted, openings, opening_events, test_pieces, name) -> dict:
-    cfg, trained = source.config, source.model
-    train_ids = source.ids("train")
     held_out = source.ids("test") or source.ids("val")
     test_ids = {k: v[:256] for k, v in list(held_out.items())[:test_pieces]}
     if not test_ids:
         raise UserError(f"{source.path / 'events.npz'}: no test/ or val/ pieces to check parity on")
+    entries, figures, notes, reached = _convert_all(work, source, wanted)
 
+    figures.update(_parity(work, entries, source.model, source.config, test_ids))
+    step_diff = (figures["step_float32"]["max_abs_diff"] if "step_float32" in figures
+                 else reached_diff(reached, source.model, test_ids))
+    report = {"variants": figures, "test_pieces": sorted(test_ids), "notes": notes,
+              "step_vs_keras_max_abs_diff": step_diff, "checks": parity.summary(figures),
+              "targets": {"float32_max_abs_diff": parity.FLOAT_MAX_ABS_DIFF,
+                          "int8_pitch_top1_agreement": parity.INT8_PITCH_TOP1}}
+    if ("step", "int8") in entries:
+        report["edgetpu"] = _edge_tpu(work, entries)
+    (work / "parity.json").write_text(json.dumps(report, indent=1))
+
+    return {
+        "format": FORMAT, "name": name, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "codec": source.codec.to_dict(), "model": source.config.to_dict(),
+        "models": list(entries.values()),
+        "openings": _openings(source, openings, opening_events),
+        "report": test_figures(source.report),
+        "source": {"run": str(source.path), "run_json_sha256": file_sha256(source.path / "run.json"),
+                   "corpus": source.meta.get("corpus")},
+        "parity": {"step_vs_keras_max_abs_diff": step_diff,
+                   "pitch_top1_agreement": {k: v.get("pitch_top1_agreement") for k, v in figures.items()},
+                   "checks": report["checks"], "notes": notes},
+    }
+
+
+def _convert_all(work: Path, source: TrainedRun, wanted):
+    """Write every wanted model; returns (entries by (kind, variant), figures, notes, float32 step runner).
+
+    A step float32, int8 or any windowed variant that fails to convert is noted, not fatal.
+    """
+    cfg, trained = source.config, source.model
+    train_ids = source.ids("train")
     roles = step_roles(cfg)
-    step_specs = {f: ((1, v), "float32") for f, v in zip(FIELDS, cfg.vocab_sizes)}
-    step_specs.update({r: ((1, cfg.units[int(r[1:])]), "float32") for r in roles[4:]})
-    window_specs = {f: ((1, cfg.window), "int32") for f in FIELDS}
+    specs = {"step": {f: ((1, v), "float32") for f, v in zip(FIELDS, cfg.vocab_sizes)},
+             "windowed": {f: ((1, cfg.window), "int32") for f in FIELDS}}
+    specs["step"].update({r: ((1, cfg.units[int(r[1:])]), "float32") for r in roles[4:]})
+    io_roles = {"step": (roles, roles), "windowed": (list(FIELDS), list(FIELDS))}
     models = {"step": build_step_model(cfg, trained)}
     if any(k == "windowed" for k, _ in wanted):
         models["windowed"] = build_windowed_model(cfg, trained)
@@ -118,64 +150,43 @@ def _build_into(work: Path, source: TrainedRun, wanted, openings, opening_events
     # the float32 step model is always made: it produces the calibration states
     entries, notes, figures = {}, [], {}
     entries[("step", "float32")] = _write(work, "step", "float32",
-                                          tflite.convert(models["step"], step_specs, "float32"), roles, roles)
+                                          tflite.convert(models["step"], specs["step"], "float32"), *io_roles["step"])
     reached = _open(work, entries[("step", "float32")])
     datasets = {"step": calibration.step_samples(reached, train_ids),
                 "windowed": calibration.window_samples(train_ids, cfg.window)}
     for kind, variant in wanted:
         if (kind, variant) in entries:
             continue
-        specs, io_roles = (step_specs, (roles, roles)) if kind == "step" else (window_specs, (list(FIELDS),) * 2)
         representative = calibration.as_dataset(datasets[kind]) if variant == "int8" else None
         try:
             if (kind, variant) == ("windowed", "int8"):
                 blob = _convert_in_child(source.path, work, datasets[kind])
             else:
-                blob = tflite.convert(models[kind], specs, variant, representative)
+                blob = tflite.convert(models[kind], specs[kind], variant, representative)
         except Exception as e:  # int8 calibration of the windowed LSTM is known to crash in TF 2.21
             if kind == "step" and variant != "int8":
                 raise
-            message = f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:300] if str(e).strip() else ''}"
+            text = str(e).strip()
+            message = f"{type(e).__name__}: {text.splitlines()[-1][:300] if text else ''}"
             log.warning("%s %s not built: %s", kind, variant, message)
             notes.append(f"{kind} {variant} not built: {message}")
             figures[f"{kind}_{variant}"] = {"error": message}
             continue
-        entries[(kind, variant)] = _write(work, kind, variant, blob, *io_roles)
+        entries[(kind, variant)] = _write(work, kind, variant, blob, *io_roles[kind])
     if ("step", "float32") not in wanted:
         (work / entries.pop(("step", "float32"))["file"]).unlink()
+    return entries, figures, notes, reached
 
-    figures.update(_parity(work, entries, trained, cfg, test_ids))
-    step_diff = (figures["step_float32"]["max_abs_diff"] if "step_float32" in figures
-                 else reached_diff(reached, trained, test_ids))
-    report = {"variants": figures, "test_pieces": sorted(test_ids), "notes": notes,
-              "step_vs_keras_max_abs_diff": step_diff,
-              "targets": {"float32_max_abs_diff": parity.FLOAT_MAX_ABS_DIFF,
-                          "int8_pitch_top1_agreement": parity.INT8_PITCH_TOP1}}
-    report["checks"] = parity.summary(figures)
 
-    if ("step", "int8") in entries:
-        entry = entries[("step", "int8")]
-        report["edgetpu"] = edgetpu.op_check(work / entry["file"])
-        compiled, line = edgetpu.compile_for_edgetpu(work / entry["file"])
-        report["edgetpu"]["compiler"] = line
-        if compiled is not None:
-            edge = dict(entry, file=compiled.name, edgetpu=True)
-            edge.update(sha256=file_sha256(compiled), bytes=compiled.stat().st_size)
-            entries[("step", "int8", "edgetpu")] = edge
-    (work / "parity.json").write_text(json.dumps(report, indent=1))
-
-    return {
-        "format": FORMAT, "name": name, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "codec": source.codec.to_dict(), "model": cfg.to_dict(),
-        "models": list(entries.values()),
-        "openings": _openings(source, openings, opening_events),
-        "report": test_figures(source.report),
-        "source": {"run": str(source.path), "run_json_sha256": file_sha256(source.path / "run.json"),
-                   "corpus": source.meta.get("corpus")},
-        "parity": {"step_vs_keras_max_abs_diff": report["step_vs_keras_max_abs_diff"],
-                   "pitch_top1_agreement": {k: v.get("pitch_top1_agreement") for k, v in figures.items()},
-                   "checks": report["checks"], "notes": notes},
-    }
+def _edge_tpu(work: Path, entries: dict) -> dict:
+    """Op check of the int8 step model; compile it if edgetpu_compiler exists (adds an entry)."""
+    entry = entries[("step", "int8")]
+    check = edgetpu.op_check(work / entry["file"])
+    compiled, check["compiler"] = edgetpu.compile_for_edgetpu(work / entry["file"])
+    if compiled is not None:
+        entries[("step", "int8", "edgetpu")] = dict(entry, file=compiled.name, edgetpu=True,
+                                                    sha256=file_sha256(compiled), bytes=compiled.stat().st_size)
+    return check
 
 
 def _convert_in_child(run_path: Path, work: Path, samples: list[dict]) -> bytes:
