@@ -76,6 +76,8 @@ KEYS = (
     Key("cc_temperature", int, 1, "CC number that sets the temperature live (-1 = off)", low=-1, high=127),
     Key("cc_tempo", int, 2, "CC number that sets the tempo live (-1 = off)", low=-1, high=127),
     Key("lookahead", float, 0.5, "seconds of music generated ahead of the clock", low=0.05, high=10.0),
+    Key("realtime_priority", int, 0, "run the play loop at this SCHED_FIFO priority (0 = normal scheduling)",
+        low=0, high=99),
     Key("retry_seconds", float, 1.0, "how often to look for a missing port", low=0.05, high=60.0),
     Key("stats", str, "", "write per-note timing statistics (JSON) here at the end (for the live bench)"),
     Key("log_level", str, "info", "logging level", ("debug", "info", "warning", "error")),

@@ -54,7 +54,7 @@ def jack_ports() -> list[str]:
 class JackServer:
     """`jackd -d dummy` under a unique name; use as a context manager."""
 
-    def __init__(self, name: str, log_dir: Path, rate: int = 48000, period: int = 256):
+    def __init__(self, name: str, log_dir: Path, rate: int = 48000, period: int = 256, realtime: bool = True):
         if shutil.which("jackd") is None:
             raise RuntimeError("jackd is not installed (Debian package jackd2; scripts/setup.sh installs it)")
         self.name, self.log_path = name, Path(log_dir) / f"jackd-{name}.log"
@@ -62,7 +62,10 @@ class JackServer:
         use_server(name)
         env = {**os.environ, **jack_env(name)}
         self.log_file = open(self.log_path, "w")
-        self.proc = subprocess.Popen(["jackd", "--no-realtime", "-d", "dummy", "-r", str(rate), "-p", str(period)],
+        # realtime (SCHED_FIFO, as root) keeps JACK's and its clients' process threads on time on a
+        # busy machine; where that isn't allowed jackd says so in its log and runs without it
+        flags = [] if realtime else ["--no-realtime"]
+        self.proc = subprocess.Popen(["jackd", *flags, "-d", "dummy", "-r", str(rate), "-p", str(period)],
                                      env=env, stdout=self.log_file, stderr=subprocess.STDOUT)
         _wait_for(self._up, 15, "jackd", self.proc, self.log_path)
 

@@ -74,6 +74,8 @@ class Player:
             log.warning("%s; falling back to the windowed model", e)
             self.model = open_model(self.bundle, s["accelerator"], "windowed", s["variant"])
         log.info("model %s on %s", self.model.name, self.model.backend)
+        self.model.step(np.zeros(4, dtype=np.int64))   # the first invoke is slow: pay it before the clock starts
+        self.model.reset()
         rng = np.random.default_rng(None if s["seed"] < 0 else s["seed"])
         self.improviser = Improviser(self.model, self.bundle.codec, rng, s["temperature"], s["top_k"])
         if s["seed_midi"]:
@@ -100,6 +102,8 @@ class Player:
         started = time.monotonic()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
+        if self.s["realtime_priority"]:
+            set_realtime(self.s["realtime_priority"])
         self._open()
         keep = bool(self.s["record"] or self.s["stats"])
         if not self.output.wait(lambda: self.stop_requested, lambda: self.notifier.watchdog(time.monotonic())):
@@ -205,6 +209,15 @@ class Player:
                 "model": self.model.name, "backend": self.model.backend, "bpm": self.s["bpm"],
                 "inference_seconds": self.inference,
                 "note_ons": [[p.on_time, p.pitch] for p in played]})
+
+
+def set_realtime(priority: int) -> None:
+    """SCHED_FIFO for this process, so a busy machine doesn't make notes late; fine to be refused."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        log.info("realtime scheduling at priority %d", priority)
+    except (PermissionError, OSError, AttributeError) as e:
+        log.warning("realtime priority %d refused (%s); playing with normal scheduling", priority, e)
 
 
 def write_json(path: str, data: dict) -> None:
