@@ -1,0 +1,31 @@
+"""The live bench end to end, short: its own JACK server and receiver, the real player, a real bundle.
+
+Only that every figure is there and plausible; the figures themselves are the bench's output
+(docs/device.md), not a test's, because this machine is shared.
+"""
+import os
+
+import pytest
+
+from playbach.device.livebench import run_live_bench
+
+pytestmark = pytest.mark.midi
+
+
+@pytest.fixture(scope="module")
+def bundle(request):
+    if os.environ.get("PLAYBACH_TEST_BUNDLE"):
+        return os.environ["PLAYBACH_TEST_BUNDLE"]
+    return request.getfixturevalue("tiny_bundle")
+
+
+def test_live_bench_reports_every_figure(bundle):
+    r = run_live_bench(bundle, seconds=4, bpm=120)
+    assert r["notes"] > 0 and r["notes_received"] == r["notes"]
+    for key in ("inference_ms", "onset_error_ms", "transport_ms"):
+        assert r[key]["n"] > 0 and 0 <= r[key]["median"] <= r[key]["p99"] <= r[key]["max"], r
+    assert set(r["onset_beyond_transport_ms"]) == {"median", "p99", "max"}
+    assert 0 < r["first_note_s"] < 30
+    assert 0 < r["peak_rss_mb"] and 0 < r["rss_without_jack_shm_mb"] <= r["rss_while_playing_mb"]
+    assert r["cpu_percent"] is not None and 0 <= r["cpu_percent"] < 100
+    assert r["onset_error_ms"]["median"] < 1000     # in time, give or take a busy machine
