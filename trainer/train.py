@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -217,6 +218,8 @@ def run(args) -> int:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir()
+    # a `kill` (SIGTERM) unwinds like an exception, so the temp folder is removed too
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         if args.resume and (old_run / "model.keras").exists():
             shutil.copy2(old_run / "model.keras", work / "model.keras")
@@ -246,6 +249,8 @@ def run(args) -> int:
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     t, b = report["test"], report["baseline"]["ngram"]
     log.info("test pitch top-1 %.3f (n-gram %.3f, order %d), pitch NLL %.3f (n-gram %.3f); %d epochs in %.0f s",
              t["pitch_top1"], b["pitch_top1"], b["pitch_order"], t["pitch_nll"], b["pitch_nll"],
