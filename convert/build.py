@@ -37,6 +37,8 @@ from playbach.trainer.train import publish  # the trainer's temp-folder-then-ren
 log = logging.getLogger(__name__)
 
 KINDS = ("step", "windowed")
+CELL_CLIP = 8.0            # |c| bound of the int8 step model (see step.build_step_model)
+CALIBRATION_EVENTS = 2000  # representative step inputs for int8
 ALL = [(k, v) for k in KINDS for v in tflite.VARIANTS]
 
 
@@ -152,8 +154,15 @@ def _convert_all(work: Path, source: TrainedRun, wanted):
     entries[("step", "float32")] = _write(work, "step", "float32",
                                           tflite.convert(models["step"], specs["step"], "float32"), *io_roles["step"])
     reached = _open(work, entries[("step", "float32")])
-    datasets = {"step": calibration.step_samples(reached, train_ids),
-                "windowed": calibration.window_samples(train_ids, cfg.window)}
+    datasets = {"windowed": calibration.window_samples(train_ids, cfg.window)}
+    if ("step", "int8") in wanted:
+        # int8 is made from the cell-clipped twin, calibrated on the states *it* reaches
+        models["step_int8"] = build_step_model(cfg, trained, cell_clip=CELL_CLIP)
+        twin = work / "step_clipped_float32.tmp"
+        twin.write_bytes(tflite.convert(models["step_int8"], specs["step"], "float32"))
+        twin_entry = dict(zip(("inputs", "outputs"), tflite.io_table(twin, roles, roles)), file=twin.name, kind="step")
+        datasets["step"] = calibration.step_samples(_open(work, twin_entry), train_ids, count=CALIBRATION_EVENTS)
+        twin.unlink()
     for kind, variant in wanted:
         if (kind, variant) in entries:
             continue
@@ -161,6 +170,8 @@ def _convert_all(work: Path, source: TrainedRun, wanted):
         try:
             if (kind, variant) == ("windowed", "int8"):
                 blob = _convert_in_child(source.path, work, datasets[kind])
+            elif (kind, variant) == ("step", "int8"):
+                blob = tflite.convert(models["step_int8"], specs[kind], variant, representative)
             else:
                 blob = tflite.convert(models[kind], specs[kind], variant, representative)
         except Exception as e:  # int8 calibration of the windowed LSTM is known to crash in TF 2.21
@@ -173,6 +184,8 @@ def _convert_all(work: Path, source: TrainedRun, wanted):
             figures[f"{kind}_{variant}"] = {"error": message}
             continue
         entries[(kind, variant)] = _write(work, kind, variant, blob, *io_roles[kind])
+        if (kind, variant) == ("step", "int8"):
+            entries[(kind, variant)]["cell_clip"] = CELL_CLIP
     if ("step", "float32") not in wanted:
         (work / entries.pop(("step", "float32"))["file"]).unlink()
     return entries, figures, notes, reached

@@ -27,8 +27,13 @@ def step_roles(config: ModelConfig) -> list[str]:
     return list(FIELDS) + state_roles(config)
 
 
-def build_step_model(config: ModelConfig, trained):
-    """Keras step model with the weights of `trained` (a model from build_model); outputs a dict by role."""
+def build_step_model(config: ModelConfig, trained, cell_clip: float | None = None):
+    """Keras step model with the weights of `trained` (a model from build_model); outputs a dict by role.
+
+    `cell_clip` bounds each cell state c to [-clip, clip] after every step. Only the int8 model
+    uses it: a trained LSTM's c wanders to +-100 and more, which at 256 int8 levels leaves a step
+    of ~1 where tanh(c) needs ~0.05; past |c| = 8, tanh(c) is 1 to 7 digits anyway.
+    """
     import keras
     from keras import layers
 
@@ -45,6 +50,8 @@ def build_step_model(config: ModelConfig, trained):
     for i, units in enumerate(config.units):
         cell = layers.LSTMCell(units, name=f"lstm_{i}")
         x, (h, c) = cell(x, [inputs[f"h{i}"], inputs[f"c{i}"]])
+        if cell_clip:
+            c = layers.Lambda(lambda t: keras.ops.clip(t, -cell_clip, cell_clip), name=f"clip_c{i}")(c)
         outputs[f"h{i}"], outputs[f"c{i}"] = h, c
         cells.append(cell)
     heads = {name: layers.Dense(vocab, activation="softmax", name=f"head_{name}")
