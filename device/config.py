@@ -66,7 +66,7 @@ KEYS = (
     Key("bpm", float, 90.0, "tempo in quarter notes per minute", low=10.0, high=400.0),
     Key("temperature", float, 0.9, "sampling temperature (0 = always the likeliest)", low=0.0, high=5.0),
     Key("top_k", int, 0, "sample from the k likeliest tokens only (0 = all)", low=0, high=100000),
-    Key("seed", int, -1, "random seed for a reproducible take (-1 = random)", low=-1, high=2**63 - 1),
+    Key("seed", int, -1, "random seed for a reproducible take (-1 = random)", low=-1, high=2**32 - 1),
     Key("seconds", float, 0.0, "stop after this many seconds (0 = play until stopped)", low=0.0, high=1e9),
     Key("record", str, "", "write what was played to this MIDI file at the end"),
     Key("opening", str, "", "start from this bundle opening (piece name or index; '' = random)"),
@@ -134,7 +134,7 @@ def reference_table() -> str:
     rows = ["| key / flag | type | default | allowed | meaning |", "|---|---|---|---|---|"]
     for k in KEYS:
         allowed = ", ".join(map(str, k.choices)) if k.choices else (
-            f"{k.low} .. {k.high}" if k.low is not None else "")
+            f"{k.low:.10g} .. {k.high:.10g}" if k.low is not None else "")
         default = "models/default" if k.name == "bundle" else repr(k.default)
         rows.append(f"| `{k.name}` / `{k.flag}` | {k.type.__name__} | {default} | {allowed} | {k.help} |")
     return "\n".join(rows)

@@ -32,6 +32,9 @@ class Improviser:
         """Start afresh from these events (values); they are played before the model's own."""
         self.model.reset()
         self.probs = None
+        events = np.array(events, dtype=np.int64).reshape(-1, 4)
+        if len(events):
+            events[0, 0] = 0   # the first note starts the take (its delta was from a note not played)
         self.pending = deque(self.codec.encode(events))
 
     def listen(self, events: np.ndarray) -> None:

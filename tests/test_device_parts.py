@@ -2,6 +2,7 @@
 import argparse
 import os
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -123,3 +124,8 @@ def test_sd_notify_without_systemd_does_nothing():
     n.ready("x")
     n.watchdog(0.0)
     assert n.sock is None and n.watchdog_interval is None
+
+
+def test_docs_config_table_is_current():
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "device.md").read_text()
+    assert config.reference_table() in docs, "regenerate the table in docs/device.md from config.reference_table()"
