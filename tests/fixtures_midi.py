@@ -4,6 +4,8 @@
 `fluidsynth`    FluidSynth on that server; its MIDI input is `fluidsynth-midi:midi_00`
 `receiver`      a JACK MIDI input port of the test's own that stamps each message with
                 time.monotonic() (port `playbach-rec-<n>:in`)
+`play_bundle`   the bundle the device tests play: the converter's `tiny_bundle`, or the folder
+                in PLAYBACH_TEST_BUNDLE (to iterate on the player without converting again)
 
 jackd and fluidsynth are Debian packages that scripts/setup.sh installs, so a missing one fails
 loudly instead of skipping.
@@ -37,3 +39,10 @@ def receiver(jack_server):
     rec = jack.Receiver(client=f"playbach-rec-{next(_receivers)}")
     yield rec
     rec.close()
+
+
+@pytest.fixture(scope="session")
+def play_bundle(request):
+    if os.environ.get("PLAYBACH_TEST_BUNDLE"):
+        return os.environ["PLAYBACH_TEST_BUNDLE"]
+    return request.getfixturevalue("tiny_bundle")

@@ -3,8 +3,6 @@
 Only that every figure is there and plausible; the figures themselves are the bench's output
 (docs/device.md), not a test's, because this machine is shared.
 """
-import os
-
 import pytest
 
 from playbach.device.livebench import run_live_bench
@@ -13,10 +11,8 @@ pytestmark = pytest.mark.midi
 
 
 @pytest.fixture(scope="module")
-def bundle(request):
-    if os.environ.get("PLAYBACH_TEST_BUNDLE"):
-        return os.environ["PLAYBACH_TEST_BUNDLE"]
-    return request.getfixturevalue("tiny_bundle")
+def bundle(play_bundle):
+    return play_bundle
 
 
 def test_live_bench_reports_every_figure(bundle):

@@ -6,7 +6,6 @@ same clock. Timing margins are loose on purpose (a shared 2-core machine; JACK d
 next period, 5.3 ms here); the tight figures are the live bench's job, not a test's.
 """
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -14,6 +13,7 @@ import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,10 +28,8 @@ PERIOD = 256 / 48000
 
 
 @pytest.fixture(scope="module")
-def bundle(request):
-    if os.environ.get("PLAYBACH_TEST_BUNDLE"):   # develop against another bundle
-        return os.environ["PLAYBACH_TEST_BUNDLE"]
-    return request.getfixturevalue("tiny_bundle")
+def bundle(play_bundle):
+    return play_bundle
 
 
 def play(bundle, *args, env=None, **popen):
@@ -300,6 +298,20 @@ def test_live_input_is_answered_and_knobs_turn(bundle, jack_server, receiver):
     ons = [t for t, _ in note_ons(receiver.taken())]
     # quiet while the person plays (a note already on its way may still start at once)
     assert not [t for t in ons if phrase_start + 0.1 < t < phrase_end], (phrase_start, phrase_end, ons)
+
+
+def test_falls_back_to_the_windowed_model(bundle, jack_server, receiver, tmp_path):
+    """A bundle without a step model (its rows removed from bundle.json) plays the windowed one."""
+    import shutil
+    copy = Path(shutil.copytree(bundle, tmp_path / "bundle"))
+    meta = json.loads((copy / "bundle.json").read_text())
+    meta["models"] = [m for m in meta["models"] if m["kind"] != "step"]
+    (copy / "bundle.json").write_text(json.dumps(meta))
+    rc, out = finish(play(copy, "--variant", "float32", "--port", receiver.name, "--seconds", 1.5,
+                          env=jack_server.env()))
+    assert rc == 0, out
+    assert "falling back to the windowed model" in out and "windowed_float32.tflite" in out, out
+    assert note_ons(receiver.taken())
 
 
 def test_bad_config_key_exits_2_naming_it(tmp_path, caplog):
