@@ -43,23 +43,28 @@ def _ms(values) -> dict:
             "p99": round(float(np.percentile(v, 99)), 3), "max": round(float(v.max()), 3)}
 
 
-def _memory_kb(pid: int) -> tuple[int, int]:
-    """(resident kB, of which the JACK server's shared memory) of a running process.
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _jack_shm_kb(pid: int) -> int:
+    """Resident kB of the JACK server's shared memory mapped into a process.
 
     Every JACK client maps the server's /dev/shm/jack-* segment (about 100 MB, resident and
-    locked); it is the server's memory, not the player's, so it is reported apart."""
-    total = jack_shm = 0
-    name = ""
+    locked); it is the server's memory, not the player's, so it is reported apart. Read once:
+    parsing smaps takes long enough to hold up the receiver's timestamps."""
+    total, name = 0, ""
     with open(f"/proc/{pid}/smaps") as f:
         for line in f:
             parts = line.split()
-            if parts[0].endswith(":"):
-                if parts[0] == "Rss:":
-                    total += int(parts[1])
-                    jack_shm += int(parts[1]) if name.startswith("/dev/shm/jack") else 0
-            else:
+            if not parts[0].endswith(":"):
                 name = parts[5] if len(parts) > 5 else ""
-    return total, jack_shm
+            elif parts[0] == "Rss:" and name.startswith("/dev/shm/jack"):
+                total += int(parts[1])
+    return total
 
 
 def _renice(nice: int) -> None:
@@ -177,7 +182,7 @@ def _watch(proc: subprocess.Popen, receiver) -> tuple[float | None, int, object,
 
     Returns CPU % of one core while playing (1 s after the first note to the end), the wait
     status, the rusage (peak RSS, CPU seconds with startup) and the memory while playing."""
-    first, marks, memory = None, [], [(0, 0)]
+    first, marks, rss, jack_shm = None, [], [0], 0
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
@@ -188,7 +193,8 @@ def _watch(proc: subprocess.Popen, receiver) -> tuple[float | None, int, object,
         if first is not None and now - first >= 1.0:
             try:
                 marks.append((now, _cpu_seconds(proc.pid)))
-                memory.append(_memory_kb(proc.pid))
+                rss.append(_rss_kb(proc.pid))
+                jack_shm = jack_shm or _jack_shm_kb(proc.pid)
             except (OSError, IndexError):
                 pass
         time.sleep(0.25)
@@ -196,20 +202,40 @@ def _watch(proc: subprocess.Popen, receiver) -> tuple[float | None, int, object,
     if len(marks) >= 2:
         (t0, c0), (t1, c1) = marks[0], marks[-1]
         cpu = round(100 * (c1 - c0) / (t1 - t0), 2)
-    own = max(total - shm for total, shm in memory)
-    return cpu, status, usage, {"rss_while_playing_mb": round(max(t for t, _ in memory) / 1024, 1),
-                                "jack_shm_mb": round(max(s for _, s in memory) / 1024, 1),
-                                "rss_without_jack_shm_mb": round(own / 1024, 1)}
+    return cpu, status, usage, {"rss_while_playing_mb": round(max(rss) / 1024, 1),
+                                "jack_shm_mb": round(jack_shm / 1024, 1),
+                                "rss_without_jack_shm_mb": round((max(rss) - jack_shm) / 1024, 1)}
+
+
+def _match(scheduled: list, received: list, window: float = 1.0) -> list[tuple[float, float]]:
+    """(scheduled, received) time pairs: each scheduled note_on with the first unused received
+    one of its pitch within `window` s after it, in order, so a lost message costs one pair
+    instead of shifting every later one."""
+    pairs, used, start = [], set(), 0
+    for t_sched, pitch in scheduled:
+        while start < len(received) and received[start][0] < t_sched - 0.01:
+            start += 1
+        for i in range(start, len(received)):
+            t_got, p = received[i]
+            if t_got > t_sched + window:
+                break
+            if p == pitch and i not in used:
+                used.add(i)
+                pairs.append((t_sched, t_got))
+                break
+    return pairs
 
 
 def _onsets(stats: dict, messages, probe: Probe, started: float) -> dict:
-    received = [t for t, m in messages if m[0] & 0xF0 == 0x90 and m[2] > 0]
-    scheduled = sorted(t for t, _ in stats["note_ons"])
-    n = min(len(received), len(scheduled))
-    error = np.array(received[:n]) - np.array(scheduled[:n])
+    received = [(t, m[1]) for t, m in messages if m[0] & 0xF0 == 0x90 and m[2] > 0]
+    scheduled = sorted((t, p) for t, p in stats["note_ons"])
+    pairs = _match(scheduled, received)
+    n = len(pairs)
+    scheduled = [s for s, _ in pairs]
+    error = np.array([g - s for s, g in pairs])
     transport = np.array(_transport(probe, messages))
-    out = {"first_note_s": round(received[0] - started, 3) if received else None,
-           "notes_received": len(received),
+    out = {"first_note_s": round(received[0][0] - started, 3) if received else None,
+           "notes_received": len(received), "notes_matched": n,
            "onset_error_ms": _ms(error), "transport_ms": _ms(transport)}
     if n:   # where the worst ones fell: (seconds into the take, ms late)
         worst = np.argsort(error)[-5:][::-1]
