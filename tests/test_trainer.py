@@ -108,7 +108,7 @@ def test_resume_continues_from_the_checkpoints_epoch(tiny_run, tmp_path):
     out = tmp_path / "resumed"
     args = ["train", "--corpus", str(corpus), "--holdout", "*-3cou*", "--out", str(out),
             "--units", "32", "--embed", "4", "8", "4", "2", "--window", "16", "--epochs", "3",
-            "--batch", "32", "--resume", str(tiny_run)]
+            "--batch", "32", "--monitor", "val_pitch_loss", "--resume", str(tiny_run)]
     assert main(args) == 0
     assert json.loads((out / "train_state.json").read_text())["epoch"] == 3
     assert len(json.loads((out / "history.json").read_text())["loss"]) == 3

@@ -139,9 +139,9 @@ def fit(model, cfg, train, val, args, work: Path, initial_epoch: int, best: floa
                 {"epoch": epoch + 1, "best_val_loss": self.best, "monitor": args.monitor, "seed": args.seed}))
 
     callbacks = [
-        keras.callbacks.EarlyStopping(monitor=args.monitor, patience=args.patience),
-        keras.callbacks.ModelCheckpoint(work / "model.keras", monitor=args.monitor, save_best_only=True,
-                                        initial_value_threshold=best),
+        keras.callbacks.EarlyStopping(monitor=args.monitor, mode="min", patience=args.patience),
+        keras.callbacks.ModelCheckpoint(work / "model.keras", monitor=args.monitor, mode="min",
+                                        save_best_only=True, initial_value_threshold=best),
         keras.callbacks.ModelCheckpoint(work / "checkpoint.keras"),
         SaveState(),
     ]
@@ -220,7 +220,9 @@ def run(args) -> int:
     old_history, initial_epoch, best = {}, 0, None
     if args.resume:
         model, state, old_history, old_run = resume_state(args.resume, cfg, codec)
-        initial_epoch, best = int(state["epoch"]), state.get("best_val_loss")
+        initial_epoch = int(state["epoch"])
+        same_monitor = state.get("monitor", "val_loss") == args.monitor  # else its best means another loss
+        best = state.get("best_val_loss") if same_monitor else None
     else:
         model = build_model(cfg)
         compile_model(model, cfg)
