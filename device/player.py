@@ -6,8 +6,8 @@ One loop on the monotonic clock, in one thread:
     ->  if less than `lookahead` seconds are generated: one more event (model step + sampling)
     ->  else sleep until the next note is due
 
-Generation never makes a note late: it only runs while the next note is further away than a
-model step has ever taken. SIGTERM/SIGINT end every sounding note, close the port and exit 0.
+Generation never makes a note late: it only runs while the next note is further away than
+twice the slowest recent model step. SIGTERM/SIGINT end every sounding note, close the port and exit 0.
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 START_DELAY = 0.05   # seconds from "ready" to the first note, so it is not late from the start
 MAX_SLEEP = 0.05     # the loop wakes at least this often (signals, port checks, watchdog)
+MIN_STEP_BUDGET = 0.002
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,7 +53,7 @@ class Player:
         self.stop_requested = False
         self.notifier = Notifier()
         self.inference: list[float] = []   # seconds per generated event (kept for --stats only)
-        self.step_budget = 0.002           # the slowest step seen: generate only with this much room
+        self.step_budget = MIN_STEP_BUDGET  # the slowest recent step: generate only with this much room
         self.notes_played = 0
 
     # --- setting up ------------------------------------------------------------------------
@@ -161,7 +162,8 @@ class Player:
         t = time.perf_counter()
         onset, pitch, duration, velocity = self.improviser.next_event().tolist()
         took = time.perf_counter() - t
-        self.step_budget = max(self.step_budget, took)
+        # the slowest recent step (one stall under load should not slow generation for good)
+        self.step_budget = max(took, 0.99 * self.step_budget, MIN_STEP_BUDGET)
         if self.s["stats"]:
             self.inference.append(took)
         self.scheduler.add(onset, pitch, duration, velocity)
