@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     if args.live_seconds:
         from playbach.device.livebench import run_live_bench  # the device engineer's; imported only here
 
-        result["live"] = run_live_bench(args.bundle, args.live_seconds, args.bpm, args.port, args.midi_api)
+        options = {"midi_api": args.midi_api} if args.midi_api else {}  # else the device's default
+        result["live"] = run_live_bench(args.bundle, args.live_seconds, args.bpm, args.port, **options)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")

@@ -27,7 +27,7 @@ import numpy as np
 
 from playbach.convert import calibration, edgetpu, parity, tflite
 from playbach.convert.source import TrainedRun, load_run, test_figures
-from playbach.convert.step import build_step_model, build_windowed_model, step_roles
+from playbach.convert.step import INT8_CELL_CLIP, build_step_model, build_windowed_model, step_roles
 from playbach.device.bundle import BUNDLE_JSON, FORMAT, file_sha256
 from playbach.device.events import FIELDS
 from playbach.device.runtime import StepModel, WindowedModel, open_cpu_interpreter
@@ -37,7 +37,6 @@ from playbach.trainer.train import publish  # the trainer's temp-folder-then-ren
 log = logging.getLogger(__name__)
 
 KINDS = ("step", "windowed")
-CELL_CLIP = 8.0            # |c| bound of the int8 step model (see step.build_step_model)
 CALIBRATION_EVENTS = 2000  # representative step inputs for int8
 ALL = [(k, v) for k in KINDS for v in tflite.VARIANTS]
 
@@ -156,8 +155,11 @@ def _convert_all(work: Path, source: TrainedRun, wanted):
     reached = _open(work, entries[("step", "float32")])
     datasets = {"windowed": calibration.window_samples(train_ids, cfg.window)}
     if ("step", "int8") in wanted:
-        # int8 is made from the cell-clipped twin, calibrated on the states *it* reaches
-        models["step_int8"] = build_step_model(cfg, trained, cell_clip=CELL_CLIP)
+        # int8 is made from its own twin (step.build_step_model), calibrated on the states *it* reaches
+        reached_c = max(float(np.abs(sample[r]).max()) for sample in calibration.step_samples(reached, train_ids)
+                        for r in roles[4:] if r.startswith("c"))
+        clip = INT8_CELL_CLIP if reached_c > INT8_CELL_CLIP else None
+        models["step_int8"] = build_step_model(cfg, trained, for_int8=True, cell_clip=clip)
         twin = work / "step_clipped_float32.tmp"
         twin.write_bytes(tflite.convert(models["step_int8"], specs["step"], "float32"))
         twin_entry = dict(zip(("inputs", "outputs"), tflite.io_table(twin, roles, roles)), file=twin.name, kind="step")
@@ -185,7 +187,7 @@ def _convert_all(work: Path, source: TrainedRun, wanted):
             continue
         entries[(kind, variant)] = _write(work, kind, variant, blob, *io_roles[kind])
         if (kind, variant) == ("step", "int8"):
-            entries[(kind, variant)]["cell_clip"] = CELL_CLIP
+            entries[(kind, variant)]["cell_clip"] = clip
     if ("step", "float32") not in wanted:
         (work / entries.pop(("step", "float32"))["file"]).unlink()
     return entries, figures, notes, reached
