@@ -44,6 +44,10 @@ class Bundle:
         raise UserError(f"{self.path / BUNDLE_JSON}: no {kind} {variant}{' edgetpu' if edgetpu else ''} "
                         f"model in this bundle (it has: {', '.join(have) or 'none'})")
 
+    def variants(self, kind: str) -> list[str]:
+        """The CPU variants of one kind of model this bundle has, in bundle.json's order."""
+        return [e["variant"] for e in self.meta["models"] if e["kind"] == kind and not e.get("edgetpu")]
+
     def model_path(self, entry: dict) -> Path:
         return self.path / entry["file"]
 

@@ -72,8 +72,11 @@ class Player:
         except UserError as e:
             if s["model_kind"] != "step":
                 raise
-            log.warning("%s; falling back to the windowed model", e)
-            self.model = open_model(self.bundle, s["accelerator"], "windowed", s["variant"])
+            # the shipped bundle's windowed model need not be the step model's variant
+            have = self.bundle.variants("windowed")
+            variant = s["variant"] if s["variant"] in have or not have else have[0]
+            log.warning("%s; falling back to the windowed %s model", e, variant)
+            self.model = open_model(self.bundle, s["accelerator"], "windowed", variant)
         log.info("model %s on %s", self.model.name, self.model.backend)
         self.model.step(np.zeros(4, dtype=np.int64))   # the first invoke is slow: pay it before the clock starts
         self.model.reset()
