@@ -17,7 +17,7 @@ from fixtures_appliance import (appliance_bundle, installed_root, read_unit, uni
 
 UNITS = ("playbach.service", "playbach-fluidsynth.service")
 # The exposure scores reached (0 = locked down, 10 = wide open); a change that raises one fails here.
-EXPOSURE = {"playbach.service": 0.6, "playbach-fluidsynth.service": 1.0}
+EXPOSURE = {"playbach.service": 0.8, "playbach-fluidsynth.service": 1.0}
 CORAL_IDS = (("1a6e", "089a"), ("18d1", "9302"))
 
 
