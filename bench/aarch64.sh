@@ -193,6 +193,7 @@ binfmt
 rootfs
 prepare
 venv
+VENV_MB=$(du -sm "$ROOT$VENV" | cut -f1)
 inside python3 /src/bench/aarch64/probe.py facts > "$OUTDIR/facts.json"
 jack
 play
@@ -222,6 +223,7 @@ summary = {
     "take": load("take.json"),
     "step_ms_emulated": load("steps.json").get("step_ms"),
     "step_ms_native_host": load("steps_native.json").get("step_ms"),
+    "venv_mb": $VENV_MB,
     "seconds": {"rootfs": $ROOTFS_SECONDS, "venv_and_pip_install": $INSTALL_SECONDS,
                 "play_command_wall": $PLAY_WALL_SECONDS},
     "files": {"take": "$OUTDIR/take.mid".replace("$REPO/", ""),
