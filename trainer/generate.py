@@ -33,16 +33,31 @@ def add_arguments(parser) -> None:
     parser.add_argument("--piece", help="which test piece opens (default: the first)")
 
 
+def next_event_probs(model):
+    """context ids (n, 4) -> the four heads' probabilities for event n+1, compiled once for any n."""
+    import tensorflow as tf
+
+    spec = {f: tf.TensorSpec([1, None], tf.int32, name=f) for f in FIELDS}
+
+    @tf.function(input_signature=[spec])
+    def last_step(x):
+        out = model(x, training=False)
+        return [out[f][0, -1] for f in FIELDS]
+
+    def probs(context: np.ndarray) -> list[np.ndarray]:
+        x = {f: tf.constant(context[None, :, j], dtype=tf.int32) for j, f in enumerate(FIELDS)}
+        return [p.numpy() for p in last_step(x)]
+
+    return probs
+
+
 def generate(model, codec: Codec, opening: np.ndarray, n_events: int, window: int,
              rng: np.random.Generator, temperature: float = 1.0, top_k: int = 0) -> np.ndarray:
     """Token ids: the opening followed by `n_events` sampled events."""
+    probs = next_event_probs(model)
     ids = [np.asarray(row) for row in codec.encode(opening)]
     for _ in range(n_events):
-        context = np.stack(ids[-window:])
-        x = {f: context[None, :, j].astype(np.int32) for j, f in enumerate(FIELDS)}
-        out = model(x, training=False)
-        probs = [np.asarray(out[f])[0, -1] for f in FIELDS]
-        ids.append(sample_event(probs, rng, temperature, top_k))
+        ids.append(sample_event(probs(np.stack(ids[-window:])), rng, temperature, top_k))
     return np.stack(ids)
 
 
