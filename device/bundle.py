@@ -48,6 +48,15 @@ class Bundle:
         """The CPU variants of one kind of model this bundle has, in bundle.json's order."""
         return [e["variant"] for e in self.meta["models"] if e["kind"] == kind and not e.get("edgetpu")]
 
+    def most_faithful_variant(self, kind: str) -> str:
+        """The CPU variant of `kind` closest to the Keras model by the bundle's parity figures
+        (pitch top-1 agreement); bundle.json's order breaks ties and stands in for missing figures."""
+        have = self.variants(kind)
+        if not have:
+            raise UserError(f"{self.path / BUNDLE_JSON}: no {kind} model in this bundle")
+        agreement = self.meta.get("parity", {}).get("pitch_top1_agreement", {})
+        return max(have, key=lambda v: (agreement.get(f"{kind}_{v}") or 0.0, -have.index(v)))
+
     def model_path(self, entry: dict) -> Path:
         return self.path / entry["file"]
 

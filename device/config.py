@@ -55,7 +55,8 @@ class Key:
 KEYS = (
     Key("bundle", str, str(DEFAULT_BUNDLE), "bundle folder made by `playbach convert`"),
     Key("model_kind", str, "step", "step model (state carried) or windowed fallback", ("step", "windowed")),
-    Key("variant", str, "int8", "model variant in the bundle", ("int8", "float16", "dynamic", "float32")),
+    Key("variant", str, "auto", "model variant in the bundle; auto = int8 on an Edge TPU, else the most "
+        "faithful (parity)", ("auto", "int8", "float16", "dynamic", "float32")),
     Key("accelerator", str, "auto", "auto tries the Edge TPU and keeps the faster", ("auto", "cpu", "edgetpu")),
     Key("midi_api", str, "alsa", "MIDI system (rtmidi API)", ("alsa", "jack")),
     Key("port", str, "", "output port: a substring of its name; '' = the first port"),

@@ -74,7 +74,7 @@ class Player:
                 raise
             # the shipped bundle's windowed model need not be the step model's variant
             have = self.bundle.variants("windowed")
-            variant = s["variant"] if s["variant"] in have or not have else have[0]
+            variant = s["variant"] if s["variant"] in have else self.bundle.most_faithful_variant("windowed")
             log.warning("%s; falling back to the windowed %s model", e, variant)
             self.model = open_model(self.bundle, s["accelerator"], "windowed", variant)
         log.info("model %s on %s", self.model.name, self.model.backend)

@@ -231,10 +231,13 @@ def _build(bundle: Bundle, entry: dict, opener: Callable, backend: str):
     return cls(opener(str(bundle.model_path(entry))), entry, backend)
 
 
-def open_model(bundle: Bundle, accelerator: str = "auto", kind: str = "step", variant: str = "int8",
+def open_model(bundle: Bundle, accelerator: str = "auto", kind: str = "step", variant: str = "auto",
                edgetpu_opener: Callable | None = None):
     """A StepModel or WindowedModel of the bundle on "cpu", "edgetpu" or "auto" (the faster that works).
 
+    Variant "auto" means int8 on the Edge TPU (the only kind it runs) and on the CPU the variant
+    that agrees best with the Keras model (the bundle's parity figures): int8 state error builds
+    up as it is fed back, and the CPU has no need of full-integer arithmetic.
     `edgetpu_opener(model_path) -> interpreter` defaults to loading the real delegate; tests pass
     a fake one because no Coral is attached where they run.
     """
@@ -242,18 +245,20 @@ def open_model(bundle: Bundle, accelerator: str = "auto", kind: str = "step", va
         raise UserError(f"accelerator {accelerator!r}: choose auto, cpu or edgetpu")
     opener = edgetpu_opener or open_edgetpu_interpreter
     cpu_backend = f"cpu ({interpreter_name()})"
+    cpu_variant = bundle.most_faithful_variant(kind) if variant == "auto" else variant
+    tpu_variant = "int8" if variant == "auto" else variant
     if accelerator == "cpu":
-        return _build(bundle, bundle.model_entry(kind, variant), open_cpu_interpreter, cpu_backend)
+        return _build(bundle, bundle.model_entry(kind, cpu_variant), open_cpu_interpreter, cpu_backend)
     if accelerator == "edgetpu":
-        entry = bundle.model_entry(kind, variant, edgetpu=True)
+        entry = bundle.model_entry(kind, tpu_variant, edgetpu=True)
         try:
             return _build(bundle, entry, opener, "edgetpu")
         except (OSError, ValueError, RuntimeError) as e:
             raise UserError(f"{bundle.model_path(entry)}: cannot open on the Edge TPU ({e})") from e
 
-    cpu = _build(bundle, bundle.model_entry(kind, variant), open_cpu_interpreter, cpu_backend)
+    cpu = _build(bundle, bundle.model_entry(kind, cpu_variant), open_cpu_interpreter, cpu_backend)
     try:
-        tpu = _build(bundle, bundle.model_entry(kind, variant, edgetpu=True), opener, "edgetpu")
+        tpu = _build(bundle, bundle.model_entry(kind, tpu_variant, edgetpu=True), opener, "edgetpu")
     except (UserError, OSError, ValueError, RuntimeError) as e:
         log.info("Edge TPU not used, running %s on %s: %s", describe(cpu.entry), cpu_backend, e)
         return cpu
