@@ -16,7 +16,10 @@ from playbach.errors import UserError
 
 DEFAULT_CONFIG = Path("/etc/playbach/config.toml")
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_BUNDLE = REPO_ROOT / "models" / "default"
+# The checkout's shipped bundle (editable install, demo, tests), else where install.sh puts it.
+INSTALLED_BUNDLE = Path("/opt/playbach/models/default")
+DEFAULT_BUNDLE = next((p for p in (REPO_ROOT / "models" / "default", INSTALLED_BUNDLE)
+                       if (p / "bundle.json").is_file()), INSTALLED_BUNDLE)
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,8 @@ class Key:
 
 
 KEYS = (
-    Key("bundle", str, str(DEFAULT_BUNDLE), "bundle folder made by `playbach convert`"),
+    Key("bundle", str, str(DEFAULT_BUNDLE), "bundle folder made by `playbach convert` (default: the "
+        "checkout's models/default, else /opt/playbach/models/default)"),
     Key("model_kind", str, "step", "step model (state carried) or windowed fallback", ("step", "windowed")),
     Key("variant", str, "auto", "model variant in the bundle; auto = int8 on an Edge TPU, else the most "
         "faithful (parity)", ("auto", "int8", "float16", "dynamic", "float32")),
