@@ -126,6 +126,7 @@ def test_sd_notify_without_systemd_does_nothing():
     assert n.sock is None and n.watchdog_interval is None
 
 
-def test_docs_config_table_is_current():
-    docs = (Path(__file__).resolve().parent.parent / "docs" / "device.md").read_text()
-    assert config.reference_table() in docs, "regenerate the table in docs/device.md from config.reference_table()"
+@pytest.mark.parametrize("doc", ["docs/device.md", "README.md"])
+def test_docs_config_table_is_current(doc):
+    text = (Path(__file__).resolve().parent.parent / doc).read_text()
+    assert config.reference_table() in text, f"regenerate the table in {doc} from config.reference_table()"
