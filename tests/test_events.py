@@ -1,7 +1,6 @@
 """Encoding -> MIDI -> encoding is an identity on real corpus files (all 36 cello suite movements,
 a handful of chorales), and the corpus's token counts for the report."""
 import numpy as np
-import pytest
 
 from playbach.device.events import (Codec, events_to_notes, merge_overlaps, notes_to_events, quantize_notes,
                                     read_midi, write_midi)

@@ -1,9 +1,18 @@
 """The trainer end to end on real cello-suite files: corpus, split, train, evaluate, generate."""
+import hashlib
 import json
+import logging
 
+import mido
 import numpy as np
+import pytest
 
-from playbach.device.events import FIELDS, Codec
+from fixtures_run import link_pieces
+from playbach.cli import main
+from playbach.device.events import FIELDS, Codec, Note, read_midi, write_midi
+from playbach.trainer.corpus import load_corpus
+from playbach.trainer.ngram import NGram
+from playbach.trainer.split import augment, split_pieces
 
 
 def test_tiny_run_has_the_contracted_files(tiny_run):
@@ -22,18 +31,6 @@ def test_tiny_run_has_the_contracted_files(tiny_run):
 
 
 # --- corpus -----------------------------------------------------------------------------------
-
-import hashlib  # noqa: E402
-import logging  # noqa: E402
-
-import pytest  # noqa: E402
-
-from fixtures_run import link_pieces  # noqa: E402
-from playbach.cli import main  # noqa: E402
-from playbach.device.events import Note, read_midi, write_midi  # noqa: E402
-from playbach.trainer.corpus import load_corpus  # noqa: E402
-from playbach.trainer.ngram import NGram  # noqa: E402
-from playbach.trainer.split import augment, split_pieces  # noqa: E402
 
 THREE = ("cs1-1pre", "cs2-2all", "cs3-3cou")
 
@@ -172,6 +169,4 @@ def test_generate_writes_a_midi_file_and_a_piano_roll(tiny_run, tmp_path):
     notes = read_midi(take)
     assert len(notes) == 48
     assert (tmp_path / "take.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    import mido
-
     assert [m.program for m in mido.MidiFile(take).tracks[0] if m.type == "program_change"] == [7]
