@@ -59,6 +59,9 @@ class JackServer:
             raise RuntimeError("jackd is not installed (Debian package jackd2; scripts/setup.sh installs it)")
         self.name, self.log_path = name, Path(log_dir) / f"jackd-{name}.log"
         self.period_seconds = period / rate
+        # this process's clients follow the newest server until it stops, then the one before
+        # (a bench's server inside a test session must not leave the session's clients pointing at it)
+        self.saved_env = {k: os.environ.get(k) for k in jack_env(name)}
         use_server(name)
         env = {**os.environ, **jack_env(name)}
         self.log_file = open(self.log_path, "w")
@@ -82,6 +85,11 @@ class JackServer:
     def stop(self) -> None:
         stop_process(self.proc)
         self.log_file.close()
+        for key, value in self.saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
     def __enter__(self) -> "JackServer":
         return self
