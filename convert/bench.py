@@ -18,6 +18,7 @@ import numpy as np
 
 from playbach.device.bundle import load_bundle
 from playbach.device.runtime import interpreter_name, open_model, step_latencies
+from playbach.files import write_text_atomically
 
 log = logging.getLogger(__name__)
 WARMUP = 20
@@ -43,9 +44,7 @@ def run(args: argparse.Namespace) -> int:
         result["live"] = run_live_bench(args.bundle, args.live_seconds, args.bpm, args.port, **options)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(out)
+    write_text_atomically(out, json.dumps(result, indent=1))
     print(markdown_table(result))
     log.info("wrote %s", out)
     return 0

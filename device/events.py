@@ -22,6 +22,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from playbach.files import replace_atomically
+
 FIELDS = ("onset", "pitch", "duration", "velocity")
 GRIDS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 48)  # ticks per quarter, coarse to fine
 
@@ -225,7 +227,4 @@ def write_midi(notes: Sequence[Note], path: str | Path, ticks_per_quarter: int, 
     track.append(mido.MetaMessage("end_of_track", time=0))
     midi = mido.MidiFile(type=0, ticks_per_beat=tpb)
     midi.tracks.append(track)
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    midi.save(str(tmp))
-    tmp.replace(path)
+    replace_atomically(path, lambda tmp: midi.save(str(tmp)))

@@ -17,7 +17,6 @@ import logging
 import os
 import signal
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -28,6 +27,7 @@ from playbach.device.midi_io import MidiOutput
 from playbach.device.scheduler import Scheduler
 from playbach.device.sdnotify import Notifier
 from playbach.errors import UserError
+from playbach.files import write_text_atomically
 
 log = logging.getLogger(__name__)
 
@@ -226,8 +226,4 @@ def set_realtime(priority: int) -> None:
 
 
 def write_json(path: str, data: dict) -> None:
-    """Atomically: a temp file, then rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data))
-    tmp.replace(path)
+    write_text_atomically(path, json.dumps(data))

@@ -26,6 +26,7 @@ import numpy as np
 
 from playbach.device.events import GRIDS, merge_overlaps, notes_to_events, quantize_notes, read_midi
 from playbach.errors import UserError
+from playbach.files import write_text_atomically
 
 log = logging.getLogger(__name__)
 
@@ -125,9 +126,7 @@ def _parse_cached(path: Path, cache: Path) -> tuple[str, list[RawNote] | None, s
     except Exception as e:  # music21 and mido raise many kinds on bad files
         return str(path), None, f"{type(e).__name__}: {e}", False
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(notes))
-    tmp.replace(cached)
+    write_text_atomically(cached, json.dumps(notes))
     return str(path), notes, "", False
 
 

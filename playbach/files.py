@@ -1,0 +1,23 @@
+"""Writing a file so that no reader ever sees half of it: a temp file beside it, then rename."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+
+def replace_atomically(path: str | Path, write: Callable[[Path], None]) -> None:
+    """Call `write(tmp)` on a temp path in the same folder, then rename it over `path`.
+
+    If `write` fails, the temp file is removed and any earlier `path` is left as it was."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomically(path: str | Path, text: str) -> None:
+    replace_atomically(path, lambda tmp: tmp.write_text(text))
