@@ -3,4 +3,4 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-pytest_plugins = ["fixtures_run", "fixtures_bundle", "fixtures_midi"]
+pytest_plugins = ["fixtures_run", "fixtures_bundle", "fixtures_midi", "fixtures_appliance"]

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from fixtures_appliance import appliance_bundle, installed_root, read_unit, unit_path  # noqa: F401
+from fixtures_appliance import read_unit, unit_path
 
 # prctl() the sandbox settings onto ourselves, then exec the unit's command line.
 SANDBOX_EXEC = """

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from fixtures_appliance import appliance_bundle, installed_root, run_install  # noqa: F401
+from fixtures_appliance import run_install
 
 
 def snapshot(root: Path) -> dict[str, str]:

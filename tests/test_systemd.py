@@ -8,12 +8,10 @@ import re
 import shlex
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
-from fixtures_appliance import (appliance_bundle, installed_root, read_unit, unit_path,  # noqa: F401
-                                verify_root)
+from fixtures_appliance import read_unit, unit_path, verify_root
 
 UNITS = ("playbach.service", "playbach-fluidsynth.service")
 # The exposure scores reached (0 = locked down, 10 = wide open); a change that raises one fails here.

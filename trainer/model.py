@@ -12,7 +12,7 @@ twin: Embedding, LSTM, Dense. Layer names are the contract between the two:
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from playbach.device.events import FIELDS
 
