@@ -124,6 +124,8 @@ def _build_into(work: Path, source: TrainedRun, wanted, openings, opening_events
         "models": list(entries.values()),
         "openings": _openings(source, openings, opening_events),
         "report": test_figures(source.report),
+        # repeat-memory weights fitted by the trainer (device/memory.py); absent for older runs
+        **({"memory": source.meta["memory"]} if source.meta.get("memory") else {}),
         "source": {"run": str(source.path), "run_json_sha256": file_sha256(source.path / "run.json"),
                    "corpus": source.meta.get("corpus")},
         "parity": {"step_vs_keras_max_abs_diff": step_diff,

@@ -109,7 +109,10 @@ def _read_pieces(path: Path) -> dict[str, dict[str, np.ndarray]]:
 
 
 def test_figures(report: dict) -> dict:
-    """The training report's held-out test figures (its 'test' section, or every 'test*' key)."""
+    """The training report's held-out test figures: its 'test' section (the LSTM alone) and, when
+    the run has one, 'test_memory' (with the repeat memory the bundle carries)."""
     if isinstance(report.get("test"), dict):
+        if isinstance(report.get("test_memory"), dict):
+            return {**report["test"], "with_memory": report["test_memory"]}
         return report["test"]
     return {k: v for k, v in report.items() if k.startswith("test")}

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from playbach.device.events import Codec
+from playbach.device.memory import weights_from_dict
 from playbach.errors import UserError
 
 FORMAT = 1
@@ -34,6 +35,7 @@ class Bundle:
     meta: dict
     codec: Codec
     openings: list[np.ndarray]
+    memory: np.ndarray | None = None   # repeat-memory weights (device/memory.py), None if not shipped
 
     def model_entry(self, kind: str = "step", variant: str = "int8", edgetpu: bool = False) -> dict:
         """The bundle.json row of one model; UserError listing what the bundle has if it's absent."""
@@ -88,10 +90,14 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
             entry["file"], entry["kind"], entry["variant"], entry["sha256"]  # noqa: B018 (required keys)
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"{meta_path}: bad or missing entry ({e!r})") from e
+    try:
+        memory = weights_from_dict(meta.get("memory"))
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{meta_path}: bad \"memory\" entry ({e})") from e
     if verify:
         for entry in models:
             _verify_file(path / entry["file"], entry)
-    return Bundle(path, meta, codec, openings)
+    return Bundle(path, meta, codec, openings, memory)
 
 
 def _verify_file(file: Path, entry: dict) -> None:

@@ -71,6 +71,8 @@ KEYS = (
     Key("bpm", float, 90.0, "tempo in quarter notes per minute", low=10.0, high=400.0),
     Key("temperature", float, 0.9, "sampling temperature (0 = always the likeliest)", low=0.0, high=5.0),
     Key("top_k", int, 0, "sample from the k likeliest tokens only (0 = all)", low=0, high=100000),
+    Key("max_repeat", int, 64, "repeat memory: longest run of events a take copies from its own past "
+        "(0 = memory off)", low=0, high=100000),
     Key("seed", int, -1, "random seed for a reproducible take (-1 = random)", low=-1, high=2**32 - 1),
     Key("seconds", float, 0.0, "stop after this many seconds (0 = play until stopped)", low=0.0, high=1e9),
     Key("record", str, "", "write what was played to this MIDI file at the end"),

@@ -1,7 +1,8 @@
 """Event after event from the model: the seed's events first (played as given), then samples.
 
 The model carries its own state (LSTM state or window); each event goes through `step`, whose
-output is the distribution of the next one. Seeds come from a bundle opening, a MIDI file or a
+output is the distribution of the next one, and through the repeat memory, which mixes in what
+followed the same passage earlier in the take (device/memory.py). Seeds come from a bundle opening, a MIDI file or a
 phrase someone just played (that one is only listened to, not played back).
 """
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections import deque
 import numpy as np
 
 from playbach.device.events import Codec, merge_overlaps, notes_to_events, quantize_notes, read_midi
+from playbach.device.memory import RepeatMemory
 from playbach.device.sampler import sample_event
 from playbach.errors import UserError
 
@@ -19,9 +21,11 @@ MAX_CHORD = 12      # a model stuck on onset 0 would stack notes forever without
 
 
 class Improviser:
-    def __init__(self, model, codec: Codec, rng: np.random.Generator, temperature: float = 1.0, top_k: int = 0):
+    def __init__(self, model, codec: Codec, rng: np.random.Generator, temperature: float = 1.0, top_k: int = 0,
+                 memory: RepeatMemory | None = None):
         self.model, self.codec, self.rng = model, codec, rng
         self.temperature, self.top_k = temperature, top_k
+        self.memory = memory or RepeatMemory()   # without weights it only watches
         self.pending: deque[np.ndarray] = deque()
         self.probs: list[np.ndarray] | None = None
         self.chord = 0
@@ -31,6 +35,7 @@ class Improviser:
     def prime(self, events: np.ndarray) -> None:
         """Start afresh from these events (values); they are played before the model's own."""
         self.model.reset()
+        self.memory.reset()
         self.probs = None
         events = np.array(events, dtype=np.int64).reshape(-1, 4)
         if len(events):
@@ -40,8 +45,10 @@ class Improviser:
     def listen(self, events: np.ndarray) -> None:
         """Set the model's state from what someone played; the next event answers it."""
         self.model.reset()
+        self.memory.reset()
         self.pending.clear()
         for ids in self.codec.encode(events):
+            self.memory.observe(ids)
             self.probs = self.model.step(ids)
 
     def next_event(self) -> np.ndarray:
@@ -51,10 +58,11 @@ class Improviser:
         elif self.probs is None:
             raise RuntimeError("Improviser.next_event before prime() or listen()")
         else:
-            ids = sample_event(self.probs, self.rng, self.temperature, self.top_k)
+            ids = sample_event(self.memory.mix(self.probs), self.rng, self.temperature, self.top_k)
             self.chord = self.chord + 1 if self.codec.vocab["onset"][ids[0]] == 0 else 0
             if self.chord > MAX_CHORD:
                 ids[0], self.chord = self.smallest_step, 0
+        self.memory.observe(ids)
         self.probs = self.model.step(np.asarray(ids, dtype=np.int64))
         return self.codec.decode(ids)[0]
 

@@ -23,6 +23,7 @@ import numpy as np
 from playbach.device import config
 from playbach.device.events import Note, write_midi
 from playbach.device.improviser import Improviser, choose_opening, midi_seed
+from playbach.device.memory import RepeatMemory
 from playbach.device.midi_io import MidiOutput
 from playbach.device.scheduler import Scheduler
 from playbach.device.sdnotify import Notifier
@@ -81,7 +82,10 @@ class Player:
         self.model.step(np.zeros(4, dtype=np.int64))   # the first invoke is slow: pay it before the clock starts
         self.model.reset()
         rng = np.random.default_rng(None if s["seed"] < 0 else s["seed"])
-        self.improviser = Improviser(self.model, self.bundle.codec, rng, s["temperature"], s["top_k"])
+        memory = RepeatMemory(self.bundle.memory if s["max_repeat"] else None, s["max_repeat"])
+        if s["max_repeat"] and self.bundle.memory is None:
+            log.info("the bundle has no repeat-memory weights: the model plays alone")
+        self.improviser = Improviser(self.model, self.bundle.codec, rng, s["temperature"], s["top_k"], memory)
         if s["seed_midi"]:
             seed, origin = midi_seed(s["seed_midi"], self.bundle.codec), s["seed_midi"]
         else:

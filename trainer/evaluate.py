@@ -2,6 +2,8 @@
 
 The model reads each test piece from its first event, as the device plays (state carried
 from the start), and predicts events 1..n-1; the n-gram baseline is scored on the same targets.
+Both are scored alone and with the repeat memory (device/memory.py, trainer/repeats.py), whose
+weights are fitted on the validation pieces for each of them.
 """
 from __future__ import annotations
 
@@ -13,13 +15,18 @@ import numpy as np
 
 from playbach.device.events import FIELDS, Codec
 from playbach.errors import UserError
-from playbach.trainer import ngram
+from playbach.files import write_text_atomically
+from playbach.device.memory import weights_to_dict
+from playbach.trainer import ngram, repeats
 
 log = logging.getLogger(__name__)
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("run", help="run folder written by `playbach train`")
+    parser.add_argument("--write", action="store_true",
+                        help="store this evaluation in the run's report.json and its repeat-memory "
+                             "weights in run.json (for runs trained before the memory existed)")
 
 
 def load_split_events(run: Path) -> dict[str, dict[str, np.ndarray]]:
@@ -35,62 +42,79 @@ def load_split_events(run: Path) -> dict[str, dict[str, np.ndarray]]:
     return sides
 
 
-def model_scores(model, pieces: list[np.ndarray], batch_size: int = 16) -> dict:
-    """Token-id pieces -> {field: {"top1", "nll"}}, each piece run whole as one sequence.
-
-    Pieces are padded at the end to one length and run as a batch: the LSTM is causal, so
-    the padding never changes a prediction that is scored."""
-    pieces = [p for p in pieces if len(p) >= 2]
+def model_probs(model, pieces: list[np.ndarray], batch_size: int = 16) -> list[list[np.ndarray]]:
+    """Per piece, per field: (n-1, vocab), row t the distribution of event t+1; each piece is run
+    whole as one sequence. Pieces are padded at the end to one length and run as a batch: the
+    LSTM is causal, so the padding never changes a row that is kept."""
     if not pieces:
-        return {f: {"top1": 0.0, "nll": 0.0} for f in FIELDS}
+        return []
     length = max(len(p) for p in pieces) - 1
     padded = np.zeros((len(pieces), length, 4), dtype=np.int32)
     for i, p in enumerate(pieces):
         padded[i, :len(p) - 1] = p[:-1]
     out = model.predict({f: padded[:, :, j] for j, f in enumerate(FIELDS)}, batch_size=batch_size, verbose=0)
-    hits, nll, n = np.zeros(4), np.zeros(4), sum(len(p) - 1 for p in pieces)
-    for i, p in enumerate(pieces):
-        for j, f in enumerate(FIELDS):
-            probs = out[f][i, :len(p) - 1]
-            target = p[1:, j]
-            hits[j] += (probs.argmax(axis=1) == target).sum()
-            nll[j] -= np.log(np.maximum(probs[np.arange(len(target)), target], 1e-12)).sum()
-    return {f: {"top1": float(hits[j] / n), "nll": float(nll[j] / n)} for j, f in enumerate(FIELDS)}
+    return [[out[f][i, :len(p) - 1] for f in FIELDS] for i, p in enumerate(pieces)]
 
 
-def baseline_scores(codec: Codec, train: list[np.ndarray], val: list[np.ndarray],
-                    test: list[np.ndarray]) -> dict:
-    """{field: {"order", "top1", "nll", "val_nll"}}: one n-gram per field on the token ids."""
-    return {f: ngram.baseline([p[:, j] for p in train], [p[:, j] for p in val], [p[:, j] for p in test],
-                              codec.sizes[j])
-            for j, f in enumerate(FIELDS)}
+def ngram_probs(sides: dict[str, list[np.ndarray]], sizes) -> tuple[list, list, list[int]]:
+    """The baseline's distributions on val and test (same layout as model_probs) and its order
+    per field: one n-gram per field on the token ids, order chosen on validation NLL."""
+    val, test, orders = [[] for _ in sides["val"]], [[] for _ in sides["test"]], []
+    for j, size in enumerate(sizes):
+        model, order, _ = ngram.choose_order([p[:, j] for p in sides["train"]], [p[:, j] for p in sides["val"]], size)
+        orders.append(order)
+        for out, pieces in ((val, sides["val"]), (test, sides["test"])):
+            for rows, p in zip(out, pieces):
+                rows.append(model.probs(p[:, j], order))
+    return val, test, orders
+
+
+def _section(scores: dict, extra: dict | None = None) -> dict:
+    flat = {f"{f}_{k}": scores[f][k] for f in FIELDS for k in ("top1", "nll")}
+    return {**flat, **(extra or {})}
 
 
 def evaluate(model, codec: Codec, sides: dict[str, dict[str, np.ndarray]]) -> dict:
-    """The report's "test" and "baseline" sections for a model and the run's split (values)."""
-    ids = {side: [codec.encode(v) for v in pieces.values()] for side, pieces in sides.items()}
-    scores = model_scores(model, ids["test"])
-    base = baseline_scores(codec, ids["train"], ids["val"], ids["test"])
-    test = {}
-    for f in FIELDS:
-        test[f"{f}_top1"] = scores[f]["top1"]
-        test[f"{f}_nll"] = scores[f]["nll"]
-    test["events"] = int(sum(len(p) - 1 for p in ids["test"] if len(p) > 1))
-    ngram_report = {}
-    for f in FIELDS:
-        ngram_report[f"{f}_top1"] = base[f]["top1"]
-        ngram_report[f"{f}_nll"] = base[f]["nll"]
-        ngram_report[f"{f}_order"] = base[f]["order"]
-    ratio = test["pitch_top1"] / ngram_report["pitch_top1"] if ngram_report["pitch_top1"] else None
-    return {"test": test, "baseline": {"ngram": ngram_report}, "pitch_top1_vs_ngram": ratio}
+    """The report's "test", "test_memory", "baseline" and "memory" sections for a model and the
+    run's split (values). "test" is the LSTM alone; "*_memory" adds the repeat memory, whose
+    weights are fitted on validation separately for the LSTM and for the n-gram."""
+    ids = {side: [codec.encode(v) for v in pieces.values() if len(v) >= 2] for side, pieces in sides.items()}
+    lstm = {side: model_probs(model, ids[side]) for side in ("val", "test")}
+    ngram_val, ngram_test, orders = ngram_probs(ids, codec.sizes)
+    replays = {side: repeats.replay(ids[side]) for side in ("val", "test")}
+    lstm_weights = repeats.fit(lstm["val"], ids["val"], replays["val"])
+    ngram_weights = repeats.fit(ngram_val, ids["val"], replays["val"])
+
+    def score(probs, weights):
+        return repeats.mixed_scores(probs, ids["test"], replays["test"], weights)
+
+    events = int(sum(len(p) - 1 for p in ids["test"]))
+    order = {f"{f}_order": o for f, o in zip(FIELDS, orders)}
+    result = {
+        "test": _section(score(lstm["test"], None), {"events": events}),
+        "test_memory": _section(score(lstm["test"], lstm_weights)),
+        "baseline": {"ngram": _section(score(ngram_test, None), order),
+                     "ngram_memory": _section(score(ngram_test, ngram_weights), order)},
+        "memory": {**weights_to_dict(lstm_weights), "ngram_weights": weights_to_dict(ngram_weights)["weights"]},
+    }
+    result["pitch_top1_vs_ngram"] = _ratio(result["test"], result["baseline"]["ngram"])
+    result["memory_pitch_top1_vs_ngram_memory"] = _ratio(result["test_memory"], result["baseline"]["ngram_memory"])
+    return result
+
+
+def _ratio(a: dict, b: dict) -> float | None:
+    return a["pitch_top1"] / b["pitch_top1"] if b["pitch_top1"] else None
 
 
 def format_table(result: dict) -> str:
-    rows = [f"{'head':<10}{'top-1':>8}{'nll':>8}   {'n-gram top-1':>12}{'nll':>8}{'order':>6}"]
-    base = result["baseline"]["ngram"]
+    """One row per head: LSTM, LSTM + memory, n-gram (and its order), n-gram + memory."""
+    columns = [("LSTM", result["test"]), ("+memory", result["test_memory"]),
+               ("n-gram", result["baseline"]["ngram"]), ("+memory", result["baseline"]["ngram_memory"])]
+    rows = [f"{'':<10}" + "".join(f"{name:>16}" for name, _ in columns) + f"{'n-gram order':>14}",
+            f"{'head':<10}" + f"{'top-1':>8}{'nll':>8}" * len(columns)]
     for f in FIELDS:
-        rows.append(f"{f:<10}{result['test'][f + '_top1']:>8.3f}{result['test'][f + '_nll']:>8.3f}   "
-                    f"{base[f + '_top1']:>12.3f}{base[f + '_nll']:>8.3f}{base[f + '_order']:>6}")
+        cells = "".join(f"{c[f + '_top1']:>8.3f}{c[f + '_nll']:>8.3f}" for _, c in columns)
+        rows.append(f"{f:<10}{cells}{result['baseline']['ngram'][f + '_order']:>14}")
     return "\n".join(rows)
 
 
@@ -101,8 +125,16 @@ def run(args) -> int:
     meta_path = run_dir / "run.json"
     if not meta_path.exists():
         raise UserError(f"{meta_path} is missing: not a run folder written by `playbach train`")
-    codec = Codec.from_dict(json.loads(meta_path.read_text())["codec"])
+    meta = json.loads(meta_path.read_text())
+    codec = Codec.from_dict(meta["codec"])
     model = keras.models.load_model(run_dir / "model.keras", compile=False)
     result = evaluate(model, codec, load_split_events(run_dir))
     print(format_table(result))
+    if args.write:
+        # the report keeps its corpus, split and time sections; run.json gets the memory the converter ships
+        report_path = run_dir / "report.json"
+        report = json.loads(report_path.read_text()) if report_path.exists() else {}
+        write_text_atomically(report_path, json.dumps({**report, **result}, indent=2))
+        write_text_atomically(meta_path, json.dumps({**meta, "memory": result["memory"]}, indent=1))
+        log.info("evaluation written to %s and %s", report_path, meta_path)
     return 0

@@ -1,8 +1,8 @@
 """`playbach generate RUN --out take.mid`: continue a held-out piece's opening, write MIDI + piano roll.
 
 The model reads the last `window` events (the length it was trained on) and each head is
-sampled with the device's own sampler (temperature, top-k), so a desktop take and a live
-take come from the same code.
+sampled with the device's own sampler (temperature, top-k) after the device's repeat memory,
+so a desktop take and a live take come from the same code.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from playbach.device.events import FIELDS, Codec, events_to_notes, write_midi
+from playbach.device.memory import RepeatMemory, weights_from_dict
 from playbach.device.sampler import sample_event
 from playbach.errors import UserError
 from playbach.trainer.evaluate import load_split_events
@@ -30,6 +31,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--program", type=int, default=7, help="GM program (7 = clavichord)")
     parser.add_argument("--bpm", type=float, default=100.0)
     parser.add_argument("--opening", type=int, default=32, help="events of the held-out piece to start from")
+    parser.add_argument("--max-repeat", type=int, default=64, help="repeat memory: longest run of events "
+                        "copied from earlier in the take (0 = off; as the device's max_repeat)")
     parser.add_argument("--piece", help="which test piece opens (default: the first)")
 
 
@@ -52,12 +55,17 @@ def next_event_probs(model):
 
 
 def generate(model, codec: Codec, opening: np.ndarray, n_events: int, window: int,
-             rng: np.random.Generator, temperature: float = 1.0, top_k: int = 0) -> np.ndarray:
-    """Token ids: the opening followed by `n_events` sampled events."""
+             rng: np.random.Generator, temperature: float = 1.0, top_k: int = 0,
+             memory: RepeatMemory | None = None) -> np.ndarray:
+    """Token ids: the opening followed by `n_events` sampled events (the memory, if given, mixed in)."""
     probs = next_event_probs(model)
+    memory = memory or RepeatMemory()
     ids = [np.asarray(row) for row in codec.encode(opening)]
+    for row in ids:
+        memory.observe(row)
     for _ in range(n_events):
-        ids.append(sample_event(probs(np.stack(ids[-window:])), rng, temperature, top_k))
+        ids.append(sample_event(memory.mix(probs(np.stack(ids[-window:]))), rng, temperature, top_k))
+        memory.observe(ids[-1])
     return np.stack(ids)
 
 
@@ -81,8 +89,9 @@ def run(args) -> int:
     opening = test[name][:max(1, args.opening)]
     model = keras.models.load_model(run_dir / "model.keras", compile=False)
     rng = np.random.default_rng(args.seed)
+    weights = weights_from_dict(meta.get("memory")) if args.max_repeat else None
     ids = generate(model, codec, opening, args.events, meta["model"]["window"], rng,
-                   args.temperature, args.top_k)
+                   args.temperature, args.top_k, RepeatMemory(weights, args.max_repeat))
     notes = events_to_notes(codec.decode(ids))
     out = Path(args.out)
     write_midi(notes, out, codec.ticks_per_quarter, bpm=args.bpm, program=args.program)

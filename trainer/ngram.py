@@ -54,6 +54,15 @@ class NGram:
             probs.append(p)
         return probs
 
+    def probs(self, seq: np.ndarray, order: int) -> np.ndarray:
+        """(n-1, vocab): row t is P_order(seq[t+1] | seq[..t]), the rows evaluate.py scores."""
+        history = [START] * (self.max_order - 1) + [int(seq[0])]
+        rows = []
+        for target in seq[1:].tolist():
+            rows.append(self._chain(history)[order - 1])
+            history.append(target)
+        return np.array(rows).reshape(-1, self.vocab_size)
+
     def score_orders(self, sequences: list[np.ndarray]) -> list[dict]:
         """For each order 1..max_order: {"order", "top1", "nll"} on targets seq[1:] of every piece."""
         hits = np.zeros(self.max_order)
@@ -71,11 +80,9 @@ class NGram:
         return [{"order": m + 1, "top1": hits[m] / n, "nll": nll[m] / n} for m in range(self.max_order)]
 
 
-def baseline(train: list[np.ndarray], val: list[np.ndarray], test: list[np.ndarray],
-             vocab_size: int, max_order: int = 6) -> dict:
-    """Fit on train, choose the order with the lowest validation NLL, score test at that order."""
+def choose_order(train: list[np.ndarray], val: list[np.ndarray], vocab_size: int,
+                 max_order: int = 6) -> tuple[NGram, int, float]:
+    """Fit on train; the order with the lowest validation NLL, and that NLL."""
     model = NGram(vocab_size, max_order).fit(train)
     best = min(model.score_orders(val), key=lambda s: s["nll"])
-    on_test = model.score_orders(test)[best["order"] - 1]
-    return {"order": best["order"], "top1": float(on_test["top1"]), "nll": float(on_test["nll"]),
-            "val_nll": float(best["nll"])}
+    return model, best["order"], float(best["nll"])

@@ -1,0 +1,97 @@
+"""Repeat memory: copy what followed the same passage earlier in this piece or take.
+
+Bach writes out repeats and reuses figures; an LSTM that reads the piece from its start cannot
+copy 200 events back, but a lookup can. After each event the memory finds the longest run of
+whole events (onset, pitch, duration, velocity) that ends here and also ended at an earlier
+position j; the event that followed j is its guess for the next one. The guess is mixed into
+each head's distribution with a weight that grows with the run's length:
+
+    p = (1 - w[field, bucket(length)]) * p_model + w[field, bucket(length)] * onehot(guess)
+
+The weights are fitted on validation pieces by the trainer and travel in bundle.json
+("memory"). A cache in the manner of Kuhn & De Mori (1990) for n-grams, Grave et al. (2017)
+for neural models; the trainer also scores the n-gram with the same memory, like for like.
+
+Live, a copy must not run forever: once a take has copied a passage, the end of the copy matches
+the end of the original, and what followed the original is the start of the copy -- a loop.
+`max_repeat` silences the memory while the current run is longer than that.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+# lower edges of the match-length buckets; bucket 0 is "no earlier match"
+BUCKET_EDGES = (1, 2, 4, 8, 16, 32)
+NUM_BUCKETS = len(BUCKET_EDGES) + 1
+
+
+def bucket_of(length: int) -> int:
+    """0 for no match, else 1 + the index of the last edge <= length."""
+    return int(np.searchsorted(BUCKET_EDGES, length, side="right"))
+
+
+class RepeatMemory:
+    """Token-id events in; the next event's guess, and the heads with it mixed in, out.
+
+    weights: fields x NUM_BUCKETS (None: guesses only, nothing mixed). max_repeat > 0 leaves the
+    heads alone while the run is longer than it (see the module doc); 0 = no limit."""
+
+    def __init__(self, weights: np.ndarray | None = None, max_repeat: int = 0, capacity: int = 4096):
+        self.weights, self.max_repeat, self.capacity = weights, max_repeat, capacity
+        self.reset()
+
+    def reset(self) -> None:
+        self.events = np.zeros((0, 4), dtype=np.int64)
+        # runs[j]: how many events ending at j equal the events ending at the newest one (j < newest)
+        self.runs = np.zeros(0, dtype=np.int64)
+
+    def observe(self, ids: np.ndarray) -> None:
+        ids = np.asarray(ids, dtype=np.int64).reshape(4)
+        if len(self.events):
+            same = (self.events == ids).all(axis=1)
+            previous = np.concatenate([[0], self.runs])      # runs of the last event, one step back
+            self.runs = np.where(same, previous + 1, 0)
+        self.events = np.concatenate([self.events, ids[None]])
+        if len(self.events) > self.capacity:                 # forget the oldest half, keep it O(capacity)
+            keep = self.capacity // 2
+            self.events = self.events[-keep:]
+            # a run may not reach back past the oldest event kept: position j has j + 1 behind it
+            self.runs = np.minimum(self.runs[-(keep - 1):], np.arange(1, keep))
+
+    def guess(self) -> tuple[np.ndarray | None, int]:
+        """(ids of the event that followed the longest earlier match, its length), or (None, 0)."""
+        if not len(self.runs) or self.runs.max() == 0:
+            return None, 0
+        # the latest of the longest matches: a recent copy is the likelier one to go on
+        j = len(self.runs) - 1 - int(np.argmax(self.runs[::-1]))
+        return self.events[j + 1].copy(), int(self.runs[j])
+
+    def mix(self, head_probs: list[np.ndarray]) -> list[np.ndarray]:
+        """Each head's distribution with the current guess mixed in."""
+        guess, length = self.guess()
+        if self.weights is None or guess is None or (self.max_repeat and length > self.max_repeat):
+            return head_probs
+        b = bucket_of(length)
+        mixed = []
+        for field, probs in enumerate(head_probs):
+            w = float(self.weights[field, b])
+            p = np.asarray(probs, dtype=np.float64) * (1.0 - w)
+            p[guess[field]] += w
+            mixed.append(p)
+        return mixed
+
+
+def weights_from_dict(d: dict | None) -> np.ndarray | None:
+    """bundle.json / run.json "memory" -> weights, checked; None when there is none."""
+    if not d:
+        return None
+    if tuple(d.get("bucket_edges", ())) != BUCKET_EDGES:
+        raise ValueError(f"memory bucket_edges {d.get('bucket_edges')} != {list(BUCKET_EDGES)}")
+    w = np.asarray(d["weights"], dtype=np.float64)
+    if w.shape != (4, NUM_BUCKETS) or (w < 0).any() or (w > 1).any():
+        raise ValueError(f"memory weights must be 4 x {NUM_BUCKETS} numbers in [0, 1], got shape {w.shape}")
+    return w
+
+
+def weights_to_dict(weights: np.ndarray) -> dict:
+    return {"bucket_edges": list(BUCKET_EDGES), "weights": np.round(weights, 4).tolist()}
