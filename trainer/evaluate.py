@@ -75,9 +75,9 @@ def _section(scores: dict, extra: dict | None = None) -> dict:
 
 
 def evaluate(model, codec: Codec, sides: dict[str, dict[str, np.ndarray]]) -> dict:
-    """The report's "test", "test_memory", "baseline" and "memory" sections for a model and the
-    run's split (values). "test" is the LSTM alone; "*_memory" adds the repeat memory, whose
-    weights are fitted on validation separately for the LSTM and for the n-gram."""
+    """The report's "test", "test_memory", "baseline", "memory" and "memory_ngram" sections for a
+    model and the run's split (values). "test" is the LSTM alone; "*_memory" adds the repeat
+    memory, whose weights are fitted on validation separately for the LSTM and for the n-gram."""
     ids = {side: [codec.encode(v) for v in pieces.values() if len(v) >= 2] for side, pieces in sides.items()}
     lstm = {side: model_probs(model, ids[side]) for side in ("val", "test")}
     ngram_val, ngram_test, orders = ngram_probs(ids, codec.sizes)
@@ -95,7 +95,8 @@ def evaluate(model, codec: Codec, sides: dict[str, dict[str, np.ndarray]]) -> di
         "test_memory": _section(score(lstm["test"], lstm_weights)),
         "baseline": {"ngram": _section(score(ngram_test, None), order),
                      "ngram_memory": _section(score(ngram_test, ngram_weights), order)},
-        "memory": {**weights_to_dict(lstm_weights), "ngram_weights": weights_to_dict(ngram_weights)["weights"]},
+        "memory": weights_to_dict(lstm_weights),          # what run.json and the bundle carry
+        "memory_ngram": weights_to_dict(ngram_weights),
     }
     result["pitch_top1_vs_ngram"] = _ratio(result["test"], result["baseline"]["ngram"])
     result["memory_pitch_top1_vs_ngram_memory"] = _ratio(result["test_memory"], result["baseline"]["ngram_memory"])
