@@ -8,7 +8,8 @@ numbers set the temperature and the tempo live.
 No Python callback: rtmidi queues what arrives and the player's loop drains the queue with
 `poll`. (A callback would run Python in JACK's realtime thread, which then waits for the GIL;
 under load JACK gives up on it and events are lost or repeated.) Times inside a phrase come from
-rtmidi's own delta stamps, so the loop's wake-ups don't blur the rhythm.
+rtmidi's own delta stamps, so the loop's wake-ups don't blur the rhythm. Like the output, the
+input port may come and go: it is looked for until it appears and again after it vanishes.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import mido
 import numpy as np
 
 from playbach.device.events import merge_overlaps, notes_to_events, quantize_notes
-from playbach.device.midi_io import find_port, port_lister
+from playbach.device.midi_io import CHECK_CONNECTED, find_port, port_lister
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class LiveInput:
         self.api, self.wanted, self.tpq, self.gap = api, wanted, ticks_per_quarter, gap
         self.cc_temperature, self.cc_tempo, self.retry_seconds = cc_temperature, cc_tempo, retry_seconds
         self.midi_in = None
+        self.port_name = None                             # the source port while listening
         self.clock = 0.0                                  # seconds, summed from rtmidi's deltas
         self.down: dict[int, tuple[float, int]] = {}     # pitch -> (clock, velocity) of keys held
         self.phrase: list[tuple[float, int, float, int]] = []  # (start, pitch, seconds, velocity)
@@ -69,7 +71,7 @@ class LiveInput:
             else:   # the lister becomes the input: one client, no callback
                 lister.ignore_types(sysex=True, timing=True, active_sense=True)
                 lister.open_port(names.index(name), "in")
-                self.midi_in = lister
+                self.midi_in, self.port_name = lister, name
                 text, level = f"listening on input port '{name}'", logging.INFO
         if text != self.state:
             log.log(level, "%s", text)
@@ -94,12 +96,37 @@ class LiveInput:
             return LiveNews(bpm=cc_to(msg.value, *BPM_RANGE))
         return None
 
+    def _check_source(self, now: float) -> None:
+        """Unplugged keyboard: let go of its held keys (or the model would wait on them forever),
+        close our client and look for the port again, as the output does."""
+        if now - self.last_check < CHECK_CONNECTED:
+            return
+        self.last_check = now
+        if self.port_name in self.midi_in.get_ports():
+            return
+        for pitch, (start, velocity) in self.down.items():
+            self.phrase.append((start, pitch, self.clock - start, velocity))
+        self.down.clear()
+        self.last_activity = now
+        self.state = f"input port '{self.port_name}' vanished; waiting for it to come back"
+        log.warning("%s", self.state)
+        self.close()
+
     def poll(self, now: float, bpm: float) -> LiveNews:
         """Drain what arrived; a phrase is finished after `gap` s of silence with no key down."""
+        news = LiveNews()
         if self.midi_in is None:
             self._connect(now)
-            return LiveNews()
-        news = LiveNews()
+        else:
+            self._drain(news, now)
+            self._check_source(now)
+        news.playing = bool(self.down) or (bool(self.phrase) and now - self.last_activity < self.gap)
+        if self.phrase and not news.playing:
+            news.phrase = self.to_events(self.phrase, bpm)
+            self.phrase = []
+        return news
+
+    def _drain(self, news: LiveNews, now: float) -> None:
         while (item := self.midi_in.get_message()) is not None:
             data, delta = item
             self.clock += delta
@@ -107,11 +134,6 @@ class LiveInput:
             if knob is not None:
                 news.temperature = knob.temperature if knob.temperature is not None else news.temperature
                 news.bpm = knob.bpm if knob.bpm is not None else news.bpm
-        news.playing = bool(self.down) or (bool(self.phrase) and now - self.last_activity < self.gap)
-        if self.phrase and not news.playing:
-            news.phrase = self.to_events(self.phrase, bpm)
-            self.phrase = []
-        return news
 
     def to_events(self, phrase: list[tuple[float, int, float, int]], bpm: float) -> np.ndarray:
         """Seconds -> quarters at the current tempo -> the codec's grid -> event values."""
@@ -127,3 +149,4 @@ class LiveInput:
             self.midi_in.close_port()
             self.midi_in.delete()
             self.midi_in = None
+        self.port_name = None

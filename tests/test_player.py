@@ -300,6 +300,35 @@ def test_live_input_is_answered_and_knobs_turn(bundle, jack_server, receiver):
     assert not [t for t in ons if phrase_start + 0.1 < t < phrase_end], (phrase_start, phrase_end, ons)
 
 
+def test_unplugged_keyboard_lets_go_and_is_found_again(bundle, jack_server, receiver):
+    """The keyboard port vanishes with a key held: the player must not wait on that key forever
+    (it answers the phrase); when a keyboard of that name is back, it listens to it again."""
+    def keyboard():
+        port = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name="playbach-kbd")
+        port.open_virtual_port("out")
+        return port
+
+    first = keyboard()
+    player = Running(bundle, "-v", "--port", receiver.name, "--input-port", "playbach-kbd", "--live-gap", 0.5,
+                     "--retry-seconds", 0.2, env=jack_server.env())
+    player.wait_for("listening on input port")
+    first.send_message([0x90, 60, 90])                 # a key goes down ... and the cable comes out
+    time.sleep(0.3)
+    first.delete()
+    player.wait_for("input port 'playbach-kbd:out' vanished")
+    player.wait_for("answering a phrase of 1 notes")
+    again = keyboard()
+    wait_until(lambda: player.log.count("listening on input port") == 2, what="listening again")
+    for pitch in (62, 64):
+        again.send_message([0x90, pitch, 90])
+        time.sleep(0.1)
+        again.send_message([0x80, pitch, 0])
+    player.wait_for("answering a phrase of 2 notes")
+    rc, _ = player.stop()
+    again.delete()
+    assert rc == 0, player.log
+
+
 def test_falls_back_to_the_windowed_model(bundle, jack_server, receiver, tmp_path):
     """A bundle without a step model (its rows removed from bundle.json) plays the windowed one,
     in a variant the bundle has when it lacks the one asked for (the shipped bundle has int8 only
