@@ -11,6 +11,7 @@ from fixtures_run import link_pieces
 from playbach.cli import main
 from playbach.device.events import FIELDS, Codec, Note, read_midi, write_midi
 from playbach.trainer.corpus import load_corpus
+from playbach.trainer.dataset import shift_pitch
 from playbach.trainer.ngram import NGram
 from playbach.trainer.split import augment, split_pieces
 
@@ -128,6 +129,20 @@ def test_transposition_copies_pieces_within_midi_range():
     piece = np.array([[0, 60, 4, 64], [4, 126, 4, 64]])
     moved = augment([piece], 2)
     assert [m[1, 1] for m in moved] == [124, 125, 126, 127]  # +2 would leave 0..127
+
+
+def test_random_transposition_moves_whole_windows_inside_the_vocabulary():
+    rng = np.random.default_rng(0)
+    windows = np.zeros((400, 9, 4), dtype=np.int32)
+    windows[:, :, 1] = rng.integers(3, 8, size=(400, 9))      # pitch ids 3..7 of a 10-id vocabulary
+    windows[:, :2, 1] = [3, 7]
+    windows[0, :, 1] = [0, 9, 0, 9, 0, 9, 0, 9, 0]            # no room to move at all
+    moved = shift_pitch(windows, rng, 3, pitch_size=10)
+    shift = moved[:, :, 1] - windows[:, :, 1]
+    assert (shift == shift[:, :1]).all()                     # one shift per window, every note
+    assert shift[0, 0] == 0 and moved[:, :, 1].min() >= 0 and moved[:, :, 1].max() <= 9
+    assert set(shift[1:, 0].tolist()) == {-3, -2, -1, 0, 1, 2}  # ids 3..7 can go down 3, up 2
+    assert (moved[:, :, [0, 2, 3]] == windows[:, :, [0, 2, 3]]).all()
 
 
 def test_ngram_distributions_are_real_probabilities():

@@ -32,3 +32,41 @@ def to_inputs_targets(windows: np.ndarray) -> tuple[dict, dict]:
     x = {f: windows[:, :-1, j] for j, f in enumerate(FIELDS)}
     y = {f: windows[:, 1:, j] for j, f in enumerate(FIELDS)}
     return x, y
+
+
+def shift_pitch(windows: np.ndarray, rng: np.random.Generator, semitones: int, pitch_size: int) -> np.ndarray:
+    """Each window moved by its own random -semitones..+semitones, kept inside the pitch vocabulary.
+
+    Pitch ids are consecutive semitones once the codec has a transposition margin, so moving a
+    pitch by s semitones moves its id by s."""
+    pitch = windows[:, :, 1]
+    low = np.maximum(-semitones, -pitch.min(axis=1))
+    high = np.minimum(semitones, pitch_size - 1 - pitch.max(axis=1))
+    shift = np.floor(rng.random(len(windows)) * (high - low + 1)).astype(np.int64) + low
+    out = windows.copy()
+    out[:, :, 1] += shift[:, None].astype(out.dtype)
+    return out
+
+
+def random_transpose_batches(windows: np.ndarray, batch: int, semitones: int, pitch_size: int, seed: int):
+    """A Keras PyDataset: shuffled batches, every window in a fresh random key each epoch (one
+    copy of each piece per epoch, so rhythm is not seen 2N+1 times as with transposed copies)."""
+    import keras
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.rng = np.random.default_rng(seed)
+            self.order = self.rng.permutation(len(windows))
+
+        def __len__(self) -> int:
+            return -(-len(windows) // batch)
+
+        def __getitem__(self, i):
+            chosen = windows[self.order[i * batch:(i + 1) * batch]]
+            return to_inputs_targets(shift_pitch(chosen, self.rng, semitones, pitch_size))
+
+        def on_epoch_end(self) -> None:
+            self.order = self.rng.permutation(len(windows))
+
+    return Batches()

@@ -25,7 +25,7 @@ import numpy as np
 from playbach.device.events import FIELDS, Codec
 from playbach.errors import UserError
 from playbach.trainer.corpus import Corpus, load_corpus, token_counts
-from playbach.trainer.dataset import make_windows, to_inputs_targets
+from playbach.trainer.dataset import make_windows, random_transpose_batches, to_inputs_targets
 from playbach.trainer.model import ModelConfig
 from playbach.trainer.split import Split, augment, split_pieces
 
@@ -56,6 +56,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--transpose", type=int, default=0,
                         help="augment training pieces by -N..+N semitones")
+    parser.add_argument("--augment", default="copies", choices=["copies", "random"],
+                        help="with --transpose: every training piece copied at each shift (copies), or "
+                             "each window moved by a fresh random shift every epoch (random)")
     parser.add_argument("--workers", type=int, default=2, help="parsing processes")
     parser.add_argument("--resume", help="checkpoint.keras (or its run folder) to continue from")
 
@@ -77,10 +80,11 @@ def fit_codec(corpus: Corpus, pitch_margin: int) -> Codec:
     return Codec(corpus.grid, vocab)
 
 
-def prepare_windows(sides, codec: Codec, cfg: ModelConfig, stride: int, transpose: int, source: str):
+def prepare_windows(sides, codec: Codec, cfg: ModelConfig, stride: int, transpose: int, source: str,
+                    augment_mode: str = "copies"):
     """(train windows, val windows) of token ids; UserError if there is not one of each."""
     train_values = list(sides["train"].values())
-    if transpose:
+    if transpose and augment_mode == "copies":
         train_values = augment(train_values, transpose)
     train = make_windows([codec.encode(v) for v in train_values], cfg.window, stride)
     val = make_windows([codec.encode(v) for v in sides["val"].values()], cfg.window, cfg.window)
@@ -145,11 +149,14 @@ def fit(model, cfg, train, val, args, work: Path, initial_epoch: int, best: floa
         keras.callbacks.ModelCheckpoint(work / "checkpoint.keras"),
         SaveState(),
     ]
-    x, y = to_inputs_targets(train)
     vx, vy = to_inputs_targets(val)
-    result = model.fit(x, y, validation_data=(vx, vy), batch_size=args.batch, epochs=args.epochs,
-                       initial_epoch=initial_epoch, callbacks=callbacks, shuffle=True,
-                       verbose=1 if sys.stderr.isatty() else 2)
+    if args.transpose and args.augment == "random":
+        data = {"x": random_transpose_batches(train, args.batch, args.transpose, cfg.vocab_sizes[1], args.seed)}
+    else:
+        x, y = to_inputs_targets(train)
+        data = {"x": x, "y": y, "batch_size": args.batch, "shuffle": True}
+    result = model.fit(**data, validation_data=(vx, vy), epochs=args.epochs, initial_epoch=initial_epoch,
+                       callbacks=callbacks, verbose=1 if sys.stderr.isatty() else 2)
     return {k: [float(v) for v in vs] for k, vs in result.history.items()}
 
 
@@ -169,7 +176,8 @@ def write_report(work: Path, corpus: Corpus, split: Split, result: dict, times: 
                    "series_tokens": counts["series_tokens"], "skipped_files": corpus.skipped_files,
                    "cached_files": corpus.cached_files},
         "split": {"train_pieces": split.train, "val_pieces": split.val, "test_pieces": split.test,
-                  "holdout": args.holdout, "transpose": args.transpose, "train_windows": n_windows},
+                  "holdout": args.holdout, "transpose": args.transpose, "augment": args.augment,
+                  "train_windows": n_windows},
         "training": {"monitor": args.monitor, "patience": args.patience, "batch": args.batch,
                      "stride": args.stride or max(1, args.window // 2), "max_epochs": args.epochs,
                      "best_epoch": best_epoch(history, args.monitor)},
@@ -208,7 +216,8 @@ def run(args) -> int:
     cfg = ModelConfig(vocab_sizes=codec.sizes, embed_dims=tuple(args.embed), units=tuple(args.units),
                       dropout=args.dropout, window=args.window, learning_rate=args.lr)
     stride = args.stride or max(1, args.window // 2)
-    train_w, val_w = prepare_windows(sides, codec, cfg, stride, args.transpose, corpus.source)
+    train_w, val_w = prepare_windows(sides, codec, cfg, stride, args.transpose, corpus.source,
+                                      args.augment)
 
     import keras  # after parsing: the parser's worker processes never see TensorFlow
 
