@@ -2,8 +2,9 @@
 
 The model carries its own state (LSTM state or window); each event goes through `step`, whose
 output is the distribution of the next one, and through the repeat memory, which mixes in what
-followed the same passage earlier in the take (device/memory.py). Seeds come from a bundle opening, a MIDI file or a
-phrase someone just played (that one is only listened to, not played back).
+followed the same passage earlier in the take (device/memory.py). Seeds come from a bundle
+opening, a MIDI file or a phrase someone just played (that one is only listened to, not played
+back, but the memory may echo it).
 """
 from __future__ import annotations
 
