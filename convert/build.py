@@ -1,6 +1,6 @@
 """`playbach convert RUN --out models/NAME`: a trained run -> a bundle the Pi plays (contract (2)).
 
-    1. read and check the run folder (source.py)
+    1. read and check the run folder (trainer/runfolder.py)
     2. rebuild the step and windowed forms with the trained weights (step.py)
     3. convert each requested variant (tflite.py); int8 calibrated on real training pieces with
        the states the float32 step model reaches (calibration.py)
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from playbach.convert import calibration, edgetpu, parity, tflite
-from playbach.convert.source import TrainedRun, load_run, test_figures
+from playbach.trainer.runfolder import TrainedRun, load_run
 from playbach.convert.step import INT8_CELL_CLIP, build_step_model, build_windowed_model, step_roles
 from playbach.device.bundle import BUNDLE_JSON, FORMAT, file_sha256
 from playbach.device.events import FIELDS
@@ -282,3 +282,13 @@ def _parity(work, entries, trained, cfg, test_ids) -> dict:
         log.info("parity %s %s: %s", kind, variant, {k: result.get(k) for k in
                                                      ("pitch_top1_agreement", "mean_kl", "max_abs_diff")})
     return figures
+
+
+def test_figures(report: dict) -> dict:
+    """The training report's held-out test figures: its 'test' section (the LSTM alone) and, when
+    the run has one, 'test_memory' (with the repeat memory the bundle carries)."""
+    if isinstance(report.get("test"), dict):
+        if isinstance(report.get("test_memory"), dict):
+            return {**report["test"], "with_memory": report["test_memory"]}
+        return report["test"]
+    return {k: v for k, v in report.items() if k.startswith("test")}

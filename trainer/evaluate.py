@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import numpy as np
 
 from playbach.device.events import FIELDS, Codec
-from playbach.errors import UserError
 from playbach.files import write_text_atomically
 from playbach.device.memory import weights_to_dict
 from playbach.trainer import ngram, repeats
+from playbach.trainer.runfolder import load_run
 
 log = logging.getLogger(__name__)
 
@@ -27,19 +26,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--write", action="store_true",
                         help="store this evaluation in the run's report.json and its repeat-memory "
                              "weights in run.json (for runs trained before the memory existed)")
-
-
-def load_split_events(run: Path) -> dict[str, dict[str, np.ndarray]]:
-    """{"train": {piece: values}, "val": ..., "test": ...} from the run's events.npz."""
-    path = run / "events.npz"
-    if not path.exists():
-        raise UserError(f"{path} is missing: not a run folder written by `playbach train`")
-    sides: dict[str, dict[str, np.ndarray]] = {"train": {}, "val": {}, "test": {}}
-    with np.load(path) as data:
-        for key in data.files:
-            side, name = key.split("/", 1)
-            sides[side][name] = data[key]
-    return sides
 
 
 def model_probs(model, pieces: list[np.ndarray], batch_size: int = 16) -> list[list[np.ndarray]]:
@@ -120,22 +106,13 @@ def format_table(result: dict) -> str:
 
 
 def run(args) -> int:
-    import keras
-
-    run_dir = Path(args.run)
-    meta_path = run_dir / "run.json"
-    if not meta_path.exists():
-        raise UserError(f"{meta_path} is missing: not a run folder written by `playbach train`")
-    meta = json.loads(meta_path.read_text())
-    codec = Codec.from_dict(meta["codec"])
-    model = keras.models.load_model(run_dir / "model.keras", compile=False)
-    result = evaluate(model, codec, load_split_events(run_dir))
+    run = load_run(args.run)
+    result = evaluate(run.model, run.codec, run.sides())
     print(format_table(result))
     if args.write:
         # the report keeps its corpus, split and time sections; run.json gets the memory the converter ships
-        report_path = run_dir / "report.json"
-        report = json.loads(report_path.read_text()) if report_path.exists() else {}
-        write_text_atomically(report_path, json.dumps({**report, **result}, indent=2))
-        write_text_atomically(meta_path, json.dumps({**meta, "memory": result["memory"]}, indent=1))
+        report_path, meta_path = run.path / "report.json", run.path / "run.json"
+        write_text_atomically(report_path, json.dumps({**run.report, **result}, indent=2))
+        write_text_atomically(meta_path, json.dumps({**run.meta, "memory": result["memory"]}, indent=1))
         log.info("evaluation written to %s and %s", report_path, meta_path)
     return 0

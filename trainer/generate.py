@@ -6,7 +6,6 @@ so a desktop take and a live take come from the same code.
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from playbach.device.events import FIELDS, Codec, events_to_notes, write_midi
 from playbach.device.memory import RepeatMemory, weights_from_dict
 from playbach.device.sampler import sample_event
 from playbach.errors import UserError
-from playbach.trainer.evaluate import load_split_events
+from playbach.trainer.runfolder import load_run
 
 log = logging.getLogger(__name__)
 
@@ -70,32 +69,24 @@ def generate(model, codec: Codec, opening: np.ndarray, n_events: int, window: in
 
 
 def run(args) -> int:
-    import keras
-
     from playbach.trainer.pianoroll import save_pianoroll
 
-    run_dir = Path(args.run)
-    meta_path = run_dir / "run.json"
-    if not meta_path.exists():
-        raise UserError(f"{meta_path} is missing: not a run folder written by `playbach train`")
-    meta = json.loads(meta_path.read_text())
-    codec = Codec.from_dict(meta["codec"])
-    test = load_split_events(run_dir)["test"]
+    run = load_run(args.run)
+    test = run.pieces.get("test", {})
     if not test:
-        raise UserError(f"{run_dir / 'events.npz'} has no test pieces to open with")
+        raise UserError(f"{run.path / 'events.npz'} has no test pieces to open with")
     name = args.piece or sorted(test)[0]
     if name not in test:
-        raise UserError(f"--piece {name!r} is not a test piece of {run_dir} (they are {sorted(test)})")
+        raise UserError(f"--piece {name!r} is not a test piece of {run.path} (they are {sorted(test)})")
     opening = test[name][:max(1, args.opening)]
-    model = keras.models.load_model(run_dir / "model.keras", compile=False)
     rng = np.random.default_rng(args.seed)
-    weights = weights_from_dict(meta.get("memory")) if args.max_repeat else None
-    ids = generate(model, codec, opening, args.events, meta["model"]["window"], rng,
+    weights = weights_from_dict(run.meta.get("memory")) if args.max_repeat else None
+    ids = generate(run.model, run.codec, opening, args.events, run.config.window, rng,
                    args.temperature, args.top_k, RepeatMemory(weights, args.max_repeat))
-    notes = events_to_notes(codec.decode(ids))
+    notes = events_to_notes(run.codec.decode(ids))
     out = Path(args.out)
-    write_midi(notes, out, codec.ticks_per_quarter, bpm=args.bpm, program=args.program)
-    save_pianoroll(notes, out.with_suffix(".png"), codec.ticks_per_quarter,
+    write_midi(notes, out, run.codec.ticks_per_quarter, bpm=args.bpm, program=args.program)
+    save_pianoroll(notes, out.with_suffix(".png"), run.codec.ticks_per_quarter,
                    title=f"{out.name}: {len(opening)} events of {name}, then {args.events} generated")
     log.info("wrote %s (%d notes, opening from %s) and %s", out, len(notes), name, out.with_suffix(".png"))
     return 0

@@ -1,8 +1,8 @@
-"""A trained run folder (contract (1)), read and checked before anything is converted.
+"""A trained run folder (contract (1)), read and checked: for `evaluate`, `generate` and `convert`.
 
 Every problem with the folder -- a missing file, unreadable JSON, a model whose vocabularies are
-not the run's codec -- is a UserError naming the file, so `playbach convert` exits 2 with a
-message instead of a traceback half-way through a conversion.
+not the run's codec -- is a UserError naming the file, so those commands exit 2 with a message
+instead of a traceback half-way through.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from playbach.errors import UserError
 from playbach.trainer.model import ModelConfig
 
 RUN_FILES = ("model.keras", "run.json", "events.npz")
+SPLITS = ("train", "val", "test")
 
 
 @dataclass
@@ -52,6 +53,10 @@ class TrainedRun:
             if rows != size or cols != size:
                 raise UserError(f"{self.path / 'model.keras'}: field {name!r} has {rows} tokens but the "
                                 f"codec in {self.path / 'run.json'} has {size}: model and codec don't match")
+
+    def sides(self) -> dict[str, dict[str, np.ndarray]]:
+        """Field values per piece of every split, an empty dict for a split the run lacks."""
+        return {split: self.pieces.get(split, {}) for split in SPLITS}
 
     def ids(self, split: str) -> dict[str, np.ndarray]:
         """Token ids (n, 4) of every piece of one split."""
@@ -106,13 +111,3 @@ def _read_pieces(path: Path) -> dict[str, dict[str, np.ndarray]]:
     if not pieces.get("train"):
         raise UserError(f"{path}: holds no 'train/<piece>' arrays")
     return pieces
-
-
-def test_figures(report: dict) -> dict:
-    """The training report's held-out test figures: its 'test' section (the LSTM alone) and, when
-    the run has one, 'test_memory' (with the repeat memory the bundle carries)."""
-    if isinstance(report.get("test"), dict):
-        if isinstance(report.get("test_memory"), dict):
-            return {**report["test"], "with_memory": report["test_memory"]}
-        return report["test"]
-    return {k: v for k, v in report.items() if k.startswith("test")}
