@@ -27,7 +27,8 @@ import numpy as np
 
 from playbach.convert import calibration, edgetpu, parity, tflite
 from playbach.trainer.runfolder import TrainedRun, load_run
-from playbach.convert.step import INT8_CELL_CLIP, build_step_model, build_windowed_model, step_roles
+from playbach.convert.step import (INT8_CELL_CLIP, build_step_model, build_windowed_model, state_sizes,
+                                   step_roles)
 from playbach.device.bundle import BUNDLE_JSON, FORMAT, file_sha256
 from playbach.device.events import FIELDS
 from playbach.device.runtime import StepModel, WindowedModel, open_cpu_interpreter
@@ -144,7 +145,7 @@ def _convert_all(work: Path, source: TrainedRun, wanted):
     roles = step_roles(cfg)
     specs = {"step": {f: ((1, v), "float32") for f, v in zip(FIELDS, cfg.vocab_sizes)},
              "windowed": {f: ((1, cfg.window), "int32") for f in FIELDS}}
-    specs["step"].update({r: ((1, cfg.units[int(r[1:])]), "float32") for r in roles[4:]})
+    specs["step"].update({r: ((1, size), "float32") for r, size in state_sizes(cfg).items()})
     io_roles = {"step": (roles, roles), "windowed": (list(FIELDS), list(FIELDS))}
     models = {"step": build_step_model(cfg, trained)}
     if any(k == "windowed" for k, _ in wanted):

@@ -10,6 +10,11 @@ and the graph is plain FULLY_CONNECTED/ADD/MUL/LOGISTIC/TANH/SOFTMAX at batch 1:
     concat -> LSTMCell_0(h0, c0) -> LSTMCell_1(h1, c1) ...       weights of lstm_<i>.cell
     head_<field>                                                  softmax, as trained
 
+With relative pitch (trainer/relative.py) the previous event's pitch one-hot is one more state,
+prev_pitch: its output is this event's pitch one-hot, so the runtime feeds it back like h and c
+and its zeros at reset mean "no previous note", as at the start of a training piece. The
+interval embedding and the relative pitch head are the training model's own layers.
+
 Windowed model: the training model at batch 1 and a fixed window of N int32 ids, last step only.
 """
 from __future__ import annotations
@@ -18,9 +23,20 @@ from playbach.device.events import FIELDS
 from playbach.trainer.model import ModelConfig, build_model
 
 
+PREVIOUS_PITCH = "prev_pitch"
+
+
+def state_sizes(config: ModelConfig) -> dict[str, int]:
+    """The step model's state inputs and outputs and their widths: h0, c0, h1, c1, ... in layer
+    order, then (relative pitch) the previous event's pitch one-hot, zeros before the first event."""
+    sizes = {f"{kind}{i}": units for i, units in enumerate(config.units) for kind in ("h", "c")}
+    if config.relative_pitch:
+        sizes[PREVIOUS_PITCH] = config.vocab_sizes[1]
+    return sizes
+
+
 def state_roles(config: ModelConfig) -> list[str]:
-    """h0, c0, h1, c1, ... in layer order: the step model's state inputs and outputs."""
-    return [f"{kind}{i}" for i in range(len(config.units)) for kind in ("h", "c")]
+    return list(state_sizes(config))
 
 
 def step_roles(config: ModelConfig) -> list[str]:
@@ -46,16 +62,20 @@ def build_step_model(config: ModelConfig, trained, for_int8: bool = False, cell_
     import keras
     from keras import layers
 
-    inputs = {name: keras.Input(shape=(vocab,), batch_size=1, dtype="float32", name=name)
-              for name, vocab in zip(FIELDS, config.vocab_sizes)}
-    for i, units in enumerate(config.units):
-        for kind in ("h", "c"):
-            inputs[f"{kind}{i}"] = keras.Input(shape=(units,), batch_size=1, dtype="float32", name=f"{kind}{i}")
+    from playbach.trainer import relative
 
-    embed = {name: layers.Dense(dims, use_bias=False, name=f"embed_{name}")
-             for name, dims in zip(FIELDS, config.embed_dims)}
-    x = layers.Concatenate(name="concat")([embed[name](inputs[name]) for name in FIELDS])
+    sizes = dict(zip(FIELDS, config.vocab_sizes)) | state_sizes(config)
+    inputs = {role: keras.Input(shape=(size,), batch_size=1, dtype="float32", name=role)
+              for role, size in sizes.items()}
+
+    embedded = [layers.Dense(dims, use_bias=False, name=f"embed_{name}")(inputs[name])
+                for name, dims in zip(FIELDS, config.embed_dims)]
     outputs, cells = {}, []
+    if config.relative_pitch:
+        embedded.append(relative.interval_input(inputs[PREVIOUS_PITCH], inputs["pitch"], config.pitch_values,
+                                                config.interval_dims))
+        outputs[PREVIOUS_PITCH] = layers.Identity(name="pass_pitch")(inputs["pitch"])
+    x = layers.Concatenate(name="concat")(embedded)
     for i, units in enumerate(config.units):
         cell = layers.LSTMCell(units, implementation=1 if for_int8 else 2, name=f"lstm_{i}")
         x, (h, c) = cell(x, [inputs[f"h{i}"], inputs[f"c{i}"]])
@@ -63,15 +83,18 @@ def build_step_model(config: ModelConfig, trained, for_int8: bool = False, cell_
             c = layers.Lambda(lambda t: keras.ops.clip(t, -cell_clip, cell_clip), name=f"clip_c{i}")(c)
         outputs[f"h{i}"], outputs[f"c{i}"] = h, c
         cells.append(cell)
-    heads = {name: layers.Dense(vocab, activation="softmax", name=f"head_{name}")
-             for name, vocab in zip(FIELDS, config.vocab_sizes)}
-    for name in FIELDS:
-        outputs[name] = heads[name](x)
+    for name, vocab in zip(FIELDS, config.vocab_sizes):
+        if name == "pitch" and config.relative_pitch:
+            outputs[name] = relative.pitch_head(x, inputs["pitch"], config.pitch_values)
+        else:
+            outputs[name] = layers.Dense(vocab, activation="softmax", name=f"head_{name}")(x)
     model = keras.Model(inputs, outputs, name="playbach_step")
 
-    for name in FIELDS:
-        embed[name].set_weights(trained.get_layer(f"embed_{name}").get_weights())
-        heads[name].set_weights(trained.get_layer(f"head_{name}").get_weights())
+    copied = [f"embed_{name}" for name in FIELDS] + [f"head_{name}" for name in FIELDS]
+    if config.relative_pitch:
+        copied += list(relative.WEIGHTED_LAYERS)
+    for name in dict.fromkeys(copied):
+        model.get_layer(name).set_weights(trained.get_layer(name).get_weights())
     for i, cell in enumerate(cells):
         cell.set_weights(trained.get_layer(f"lstm_{i}").cell.get_weights())
     return model

@@ -15,6 +15,7 @@ from playbach.convert.parity import keras_sequence_probs
 from playbach.device.bundle import file_sha256, load_bundle
 from playbach.device.runtime import open_cpu_interpreter, open_model
 from playbach.errors import UserError
+from playbach.trainer.model import load_keras_model
 
 pytestmark = pytest.mark.slow
 
@@ -22,15 +23,13 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def keras_reference(tiny_run):
     """(ids of the first test piece, Keras next-event probabilities after each prefix)."""
-    import keras
-
     bundle_codec = json.loads((tiny_run / "run.json").read_text())["codec"]
     from playbach.device.events import Codec
 
     with np.load(tiny_run / "events.npz") as npz:
         key = sorted(k for k in npz.files if k.startswith("test/"))[0]
         ids = Codec.from_dict(bundle_codec).encode(npz[key])[:80]
-    model = keras.models.load_model(tiny_run / "model.keras", compile=False)
+    model = load_keras_model(tiny_run / "model.keras")
     return ids, keras_sequence_probs(model, ids)
 
 

@@ -9,6 +9,10 @@ twin: Embedding, LSTM, Dense. Layer names are the contract between the two:
     embed_<field> Embedding(vocab, embed_dims[field])
     lstm_<i>      LSTM(units[i], return_sequences=True)
     head_<field>  Dense(vocab, softmax)                 outputs named like the field
+
+With `relative_pitch` (trainer/relative.py) the pitch also enters as the interval from the
+previous event (embed_interval), and the pitch head adds interval logits read from the current
+pitch to head_pitch's (head_interval, relative_pitch, softmax_pitch).
 """
 from __future__ import annotations
 
@@ -25,6 +29,9 @@ class ModelConfig:
     dropout: float = 0.2
     window: int = 64          # training window length (events); also the windowed TFLite model's N
     learning_rate: float = 2e-3
+    relative_pitch: bool = False       # False for runs made before it existed
+    pitch_values: tuple[int, ...] = ()  # the codec's pitch vocabulary; relative_pitch needs it
+    interval_dims: int = 16
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -32,7 +39,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        for k in ("vocab_sizes", "embed_dims", "units"):
+        for k in ("vocab_sizes", "embed_dims", "units", "pitch_values"):
             if k in known:
                 known[k] = tuple(int(v) for v in known[k])
         return cls(**known)
@@ -44,11 +51,19 @@ def build_model(cfg: ModelConfig, batch_size: int | None = None, seq_len: int | 
     import keras
     from keras import layers
 
+    from playbach.trainer import relative
+
     inputs, embedded = [], []
     for name, vocab, dims in zip(FIELDS, cfg.vocab_sizes, cfg.embed_dims):
         x = keras.Input(shape=(seq_len,), batch_size=batch_size, dtype="int32", name=name)
         inputs.append(x)
         embedded.append(layers.Embedding(vocab, dims, name=f"embed_{name}")(x))
+    if cfg.relative_pitch:
+        previous, pitch = relative.PitchOneHots(cfg.vocab_sizes[1], name="pitch_onehots")(inputs[1])
+        embedded.append(relative.interval_input(previous, pitch, cfg.pitch_values, cfg.interval_dims))
+        if not return_sequences:  # the windowed form predicts from its last step only
+            pitch = layers.Reshape((cfg.vocab_sizes[1],), name="last_pitch")(
+                layers.Cropping1D((seq_len - 1, 0), name="crop_pitch")(pitch))
     h = layers.Concatenate(name="concat")(embedded)
     for i, units in enumerate(cfg.units):
         last = i == len(cfg.units) - 1
@@ -56,9 +71,19 @@ def build_model(cfg: ModelConfig, batch_size: int | None = None, seq_len: int | 
                         dropout=0.0, name=f"lstm_{i}")(h)
         if cfg.dropout:
             h = layers.Dropout(cfg.dropout, name=f"dropout_{i}")(h)
-    outputs = {name: layers.Dense(vocab, activation="softmax", name=f"head_{name}")(h)
+    outputs = {name: relative.pitch_head(h, pitch, cfg.pitch_values) if name == "pitch" and cfg.relative_pitch
+               else layers.Dense(vocab, activation="softmax", name=f"head_{name}")(h)
                for name, vocab in zip(FIELDS, cfg.vocab_sizes)}
     return keras.Model(inputs, outputs, name="playbach")
+
+
+def load_keras_model(path, compile: bool = False):
+    """A saved model.keras / checkpoint.keras; importing relative registers its layers for loading."""
+    import keras
+
+    from playbach.trainer import relative
+
+    return keras.models.load_model(path, compile=compile, custom_objects=relative.CUSTOM_OBJECTS)
 
 
 def compile_model(model, cfg: ModelConfig) -> None:

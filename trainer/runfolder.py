@@ -14,7 +14,7 @@ import numpy as np
 
 from playbach.device.events import FIELDS, Codec
 from playbach.errors import UserError
-from playbach.trainer.model import ModelConfig
+from playbach.trainer.model import ModelConfig, load_keras_model
 
 RUN_FILES = ("model.keras", "run.json", "events.npz")
 SPLITS = ("train", "val", "test")
@@ -34,10 +34,8 @@ class TrainedRun:
     def model(self):
         """The trained Keras model (windowed training form), loaded on first use."""
         if self._model is None:
-            import keras
-
             try:
-                self._model = keras.models.load_model(self.path / "model.keras", compile=False)
+                self._model = load_keras_model(self.path / "model.keras")
             except Exception as e:
                 raise UserError(f"{self.path / 'model.keras'}: cannot load the Keras model ({e})") from e
             self._check_model_matches_codec(self._model)

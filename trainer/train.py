@@ -26,7 +26,7 @@ from playbach.device.events import FIELDS, Codec
 from playbach.errors import UserError
 from playbach.trainer.corpus import Corpus, load_corpus, token_counts
 from playbach.trainer.dataset import make_windows, random_transpose_batches, to_inputs_targets
-from playbach.trainer.model import ModelConfig
+from playbach.trainer.model import ModelConfig, load_keras_model
 from playbach.trainer.split import Split, augment, split_pieces
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--lr", type=float, default=5e-3, help="Adam learning rate (5e-3 learns pitch "
                         "in half the epochs of 2e-3 on the cello suites)")
     parser.add_argument("--dropout", type=float, default=d.dropout)
+    parser.add_argument("--pitch", default="relative", choices=["relative", "absolute"],
+                        help="relative: the model also hears the interval from the previous note and its "
+                             "pitch head adds interval logits (trainer/relative.py); absolute: pitch ids only")
+    parser.add_argument("--interval-dims", type=int, default=d.interval_dims, help="interval embedding size")
     parser.add_argument("--patience", type=int, default=3, help="epochs without a better --monitor")
     parser.add_argument("--monitor", default="val_loss", choices=["val_loss"] + [f"val_{f}_loss" for f in FIELDS],
                         help="validation loss for early stopping and the best checkpoint (on a small "
@@ -98,8 +102,6 @@ def prepare_windows(sides, codec: Codec, cfg: ModelConfig, stride: int, transpos
 
 def resume_state(checkpoint: str, cfg: ModelConfig, codec: Codec):
     """(model, train_state, old history, old run folder) from a checkpoint that must match."""
-    import keras
-
     path = Path(checkpoint)
     if path.is_dir():
         path = path / "checkpoint.keras"
@@ -117,7 +119,7 @@ def resume_state(checkpoint: str, cfg: ModelConfig, codec: Codec):
     if old != cfg:
         diff = {k: (v, getattr(cfg, k)) for k, v in old.to_dict().items() if v != getattr(cfg, k)}
         raise UserError(f"cannot resume from {path}: its model config differs (checkpoint vs now: {diff})")
-    model = keras.models.load_model(path)
+    model = load_keras_model(path, compile=True)
     state = json.loads((run_dir / "train_state.json").read_text())
     history_path = run_dir / "history.json"
     history = json.loads(history_path.read_text()) if history_path.exists() else {}
@@ -213,8 +215,11 @@ def run(args) -> int:
     split = split_pieces([p.name for p in corpus.pieces], args.seed, args.holdout)
     sides = split_events(corpus, split)
     codec = fit_codec(corpus, args.transpose)
+    relative = args.pitch == "relative"
     cfg = ModelConfig(vocab_sizes=codec.sizes, embed_dims=tuple(args.embed), units=tuple(args.units),
-                      dropout=args.dropout, window=args.window, learning_rate=args.lr)
+                      dropout=args.dropout, window=args.window, learning_rate=args.lr, relative_pitch=relative,
+                      pitch_values=tuple(codec.vocab["pitch"]) if relative else (),
+                      interval_dims=args.interval_dims)
     stride = args.stride or max(1, args.window // 2)
     train_w, val_w = prepare_windows(sides, codec, cfg, stride, args.transpose, corpus.source,
                                       args.augment)
@@ -259,7 +264,7 @@ def run(args) -> int:
 
         np.savez_compressed(work / "events.npz", **{f"{side}/{name}": v for side, pieces in sides.items()
                                                     for name, v in pieces.items()})
-        best_model = keras.models.load_model(work / "model.keras", compile=False)
+        best_model = load_keras_model(work / "model.keras")
         t1 = time.perf_counter()
         result = evaluate(best_model, codec, sides)
         (work / "run.json").write_text(json.dumps({

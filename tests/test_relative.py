@@ -1,0 +1,90 @@
+"""Relative pitch (trainer/relative.py): its layers against plain numpy lookups, and the three
+forms of a model (training sequence, windowed, step) agreeing, with and without it."""
+import numpy as np
+import pytest
+
+from playbach.device.events import FIELDS
+from playbach.trainer.model import ModelConfig, build_model
+from playbach.trainer.relative import (MAX_INTERVAL, NUM_INTERVALS, IntervalEmbedding, PitchOneHots,
+                                       RelativeLogits, interval_ids)
+
+PITCHES = (36, 38, 40, 41, 43, 45, 47, 48, 50, 60, 62, 64, 72, 79)   # a gap wider than MAX_INTERVAL too
+
+
+def onehot(ids, size):
+    return np.eye(size, dtype=np.float32)[np.asarray(ids)]
+
+
+def test_interval_ids_are_signed_semitones_clipped_at_max_interval():
+    ids = interval_ids(PITCHES) - MAX_INTERVAL
+    v = np.array(PITCHES)
+    assert ids[0, 1] == 2 and ids[1, 0] == -2 and (np.diag(ids) == 0).all()
+    assert ids[0, -1] == MAX_INTERVAL and ids[-1, 0] == -MAX_INTERVAL      # 43 semitones apart
+    inside = np.abs(v[None, :] - v[:, None]) <= MAX_INTERVAL
+    assert (ids[inside] == (v[None, :] - v[:, None])[inside]).all()
+
+
+def test_interval_embedding_is_the_row_of_the_interval_and_zero_without_a_previous_note():
+    layer = IntervalEmbedding(PITCHES, 5)
+    rng = np.random.default_rng(0)
+    previous, current = rng.integers(len(PITCHES), size=(2, 3, 7))
+    out = np.asarray(layer(onehot(previous, len(PITCHES)), onehot(current, len(PITCHES))))
+    table = np.asarray(layer.embeddings)
+    np.testing.assert_allclose(out, table[interval_ids(PITCHES)[previous, current]], atol=1e-6)
+    silent = np.asarray(layer(np.zeros((1, 1, len(PITCHES)), np.float32), onehot([[3]], len(PITCHES))))
+    assert not silent.any()
+
+
+def test_relative_logits_read_the_interval_logits_from_this_pitch():
+    rng = np.random.default_rng(1)
+    r = rng.normal(size=(4, NUM_INTERVALS)).astype(np.float32)
+    now = rng.integers(len(PITCHES), size=4)
+    out = np.asarray(RelativeLogits(PITCHES)(r, onehot(now, len(PITCHES))))
+    expected = np.stack([r[k, interval_ids(PITCHES)[now[k]]] for k in range(4)])
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+
+
+def test_pitch_onehots_shift_by_one_event():
+    previous, current = PitchOneHots(5)(np.array([[4, 1, 2]]))
+    assert np.asarray(current).argmax(-1).tolist() == [[4, 1, 2]]
+    assert np.asarray(previous)[0, 0].sum() == 0 and np.asarray(previous)[0, 1:].argmax(-1).tolist() == [4, 1]
+
+
+@pytest.mark.parametrize("relative", [True, False])
+def test_sequence_windowed_and_step_forms_agree(relative):
+    """The step model fed one event at a time (state, and with relative pitch the previous pitch,
+    carried by hand) and the windowed model on the last N events give the training model's
+    distributions; also an absolute-pitch config, as runs made before relative pitch have."""
+    from playbach.convert.step import build_step_model, build_windowed_model, state_sizes
+
+    cfg = ModelConfig(vocab_sizes=(5, len(PITCHES), 4, 2), embed_dims=(3, 4, 3, 2), units=(8, 6), window=6,
+                      relative_pitch=relative, pitch_values=PITCHES if relative else ())
+    trained = build_model(cfg)
+    rng = np.random.default_rng(2)
+    for w in trained.weights:  # past the initial near-zero weights, so the pitch paths matter
+        w.assign(rng.normal(scale=0.5, size=w.shape).astype(np.float32))
+    ids = np.stack([rng.integers(v, size=10) for v in cfg.vocab_sizes], axis=1)
+    sequence = trained({f: ids[None, :, j].astype(np.int32) for j, f in enumerate(FIELDS)})
+
+    step = build_step_model(cfg, trained)
+    state = {role: np.zeros((1, size), np.float32) for role, size in state_sizes(cfg).items()}
+    for t in range(len(ids)):
+        out = step({**{f: onehot(ids[t:t + 1, j], cfg.vocab_sizes[j]) for j, f in enumerate(FIELDS)}, **state})
+        state = {role: np.asarray(out[role]) for role in state}
+        for f in FIELDS:
+            np.testing.assert_allclose(np.asarray(out[f])[0], np.asarray(sequence[f])[0, t], atol=1e-5)
+    if relative:
+        assert state["prev_pitch"].argmax() == ids[-1, 1]
+
+    windowed = build_windowed_model(cfg, trained)
+    last = windowed({f: ids[None, :cfg.window, j].astype(np.int32) for j, f in enumerate(FIELDS)})
+    for f in FIELDS:  # a window from the start of the piece: the same prefix, so the same numbers
+        np.testing.assert_allclose(np.asarray(last[f])[0], np.asarray(sequence[f])[0, cfg.window - 1], atol=1e-5)
+
+
+def test_configs_of_older_runs_mean_absolute_pitch():
+    old = {"vocab_sizes": [5, 6, 4, 2], "embed_dims": [3, 4, 3, 2], "units": [8], "dropout": 0.2,
+           "window": 6, "learning_rate": 0.005}
+    cfg = ModelConfig.from_dict(old)
+    assert cfg.relative_pitch is False and cfg.pitch_values == ()
+    assert "embed_interval" not in [layer.name for layer in build_model(cfg).layers]
