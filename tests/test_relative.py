@@ -88,3 +88,9 @@ def test_configs_of_older_runs_mean_absolute_pitch():
     cfg = ModelConfig.from_dict(old)
     assert cfg.relative_pitch is False and cfg.pitch_values == ()
     assert "embed_interval" not in [layer.name for layer in build_model(cfg).layers]
+
+
+def test_relative_pitch_without_matching_pitch_values_is_refused():
+    cfg = ModelConfig(vocab_sizes=(5, 6, 4, 2), units=(8,), relative_pitch=True, pitch_values=(60, 62))
+    with pytest.raises(ValueError, match="2 values for a pitch vocabulary of 6"):
+        build_model(cfg)

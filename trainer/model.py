@@ -58,6 +58,9 @@ def build_model(cfg: ModelConfig, batch_size: int | None = None, seq_len: int | 
         x = keras.Input(shape=(seq_len,), batch_size=batch_size, dtype="int32", name=name)
         inputs.append(x)
         embedded.append(layers.Embedding(vocab, dims, name=f"embed_{name}")(x))
+    if cfg.relative_pitch and len(cfg.pitch_values) != cfg.vocab_sizes[1]:
+        raise ValueError(f"relative pitch needs one pitch value per pitch id: {len(cfg.pitch_values)} values "
+                         f"for a pitch vocabulary of {cfg.vocab_sizes[1]}")
     if cfg.relative_pitch:
         previous, pitch = relative.PitchOneHots(cfg.vocab_sizes[1], name="pitch_onehots")(inputs[1])
         embedded.append(relative.interval_input(previous, pitch, cfg.pitch_values, cfg.interval_dims))
@@ -78,7 +81,7 @@ def build_model(cfg: ModelConfig, batch_size: int | None = None, seq_len: int | 
 
 
 def load_keras_model(path, compile: bool = False):
-    """A saved model.keras / checkpoint.keras; importing relative registers its layers for loading."""
+    """A saved model.keras / checkpoint.keras, with the relative-pitch layers it may hold."""
     import keras
 
     from playbach.trainer import relative

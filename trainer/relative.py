@@ -38,8 +38,9 @@ NUM_INTERVALS = 2 * MAX_INTERVAL + 1
 
 class PitchOneHots(layers.Layer):
     """Pitch ids (batch, time) -> (previous pitch, this pitch) as one-hot floats (batch, time, V);
-    the previous one of the first step is all zeros. The training model's way in; the step model
-    gets its one-hots from the runtime and carries the previous one as state."""
+    the previous one of the first step is all zeros (for a training window that starts inside a
+    piece too: the model learns to start without one, as the device does after a reset). The step
+    model gets its one-hots from the runtime and carries the previous one as state."""
 
     def __init__(self, vocab_size: int, **kwargs):
         super().__init__(**kwargs)
