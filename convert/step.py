@@ -20,7 +20,7 @@ Windowed model: the training model at batch 1 and a fixed window of N int32 ids,
 from __future__ import annotations
 
 from playbach.device.events import FIELDS
-from playbach.trainer.model import ModelConfig, build_model
+from playbach.trainer.model import ModelConfig, build_model, heads
 
 
 PREVIOUS_PITCH = "prev_pitch"
@@ -70,7 +70,7 @@ def build_step_model(config: ModelConfig, trained, for_int8: bool = False, cell_
 
     embedded = [layers.Dense(dims, use_bias=False, name=f"embed_{name}")(inputs[name])
                 for name, dims in zip(FIELDS, config.embed_dims)]
-    outputs, cells = {}, []
+    outputs = {}
     if config.relative_pitch:
         embedded.append(relative.interval_input(inputs[PREVIOUS_PITCH], inputs["pitch"], config.pitch_values,
                                                 config.interval_dims))
@@ -82,21 +82,14 @@ def build_step_model(config: ModelConfig, trained, for_int8: bool = False, cell_
         if for_int8 and cell_clip:
             c = layers.Lambda(lambda t: keras.ops.clip(t, -cell_clip, cell_clip), name=f"clip_c{i}")(c)
         outputs[f"h{i}"], outputs[f"c{i}"] = h, c
-        cells.append(cell)
-    for name, vocab in zip(FIELDS, config.vocab_sizes):
-        if name == "pitch" and config.relative_pitch:
-            outputs[name] = relative.pitch_head(x, inputs["pitch"], config.pitch_values)
-        else:
-            outputs[name] = layers.Dense(vocab, activation="softmax", name=f"head_{name}")(x)
+    outputs |= heads(config, x, inputs["pitch"])
     model = keras.Model(inputs, outputs, name="playbach_step")
 
-    copied = [f"embed_{name}" for name in FIELDS] + [f"head_{name}" for name in FIELDS]
-    if config.relative_pitch:
-        copied += list(relative.WEIGHTED_LAYERS)
-    for name in dict.fromkeys(copied):
-        model.get_layer(name).set_weights(trained.get_layer(name).get_weights())
-    for i, cell in enumerate(cells):
-        cell.set_weights(trained.get_layer(f"lstm_{i}").cell.get_weights())
+    # every layer with weights has its twin of the same name in the trained model (an LSTM's: its cell)
+    for layer in model.layers:
+        if layer.weights:
+            source = trained.get_layer(layer.name)
+            layer.set_weights(getattr(source, "cell", source).get_weights())
     return model
 
 

@@ -53,7 +53,7 @@ def build_model(cfg: ModelConfig, batch_size: int | None = None, seq_len: int | 
 
     from playbach.trainer import relative
 
-    inputs, embedded = [], []
+    inputs, embedded, pitch = [], [], None
     for name, vocab, dims in zip(FIELDS, cfg.vocab_sizes, cfg.embed_dims):
         x = keras.Input(shape=(seq_len,), batch_size=batch_size, dtype="int32", name=name)
         inputs.append(x)
@@ -74,10 +74,20 @@ def build_model(cfg: ModelConfig, batch_size: int | None = None, seq_len: int | 
                         dropout=0.0, name=f"lstm_{i}")(h)
         if cfg.dropout:
             h = layers.Dropout(cfg.dropout, name=f"dropout_{i}")(h)
-    outputs = {name: relative.pitch_head(h, pitch, cfg.pitch_values) if name == "pitch" and cfg.relative_pitch
-               else layers.Dense(vocab, activation="softmax", name=f"head_{name}")(h)
-               for name, vocab in zip(FIELDS, cfg.vocab_sizes)}
+    outputs = heads(cfg, h, pitch)
     return keras.Model(inputs, outputs, name="playbach")
+
+
+def heads(cfg: ModelConfig, h, pitch=None) -> dict:
+    """One softmax head per field on the LSTM output h; with relative pitch the pitch head also
+    reads the current pitch one-hot. The training and the step model both build theirs here."""
+    from keras import layers
+
+    from playbach.trainer import relative
+
+    return {name: relative.pitch_head(h, pitch, cfg.pitch_values) if name == "pitch" and cfg.relative_pitch
+            else layers.Dense(vocab, activation="softmax", name=f"head_{name}")(h)
+            for name, vocab in zip(FIELDS, cfg.vocab_sizes)}
 
 
 def load_keras_model(path, compile: bool = False):

@@ -125,5 +125,4 @@ def pitch_head(h, pitch, pitch_values: Sequence[int]):
     return layers.Activation("softmax", name="softmax_pitch")(layers.Add(name="add_pitch")([absolute, relative]))
 
 
-WEIGHTED_LAYERS = ("embed_interval", "head_pitch", "head_interval")  # what the step model copies
 CUSTOM_OBJECTS = {cls.__name__: cls for cls in (PitchOneHots, IntervalEmbedding, RelativeLogits)}
