@@ -103,7 +103,11 @@ def test_run_with_other_vocabulary_is_refused(tiny_run, tmp_path):
     (run / "run.json").write_text(json.dumps(meta))
     with pytest.raises(UserError, match="run.json: model vocab_sizes .* don't match"):
         build_bundle(run, tmp_path / "b", [("step", "float32")])
-    meta["model"]["vocab_sizes"][1] += 1  # consistent run.json, but the model has one pitch fewer
+    meta["model"]["vocab_sizes"][1] += 1
+    (run / "run.json").write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="run.json: model pitch_values .* are not the codec's pitch vocabulary"):
+        build_bundle(run, tmp_path / "b", [("step", "float32")])
+    meta["model"]["pitch_values"] = meta["codec"]["vocab"]["pitch"]  # consistent run.json, one pitch more than the model
     (run / "run.json").write_text(json.dumps(meta))
     with pytest.raises(UserError, match="model.keras: field 'pitch' has .* tokens but the codec"):
         build_bundle(run, tmp_path / "b", [("step", "float32")])

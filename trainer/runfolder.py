@@ -78,6 +78,10 @@ def load_run(path: str | Path) -> TrainedRun:
     if tuple(config.vocab_sizes) != codec.sizes:
         raise UserError(f"{path / 'run.json'}: model vocab_sizes {list(config.vocab_sizes)} don't match "
                         f"the codec's vocabularies {list(codec.sizes)}")
+    if config.relative_pitch and list(config.pitch_values) != [int(v) for v in codec.vocab["pitch"]]:
+        raise UserError(f"{path / 'run.json'}: model pitch_values {list(config.pitch_values)} are not the "
+                        f"codec's pitch vocabulary {list(codec.vocab['pitch'])} (relative pitch reads "
+                        f"intervals from them)")
     pieces = _read_pieces(path / "events.npz")
     report_path = path / "report.json"
     report = _read_json(report_path) if report_path.is_file() else {}
