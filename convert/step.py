@@ -19,6 +19,8 @@ Windowed model: the training model at batch 1 and a fixed window of N int32 ids,
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from playbach.device.events import FIELDS
 from playbach.trainer.model import ModelConfig, build_model, heads
 
@@ -95,6 +97,8 @@ def build_step_model(config: ModelConfig, trained, for_int8: bool = False, cell_
 
 def build_windowed_model(config: ModelConfig, trained, batch_size: int | None = 1):
     """The training model at a fixed window N = config.window, last step only, trained weights."""
-    model = build_model(config, batch_size=batch_size, seq_len=config.window, return_sequences=False)
+    # recurrent dropout is a no-op at inference; without it the LSTM keeps its plain fused form
+    inference = replace(config, recurrent_dropout=0.0)
+    model = build_model(inference, batch_size=batch_size, seq_len=config.window, return_sequences=False)
     model.set_weights(trained.get_weights())
     return model

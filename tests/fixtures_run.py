@@ -43,7 +43,7 @@ def tiny_run(tmp_path_factory) -> Path:
     try:
         rc = main(["train", "--corpus", str(corpus), "--holdout", "*-3cou*", "--out", str(base / "run"),
                    "--units", "32", "--embed", "4", "8", "4", "2", "--window", "16", "--epochs", "2",
-                   "--batch", "32", "--seed", "0"])
+                   "--batch", "32", "--seed", "0", "--recurrent-dropout", "0.1"])
     finally:
         if saved is None:
             os.environ.pop("PLAYBACH_CACHE", None)

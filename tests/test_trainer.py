@@ -24,6 +24,7 @@ def test_tiny_run_has_the_contracted_files(tiny_run):
     assert meta["format"] == 1 and meta["seed"] == 0
     codec = Codec.from_dict(meta["codec"])
     assert tuple(meta["model"]["vocab_sizes"]) == codec.sizes
+    assert meta["model"]["recurrent_dropout"] == 0.1   # the fixture's; its bundle converts with it
     with np.load(tiny_run / "events.npz") as data:
         sides = {k.split("/", 1)[0] for k in data.files}
         assert sides == {"train", "val", "test"}
@@ -106,7 +107,7 @@ def test_resume_continues_from_the_checkpoints_epoch(tiny_run, tmp_path):
     out = tmp_path / "resumed"
     args = ["train", "--corpus", str(corpus), "--holdout", "*-3cou*", "--out", str(out),
             "--units", "32", "--embed", "4", "8", "4", "2", "--window", "16", "--epochs", "3",
-            "--batch", "32", "--monitor", "val_pitch_loss", "--resume", str(tiny_run)]
+            "--batch", "32", "--recurrent-dropout", "0.1", "--monitor", "val_pitch_loss", "--resume", str(tiny_run)]
     assert main(args) == 0
     assert json.loads((out / "train_state.json").read_text())["epoch"] == 3
     assert len(json.loads((out / "history.json").read_text())["loss"]) == 3

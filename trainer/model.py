@@ -26,7 +26,8 @@ class ModelConfig:
     vocab_sizes: tuple[int, int, int, int]
     embed_dims: tuple[int, int, int, int] = (16, 32, 16, 8)
     units: tuple[int, ...] = (256, 256)
-    dropout: float = 0.2
+    dropout: float = 0.2               # on each LSTM layer's output
+    recurrent_dropout: float = 0.0     # on each LSTM's h inside the recurrence (training only)
     window: int = 64          # training window length (events); also the windowed TFLite model's N
     learning_rate: float = 2e-3
     relative_pitch: bool = False       # False for runs made before it existed
@@ -71,7 +72,7 @@ def build_model(cfg: ModelConfig, batch_size: int | None = None, seq_len: int | 
     for i, units in enumerate(cfg.units):
         last = i == len(cfg.units) - 1
         h = layers.LSTM(units, return_sequences=return_sequences or not last,
-                        dropout=0.0, name=f"lstm_{i}")(h)
+                        dropout=0.0, recurrent_dropout=cfg.recurrent_dropout, name=f"lstm_{i}")(h)
         if cfg.dropout:
             h = layers.Dropout(cfg.dropout, name=f"dropout_{i}")(h)
     outputs = heads(cfg, h, pitch)

@@ -48,7 +48,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=5e-3, help="Adam learning rate (5e-3 learns pitch "
                         "in half the epochs of 2e-3 on the cello suites)")
-    parser.add_argument("--dropout", type=float, default=d.dropout)
+    parser.add_argument("--dropout", type=float, default=d.dropout, help="dropout on each LSTM layer's output")
+    parser.add_argument("--recurrent-dropout", type=float, default=d.recurrent_dropout,
+                        help="dropout on the LSTM's state inside the recurrence (slower: no fused kernel)")
     parser.add_argument("--pitch", default="relative", choices=["relative", "absolute"],
                         help="relative: the model also hears the interval from the previous note and its "
                              "pitch head adds interval logits (trainer/relative.py); absolute: pitch ids only")
@@ -217,7 +219,7 @@ def run(args) -> int:
     codec = fit_codec(corpus, args.transpose)
     relative = args.pitch == "relative"
     cfg = ModelConfig(vocab_sizes=codec.sizes, embed_dims=tuple(args.embed), units=tuple(args.units),
-                      dropout=args.dropout, window=args.window, learning_rate=args.lr, relative_pitch=relative,
+                      dropout=args.dropout, recurrent_dropout=args.recurrent_dropout, window=args.window, learning_rate=args.lr, relative_pitch=relative,
                       pitch_values=tuple(codec.vocab["pitch"]) if relative else (),
                       interval_dims=args.interval_dims)
     stride = args.stride or max(1, args.window // 2)
