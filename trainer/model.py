@@ -27,7 +27,7 @@ class ModelConfig:
     embed_dims: tuple[int, int, int, int] = (16, 32, 16, 8)
     units: tuple[int, ...] = (256, 256)
     dropout: float = 0.2               # on each LSTM layer's output
-    recurrent_dropout: float = 0.0     # on each LSTM's h inside the recurrence (training only)
+    recurrent_dropout: float = 0.0     # on each LSTM's h inside the recurrence (training only); 0 for older runs
     window: int = 64          # training window length (events); also the windowed TFLite model's N
     learning_rate: float = 2e-3
     relative_pitch: bool = False       # False for runs made before it existed
