@@ -80,6 +80,16 @@ def test_no_usable_music_fails_and_leaves_no_run_folder(tmp_path, cache, caplog)
     assert not out.exists() and not (tmp_path / "runs" / ".bad.tmp").exists()
 
 
+@pytest.mark.parametrize("flag", ["--dropout", "--recurrent-dropout"])
+def test_a_dropout_rate_outside_0_to_1_is_refused_before_anything_runs(tmp_path, capsys, flag):
+    out = tmp_path / "runs" / "bad"
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--out", str(out), flag, "1.5"])
+    assert exit_.value.code == 2
+    assert f"argument {flag}: invalid fraction value: '1.5'" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
 def test_too_few_events_for_one_window_fails_cleanly(tmp_path, cache, caplog):
     folder = tmp_path / "corpus"
     folder.mkdir()
