@@ -25,20 +25,14 @@ MIN_RUN = 8
 
 
 def earlier_run_lengths(events: np.ndarray) -> np.ndarray:
-    """For each position i, the longest run of whole events ending at i that also ended at some j < i."""
-    _, ids = np.unique(events, axis=0, return_inverse=True)
-    ids = ids.ravel()
-    n = len(ids)
-    longest = np.zeros(n, dtype=np.int64)
-    ending = np.zeros(n, dtype=np.int64)   # ending[j]: run ending at j that matches the one ending at i
-    for i in range(1, n):
-        same = ids[:i] == ids[i]
-        now = np.zeros(n, dtype=np.int64)
-        now[1:i][same[1:]] = ending[:i - 1][same[1:]] + 1
-        now[0] = int(same[0])
-        longest[i] = now[:i].max()
-        ending = now
-    return longest
+    """For each position i, the longest run of whole events ending at i that also ended at some j < i:
+    the repeat memory's own match length, with room never to forget (as trainer/repeats.replay)."""
+    memory = RepeatMemory(capacity=max(4096, 2 * len(events)))
+    lengths = []
+    for event in events:
+        memory.observe(event)
+        lengths.append(memory.guess()[1])
+    return np.array(lengths, dtype=np.int64)
 
 
 def take_figures(events: np.ndarray) -> dict:
