@@ -17,6 +17,7 @@ for seed in 0 1 2; do
 done
 .venv/bin/python - "$prefix" <<'PY'
 import json, os, sys
+from playbach.files import write_text_atomically
 prefix = sys.argv[1]
 runs = []
 for seed in (0, 1, 2):
@@ -30,5 +31,5 @@ for seed in (0, 1, 2):
     print(f"seed {seed}: pitch top-1 {lstm['pitch_top1']:.3f} vs n-gram {ngram['pitch_top1']:.3f} "
           f"(order {ngram['pitch_order']}): {runs[-1]['ratio']:.2f}x")
 result = {"benchmark": "train_cello", "cpus": os.cpu_count(), "model": r["model"], "runs": runs}
-json.dump(result, open("bench/results/train_cello.json", "w"), indent=2)
+write_text_atomically("bench/results/train_cello.json", json.dumps(result, indent=2))
 PY

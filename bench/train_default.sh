@@ -15,12 +15,13 @@ start=$(date +%s.%N)
 end=$(date +%s.%N)
 .venv/bin/python - "$out" "$start" "$end" "$load_before" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'PY'
 import json, os, sys
+from playbach.files import write_text_atomically
 out, start, end, before, after = sys.argv[1:]
 r = json.load(open(os.path.join(out, "report.json")))
 result = {"benchmark": "train_default", "wall_s": float(end) - float(start), "limit_s": 900,
           "cpus": os.cpu_count(), "loadavg_before": before, "loadavg_after": after,
           "time": r["time"], "events": r["corpus"]["events"], "test": r["test"],
           "baseline_ngram": r["baseline"]["ngram"], "model": r["model"]}
-json.dump(result, open("bench/results/train_default.json", "w"), indent=2)
+write_text_atomically("bench/results/train_default.json", json.dumps(result, indent=2))
 print(json.dumps({k: result[k] for k in ("wall_s", "loadavg_before", "loadavg_after")}))
 PY
