@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from playbach.device.bundle import load_bundle
-from playbach.device.improviser import Improviser
-from playbach.device.memory import RepeatMemory
-from playbach.device.runtime import open_model
+from playbach.bundle import load_bundle
+from playbach.improviser import Improviser
+from playbach.memory import RepeatMemory
+from playbach.runtime import open_model
 from playbach.files import write_text_atomically
 
 MIN_RUN = 8

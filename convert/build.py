@@ -21,25 +21,26 @@ import shutil
 import signal
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from playbach.bundle import KINDS, VARIANTS, BundleMeta, ModelEntry, Opening, file_sha256, load_bundle
 from playbach.convert import calibration, edgetpu, parity, tflite
-from playbach.trainer.runfolder import TrainedRun, load_run
-from playbach.convert.step import (INT8_CELL_CLIP, build_step_model, build_windowed_model, state_sizes,
-                                   step_roles)
-from playbach.device.bundle import BUNDLE_JSON, FORMAT, file_sha256
-from playbach.device.events import FIELDS
-from playbach.device.runtime import StepModel, WindowedModel, open_cpu_interpreter
 from playbach.errors import UserError
-from playbach.trainer.train import publish  # the trainer's temp-folder-then-rename, reused
+from playbach.events import FIELDS
+from playbach.files import publish
+from playbach.memory import weights_from_dict
+from playbach.runtime import open_entry
+from playbach.trainer.runfolder import TrainedRun, load_run
+from playbach.trainer.step import (INT8_CELL_CLIP, build_step_model, build_windowed_model, state_sizes,
+                                   step_roles)
 
 log = logging.getLogger(__name__)
 
-KINDS = ("step", "windowed")
 CALIBRATION_EVENTS = 2000  # representative step inputs for int8
-ALL = [(k, v) for k in KINDS for v in tflite.VARIANTS]
+ALL = [(k, v) for k in KINDS for v in VARIANTS]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="bundle folder to write, e.g. models/default")
     parser.add_argument("--variants", nargs="+", default=["all"], metavar="[KIND:]VARIANT",
                         help="models to build: all, or VARIANT (both kinds) or KIND:VARIANT, with KIND "
-                             f"in {KINDS} and VARIANT in {tflite.VARIANTS}; e.g. step:int8 windowed:dynamic")
+                             f"in {KINDS} and VARIANT in {VARIANTS}; e.g. step:int8 windowed:dynamic")
     parser.add_argument("--openings", type=int, default=8, help="held-out openings to store (default 8)")
     parser.add_argument("--opening-events", type=int, default=32, help="events per opening (default 32)")
     parser.add_argument("--test-pieces", type=int, default=8, help="test pieces for parity (default 8)")
@@ -56,10 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     out = build_bundle(args.run, args.out, parse_variants(args.variants), openings=args.openings,
                        opening_events=args.opening_events, test_pieces=args.test_pieces)
-    meta = json.loads((out / BUNDLE_JSON).read_text())
-    for entry in meta["models"]:
-        log.info("%-32s %9d bytes", entry["file"], entry["bytes"])
-    for name, verdict in meta["parity"]["checks"].items():
+    meta = load_bundle(out, verify=False).meta
+    for entry in meta.models:
+        log.info("%-32s %9d bytes", entry.file, entry.bytes)
+    for name, verdict in meta.parity["checks"].items():
         log.info("parity %-18s %s", name, verdict)
     log.info("bundle written to %s", out)
     return 0
@@ -73,9 +74,9 @@ def parse_variants(tokens: list[str]) -> list[tuple[str, str]]:
             continue
         kind, _, variant = token.rpartition(":")
         kinds = [kind] if kind else list(KINDS)
-        if variant not in tflite.VARIANTS or any(k not in KINDS for k in kinds):
+        if variant not in VARIANTS or any(k not in KINDS for k in kinds):
             raise UserError(f"--variants {token!r}: expected all, VARIANT or KIND:VARIANT "
-                            f"(KIND in {KINDS}, VARIANT in {tflite.VARIANTS})")
+                            f"(KIND in {KINDS}, VARIANT in {VARIANTS})")
         wanted += [(k, variant) for k in kinds]
     return sorted(set(wanted), key=ALL.index)
 
@@ -92,8 +93,7 @@ def build_bundle(run_path, out, wanted: list[tuple[str, str]] = ALL, openings: i
     except OSError as e:
         raise UserError(f"{out}: cannot write the bundle there ({e})") from e
     try:
-        meta = _build_into(work, source, wanted, openings, opening_events, test_pieces, out.name)
-        (work / BUNDLE_JSON).write_text(json.dumps(meta, indent=1))
+        _build_into(work, source, wanted, openings, opening_events, test_pieces, out.name).write(work)
         publish(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -101,7 +101,8 @@ def build_bundle(run_path, out, wanted: list[tuple[str, str]] = ALL, openings: i
     return out
 
 
-def _build_into(work: Path, source: TrainedRun, wanted, openings, opening_events, test_pieces, name) -> dict:
+def _build_into(work: Path, source: TrainedRun, wanted, openings, opening_events, test_pieces,
+                name: str) -> BundleMeta:
     held_out = source.ids("test") or source.ids("val")
     test_ids = {k: v[:256] for k, v in list(held_out.items())[:test_pieces]}
     if not test_ids:
@@ -119,20 +120,17 @@ def _build_into(work: Path, source: TrainedRun, wanted, openings, opening_events
         report["edgetpu"] = _edge_tpu(work, entries)
     (work / "parity.json").write_text(json.dumps(report, indent=1))
 
-    return {
-        "format": FORMAT, "name": name, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "codec": source.codec.to_dict(), "model": source.config.to_dict(),
-        "models": list(entries.values()),
-        "openings": _openings(source, openings, opening_events),
-        "report": test_figures(source.report),
-        # repeat-memory weights fitted by the trainer (device/memory.py); absent for older runs
-        **({"memory": source.meta["memory"]} if source.meta.get("memory") else {}),
-        "source": {"run": str(source.path), "run_json_sha256": file_sha256(source.path / "run.json"),
-                   "corpus": source.meta.get("corpus")},
-        "parity": {"step_vs_keras_max_abs_diff": step_diff,
-                   "pitch_top1_agreement": {k: v.get("pitch_top1_agreement") for k, v in figures.items()},
-                   "checks": report["checks"], "notes": notes},
-    }
+    return BundleMeta(
+        name=name, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), codec=source.codec,
+        model=source.config.to_dict(), models=list(entries.values()),
+        openings=_openings(source, openings, opening_events), report=test_figures(source.report),
+        # repeat-memory weights fitted by the trainer (playbach/memory.py); absent for older runs
+        memory=weights_from_dict(source.meta.get("memory")),
+        source={"run": str(source.path), "run_json_sha256": file_sha256(source.path / "run.json"),
+                "corpus": source.meta.get("corpus")},
+        parity={"step_vs_keras_max_abs_diff": step_diff,
+                "pitch_top1_agreement": {k: v.get("pitch_top1_agreement") for k, v in figures.items()},
+                "checks": report["checks"], "notes": notes})
 
 
 def _convert_all(work: Path, source: TrainedRun, wanted):
@@ -165,7 +163,7 @@ def _convert_all(work: Path, source: TrainedRun, wanted):
         models["step_int8"] = build_step_model(cfg, trained, for_int8=True, cell_clip=clip)
         twin = work / "step_clipped_float32.tmp"
         twin.write_bytes(tflite.convert(models["step_int8"], specs["step"], "float32"))
-        twin_entry = dict(zip(("inputs", "outputs"), tflite.io_table(twin, roles, roles)), file=twin.name, kind="step")
+        twin_entry = ModelEntry(twin.name, "step", "float32", "", -1, *tflite.io_table(twin, roles, roles))
         datasets["step"] = calibration.step_samples(_open(work, twin_entry), train_ids, count=CALIBRATION_EVENTS)
         twin.unlink()
     for kind, variant in wanted:
@@ -190,20 +188,20 @@ def _convert_all(work: Path, source: TrainedRun, wanted):
             continue
         entries[(kind, variant)] = _write(work, kind, variant, blob, *io_roles[kind])
         if (kind, variant) == ("step", "int8"):
-            entries[(kind, variant)]["cell_clip"] = clip
+            entries[(kind, variant)] = replace(entries[(kind, variant)], cell_clip=clip)
     if ("step", "float32") not in wanted:
-        (work / entries.pop(("step", "float32"))["file"]).unlink()
+        (work / entries.pop(("step", "float32")).file).unlink()
     return entries, figures, notes, reached
 
 
 def _edge_tpu(work: Path, entries: dict) -> dict:
     """Op check of the int8 step model; compile it if edgetpu_compiler exists (adds an entry)."""
     entry = entries[("step", "int8")]
-    check = edgetpu.op_check(work / entry["file"])
-    compiled, check["compiler"] = edgetpu.compile_for_edgetpu(work / entry["file"])
+    check = edgetpu.op_check(work / entry.file)
+    compiled, check["compiler"] = edgetpu.compile_for_edgetpu(work / entry.file)
     if compiled is not None:
-        entries[("step", "int8", "edgetpu")] = dict(entry, file=compiled.name, edgetpu=True,
-                                                    sha256=file_sha256(compiled), bytes=compiled.stat().st_size)
+        entries[("step", "int8", "edgetpu")] = replace(entry, file=compiled.name, edgetpu=True,
+                                                       sha256=file_sha256(compiled), bytes=compiled.stat().st_size)
     return check
 
 
@@ -242,24 +240,22 @@ def reached_diff(step_float32, trained, test_ids) -> float:
                ["max_abs_diff"] for ids in test_ids.values())
 
 
-def _openings(source: TrainedRun, count: int, events: int) -> list[dict]:
+def _openings(source: TrainedRun, count: int, events: int) -> list[Opening]:
     """The first events of held-out pieces (test, then val), as field values, to seed playing."""
     held_out = list(source.pieces.get("test", {}).items()) + list(source.pieces.get("val", {}).items())
-    return [{"piece": name, "events": values[:events].tolist()} for name, values in held_out[:count]]
+    return [Opening(name, values[:events]) for name, values in held_out[:count]]
 
 
-def _write(work: Path, kind: str, variant: str, blob: bytes, roles_in, roles_out) -> dict:
+def _write(work: Path, kind: str, variant: str, blob: bytes, roles_in, roles_out) -> ModelEntry:
     path = work / f"{kind}_{variant}.tflite"
     path.write_bytes(blob)
     inputs, outputs = tflite.io_table(path, roles_in, roles_out)
     log.info("%s %s: %d bytes", kind, variant, len(blob))
-    return {"file": path.name, "kind": kind, "variant": variant, "edgetpu": False,
-            "sha256": file_sha256(path), "bytes": len(blob), "inputs": inputs, "outputs": outputs}
+    return ModelEntry(path.name, kind, variant, file_sha256(path), len(blob), inputs, outputs)
 
 
-def _open(work: Path, entry: dict):
-    cls = StepModel if entry["kind"] == "step" else WindowedModel
-    return cls(open_cpu_interpreter(str(work / entry["file"])), entry, "cpu")
+def _open(work: Path, entry: ModelEntry):
+    return open_entry(entry, work / entry.file)
 
 
 def _parity(work, entries, trained, cfg, test_ids) -> dict:
@@ -279,7 +275,7 @@ def _parity(work, entries, trained, cfg, test_ids) -> dict:
             result = parity.compare(window_reference, parity.windowed_probs(model, windows))
         else:
             result = {"error": f"no test piece has {cfg.window} events"}
-        figures[f"{kind}_{variant}"] = dict(result, bytes=entry["bytes"], file=entry["file"])
+        figures[f"{kind}_{variant}"] = dict(result, bytes=entry.bytes, file=entry.file)
         log.info("parity %s %s: %s", kind, variant, {k: result.get(k) for k in
                                                      ("pitch_top1_agreement", "mean_kl", "max_abs_diff")})
     return figures

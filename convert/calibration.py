@@ -10,7 +10,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from playbach.device.events import FIELDS
+from playbach.events import FIELDS
 
 
 def step_samples(float_step, pieces: dict[str, np.ndarray], count: int = 500,
@@ -23,7 +23,7 @@ def step_samples(float_step, pieces: dict[str, np.ndarray], count: int = 500,
             sample = {role: float_step.interpreter.get_tensor(float_step.inputs[role][0]).copy()
                       for role in float_step.state_roles}
             for f, vocab_id in zip(FIELDS, event.tolist()):
-                onehot = np.zeros(float_step.inputs[f][1]["shape"], np.float32)
+                onehot = np.zeros(float_step.inputs[f][1].shape, np.float32)
                 onehot[0, vocab_id] = 1.0
                 sample[f] = onehot
             samples.append(sample)

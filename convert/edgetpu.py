@@ -34,7 +34,7 @@ COMPILER_HINT = ("edgetpu_compiler not on PATH: no *_edgetpu.tflite built. It ru
 
 def op_check(model_path: Path) -> dict:
     """Every op of the model with its count, and those not on the Edge TPU list (or not integer)."""
-    from playbach.device.runtime import load_interpreter_module
+    from playbach.runtime import load_interpreter_module
 
     interpreter = load_interpreter_module().Interpreter(model_path=str(model_path))
     ops = interpreter._get_ops_details()  # the TFLite interpreters' only op listing

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from playbach.device.events import FIELDS
+from playbach.events import FIELDS
 
 FLOAT_MAX_ABS_DIFF = 1e-4
 INT8_PITCH_TOP1 = 0.97

@@ -15,7 +15,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-VARIANTS = ("float32", "float16", "dynamic", "int8")
+from playbach.bundle import VARIANTS, Quantization, Tensor
 
 
 def _concrete_function(model, specs: dict[str, tuple[tuple[int, ...], str]]):
@@ -59,9 +59,9 @@ def convert(model, specs: dict[str, tuple[tuple[int, ...], str]], variant: str,
     return converter.convert()
 
 
-def io_table(model_path, roles_in: list[str], roles_out: list[str]) -> tuple[list[dict], list[dict]]:
-    """Each signature input/output as {role, name, shape, dtype, scale, zero_point} (bundle.json rows)."""
-    from playbach.device.runtime import load_interpreter_module
+def io_table(model_path, roles_in: list[str], roles_out: list[str]) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+    """Each signature input/output as a bundle Tensor (role, name, shape, dtype, quantization)."""
+    from playbach.runtime import load_interpreter_module
 
     interpreter = load_interpreter_module().Interpreter(model_path=str(model_path))
     runner = interpreter.get_signature_runner()
@@ -69,7 +69,7 @@ def io_table(model_path, roles_in: list[str], roles_out: list[str]) -> tuple[lis
             _rows(runner.get_output_details(), roles_out, model_path))
 
 
-def _rows(details: dict, roles: list[str], model_path) -> list[dict]:
+def _rows(details: dict, roles: list[str], model_path) -> tuple[Tensor, ...]:
     missing = [r for r in roles if r not in details]
     if missing:
         raise RuntimeError(f"{model_path}: signature lacks {missing} (has {sorted(details)})")
@@ -77,6 +77,6 @@ def _rows(details: dict, roles: list[str], model_path) -> list[dict]:
     for role in roles:
         d = details[role]
         scale, zero_point = d["quantization"] if d.get("quantization") else (0.0, 0)
-        rows.append({"role": role, "name": d["name"], "shape": [int(s) for s in d["shape"]],
-                     "dtype": np.dtype(d["dtype"]).name, "scale": float(scale), "zero_point": int(zero_point)})
-    return rows
+        rows.append(Tensor(role, d["name"], tuple(int(s) for s in d["shape"]), np.dtype(d["dtype"]).name,
+                           Quantization(float(scale), int(zero_point))))
+    return tuple(rows)

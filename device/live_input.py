@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import mido
 import numpy as np
 
-from playbach.device.events import merge_overlaps, notes_to_events, quantize_notes
+from playbach.events import merge_overlaps, notes_to_events, quantize_notes
 from playbach.device.midi_io import CHECK_CONNECTED, find_port, port_lister
 
 log = logging.getLogger(__name__)

@@ -21,9 +21,10 @@ import time
 import numpy as np
 
 from playbach.device import config
-from playbach.device.events import Note, write_midi
-from playbach.device.improviser import Improviser, choose_opening, midi_seed
-from playbach.device.memory import RepeatMemory
+from playbach.events import Note
+from playbach.improviser import Improviser, choose_opening, midi_seed
+from playbach.memory import RepeatMemory
+from playbach.midifile import write_midi
 from playbach.device.midi_io import MidiOutput
 from playbach.device.scheduler import Scheduler
 from playbach.device.sdnotify import Notifier
@@ -63,8 +64,8 @@ class Player:
         self.stop_requested = True
 
     def _open(self) -> None:
-        from playbach.device.bundle import load_bundle   # the converter engineer's modules
-        from playbach.device.runtime import open_model
+        from playbach.bundle import load_bundle
+        from playbach.runtime import open_model
 
         s = self.s
         self.bundle = load_bundle(s["bundle"])
@@ -89,8 +90,8 @@ class Player:
         if s["seed_midi"]:
             seed, origin = midi_seed(s["seed_midi"], self.bundle.codec), s["seed_midi"]
         else:
-            names = [o.get("piece", str(i)) for i, o in enumerate(self.bundle.meta.get("openings", []))]
-            origin, seed = choose_opening(self.bundle.openings, names, s["opening"], rng, str(self.bundle.path))
+            origin, seed = choose_opening(self.bundle.openings, self.bundle.opening_names, s["opening"], rng,
+                                          str(self.bundle.path))
         log.info("starting from %s (%d events)", origin, len(seed))
         self.improviser.prime(seed)
         self.output = MidiOutput(s["midi_api"], s["port"], s["virtual_port"], s["channel"] - 1,

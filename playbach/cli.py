@@ -19,7 +19,7 @@ COMMANDS = {
     "generate": ("playbach.trainer.generate", "write a MIDI file (and piano roll) from a run"),
     "convert": ("playbach.convert.build", "turn a run into a TFLite / Edge TPU bundle"),
     "play": ("playbach.device.player", "play a bundle live to a MIDI port (the Pi daemon)"),
-    "bench": ("playbach.convert.bench", "benchmark bundle models and the live player; JSON out"),
+    "bench": ("playbach.harness.bench", "benchmark bundle models and the live player; JSON out"),
 }
 
 log = logging.getLogger("playbach")

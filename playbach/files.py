@@ -1,7 +1,8 @@
-"""Writing a file so that no reader ever sees half of it: a temp file beside it, then rename."""
+"""Writing a file or a folder so that no reader ever sees half of it: a temp beside it, then rename."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -21,3 +22,14 @@ def replace_atomically(path: str | Path, write: Callable[[Path], None]) -> None:
 
 def write_text_atomically(path: str | Path, text: str) -> None:
     replace_atomically(path, lambda tmp: tmp.write_text(text))
+
+
+def publish(work: Path, out: Path) -> None:
+    """Replace the folder `out` with the finished folder `work` beside it (a run, a bundle): the old
+    one is kept until the rename worked, so a reader finds the old folder or the new, never half."""
+    old = out.with_name(f".{out.name}.old")
+    if out.exists():
+        out.replace(old)
+    work.replace(out)
+    if old.exists():
+        shutil.rmtree(old)

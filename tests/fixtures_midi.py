@@ -15,7 +15,7 @@ import os
 
 import pytest
 
-from playbach.device import jack
+from playbach.harness import jack
 
 _receivers = itertools.count()
 

@@ -9,7 +9,7 @@ import pytest
 from playbach.cli import main
 from playbach.convert.build import build_bundle, parse_variants
 from playbach.convert.edgetpu import EDGETPU_OPS, op_check
-from playbach.device.bundle import file_sha256, load_bundle
+from playbach.bundle import file_sha256, load_bundle
 from playbach.errors import UserError
 
 pytestmark = pytest.mark.slow

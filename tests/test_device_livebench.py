@@ -5,7 +5,7 @@ Only that every figure is there and plausible; the figures themselves are the be
 """
 import pytest
 
-from playbach.device.livebench import run_live_bench
+from playbach.harness.livebench import run_live_bench
 
 pytestmark = pytest.mark.midi
 

@@ -2,8 +2,8 @@
 a handful of chorales), and the corpus's token counts for the report."""
 import numpy as np
 
-from playbach.device.events import (Codec, events_to_notes, merge_overlaps, notes_to_events, quantize_notes,
-                                    read_midi, write_midi)
+from playbach.events import Codec, events_to_notes, merge_overlaps, notes_to_events, quantize_notes
+from playbach.midifile import read_midi, write_midi
 from playbach.trainer.corpus import parse_score, pick_grid, rounded_on, series_tokens
 
 CELLO_GRID = 48  # the grid pick_grid chooses for the suites (34 of 30,259 notes rounded)

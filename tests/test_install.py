@@ -33,7 +33,7 @@ def test_venv_holds_the_device_extra_and_no_tensorflow(installed_root):
              "for m in ('tensorflow', 'keras', 'music21', 'matplotlib'):\n"
              "    assert u.find_spec(m) is None, m + ' is installed'\n"
              "import numpy, mido, rtmidi, ai_edge_litert\n"
-             "import playbach.device.player, playbach.device.runtime\n"
+             "import playbach.device.player, playbach.runtime\n"
              "print(playbach.device.player.__file__)\n")
     done = subprocess.run([str(python), "-I", "-c", probe], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

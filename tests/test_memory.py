@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from playbach.device.bundle import load_bundle
-from playbach.device.improviser import Improviser
-from playbach.device.memory import NUM_BUCKETS, RepeatMemory, bucket_of, weights_from_dict, weights_to_dict
-from playbach.device.runtime import open_model
+from playbach.bundle import load_bundle
+from playbach.improviser import Improviser
+from playbach.memory import NUM_BUCKETS, RepeatMemory, bucket_of, weights_from_dict, weights_to_dict
+from playbach.runtime import open_model
 from playbach.errors import UserError
 from playbach.trainer import repeats
 

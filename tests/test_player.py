@@ -20,8 +20,9 @@ import pytest
 import rtmidi
 
 from playbach.cli import main
-from playbach.device import jack
-from playbach.device.events import Note, read_midi, write_midi
+from playbach.harness import jack
+from playbach.events import Note
+from playbach.midifile import read_midi, write_midi
 
 pytestmark = pytest.mark.midi
 PERIOD = 256 / 48000

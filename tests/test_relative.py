@@ -3,7 +3,7 @@ forms of a model (training sequence, windowed, step) agreeing, with and without 
 import numpy as np
 import pytest
 
-from playbach.device.events import FIELDS
+from playbach.events import FIELDS
 from playbach.trainer.model import ModelConfig, build_model
 from playbach.trainer.relative import (MAX_INTERVAL, NUM_INTERVALS, IntervalEmbedding, PitchOneHots,
                                        RelativeLogits, interval_ids)
@@ -55,7 +55,7 @@ def test_sequence_windowed_and_step_forms_agree(relative):
     """The step model fed one event at a time (state, and with relative pitch the previous pitch,
     carried by hand) and the windowed model on the last N events give the training model's
     distributions; also an absolute-pitch config, as runs made before relative pitch have."""
-    from playbach.convert.step import build_step_model, build_windowed_model, state_sizes
+    from playbach.trainer.step import build_step_model, build_windowed_model, state_sizes
 
     cfg = ModelConfig(vocab_sizes=(5, len(PITCHES), 4, 2), embed_dims=(3, 4, 3, 2), units=(8, 6), window=6,
                       relative_pitch=relative, pitch_values=PITCHES if relative else ())

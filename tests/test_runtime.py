@@ -1,4 +1,4 @@
-"""The device runtime (playbach.device.bundle + runtime) on the real tiny bundle and interpreter."""
+"""The device runtime (playbach.bundle + playbach.runtime) on the real tiny bundle and interpreter."""
 import json
 import logging
 import shutil
@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from playbach.convert.bench import bench_bundle, markdown_table
+from playbach.harness.bench import bench_bundle, markdown_table
 from playbach.convert.parity import keras_sequence_probs
-from playbach.device.bundle import file_sha256, load_bundle
-from playbach.device.runtime import open_cpu_interpreter, open_model
+from playbach.bundle import file_sha256, load_bundle
+from playbach.runtime import open_cpu_interpreter, open_model
 from playbach.errors import UserError
 from playbach.trainer.model import load_keras_model
 
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 def keras_reference(tiny_run):
     """(ids of the first test piece, Keras next-event probabilities after each prefix)."""
     bundle_codec = json.loads((tiny_run / "run.json").read_text())["codec"]
-    from playbach.device.events import Codec
+    from playbach.events import Codec
 
     with np.load(tiny_run / "events.npz") as npz:
         key = sorted(k for k in npz.files if k.startswith("test/"))[0]
@@ -49,7 +49,7 @@ def test_windowed_runtime_matches_keras_once_the_window_is_full(tiny_bundle, ker
     ids, reference = keras_reference
     bundle = load_bundle(tiny_bundle)
     model = open_model(bundle, "cpu", "windowed", "float32")
-    n = bundle.meta["model"]["window"]
+    n = bundle.meta.model["window"]
     for event in ids[:n]:
         probs = model.step(event)
     for field, p in enumerate(probs):
@@ -59,8 +59,8 @@ def test_windowed_runtime_matches_keras_once_the_window_is_full(tiny_bundle, ker
 def test_int8_state_is_requantized_with_the_input_params(tiny_bundle, keras_reference):
     ids, reference = keras_reference
     model = open_model(load_bundle(tiny_bundle), "cpu", "step", "int8")
-    rows_in = {r["role"]: r for r in model.entry["inputs"]}
-    rows_out = {r["role"]: r for r in model.entry["outputs"]}
+    rows_in = {r.role: r.quantization for r in model.entry.inputs}
+    rows_out = {r.role: r.quantization for r in model.entry.outputs}
     agree = 0
     for t, event in enumerate(ids):
         probs = model.step(event)
@@ -68,8 +68,8 @@ def test_int8_state_is_requantized_with_the_input_params(tiny_bundle, keras_refe
         for role in model.state_roles:
             out_q = model.interpreter.get_tensor(model.outputs[role][0]).astype(np.float64)
             fed = model.interpreter.get_tensor(model.inputs[role][0])
-            real = (out_q - rows_out[role]["zero_point"]) * rows_out[role]["scale"]
-            expected = np.clip(np.round(real / rows_in[role]["scale"]) + rows_in[role]["zero_point"], -128, 127)
+            real = (out_q - rows_out[role].zero_point) * rows_out[role].scale
+            expected = np.clip(np.round(real / rows_in[role].scale) + rows_in[role].zero_point, -128, 127)
             np.testing.assert_array_equal(fed, expected.astype(np.int8))
     assert all(abs(p.sum() - 1) < 0.1 for p in probs)  # dequantized probabilities
     assert agree / len(ids) >= 0.9
@@ -77,10 +77,11 @@ def test_int8_state_is_requantized_with_the_input_params(tiny_bundle, keras_refe
 
 def test_requantization_table_maps_codes_through_real_values():
     """Output and input params that differ (as calibration can make them) map code by code."""
-    from playbach.device.runtime import _all_codes, _code_table, _dequantize, _lookup, _quantize
+    from playbach.bundle import Quantization, Tensor
+    from playbach.runtime import _all_codes, _code_table, _dequantize, _lookup, _quantize
 
-    out_row = {"dtype": "int8", "scale": 0.02, "zero_point": 3}
-    in_row = {"dtype": "int8", "scale": 0.05, "zero_point": -7}
+    out_row = Tensor("c0", "out", (1, 1), "int8", Quantization(0.02, 3))
+    in_row = Tensor("c0", "in", (1, 1), "int8", Quantization(0.05, -7))
     table = _code_table(_quantize(_dequantize(_all_codes(out_row), out_row), in_row), out_row)
     codes = np.array([[-128, -1, 0, 3, 127]], np.int8)
     real = (codes.astype(float) - 3) * 0.02
@@ -93,17 +94,17 @@ def test_auto_falls_back_to_cpu_with_one_log_line(tiny_bundle, caplog):
     def no_coral(path):
         raise OSError("libedgetpu.so.1: cannot open shared object file")
 
-    caplog.set_level(logging.INFO, logger="playbach.device.runtime")
+    caplog.set_level(logging.INFO, logger="playbach.runtime")
     model = open_model(load_bundle(tiny_bundle), "auto", "step", "int8", edgetpu_opener=no_coral)
     assert model.backend.startswith("cpu") and model.name == "step_int8.tflite"
-    lines = [r.getMessage() for r in caplog.records if r.name == "playbach.device.runtime"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "playbach.runtime"]
     assert len(lines) == 1 and "Edge TPU not used" in lines[0] and "no step int8 edgetpu model" in lines[0]
 
 
 def test_auto_variant_on_the_cpu_is_the_most_faithful_one():
     """The shipped bundle: int8 agrees with Keras on 0.949 of pitches, dynamic on 0.985."""
     bundle = load_bundle(Path(__file__).resolve().parent.parent / "models" / "default")
-    agreement = bundle.meta["parity"]["pitch_top1_agreement"]
+    agreement = bundle.meta.parity["pitch_top1_agreement"]
     best = max(bundle.variants("step"), key=lambda v: agreement[f"step_{v}"])
     assert bundle.most_faithful_variant("step") == best
     assert open_model(bundle, "cpu").name == f"step_{best}.tflite"
@@ -124,9 +125,9 @@ def test_explicit_edgetpu_without_coral_is_a_user_error(bundle_copy):
 def test_auto_times_both_and_keeps_the_faster(bundle_copy, caplog):
     """Fake Edge TPU: the opener returns a plain CPU interpreter of the *_edgetpu file (no Coral here)."""
     bundle = with_fake_edgetpu_model(bundle_copy)
-    caplog.set_level(logging.INFO, logger="playbach.device.runtime")
+    caplog.set_level(logging.INFO, logger="playbach.runtime")
     model = open_model(bundle, "auto", edgetpu_opener=open_cpu_interpreter)
-    lines = [r.getMessage() for r in caplog.records if r.name == "playbach.device.runtime"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "playbach.runtime"]
     assert len(lines) == 1 and "ms/event" in lines[0] and "edgetpu" in lines[0]
     assert model.backend in lines[0].rsplit("->", 1)[1]
     assert len(model.step(np.zeros(4, int))) == 4
@@ -171,11 +172,14 @@ def run_blocked(code: str, blocked: tuple) -> subprocess.CompletedProcess:
 def test_device_runs_without_tensorflow_keras_music21(tiny_bundle):
     result = run_blocked(f"""
         import pkgutil, importlib, numpy as np
-        import playbach.device
+        import playbach, playbach.device
+        for info in pkgutil.iter_modules(playbach.__path__):   # the core the daemon imports
+            if info.name != "__main__" and not info.ispkg:
+                importlib.import_module("playbach." + info.name)
         for info in pkgutil.iter_modules(playbach.device.__path__):
             importlib.import_module("playbach.device." + info.name)
-        from playbach.device.bundle import load_bundle
-        from playbach.device.runtime import open_model, interpreter_name
+        from playbach.bundle import load_bundle
+        from playbach.runtime import open_model, interpreter_name
         model = open_model(load_bundle({str(tiny_bundle)!r}), "auto")
         probs = model.step(np.zeros(4, int))
         assert len(probs) == 4 and interpreter_name() == "ai_edge_litert"
@@ -189,8 +193,8 @@ def test_device_runs_without_tensorflow_keras_music21(tiny_bundle):
 def test_interpreter_falls_back_to_tf_lite_last(tiny_bundle):
     result = run_blocked(f"""
         import numpy as np
-        from playbach.device.bundle import load_bundle
-        from playbach.device.runtime import open_model, interpreter_name
+        from playbach.bundle import load_bundle
+        from playbach.runtime import open_model, interpreter_name
         model = open_model(load_bundle({str(tiny_bundle)!r}), "cpu")
         model.step(np.zeros(4, int))
         print(interpreter_name(), model.backend)

@@ -1,6 +1,6 @@
 import numpy as np
 
-from playbach.device.sampler import sample, sample_event
+from playbach.sampler import sample, sample_event
 
 
 def test_zero_temperature_is_argmax():

@@ -9,7 +9,8 @@ import pytest
 
 from fixtures_run import link_pieces
 from playbach.cli import main
-from playbach.device.events import FIELDS, Codec, Note, read_midi, write_midi
+from playbach.events import FIELDS, Codec, Note
+from playbach.midifile import read_midi, write_midi
 from playbach.trainer.corpus import load_corpus
 from playbach.trainer.dataset import shift_pitch
 from playbach.trainer.ngram import NGram

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from playbach.device.events import GRIDS, merge_overlaps, notes_to_events, quantize_notes, read_midi
+from playbach.events import GRIDS, merge_overlaps, notes_to_events, quantize_notes
+from playbach.midifile import read_midi
 from playbach.errors import UserError
 from playbach.files import write_text_atomically
 

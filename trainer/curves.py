@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from playbach.device.events import FIELDS
+from playbach.events import FIELDS
 
 
 def save_curves(history: dict[str, list[float]], png_path: str | Path) -> None:

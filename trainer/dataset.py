@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from playbach.device.events import FIELDS
+from playbach.events import FIELDS
 
 
 def piece_windows(ids: np.ndarray, window: int, stride: int) -> np.ndarray:

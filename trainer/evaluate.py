@@ -2,7 +2,7 @@
 
 The model reads each test piece from its first event, as the device plays (state carried
 from the start), and predicts events 1..n-1; the n-gram baseline is scored on the same targets.
-Both are scored alone and with the repeat memory (device/memory.py, trainer/repeats.py), whose
+Both are scored alone and with the repeat memory (playbach/memory.py, trainer/repeats.py), whose
 weights are fitted on the validation pieces for each of them.
 """
 from __future__ import annotations
@@ -12,9 +12,9 @@ import logging
 
 import numpy as np
 
-from playbach.device.events import FIELDS, Codec
+from playbach.events import FIELDS, Codec
 from playbach.files import write_text_atomically
-from playbach.device.memory import weights_to_dict
+from playbach.memory import weights_to_dict
 from playbach.trainer import ngram, repeats
 from playbach.trainer.runfolder import load_run
 

@@ -1,8 +1,8 @@
 """`playbach generate RUN --out take.mid`: continue a held-out piece's opening, write MIDI + piano roll.
 
-The model reads the last `window` events (the length it was trained on) and each head is
-sampled with the device's own sampler (temperature, top-k) after the device's repeat memory,
-so a desktop take and a live take come from the same code.
+The run's Keras model is rebuilt as a step model (trainer/step.py) and driven by the player's own
+Improviser (playbach/improviser.py): the same repeat memory, sampler and chord guard, so a seeded
+desktop take and the same seeded take from the converted float32 bundle agree event for event.
 """
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from playbach.device.events import FIELDS, Codec, events_to_notes, write_midi
-from playbach.device.memory import RepeatMemory, weights_from_dict
-from playbach.device.sampler import sample_event
 from playbach.errors import UserError
+from playbach.events import Codec, events_to_notes
+from playbach.improviser import Improviser, StepSource
+from playbach.memory import RepeatMemory, weights_from_dict
+from playbach.midifile import write_midi
 from playbach.trainer.runfolder import load_run
+from playbach.trainer.step import KerasStepModel
 
 log = logging.getLogger(__name__)
 
@@ -35,37 +37,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--piece", help="which test piece opens (default: the first)")
 
 
-def next_event_probs(model):
-    """context ids (n, 4) -> the four heads' probabilities for event n+1, compiled once for any n."""
-    import tensorflow as tf
-
-    spec = {f: tf.TensorSpec([1, None], tf.int32, name=f) for f in FIELDS}
-
-    @tf.function(input_signature=[spec])
-    def last_step(x):
-        out = model(x, training=False)
-        return [out[f][0, -1] for f in FIELDS]
-
-    def probs(context: np.ndarray) -> list[np.ndarray]:
-        x = {f: tf.constant(context[None, :, j], dtype=tf.int32) for j, f in enumerate(FIELDS)}
-        return [p.numpy() for p in last_step(x)]
-
-    return probs
-
-
-def generate(model, codec: Codec, opening: np.ndarray, n_events: int, window: int,
-             rng: np.random.Generator, temperature: float = 1.0, top_k: int = 0,
-             memory: RepeatMemory | None = None) -> np.ndarray:
-    """Token ids: the opening followed by `n_events` sampled events (the memory, if given, mixed in)."""
-    probs = next_event_probs(model)
-    memory = memory or RepeatMemory()
-    ids = [np.asarray(row) for row in codec.encode(opening)]
-    for row in ids:
-        memory.observe(row)
-    for _ in range(n_events):
-        ids.append(sample_event(memory.mix(probs(np.stack(ids[-window:]))), rng, temperature, top_k))
-        memory.observe(ids[-1])
-    return np.stack(ids)
+def generate(model: StepSource, codec: Codec, opening: np.ndarray, n_events: int, rng: np.random.Generator,
+             temperature: float = 1.0, top_k: int = 0, memory: RepeatMemory | None = None) -> np.ndarray:
+    """Field values (n, 4): the opening (its first onset 0, as the player starts) followed by
+    `n_events` events sampled by the player's own loop (the memory, if given, mixed in)."""
+    improviser = Improviser(model, codec, rng, temperature, top_k, memory)
+    improviser.prime(opening)
+    return np.stack([improviser.next_event() for _ in range(len(opening) + n_events)])
 
 
 def run(args) -> int:
@@ -81,9 +59,9 @@ def run(args) -> int:
     opening = test[name][:max(1, args.opening)]
     rng = np.random.default_rng(args.seed)
     weights = weights_from_dict(run.meta.get("memory")) if args.max_repeat else None
-    ids = generate(run.model, run.codec, opening, args.events, run.config.window, rng,
-                   args.temperature, args.top_k, RepeatMemory(weights, args.max_repeat))
-    notes = events_to_notes(run.codec.decode(ids))
+    events = generate(KerasStepModel(run.config, run.model), run.codec, opening, args.events, rng,
+                      args.temperature, args.top_k, RepeatMemory(weights, args.max_repeat))
+    notes = events_to_notes(events)
     out = Path(args.out)
     write_midi(notes, out, run.codec.ticks_per_quarter, bpm=args.bpm, program=args.program)
     save_pianoroll(notes, out.with_suffix(".png"), run.codec.ticks_per_quarter,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from playbach.device.events import FIELDS
+from playbach.events import FIELDS
 
 
 @dataclass

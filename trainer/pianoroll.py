@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from playbach.device.events import Note, read_midi
+from playbach.events import Note
+from playbach.midifile import read_midi
 
 
 def save_pianoroll(notes_or_midi_path: Sequence[Note] | str | Path, png_path: str | Path,

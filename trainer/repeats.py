@@ -1,4 +1,4 @@
-"""Fitting and scoring the repeat memory (device/memory.py) on top of any model's distributions.
+"""Fitting and scoring the repeat memory (playbach/memory.py) on top of any model's distributions.
 
 A model's distributions are given per piece as one (n-1, vocab) array per field: row t is the
 distribution of event t+1 given events 0..t, as in evaluate.py. The memory replays the same
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from playbach.device.events import FIELDS
-from playbach.device.memory import NUM_BUCKETS, RepeatMemory, bucket_of
+from playbach.events import FIELDS
+from playbach.memory import NUM_BUCKETS, RepeatMemory, bucket_of
 
 GRID = np.linspace(0.0, 0.99, 100)   # candidate weights; < 1 keeps every token possible
 

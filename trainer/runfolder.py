@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from playbach.device.events import FIELDS, Codec
+from playbach.events import FIELDS, Codec
 from playbach.errors import UserError
 from playbach.trainer.model import ModelConfig, load_keras_model
 

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from playbach.device.events import FIELDS, Codec
+from playbach.events import FIELDS, Codec
 from playbach.errors import UserError
+from playbach.files import publish
 from playbach.trainer.corpus import Corpus, load_corpus, token_counts
 from playbach.trainer.dataset import make_windows, random_transpose_batches, to_inputs_targets
 from playbach.trainer.model import ModelConfig, load_keras_model
@@ -201,16 +202,6 @@ def write_report(work: Path, corpus: Corpus, split: Split, result: dict, times: 
     }
     (work / "report.json").write_text(json.dumps(report, indent=2))
     return report
-
-
-def publish(work: Path, out: Path) -> None:
-    """Replace `out` with the finished temp folder (the old one kept until the rename worked)."""
-    old = out.with_name(f".{out.name}.old")
-    if out.exists():
-        out.replace(old)
-    work.replace(out)
-    if old.exists():
-        shutil.rmtree(old)
 
 
 def run(args) -> int:

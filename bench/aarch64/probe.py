@@ -39,7 +39,7 @@ def ms(seconds) -> dict:
 def facts() -> dict:
     import rtmidi
 
-    from playbach.device.runtime import interpreter_name
+    from playbach.runtime import interpreter_name
 
     interpreter = interpreter_name()
     return {
@@ -60,18 +60,18 @@ def facts() -> dict:
 
 def steps(bundle_path: str, count: int = 300) -> dict:
     """Per-event inference (one model.step) for each CPU step model of the bundle."""
-    from playbach.device.bundle import load_bundle
-    from playbach.device.runtime import open_model, step_latencies
+    from playbach.bundle import load_bundle
+    from playbach.runtime import open_model, step_latencies
 
     bundle = load_bundle(bundle_path)
     out = {}
-    for entry in bundle.meta["models"]:
-        if entry["kind"] != "step" or entry["edgetpu"]:
+    for entry in bundle.meta.models:
+        if entry.kind != "step" or entry.edgetpu:
             continue
-        model = open_model(bundle, "cpu", "step", entry["variant"])
+        model = open_model(bundle, "cpu", "step", entry.variant)
         step_latencies(model, bundle, 20)  # warm-up: first calls allocate
-        out[entry["variant"]] = ms(step_latencies(model, bundle, count))
-    return {"bundle": bundle.meta.get("name"), "units": bundle.meta.get("model", {}).get("units"),
+        out[entry.variant] = ms(step_latencies(model, bundle, count))
+    return {"bundle": bundle.meta.name, "units": bundle.meta.model.get("units"),
             "steps": count, "step_ms": out}
 
 
@@ -80,7 +80,7 @@ NOTE_ON = re.compile(r"note on .*velocity\s+([1-9]\d*)")  # jack_midi_dump's lin
 
 def take(take_mid: str, stats_json: str, dump_log: str) -> dict:
     """The recorded take, the player's own per-event timings, and what reached the JACK receiver."""
-    from playbach.device.events import read_midi
+    from playbach.midifile import read_midi
 
     notes = read_midi(take_mid)
     with open(stats_json) as f:

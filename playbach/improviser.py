@@ -2,27 +2,39 @@
 
 The model carries its own state (LSTM state or window); each event goes through `step`, whose
 output is the distribution of the next one, and through the repeat memory, which mixes in what
-followed the same passage earlier in the take (device/memory.py). Seeds come from a bundle
+followed the same passage earlier in the take (playbach/memory.py). Seeds come from a bundle
 opening, a MIDI file or a phrase someone just played (that one is only listened to, not played
 back, but the memory may echo it).
 """
 from __future__ import annotations
 
 from collections import deque
+from typing import Protocol
 
 import numpy as np
 
-from playbach.device.events import Codec, merge_overlaps, notes_to_events, quantize_notes, read_midi
-from playbach.device.memory import RepeatMemory
-from playbach.device.sampler import sample_event
 from playbach.errors import UserError
+from playbach.events import Codec, merge_overlaps, notes_to_events, quantize_notes
+from playbach.memory import RepeatMemory
+from playbach.midifile import read_midi
+from playbach.sampler import sample_event
 
 SEED_EVENTS = 32    # how much of a MIDI file seeds the model (about what a bundle opening holds)
 MAX_CHORD = 12      # a model stuck on onset 0 would stack notes forever without time passing
 
 
+class StepSource(Protocol):
+    """What the Improviser drives: the TFLite step or windowed model on the Pi (playbach.runtime),
+    the Keras step model on the desktop (playbach.trainer.step.KerasStepModel)."""
+
+    def reset(self) -> None: ...
+
+    def step(self, ids: np.ndarray) -> list[np.ndarray]:
+        """One event's token ids (4,) in; the next event's four distributions out."""
+
+
 class Improviser:
-    def __init__(self, model, codec: Codec, rng: np.random.Generator, temperature: float = 1.0, top_k: int = 0,
+    def __init__(self, model: StepSource, codec: Codec, rng: np.random.Generator, temperature: float = 1.0, top_k: int = 0,
                  memory: RepeatMemory | None = None):
         self.model, self.codec, self.rng = model, codec, rng
         self.temperature, self.top_k = temperature, top_k

@@ -1,9 +1,9 @@
 """`playbach bench BUNDLE`: per-event latency of every model in a bundle, JSON out, a README table.
 
-Each model runs through playbach.device.runtime -- the interpreter, one-hot feeding, int8
+Each model runs through playbach.runtime -- the interpreter, one-hot feeding, int8
 (de)quantization and state carrying the Pi uses -- on the bundle's openings, one event per call,
-one thread. Edge TPU models are skipped (no Coral here); `--live-seconds` adds the device's live
-playing benchmark (playbach.device.livebench) under "live".
+one thread. Edge TPU models are skipped (no Coral here); `--live-seconds` adds the live playing
+benchmark (playbach.harness.livebench) under "live". Needs no TensorFlow.
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from playbach.device.bundle import load_bundle
-from playbach.device.runtime import interpreter_name, open_model, step_latencies
+from playbach.bundle import load_bundle
+from playbach.runtime import interpreter_name, open_model, step_latencies
 from playbach.files import write_text_atomically
 
 log = logging.getLogger(__name__)
@@ -38,9 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     result = bench_bundle(args.bundle, args.events)
     if args.live_seconds:
-        from playbach.device.livebench import run_live_bench  # the device engineer's; imported only here
+        from playbach.harness.livebench import run_live_bench  # needs rtmidi and JACK: only when asked
 
-        options = {"midi_api": args.midi_api} if args.midi_api else {}  # else the device's default
+        options = {"midi_api": args.midi_api} if args.midi_api else {}  # else the live bench's default
         result["live"] = run_live_bench(args.bundle, args.live_seconds, args.bpm, args.port, **options)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -53,25 +53,25 @@ def run(args: argparse.Namespace) -> int:
 def bench_bundle(path: str | Path, events: int = 2000) -> dict:
     bundle = load_bundle(path)
     rows = []
-    for entry in bundle.meta["models"]:
-        if entry.get("edgetpu"):
-            log.info("skipping %s: no Edge TPU benchmark here", entry["file"])
+    for entry in bundle.meta.models:
+        if entry.edgetpu:
+            log.info("skipping %s: no Edge TPU benchmark here", entry.file)
             continue
-        model = open_model(bundle, "cpu", entry["kind"], entry["variant"])
+        model = open_model(bundle, "cpu", entry.kind, entry.variant)
         step_latencies(model, bundle, WARMUP)
         seconds = step_latencies(model, bundle, events)
-        rows.append({"file": entry["file"], "kind": entry["kind"], "variant": entry["variant"],
-                     "bytes": entry["bytes"], "events": events,
+        rows.append({"file": entry.file, "kind": entry.kind, "variant": entry.variant,
+                     "bytes": entry.bytes, "events": events,
                      "median_ms": float(np.median(seconds) * 1e3),
                      "p99_ms": float(np.percentile(seconds, 99) * 1e3),
                      "mean_ms": float(np.mean(seconds) * 1e3)})
-        log.info("%-26s median %.4f ms  p99 %.4f ms", entry["file"], rows[-1]["median_ms"], rows[-1]["p99_ms"])
+        log.info("%-26s median %.4f ms  p99 %.4f ms", entry.file, rows[-1]["median_ms"], rows[-1]["p99_ms"])
     result = {"bundle": str(path), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "machine": {"platform": platform.platform(), "processor": platform.machine(),
                           "python": platform.python_version()},
               "interpreter": interpreter_name(), "threads": 1, "models": rows,
               "bundle_bytes": sum(p.stat().st_size for p in Path(path).iterdir() if p.is_file()),
-              "model": bundle.meta.get("model")}
+              "model": bundle.meta.model}
     result["speedup"] = _speedups(rows)
     return result
 

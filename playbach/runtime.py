@@ -19,14 +19,15 @@ import logging
 import platform
 import time
 from collections import deque
+from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Callable
 
 import numpy as np
 
-from playbach.device.bundle import Bundle, describe
-from playbach.device.events import FIELDS
+from playbach.bundle import Bundle, ModelEntry, Tensor
 from playbach.errors import UserError
+from playbach.events import FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -66,32 +67,28 @@ def interpreter_name() -> str:
 
 # --- quantization helpers ------------------------------------------------------------------------
 
-def _quantized(row: dict) -> bool:
-    return row["dtype"] in ("int8", "uint8") and row["scale"] > 0
-
-
-def _dequantize(values: np.ndarray, row: dict) -> np.ndarray:
-    if not _quantized(row):
+def _dequantize(values: np.ndarray, row: Tensor) -> np.ndarray:
+    if not row.quantized:
         return values.astype(np.float32, copy=False)
-    return (values.astype(np.float32) - row["zero_point"]) * np.float32(row["scale"])
+    return (values.astype(np.float32) - row.quantization.zero_point) * np.float32(row.quantization.scale)
 
 
-def _quantize(values: np.ndarray, row: dict) -> np.ndarray:
-    if not _quantized(row):
-        return values.astype(row["dtype"], copy=False)
-    info = np.iinfo(row["dtype"])
-    q = np.round(values / row["scale"]) + row["zero_point"]
-    return np.clip(q, info.min, info.max).astype(row["dtype"])
+def _quantize(values: np.ndarray, row: Tensor) -> np.ndarray:
+    if not row.quantized:
+        return values.astype(row.dtype, copy=False)
+    info = np.iinfo(row.dtype)
+    q = np.round(values / row.quantization.scale) + row.quantization.zero_point
+    return np.clip(q, info.min, info.max).astype(row.dtype)
 
 
-def _all_codes(row: dict) -> np.ndarray:
-    info = np.iinfo(row["dtype"])
-    return np.arange(info.min, info.max + 1).astype(row["dtype"])
+def _all_codes(row: Tensor) -> np.ndarray:
+    info = np.iinfo(row.dtype)
+    return np.arange(info.min, info.max + 1).astype(row.dtype)
 
 
-def _code_table(values: np.ndarray, row: dict) -> tuple[np.ndarray, int]:
+def _code_table(values: np.ndarray, row: Tensor) -> tuple[np.ndarray, int]:
     """(values, offset): values[code + offset] is the entry of an 8-bit code (built over _all_codes)."""
-    return values, -int(np.iinfo(row["dtype"]).min)
+    return values, -int(np.iinfo(row.dtype).min)
 
 
 def _lookup(codes: np.ndarray, table: tuple[np.ndarray, int]) -> np.ndarray:
@@ -101,32 +98,29 @@ def _lookup(codes: np.ndarray, table: tuple[np.ndarray, int]) -> np.ndarray:
 class _Runner:
     """An interpreter plus the bundle's input/output rows, tensors found by name."""
 
-    def __init__(self, interpreter, entry: dict, backend: str):
+    def __init__(self, interpreter, entry: ModelEntry, backend: str):
         self.interpreter = interpreter
         self.entry = entry
-        self.name = entry["file"]
+        self.name = entry.file
         self.backend = backend
         interpreter.allocate_tensors()
         by_name_in = {d["name"]: d["index"] for d in interpreter.get_input_details()}
         by_name_out = {d["name"]: d["index"] for d in interpreter.get_output_details()}
         try:
-            self.inputs = {r["role"]: (by_name_in[r["name"]], r) for r in entry["inputs"]}
-            self.outputs = {r["role"]: (by_name_out[r["name"]], r) for r in entry["outputs"]}
+            self.inputs = {r.role: (by_name_in[r.name], r) for r in entry.inputs}
+            self.outputs = {r.role: (by_name_out[r.name], r) for r in entry.outputs}
         except KeyError as e:
             raise UserError(f"{self.name}: has no tensor {e} that bundle.json names") from e
         # 8-bit outputs have 256 possible codes: dequantize through a table, not arithmetic
         self._heads = []
         for f in FIELDS:
             index, row = self.outputs[f]
-            table = _code_table(_dequantize(_all_codes(row), row), row) if _quantized(row) else None
+            table = _code_table(_dequantize(_all_codes(row), row), row) if row.quantized else None
             self._heads.append((index, table))
 
     def _set(self, role: str, values: np.ndarray) -> None:
         index, row = self.inputs[role]
         self.interpreter.set_tensor(index, values)
-
-    def _get(self, role: str) -> np.ndarray:
-        return self.interpreter.get_tensor(self.outputs[role][0])
 
     def _probs(self) -> list[np.ndarray]:
         probs = []
@@ -139,18 +133,17 @@ class _Runner:
 class StepModel(_Runner):
     """One event in, next-event probabilities out; LSTM state carried in this object."""
 
-    def __init__(self, interpreter, entry: dict, backend: str):
+    def __init__(self, interpreter, entry: ModelEntry, backend: str):
         super().__init__(interpreter, entry, backend)
-        self.state_roles = [r["role"] for r in entry["inputs"] if r["role"] not in FIELDS]
+        self.state_roles = [r.role for r in entry.inputs if r.role not in FIELDS]
         # (output index, input index, code table or None) per state: an int8 state
         # output is requantized with its INPUT's params (real value = (q - zp) * scale on both
         # sides), through a 256-entry table from output code to input code
         self._feedback = []
         for role in self.state_roles:
             out_row, in_row = self.outputs[role][1], self.inputs[role][1]
-            params_differ = (out_row["scale"], out_row["zero_point"]) != (in_row["scale"], in_row["zero_point"])
             table = None
-            if _quantized(out_row) and params_differ:
+            if out_row.quantized and out_row.quantization != in_row.quantization:
                 table = _code_table(_quantize(_dequantize(_all_codes(out_row), out_row), in_row), out_row)
             self._feedback.append((self.outputs[role][0], self.inputs[role][0], table))
         # quantized one-hot: "off" is the value of 0.0, "on" the value of 1.0, per field
@@ -158,13 +151,13 @@ class StepModel(_Runner):
         for f in FIELDS:
             row = self.inputs[f][1]
             off, on = _quantize(np.array([0.0, 1.0], np.float32), row)
-            self._onehot.append((np.full(row["shape"], off, dtype=row["dtype"]), on))
+            self._onehot.append((np.full(row.shape, off, dtype=row.dtype), on))
         self.reset()
 
     def reset(self) -> None:
         for role in self.state_roles:
             row = self.inputs[role][1]
-            self._set(role, _quantize(np.zeros(row["shape"], np.float32), row))
+            self._set(role, _quantize(np.zeros(row.shape, np.float32), row))
 
     def step(self, ids: np.ndarray) -> list[np.ndarray]:
         for (template, on), f, i in zip(self._onehot, FIELDS, np.asarray(ids).reshape(4).tolist()):
@@ -185,9 +178,9 @@ class WindowedModel(_Runner):
     thing to "more of the same" the model has seen.
     """
 
-    def __init__(self, interpreter, entry: dict, backend: str):
+    def __init__(self, interpreter, entry: ModelEntry, backend: str):
         super().__init__(interpreter, entry, backend)
-        self.window = int(self.inputs[FIELDS[0]][1]["shape"][1])
+        self.window = int(self.inputs[FIELDS[0]][1].shape[1])
         self.reset()
 
     def reset(self) -> None:
@@ -226,9 +219,14 @@ def open_cpu_interpreter(model_path: str):
     return load_interpreter_module().Interpreter(model_path=model_path, num_threads=1)
 
 
-def _build(bundle: Bundle, entry: dict, opener: Callable, backend: str):
-    cls = StepModel if entry["kind"] == "step" else WindowedModel
-    return cls(opener(str(bundle.model_path(entry))), entry, backend)
+def open_entry(entry: ModelEntry, model_path: str | Path, opener: Callable | None = None, backend: str = "cpu"):
+    """A StepModel or WindowedModel of one model file (on the CPU unless `opener` says otherwise)."""
+    cls = StepModel if entry.kind == "step" else WindowedModel
+    return cls((opener or open_cpu_interpreter)(str(model_path)), entry, backend)
+
+
+def _build(bundle: Bundle, entry: ModelEntry, opener: Callable, backend: str):
+    return open_entry(entry, bundle.model_path(entry), opener, backend)
 
 
 def open_model(bundle: Bundle, accelerator: str = "auto", kind: str = "step", variant: str = "auto",
@@ -260,7 +258,7 @@ def open_model(bundle: Bundle, accelerator: str = "auto", kind: str = "step", va
     try:
         tpu = _build(bundle, bundle.model_entry(kind, tpu_variant, edgetpu=True), opener, "edgetpu")
     except (UserError, OSError, ValueError, RuntimeError) as e:
-        log.info("Edge TPU not used, running %s on %s: %s", describe(cpu.entry), cpu_backend, e)
+        log.info("Edge TPU not used, running %s on %s: %s", cpu.entry.describe(), cpu_backend, e)
         return cpu
     times = {m.backend: time_steps(m, bundle, AUTO_BURST) for m in (cpu, tpu)}
     faster = min((cpu, tpu), key=lambda m: times[m.backend])

@@ -10,19 +10,17 @@ A piece is a list of notes; a note becomes one event of four fields:
 Notes of all parts are merged by onset (then pitch), never one part after another.
 Ticks are a grid of `ticks_per_quarter` per quarter note, chosen so the corpus fits it.
 A `Codec` maps field values to token ids and back; its vocabularies travel in the bundle.
+Reading and writing MIDI files is playbach/midifile.py.
 
-Needs numpy and mido only: the Pi imports this module.
+Needs numpy only: the Pi imports this module.
 """
 from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
-
-from playbach.files import replace_atomically
 
 FIELDS = ("onset", "pitch", "duration", "velocity")
 GRIDS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 48)  # ticks per quarter, coarse to fine
@@ -57,15 +55,6 @@ def events_to_notes(events: np.ndarray, start: int = 0) -> list[Note]:
 
 
 # --- quantization ----------------------------------------------------------------------------
-
-def choose_grid(times_in_quarters: Sequence[float], tolerance: float = 1e-6) -> int:
-    """The coarsest grid of GRIDS on which every time lies (the finest one if none holds all)."""
-    t = np.asarray(times_in_quarters, dtype=np.float64)
-    for grid in GRIDS:
-        if np.all(np.abs(t * grid - np.round(t * grid)) < tolerance):
-            return grid
-    return GRIDS[-1]
-
 
 def quantize_notes(raw: Iterable[tuple[float, int, float, int]], grid: int) -> tuple[list[Note], int]:
     """(start, pitch, duration, velocity) in quarters -> Notes on the grid, and how many were rounded."""
@@ -167,64 +156,3 @@ class Codec:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Codec) and self.to_dict() == other.to_dict()
-
-
-# --- MIDI files --------------------------------------------------------------------------------
-
-def read_midi(path: str | Path) -> list[tuple[float, int, float, int]]:
-    """All notes of a standard MIDI file as (start, pitch, duration, velocity), times in quarters.
-
-    Every track and channel is read (drums on channel 10 are skipped). A note_on without its
-    note_off ends at the file's last tick. Raises ValueError naming the file if it can't be read.
-    """
-    import mido
-
-    try:
-        midi = mido.MidiFile(str(path))
-    except Exception as e:  # mido raises OSError, EOFError, KeyError, ValueError ... on bad files
-        raise ValueError(f"{path}: not a readable MIDI file ({e})") from e
-    tpb = midi.ticks_per_beat
-    notes, open_notes, end = [], {}, 0
-    for track in midi.tracks:
-        now = 0
-        for msg in track:
-            now += msg.time
-            if msg.type not in ("note_on", "note_off") or msg.channel == 9:
-                continue
-            key = (msg.channel, msg.note)
-            if msg.type == "note_on" and msg.velocity > 0:
-                open_notes.setdefault(key, []).append((now, msg.velocity))
-            elif open_notes.get(key):
-                start, velocity = open_notes[key].pop(0)
-                notes.append((start / tpb, msg.note, (now - start) / tpb, velocity))
-        end = max(end, now)
-    for (channel, pitch), starts in open_notes.items():
-        notes += [(s / tpb, pitch, (end - s) / tpb, v) for s, v in starts]
-    return sorted(notes)
-
-
-def write_midi(notes: Sequence[Note], path: str | Path, ticks_per_quarter: int, bpm: float = 120.0,
-               program: int = 7, channel: int = 0) -> None:
-    """Notes -> a type-0 MIDI file (atomically: temp file, then rename). Program 7 is GM clavichord."""
-    import mido
-
-    tpb = 480 * ticks_per_quarter // np.gcd(480, ticks_per_quarter)  # a resolution the grid divides
-    scale = tpb // ticks_per_quarter
-    messages = []
-    for n in notes:
-        # note_off sorts before note_on at the same tick so a repeated pitch re-strikes
-        messages.append((n.start * scale, 1, n.pitch, n.velocity))
-        messages.append(((n.start + n.duration) * scale, 0, n.pitch, 0))
-    messages.sort()
-    track = mido.MidiTrack()
-    track.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm), time=0))
-    track.append(mido.Message("program_change", program=program, channel=channel, time=0))
-    now = 0
-    for tick, on, pitch, velocity in messages:
-        kind = "note_on" if on else "note_off"
-        track.append(mido.Message(kind, note=pitch, velocity=velocity, channel=channel, time=tick - now))
-        now = tick
-    track.append(mido.MetaMessage("end_of_track", time=0))
-    midi = mido.MidiFile(type=0, ticks_per_beat=tpb)
-    midi.tracks.append(track)
-    replace_atomically(path, lambda tmp: midi.save(str(tmp)))

@@ -119,7 +119,7 @@ def run_live_bench(bundle_path, seconds: float = 60, bpm: float = 120, port: str
 
     The player runs as the appliance runs it (systemd/playbach.service: Nice=-10, no realtime
     scheduling) unless `realtime_priority` asks for SCHED_FIFO."""
-    from playbach.device import jack
+    from playbach.harness import jack
 
     midi_api = midi_api or "jack"
     if port is None and midi_api != "jack":

@@ -16,14 +16,18 @@ and its zeros at reset mean "no previous note", as at the start of a training pi
 interval embedding and the relative pitch head are the training model's own layers.
 
 Windowed model: the training model at batch 1 and a fixed window of N int32 ids, last step only.
+
+`KerasStepModel` runs the step model on the desktop with the same reset()/step() as the TFLite
+runtime on the Pi, so `playbach generate` and `playbach play` share one loop (playbach.improviser).
 """
 from __future__ import annotations
 
 from dataclasses import replace
 
-from playbach.device.events import FIELDS
-from playbach.trainer.model import ModelConfig, build_model, heads
+import numpy as np
 
+from playbach.events import FIELDS
+from playbach.trainer.model import ModelConfig, build_model, heads
 
 PREVIOUS_PITCH = "prev_pitch"
 
@@ -102,3 +106,30 @@ def build_windowed_model(config: ModelConfig, trained, batch_size: int | None = 
     model = build_model(inference, batch_size=batch_size, seq_len=config.window, return_sequences=False)
     model.set_weights(trained.get_weights())
     return model
+
+
+class KerasStepModel:
+    """The Keras step model with its state carried here: reset() and step(ids) -> four distributions,
+    as playbach.runtime.StepModel does with the converted model."""
+
+    def __init__(self, config: ModelConfig, trained):
+        import tensorflow as tf
+
+        self.model = build_step_model(config, trained)
+        self.sizes = dict(zip(FIELDS, config.vocab_sizes))
+        self.state_sizes = state_sizes(config)
+        self._call = tf.function(lambda inputs: self.model(inputs, training=False))
+        self.reset()
+
+    def reset(self) -> None:
+        self.state = {role: np.zeros((1, size), np.float32) for role, size in self.state_sizes.items()}
+
+    def step(self, ids: np.ndarray) -> list[np.ndarray]:
+        inputs = dict(self.state)
+        for field, token in zip(FIELDS, np.asarray(ids).reshape(4).tolist()):
+            onehot = np.zeros((1, self.sizes[field]), np.float32)
+            onehot[0, int(token)] = 1.0
+            inputs[field] = onehot
+        out = self._call(inputs)
+        self.state = {role: np.asarray(out[role]) for role in self.state_sizes}
+        return [np.asarray(out[field])[0] for field in FIELDS]

@@ -1,0 +1,239 @@
+"""The bundle: the folder that travels from the desktop to the Pi, and its bundle.json schema.
+
+A bundle is .tflite files plus bundle.json (format FORMAT). The schema is written here once:
+`BundleMeta` is the whole document, `ModelEntry` one model file, `Tensor` one of its inputs or
+outputs with its `Quantization`. `playbach convert` builds a BundleMeta and calls `write`; the
+player reads it back with `load_bundle`. The on-disk JSON is flat (a tensor row is {role, name,
+shape, dtype, scale, zero_point}) so bundles made before these classes existed still load.
+
+Nothing here needs TensorFlow. Any problem -- no folder, bad JSON, an unknown format, a model
+file missing or not matching its sha256 -- is a UserError naming the file, so the daemon refuses
+to start with a message instead of playing garbage.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from playbach.errors import UserError
+from playbach.events import Codec
+from playbach.memory import weights_from_dict, weights_to_dict
+
+FORMAT = 1
+BUNDLE_JSON = "bundle.json"
+KINDS = ("step", "windowed")                          # one event in, state carried | the last N events in
+VARIANTS = ("float32", "float16", "dynamic", "int8")  # see convert/tflite.py for what each one is
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """real value = (code - zero_point) * scale; scale 0 means the tensor is not quantized."""
+    scale: float = 0.0
+    zero_point: int = 0
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One input or output of a model file: its role (onset, ..., h0, c0, prev_pitch), the
+    interpreter's tensor name, shape and dtype."""
+    role: str
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    quantization: Quantization = Quantization()
+
+    @property
+    def quantized(self) -> bool:
+        return self.dtype in ("int8", "uint8") and self.quantization.scale > 0
+
+    def to_dict(self) -> dict:
+        return {"role": self.role, "name": self.name, "shape": list(self.shape), "dtype": self.dtype,
+                "scale": self.quantization.scale, "zero_point": self.quantization.zero_point}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Tensor":
+        return cls(str(d["role"]), str(d["name"]), tuple(int(s) for s in d["shape"]), str(d["dtype"]),
+                   Quantization(float(d.get("scale", 0.0)), int(d.get("zero_point", 0))))
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model file of the bundle. cell_clip: the |c| bound an int8 step model was made with."""
+    file: str
+    kind: str
+    variant: str
+    sha256: str
+    bytes: int
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[Tensor, ...]
+    edgetpu: bool = False
+    cell_clip: float | None = None
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.variant}{' edgetpu' if self.edgetpu else ''}"
+
+    def to_dict(self) -> dict:
+        d = {"file": self.file, "kind": self.kind, "variant": self.variant, "edgetpu": self.edgetpu,
+             "sha256": self.sha256, "bytes": self.bytes, "inputs": [t.to_dict() for t in self.inputs],
+             "outputs": [t.to_dict() for t in self.outputs]}
+        if self.cell_clip is not None:
+            d["cell_clip"] = self.cell_clip
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelEntry":
+        if d["kind"] not in KINDS or d["variant"] not in VARIANTS:
+            raise ValueError(f"model {d['file']!r}: kind {d['kind']!r} / variant {d['variant']!r} not in "
+                             f"{KINDS} / {VARIANTS}")
+        clip = d.get("cell_clip")
+        return cls(str(d["file"]), d["kind"], d["variant"], str(d["sha256"]), int(d.get("bytes", -1)),
+                   tuple(Tensor.from_dict(t) for t in d.get("inputs", [])),
+                   tuple(Tensor.from_dict(t) for t in d.get("outputs", [])),
+                   bool(d.get("edgetpu", False)), None if clip is None else float(clip))
+
+
+@dataclass
+class Opening:
+    """The first events (field values, (n, 4)) of a held-out piece, to start playing from."""
+    piece: str
+    events: np.ndarray
+
+
+@dataclass
+class BundleMeta:
+    """bundle.json. `model` is the trainer's ModelConfig as a dict, `report` its held-out test
+    figures, `parity` how closely each model follows Keras, `source` the run it came from."""
+    name: str
+    created: str
+    codec: Codec
+    model: dict
+    models: list[ModelEntry]
+    openings: list[Opening] = field(default_factory=list)
+    report: dict = field(default_factory=dict)
+    source: dict = field(default_factory=dict)
+    parity: dict = field(default_factory=dict)
+    memory: np.ndarray | None = None   # repeat-memory weights (playbach/memory.py), None if not shipped
+    format: int = FORMAT
+
+    def to_dict(self) -> dict:
+        d = {"format": self.format, "name": self.name, "created": self.created, "codec": self.codec.to_dict(),
+             "model": self.model, "models": [m.to_dict() for m in self.models],
+             "openings": [{"piece": o.piece, "events": np.asarray(o.events).tolist()} for o in self.openings],
+             "report": self.report}
+        if self.memory is not None:
+            d["memory"] = weights_to_dict(self.memory)
+        return d | {"source": self.source, "parity": self.parity}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BundleMeta":
+        """Raises KeyError, TypeError or ValueError on a bad document (load_bundle names the file)."""
+        openings = [Opening(str(o.get("piece", i)), np.asarray(o["events"], dtype=np.int64).reshape(-1, 4))
+                    for i, o in enumerate(d.get("openings", []))]
+        return cls(name=str(d.get("name", "")), created=str(d.get("created", "")),
+                   codec=Codec.from_dict(d["codec"]), model=dict(d.get("model") or {}),
+                   models=[ModelEntry.from_dict(m) for m in d["models"]], openings=openings,
+                   report=d.get("report") or {}, source=d.get("source") or {}, parity=d.get("parity") or {},
+                   memory=weights_from_dict(d.get("memory")), format=int(d["format"]))
+
+    def write(self, folder: Path) -> Path:
+        path = Path(folder) / BUNDLE_JSON
+        path.write_text(json.dumps(self.to_dict(), indent=1))
+        return path
+
+
+@dataclass
+class Bundle:
+    """A bundle folder, read and checked."""
+    path: Path
+    meta: BundleMeta
+
+    @property
+    def codec(self) -> Codec:
+        return self.meta.codec
+
+    @property
+    def openings(self) -> list[np.ndarray]:
+        return [o.events for o in self.meta.openings]
+
+    @property
+    def opening_names(self) -> list[str]:
+        return [o.piece for o in self.meta.openings]
+
+    @property
+    def memory(self) -> np.ndarray | None:
+        return self.meta.memory
+
+    def model_entry(self, kind: str = "step", variant: str = "int8", edgetpu: bool = False) -> ModelEntry:
+        """The entry of one model; UserError listing what the bundle has if it's absent."""
+        for entry in self.meta.models:
+            if (entry.kind, entry.variant, entry.edgetpu) == (kind, variant, edgetpu):
+                return entry
+        have = [e.describe() for e in self.meta.models]
+        raise UserError(f"{self.path / BUNDLE_JSON}: no {kind} {variant}{' edgetpu' if edgetpu else ''} "
+                        f"model in this bundle (it has: {', '.join(have) or 'none'})")
+
+    def variants(self, kind: str) -> list[str]:
+        """The CPU variants of one kind of model this bundle has, in bundle.json's order."""
+        return [e.variant for e in self.meta.models if e.kind == kind and not e.edgetpu]
+
+    def most_faithful_variant(self, kind: str) -> str:
+        """The CPU variant of `kind` closest to the Keras model by the bundle's parity figures
+        (pitch top-1 agreement); bundle.json's order breaks ties and stands in for missing figures."""
+        have = self.variants(kind)
+        if not have:
+            raise UserError(f"{self.path / BUNDLE_JSON}: no {kind} model in this bundle")
+        agreement = self.meta.parity.get("pitch_top1_agreement", {})
+        return max(have, key=lambda v: (agreement.get(f"{kind}_{v}") or 0.0, -have.index(v)))
+
+    def model_path(self, entry: ModelEntry) -> Path:
+        return self.path / entry.file
+
+
+def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
+    """Read bundle.json and (with `verify`) check every model file's size and sha256."""
+    path = Path(path)
+    meta_path = path / BUNDLE_JSON
+    if not path.is_dir():
+        raise UserError(f"{path}: bundle folder not found")
+    try:
+        document = json.loads(meta_path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{meta_path}: missing (is {path} a bundle made by `playbach convert`?)") from None
+    except (OSError, ValueError) as e:
+        raise UserError(f"{meta_path}: not readable JSON ({e})") from e
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        found = document.get("format") if isinstance(document, dict) else None
+        raise UserError(f"{meta_path}: unknown bundle format {found!r} (this player reads format {FORMAT})")
+    try:
+        weights_from_dict(document.get("memory"))
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{meta_path}: bad \"memory\" entry ({e})") from e
+    try:
+        meta = BundleMeta.from_dict(document)
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{meta_path}: bad or missing entry ({e!r})") from e
+    if verify:
+        for entry in meta.models:
+            _verify_file(path / entry.file, entry)
+    return Bundle(path, meta)
+
+
+def _verify_file(file: Path, entry: ModelEntry) -> None:
+    if not file.is_file():
+        raise UserError(f"{file}: listed in {BUNDLE_JSON} but missing")
+    if entry.bytes >= 0 and file.stat().st_size != entry.bytes:
+        raise UserError(f"{file}: {file.stat().st_size} bytes, {BUNDLE_JSON} says {entry.bytes} (corrupt copy?)")
+    if file_sha256(file) != entry.sha256:
+        raise UserError(f"{file}: sha256 does not match {BUNDLE_JSON} (corrupt or replaced file)")
