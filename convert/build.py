@@ -1,4 +1,4 @@
-"""`playbach convert RUN --out models/NAME`: a trained run -> a bundle the Pi plays (contract (2)).
+"""`playbach convert RUN --out models/NAME`: a trained run -> a bundle the Pi plays (playbach/bundle.py).
 
     1. read and check the run folder (trainer/runfolder.py)
     2. rebuild the step and windowed forms with the trained weights (step.py)

@@ -7,7 +7,7 @@
               calibrated on a representative dataset of real inputs
 
 Models are converted from a tf.function with named TensorSpecs, so the TFLite signature names are
-the roles of contract (2) (onset, pitch, ..., h0, c0, ...) whatever TensorFlow calls the tensors.
+the roles bundle.json records (onset, pitch, ..., h0, c0, ...) whatever TensorFlow calls the tensors.
 """
 from __future__ import annotations
 

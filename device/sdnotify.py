@@ -53,8 +53,3 @@ class Notifier:
 
     def stopping(self) -> None:
         self.send("STOPPING=1")
-
-    def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None

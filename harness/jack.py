@@ -58,7 +58,6 @@ class JackServer:
         if shutil.which("jackd") is None:
             raise RuntimeError("jackd is not installed (Debian package jackd2; scripts/setup.sh installs it)")
         self.name, self.log_path = name, Path(log_dir) / f"jackd-{name}.log"
-        self.period_seconds = period / rate
         # this process's clients follow the newest server until it stops, then the one before
         # (a bench's server inside a test session must not leave the session's clients pointing at it)
         self.saved_env = {k: os.environ.get(k) for k in jack_env(name)}

@@ -1,4 +1,4 @@
-"""Running a bundle's model one event at a time (contract (3)), on the CPU or a Coral Edge TPU.
+"""Running a bundle's model one event at a time, on the CPU or a Coral Edge TPU.
 
     model = open_model(load_bundle("models/default"), accelerator="auto")
     model.reset()

@@ -1,7 +1,7 @@
 """Sampling one token from a probability vector: temperature, then top-k.
 
-Shared by the trainer's `generate` and the device's live loop, so a take sounds the same
-whichever side made it.
+Used by the Improviser, which drives both `generate` on the desktop and the live loop on the Pi,
+so a take sounds the same whichever side made it.
 """
 from __future__ import annotations
 

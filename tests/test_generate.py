@@ -58,7 +58,7 @@ class ChordForever:
 
 
 def test_generate_has_the_players_chord_guard():
-    """`generate` used to stack notes without end when the model insisted on onset 0."""
+    """A model that insists on onset 0 gets at most MAX_CHORD notes in a chord, then time moves on."""
     codec = Codec(4, {"onset": [0, 1, 2], "pitch": [60, 62], "duration": [1, 2], "velocity": [80]})
     opening = np.array([[0, 60, 1, 80], [1, 62, 1, 80]])
     take = generate(ChordForever(codec.sizes), codec, opening, 100, np.random.default_rng(0), temperature=0)

@@ -15,7 +15,7 @@ one-hot pitch vectors and constant tables (matmul, multiply, sum), never a gathe
 training graph and the step graph are the same ops, and the step model stays within what full
 int8 and the Edge TPU run (FULLY_CONNECTED, RESHAPE, MUL, SUM).
 
-On the cello suites with the courantes held out, pitch top-1 0.285 -> 0.35 (docs/trainer.md).
+What it buys on the cello suites is measured in docs/trainer.md.
 """
 from __future__ import annotations
 

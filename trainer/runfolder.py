@@ -1,4 +1,4 @@
-"""A trained run folder (contract (1)), read and checked: for `evaluate`, `generate` and `convert`.
+"""A trained run folder (as trainer/train.py writes it), read and checked: for `evaluate`, `generate` and `convert`.
 
 Every problem with the folder -- a missing file, unreadable JSON, a model whose vocabularies are
 not the run's codec -- is a UserError naming the file, so those commands exit 2 with a message

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -20,12 +20,6 @@ class Split:
     train: list[str]
     val: list[str]
     test: list[str]
-
-    def side_of(self) -> dict[str, str]:
-        return {name: side for side in ("train", "val", "test") for name in getattr(self, side)}
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def split_pieces(names: list[str], seed: int = 0, holdout: str | None = None,

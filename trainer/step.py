@@ -55,8 +55,8 @@ INT8_CELL_CLIP = 8.0
 def build_step_model(config: ModelConfig, trained, for_int8: bool = False, cell_clip: float | None = None):
     """Keras step model with the weights of `trained` (a model from build_model); outputs a dict by role.
 
-    `for_int8` makes the twin that full-integer quantization is calibrated on, two changes that
-    each bought pitch top-1 agreement on the default model (0.64 -> 0.94 -> 0.95):
+    `for_int8` makes the twin that full-integer quantization is calibrated on, with two changes
+    that keep the int8 model's pitch choices close to the float model's (docs/converter.md):
       * each cell state c is clipped to +-cell_clip after every step (the builder passes
         INT8_CELL_CLIP when the float model's |c| goes beyond it): a trained LSTM's c wanders to
         +-100 and more, which at 256 int8 levels leaves a step of ~1 where tanh(c) needs ~0.05;
