@@ -17,6 +17,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from needs import need_program
 
 REPO = Path(__file__).resolve().parent.parent
 INSTALL_SH = REPO / "systemd" / "install.sh"
@@ -64,7 +65,7 @@ def verify_root(root: Path) -> Path:
     if not stock.exists():
         shutil.copytree("/usr/lib/systemd/system", stock, symlinks=True)
         (root / "usr" / "bin").mkdir(parents=True, exist_ok=True)
-        shutil.copy2(shutil.which("fluidsynth") or "/usr/bin/fluidsynth", root / "usr" / "bin" / "fluidsynth")
+        shutil.copy2(need_program("fluidsynth", "fluidsynth"), root / "usr" / "bin" / "fluidsynth")
     return root
 
 

@@ -1,6 +1,6 @@
 """Fixtures of the trainer: `tiny_run`, a real run folder trained in seconds.
 
-Six cello-suite movements (symlinked from /work/shared/corpus, never copied into the repo),
+Six cello-suite movements (symlinked from the shared corpus, never copied into the repo),
 the first courante held out as the test piece, a 32-unit LSTM on 16-event windows, 2 epochs,
 trained through the real `playbach train` entry point. Other tests (the converter's) read it.
 """
@@ -8,8 +8,12 @@ import os
 from pathlib import Path
 
 import pytest
+from needs import missing
 
-CELLO = Path(os.environ.get("PLAYBACH_CELLO", "/work/shared/corpus/cello-suites"))
+REPO = Path(__file__).resolve().parent.parent
+# The corpus folder the repository sits beside (../shared/corpus); PLAYBACH_CORPUS overrides it.
+CORPUS = Path(os.environ.get("PLAYBACH_CORPUS") or REPO.parent / "shared" / "corpus")
+CELLO = CORPUS / "cello-suites"
 TINY_PIECES = ("cs1-1pre", "cs1-2all", "cs1-3cou", "cs2-1pre", "cs2-4sar", "cs3-6gig")
 
 
@@ -19,7 +23,7 @@ def link_pieces(folder: Path, names=TINY_PIECES) -> Path:
     for name in names:
         source = CELLO / f"{name}.mid"
         if not source.exists():
-            pytest.skip(f"cello suites not found at {CELLO}")
+            missing(f"cello suite movement {source} not found (set PLAYBACH_CORPUS to the corpus folder)")
         (folder / source.name).symlink_to(source)
     return folder
 
@@ -27,7 +31,7 @@ def link_pieces(folder: Path, names=TINY_PIECES) -> Path:
 @pytest.fixture(scope="session")
 def cello_dir() -> Path:
     if not CELLO.is_dir():
-        pytest.skip(f"cello suites not found at {CELLO}")
+        missing(f"cello suites not found at {CELLO} (set PLAYBACH_CORPUS to the corpus folder)")
     return CELLO
 
 

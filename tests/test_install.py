@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 from fixtures_appliance import run_install
 
 
@@ -77,6 +78,7 @@ def test_install_twice_changes_nothing_keeps_an_edited_config_and_uninstall_remo
     assert gone.returncode == 0, gone.stderr
 
 
+@pytest.mark.slow   # it refuses before pip, but runs install.sh, which the fast tier never does
 def test_install_refuses_a_folder_that_is_not_a_bundle(tmp_path):
     done = run_install(tmp_path / "root", bundle=tmp_path)
     assert done.returncode == 2

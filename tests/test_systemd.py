@@ -12,6 +12,7 @@ import subprocess
 import pytest
 
 from fixtures_appliance import read_unit, unit_path, verify_root
+from needs import need_program
 
 UNITS = ("playbach.service", "playbach-fluidsynth.service")
 # The exposure scores reached (0 = locked down, 10 = wide open); a change that raises one fails here.
@@ -20,8 +21,7 @@ CORAL_IDS = (("1a6e", "089a"), ("18d1", "9302"))
 
 
 def systemd_analyze(*args: str) -> subprocess.CompletedProcess:
-    if shutil.which("systemd-analyze") is None:
-        pytest.fail("systemd-analyze is missing (Debian package systemd; scripts/setup.sh installs it)")
+    need_program("systemd-analyze", "systemd")
     return subprocess.run(["systemd-analyze", *args], capture_output=True, text=True, timeout=60)
 
 
