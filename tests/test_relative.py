@@ -5,6 +5,7 @@ import pytest
 
 from playbach.events import FIELDS
 from playbach.trainer.model import ModelConfig, build_model
+from playbach.trainer.runfolder import model_config
 from playbach.trainer.relative import (MAX_INTERVAL, NUM_INTERVALS, IntervalEmbedding, PitchOneHots,
                                        RelativeLogits, interval_ids)
 
@@ -83,10 +84,13 @@ def test_sequence_windowed_and_step_forms_agree(relative):
 
 
 def test_configs_of_older_runs_mean_absolute_pitch():
+    """A run.json from before relative pitch and recurrent dropout is read as what it was trained
+    with, although both are on by default for a new run."""
     old = {"vocab_sizes": [5, 6, 4, 2], "embed_dims": [3, 4, 3, 2], "units": [8], "dropout": 0.2,
            "window": 6, "learning_rate": 0.005}
-    cfg = ModelConfig.from_dict(old)
-    assert cfg.relative_pitch is False and cfg.pitch_values == ()
+    cfg = model_config(old)
+    assert cfg.relative_pitch is False and cfg.pitch_values == () and cfg.recurrent_dropout == 0.0
+    assert ModelConfig(vocab_sizes=(5, 6, 4, 2)).relative_pitch is True
     assert "embed_interval" not in [layer.name for layer in build_model(cfg).layers]
 
 

@@ -126,6 +126,23 @@ def test_resume_continues_from_the_checkpoints_epoch(tiny_run, tmp_path):
 
 # --- split, baseline, report --------------------------------------------------------------------
 
+def test_train_flags_default_to_the_model_config():
+    """`playbach train` with no model flags trains ModelConfig(): one set of training defaults."""
+    import argparse
+
+    from playbach.trainer import train
+    from playbach.trainer.model import ModelConfig
+
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+    a = parser.parse_args(["--out", "x"])
+    flags = dict(embed_dims=tuple(a.embed), units=tuple(a.units), dropout=a.dropout, window=a.window,
+                 recurrent_dropout=a.recurrent_dropout, learning_rate=a.lr,
+                 relative_pitch=a.pitch == "relative", interval_dims=a.interval_dims)
+    d = ModelConfig(vocab_sizes=(1, 1, 1, 1))
+    assert flags == {name: getattr(d, name) for name in flags}
+
+
 def test_split_puts_each_piece_on_one_side_only():
     names = [f"cs{s}-{m}" for s in range(1, 7) for m in ("1pre", "2all", "3cou", "4sar", "5men", "6gig")]
     for holdout in (None, "*-3cou*"):

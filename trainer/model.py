@@ -23,14 +23,17 @@ from playbach.events import FIELDS
 
 @dataclass
 class ModelConfig:
+    """A model's shape and training hyperparameters. The defaults are `playbach train`'s (its
+    flags default to them); a run.json written before a field existed is completed with what that
+    run meant by trainer/runfolder.py, never by these defaults."""
     vocab_sizes: tuple[int, int, int, int]
     embed_dims: tuple[int, int, int, int] = (16, 32, 16, 8)
     units: tuple[int, ...] = (256, 256)
     dropout: float = 0.2               # on each LSTM layer's output
-    recurrent_dropout: float = 0.0     # on each LSTM's h inside the recurrence (training only); 0 for older runs
+    recurrent_dropout: float = 0.25    # on each LSTM's h inside the recurrence (training only)
     window: int = 64          # training window length (events); also the windowed TFLite model's N
-    learning_rate: float = 2e-3
-    relative_pitch: bool = False       # False for runs made before it existed
+    learning_rate: float = 5e-3
+    relative_pitch: bool = True        # the interval from the previous note as an input, and a pitch head on it
     pitch_values: tuple[int, ...] = ()  # the codec's pitch vocabulary; relative_pitch needs it
     interval_dims: int = 16
 

@@ -18,6 +18,14 @@ from playbach.trainer.model import ModelConfig, load_keras_model
 
 RUN_FILES = ("model.keras", "run.json", "events.npz")
 SPLITS = ("train", "val", "test")
+# What a run.json without a field meant: the model as it was trained before the field existed.
+BEFORE_FIELD = {"recurrent_dropout": 0.0, "relative_pitch": False}
+
+
+def model_config(model: dict) -> ModelConfig:
+    """run.json's "model" entry as a ModelConfig; a field missing from an older run gets the value
+    that run was trained with (BEFORE_FIELD), not today's training default."""
+    return ModelConfig.from_dict({**BEFORE_FIELD, **model})
 
 
 @dataclass
@@ -71,7 +79,7 @@ def load_run(path: str | Path) -> TrainedRun:
             raise UserError(f"{path / name}: missing from the run folder (is it a finished `playbach train` run?)")
     meta = _read_json(path / "run.json")
     try:
-        config = ModelConfig.from_dict(meta["model"])
+        config = model_config(meta["model"])
         codec = Codec.from_dict(meta["codec"])
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"{path / 'run.json'}: bad or missing 'model'/'codec' entry ({e})") from e

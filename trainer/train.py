@@ -28,6 +28,7 @@ from playbach.files import publish
 from playbach.trainer.corpus import Corpus, load_corpus, token_counts
 from playbach.trainer.dataset import make_windows, random_transpose_batches, to_inputs_targets
 from playbach.trainer.model import ModelConfig, load_keras_model
+from playbach.trainer.runfolder import model_config
 from playbach.trainer.split import Split, augment, split_pieces
 
 log = logging.getLogger(__name__)
@@ -55,13 +56,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--window", type=int, default=d.window, help="training window (events)")
     parser.add_argument("--stride", type=int, default=0, help="window step (default: window // 2)")
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=5e-3, help="Adam learning rate (5e-3 learns pitch "
-                        "in half the epochs of 2e-3 on the cello suites)")
+    parser.add_argument("--lr", type=float, default=d.learning_rate, help="Adam learning rate")
     parser.add_argument("--dropout", type=fraction, default=d.dropout, help="dropout on each LSTM layer's output")
-    parser.add_argument("--recurrent-dropout", type=fraction, default=0.25,
-                        help="dropout on the LSTM's state inside the recurrence; 0.25 lifted chorale test pitch "
-                             "top-1 from 0.540 to 0.578 (slower: no fused kernel)")
-    parser.add_argument("--pitch", default="relative", choices=["relative", "absolute"],
+    parser.add_argument("--recurrent-dropout", type=fraction, default=d.recurrent_dropout,
+                        help="dropout on the LSTM's state inside the recurrence (slower: no fused kernel)")
+    parser.add_argument("--pitch", default="relative" if d.relative_pitch else "absolute",
+                        choices=["relative", "absolute"],
                         help="relative: the model also hears the interval from the previous note and its "
                              "pitch head adds interval logits (trainer/relative.py); absolute: pitch ids only")
     parser.add_argument("--interval-dims", type=int, default=d.interval_dims, help="interval embedding size")
@@ -127,7 +127,7 @@ def resume_state(checkpoint: str, cfg: ModelConfig, codec: Codec):
         raise UserError(f"cannot resume from {path}: its vocabulary ({run_dir / 'run.json'}) does not match "
                         f"this corpus (vocab sizes {old_codec.sizes} vs {codec.sizes}, grid "
                         f"{old_codec.ticks_per_quarter} vs {codec.ticks_per_quarter})")
-    old = ModelConfig.from_dict(meta["model"])
+    old = model_config(meta["model"])
     if old != cfg:
         diff = {k: (v, getattr(cfg, k)) for k, v in old.to_dict().items() if v != getattr(cfg, k)}
         raise UserError(f"cannot resume from {path}: its model config differs (checkpoint vs now: {diff})")
