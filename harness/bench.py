@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from playbach import settings
 from playbach.bundle import load_bundle
 from playbach.runtime import interpreter_name, open_model, step_latencies
 from playbach.files import write_text_atomically
@@ -31,11 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", type=int, default=2000, help="events timed per model (default 2000)")
     parser.add_argument("--live-seconds", type=float, default=0, help="also play live for N seconds")
     parser.add_argument("--port", default=None, help="MIDI output port for the live benchmark")
-    parser.add_argument("--bpm", type=float, default=100.0, help="tempo of the live benchmark")
+    settings.add_arguments(parser, ("bpm",))   # the live benchmark's tempo: the player's default
     parser.add_argument("--midi-api", default=None, help="rtmidi API of the live benchmark (e.g. jack)")
 
 
 def run(args: argparse.Namespace) -> int:
+    settings.check_arguments(args, ("bpm",))
     result = bench_bundle(args.bundle, args.events)
     if args.live_seconds:
         from playbach.harness.livebench import run_live_bench  # needs rtmidi and JACK: only when asked

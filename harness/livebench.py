@@ -7,7 +7,7 @@ receiver (channel 16, CC 119) and times them: that is the transport's latency in
 which the onset error is reported net of. With --port (someone else's synth) only what the
 player itself reports is measured.
 
-    run_live_bench("models/default", seconds=60, bpm=120) -> dict (JSON-ready)
+    run_live_bench("models/default", seconds=60, bpm=120) -> dict (JSON-ready; bpm defaults to the player's)
 """
 from __future__ import annotations
 
@@ -25,7 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from playbach import settings
 from playbach.errors import UserError
+from playbach.settings import DEFAULTS
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +114,7 @@ def _transport(probe: Probe, messages) -> list[float]:
     return [g - s for s, g in zip(probe.sent, got)]
 
 
-def run_live_bench(bundle_path, seconds: float = 60, bpm: float = 120, port: str | None = None,
+def run_live_bench(bundle_path, seconds: float = 60, bpm: float = DEFAULTS.bpm, port: str | None = None,
                    midi_api: str | None = "jack", variant: str = "int8", accelerator: str = "auto",
                    realtime_priority: int = 0, nice: int = APPLIANCE_NICE) -> dict:
     """Play `seconds` at `bpm` and measure; see the module docstring for what and how.
@@ -257,11 +259,11 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description="live benchmark of `playbach play` (JSON to stdout)")
     p.add_argument("bundle")
     p.add_argument("--seconds", type=float, default=60)
-    p.add_argument("--bpm", type=float, default=120)
-    p.add_argument("--variant", default="int8")
-    p.add_argument("--realtime-priority", type=int, default=0)
+    p.add_argument("--variant", default="int8", help="the model measured (default int8, not the player's auto)")
+    settings.add_arguments(p, ("bpm", "realtime_priority"))
     p.add_argument("--out", help="also write the JSON here")
     a = p.parse_args()
+    settings.check_arguments(a, ("bpm", "realtime_priority"))
     logging.basicConfig(level=logging.INFO)
     report = run_live_bench(a.bundle, a.seconds, a.bpm, variant=a.variant, realtime_priority=a.realtime_priority)
     text = json.dumps(report, indent=2)

@@ -18,6 +18,7 @@ from playbach.events import Codec, merge_overlaps, notes_to_events, quantize_not
 from playbach.memory import RepeatMemory
 from playbach.midifile import read_midi
 from playbach.sampler import sample_event
+from playbach.settings import DEFAULTS
 
 SEED_EVENTS = 32    # how much of a MIDI file seeds the model (about what a bundle opening holds)
 MAX_CHORD = 12      # a model stuck on onset 0 would stack notes forever without time passing
@@ -34,7 +35,8 @@ class StepSource(Protocol):
 
 
 class Improviser:
-    def __init__(self, model: StepSource, codec: Codec, rng: np.random.Generator, temperature: float = 1.0, top_k: int = 0,
+    def __init__(self, model: StepSource, codec: Codec, rng: np.random.Generator,
+                 temperature: float = DEFAULTS.temperature, top_k: int = DEFAULTS.top_k,
                  memory: RepeatMemory | None = None):
         self.model, self.codec, self.rng = model, codec, rng
         self.temperature, self.top_k = temperature, top_k

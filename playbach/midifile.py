@@ -10,6 +10,7 @@ import numpy as np
 
 from playbach.events import Note
 from playbach.files import replace_atomically
+from playbach.settings import DEFAULTS
 
 
 def read_midi(path: str | Path) -> list[tuple[float, int, float, int]]:
@@ -44,9 +45,9 @@ def read_midi(path: str | Path) -> list[tuple[float, int, float, int]]:
     return sorted(notes)
 
 
-def write_midi(notes: Sequence[Note], path: str | Path, ticks_per_quarter: int, bpm: float = 120.0,
-               program: int = 7, channel: int = 0) -> None:
-    """Notes -> a type-0 MIDI file (atomically: temp file, then rename). Program 7 is GM clavichord."""
+def write_midi(notes: Sequence[Note], path: str | Path, ticks_per_quarter: int, bpm: float = DEFAULTS.bpm,
+               program: int = DEFAULTS.program, channel: int = 0) -> None:
+    """Notes -> a type-0 MIDI file (atomically: temp file, then rename); program -1 = no program change."""
     import mido
 
     tpb = 480 * ticks_per_quarter // np.gcd(480, ticks_per_quarter)  # a resolution the grid divides
@@ -59,7 +60,8 @@ def write_midi(notes: Sequence[Note], path: str | Path, ticks_per_quarter: int, 
     messages.sort()
     track = mido.MidiTrack()
     track.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm), time=0))
-    track.append(mido.Message("program_change", program=program, channel=channel, time=0))
+    if program >= 0:
+        track.append(mido.Message("program_change", program=program, channel=channel, time=0))
     now = 0
     for tick, on, pitch, velocity in messages:
         kind = "note_on" if on else "note_off"

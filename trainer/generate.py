@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from playbach import settings
 from playbach.errors import UserError
 from playbach.events import Codec, events_to_notes
 from playbach.improviser import Improviser, StepSource
@@ -20,25 +21,22 @@ from playbach.trainer.runfolder import load_run
 from playbach.trainer.step import KerasStepModel
 
 log = logging.getLogger(__name__)
+SHARED_SETTINGS = ("temperature", "top_k", "max_repeat", "seed", "program", "bpm")
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("run", help="run folder written by `playbach train`")
     parser.add_argument("--out", required=True, help="MIDI file to write (a .png piano roll goes beside it)")
     parser.add_argument("--events", type=int, default=400, help="events (notes) to generate")
-    parser.add_argument("--temperature", type=float, default=1.0, help="0 = always the likeliest")
-    parser.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest (0 = all)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--program", type=int, default=7, help="GM program (7 = clavichord)")
-    parser.add_argument("--bpm", type=float, default=100.0)
     parser.add_argument("--opening", type=int, default=32, help="events of the held-out piece to start from")
-    parser.add_argument("--max-repeat", type=int, default=64, help="repeat memory: longest run of events "
-                        "copied from earlier in the take (0 = off; as the device's max_repeat)")
+    # the player's own flags and defaults, so a desktop take and a live one sound alike
+    settings.add_arguments(parser, SHARED_SETTINGS)
     parser.add_argument("--piece", help="which test piece opens (default: the first)")
 
 
 def generate(model: StepSource, codec: Codec, opening: np.ndarray, n_events: int, rng: np.random.Generator,
-             temperature: float = 1.0, top_k: int = 0, memory: RepeatMemory | None = None) -> np.ndarray:
+             temperature: float = settings.DEFAULTS.temperature, top_k: int = settings.DEFAULTS.top_k,
+             memory: RepeatMemory | None = None) -> np.ndarray:
     """Field values (n, 4): the opening (its first onset 0, as the player starts) followed by
     `n_events` events sampled by the player's own loop (the memory, if given, mixed in)."""
     improviser = Improviser(model, codec, rng, temperature, top_k, memory)
@@ -49,6 +47,7 @@ def generate(model: StepSource, codec: Codec, opening: np.ndarray, n_events: int
 def run(args) -> int:
     from playbach.trainer.pianoroll import save_pianoroll
 
+    settings.check_arguments(args, SHARED_SETTINGS)
     run = load_run(args.run)
     test = run.pieces.get("test", {})
     if not test:
@@ -57,7 +56,7 @@ def run(args) -> int:
     if name not in test:
         raise UserError(f"--piece {name!r} is not a test piece of {run.path} (they are {sorted(test)})")
     opening = test[name][:max(1, args.opening)]
-    rng = np.random.default_rng(args.seed)
+    rng = np.random.default_rng(None if args.seed < 0 else args.seed)
     weights = weights_from_dict(run.meta.get("memory")) if args.max_repeat else None
     events = generate(KerasStepModel(run.config, run.model), run.codec, opening, args.events, rng,
                       args.temperature, args.top_k, RepeatMemory(weights, args.max_repeat))
