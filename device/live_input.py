@@ -14,13 +14,15 @@ input port may come and go: it is looked for until it appears and again after it
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import mido
 import numpy as np
+import rtmidi
 
 from playbach.events import merge_overlaps, notes_to_events, quantize_notes
-from playbach.device.midi_io import CHECK_CONNECTED, find_port, port_lister
+from playbach.device.midi_io import WatchedPort
 
 log = logging.getLogger(__name__)
 
@@ -41,41 +43,30 @@ def cc_to(value: int, low: float, high: float) -> float:
     return low + (high - low) * value / 127
 
 
-class LiveInput:
+class LiveInput(WatchedPort):
+    client_class = rtmidi.MidiIn
+    direction = "input"
+    connected_text = "listening on input port '{name}'"
+
     def __init__(self, api: str, wanted: str, ticks_per_quarter: int, gap: float = 1.0,
                  cc_temperature: int = -1, cc_tempo: int = -1, retry_seconds: float = 1.0):
-        self.api, self.wanted, self.tpq, self.gap = api, wanted, ticks_per_quarter, gap
-        self.cc_temperature, self.cc_tempo, self.retry_seconds = cc_temperature, cc_tempo, retry_seconds
-        self.midi_in = None
-        self.port_name = None                             # the source port while listening
+        super().__init__(api, wanted, retry_seconds, client_name="playbach-in")
+        self.tpq, self.gap = ticks_per_quarter, gap
+        self.cc_temperature, self.cc_tempo = cc_temperature, cc_tempo
         self.clock = 0.0                                  # seconds, summed from rtmidi's deltas
         self.down: dict[int, tuple[float, int]] = {}     # pitch -> (clock, velocity) of keys held
         self.phrase: list[tuple[float, int, float, int]] = []  # (start, pitch, seconds, velocity)
         self.last_activity = float("-inf")                # monotonic time of the last key event
-        self.last_check = float("-inf")
-        self.state = ""
 
-    def _connect(self, now: float) -> None:
-        if now - self.last_check < self.retry_seconds:
-            return
-        self.last_check = now
-        lister = port_lister(self.api, output=False, client_name="playbach-in")
-        if lister is None:
-            text, level = f"the {self.api} MIDI system is not running; retrying", logging.WARNING
-        else:
-            names = lister.get_ports()
-            name = find_port(names, self.wanted)
-            if name is None:
-                lister.delete()
-                text, level = f"no MIDI input port matching '{self.wanted}'; ports: {names}; retrying", logging.WARNING
-            else:   # the lister becomes the input: one client, no callback
-                lister.ignore_types(sysex=True, timing=True, active_sense=True)
-                lister.open_port(names.index(name), "in")
-                self.midi_in, self.port_name = lister, name
-                text, level = f"listening on input port '{name}'", logging.INFO
-        if text != self.state:
-            log.log(level, "%s", text)
-            self.state = text
+    def _on_connect(self) -> None:
+        self.client.ignore_types(sysex=True, timing=True, active_sense=True)
+
+    def _on_vanish(self) -> None:
+        """Unplugged keyboard: let go of its held keys, or the model would wait on them forever."""
+        for pitch, (start, velocity) in self.down.items():
+            self.phrase.append((start, pitch, self.clock - start, velocity))
+        self.down.clear()
+        self.last_activity = time.monotonic()
 
     def _take(self, data: list[int], now: float) -> LiveNews | None:
         try:
@@ -96,30 +87,12 @@ class LiveInput:
             return LiveNews(bpm=cc_to(msg.value, *BPM_RANGE))
         return None
 
-    def _check_source(self, now: float) -> None:
-        """Unplugged keyboard: let go of its held keys (or the model would wait on them forever),
-        close our client and look for the port again, as the output does."""
-        if now - self.last_check < CHECK_CONNECTED:
-            return
-        self.last_check = now
-        if self.port_name in self.midi_in.get_ports():
-            return
-        for pitch, (start, velocity) in self.down.items():
-            self.phrase.append((start, pitch, self.clock - start, velocity))
-        self.down.clear()
-        self.last_activity = now
-        self.state = f"input port '{self.port_name}' vanished; waiting for it to come back"
-        log.warning("%s", self.state)
-        self.close()
-
     def poll(self, now: float, bpm: float) -> LiveNews:
         """Drain what arrived; a phrase is finished after `gap` s of silence with no key down."""
         news = LiveNews()
-        if self.midi_in is None:
-            self._connect(now)
-        else:
+        if self.connected:
             self._drain(news, now)
-            self._check_source(now)
+        super().poll(now)
         news.playing = bool(self.down) or (bool(self.phrase) and now - self.last_activity < self.gap)
         if self.phrase and not news.playing:
             news.phrase = self.to_events(self.phrase, bpm)
@@ -127,7 +100,7 @@ class LiveInput:
         return news
 
     def _drain(self, news: LiveNews, now: float) -> None:
-        while (item := self.midi_in.get_message()) is not None:
+        while (item := self.client.get_message()) is not None:
             data, delta = item
             self.clock += delta
             knob = self._take(data, now)
@@ -143,10 +116,3 @@ class LiveInput:
         notes, _ = quantize_notes(raw, self.tpq)
         notes, _ = merge_overlaps(notes)
         return notes_to_events(notes)
-
-    def close(self) -> None:
-        if self.midi_in is not None:
-            self.midi_in.close_port()
-            self.midi_in.delete()
-            self.midi_in = None
-        self.port_name = None

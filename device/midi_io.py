@@ -1,14 +1,22 @@
-"""The MIDI output: a port found by name substring (or a virtual one), kept alive unattended.
+"""MIDI ports found by name and kept alive unattended: the output the player plays to, and the
+base of the live input it listens to.
 
-mido with python-rtmidi, ALSA by default or JACK. The port list is watched through one rtmidi
-client kept open for the purpose (opening a client per look would cost a JACK client each
-time). When the port vanishes the output stops sending; when it is back the output reopens it,
-sends the program and all-notes-off, and carries on. Each change of state is logged once.
+python-rtmidi, ALSA by default or JACK. A `WatchedPort` is one rtmidi client that looks at the
+port list (every `retry_seconds` while the port is missing, every CHECK_CONNECTED while it is
+open) and opens the first port whose name contains the wanted text. One client does both jobs:
+opening a client per look would cost a JACK client each time. When the port vanishes (a synth
+unplugged) it is closed and looked for again; each change of state is logged once.
+
+Closing drains first. JACK delivers what a client queued only in its next process cycle, and a
+port closed before that cycle loses it: under CPU load the last chord's note_offs and CC 123
+never reached the synth, which then holds those notes forever. So the output sends its final
+note_offs and all-notes-off, waits DRAIN_SECONDS, and only then closes.
 """
 from __future__ import annotations
 
 import logging
 import time
+from typing import Callable
 
 import mido
 import rtmidi
@@ -17,25 +25,15 @@ from playbach.errors import UserError
 
 log = logging.getLogger(__name__)
 
-APIS = {"alsa": "LINUX_ALSA", "jack": "UNIX_JACK"}
 RT_APIS = {"alsa": rtmidi.API_LINUX_ALSA, "jack": rtmidi.API_UNIX_JACK}
-CHECK_CONNECTED = 0.5  # seconds between looks at the port list while playing
+CHECK_CONNECTED = 0.5  # seconds between looks at the port list while a port is open
+DRAIN_SECONDS = 0.2    # many JACK periods, even on a loaded machine; well inside the 1 s to exit
 
 
-def backend(api: str) -> mido.Backend:
-    if api not in APIS:
-        raise UserError(f"midi_api '{api}' is not one of {', '.join(APIS)}")
-    return mido.Backend(f"mido.backends.rtmidi/{APIS[api]}", load=True)
-
-
-def port_lister(api: str, output: bool = True, client_name: str = "playbach-watch"):
-    """An rtmidi client used only for its port list (MidiOut lists destinations), or None
-    while the MIDI system is not there (e.g. the JACK server not started yet)."""
-    cls = rtmidi.MidiOut if output else rtmidi.MidiIn
-    try:
-        return cls(RT_APIS[api], name=client_name)
-    except rtmidi.SystemError:
-        return None
+def check_api(api: str) -> int:
+    if api not in RT_APIS:
+        raise UserError(f"midi_api '{api}' is not one of {', '.join(RT_APIS)}")
+    return RT_APIS[api]
 
 
 def find_port(names: list[str], wanted: str) -> str | None:
@@ -45,74 +43,88 @@ def find_port(names: list[str], wanted: str) -> str | None:
     return next((n for n in names if wanted.lower() in n.lower()), None)
 
 
-def note_message(kind: str, pitch: int, velocity: int, channel: int) -> mido.Message:
-    return mido.Message(kind, note=pitch, velocity=velocity, channel=channel)
+class WatchedPort:
+    """A MIDI port found by a substring of its name, reopened whenever it comes back.
 
+    Subclasses say which rtmidi class they are (`client_class`) and what to do on connecting
+    (`_on_connect`) and before the port closes or after it vanished (`_on_close`, `_on_vanish`).
+    Use as a context manager, or call `close()`.
+    """
 
-class MidiOutput:
-    """Sends notes on one channel to one port, surviving the port coming and going."""
+    client_class: type = rtmidi.MidiOut
+    direction = "output"
+    connected_text = "playing to port '{name}' ({api})"
 
-    def __init__(self, api: str, port: str = "", virtual_port: str = "", channel: int = 0,
-                 program: int = -1, velocity_scale: float = 1.0, retry_seconds: float = 1.0):
-        self.api, self.wanted, self.virtual = api, port, virtual_port
-        self.channel, self.program, self.velocity_scale = channel, program, velocity_scale
-        self.retry_seconds = retry_seconds
-        self.backend = backend(api)
-        self.lister = None          # made on the first look at the port list
-        self.port = None            # the open mido port, None while disconnected
-        self.name = None            # the port's name while connected
-        self.sounding: set[int] = set()
-        self.channels_used: set[int] = set()
+    def __init__(self, api: str, wanted: str = "", retry_seconds: float = 1.0, client_name: str = "playbach"):
+        self.api, self.wanted, self.retry_seconds = api, wanted, retry_seconds
+        self.rtapi = check_api(api)
+        self.client_name = client_name
+        self.client = None          # the rtmidi client, made on the first look
+        self.name: str | None = None  # the open port's name, None while disconnected
+        self.watching = True        # False for a virtual port: nothing to look for
         self.last_check = float("-inf")
-        self.state = ""             # logged once per change
-        if virtual_port:
-            self.port = self.backend.open_output(virtual_port, virtual=True)
-            self.name = virtual_port
-            self._set_state(f"virtual output port '{virtual_port}' open", logging.INFO)
-            self._start_sound()
+        self.state = ""
 
     @property
     def connected(self) -> bool:
-        return self.port is not None
+        return self.name is not None
 
     def _set_state(self, text: str, level: int) -> None:
         if text != self.state:
             log.log(level, "%s", text)
             self.state = text
 
-    # --- finding the port --------------------------------------------------------------------
-    def poll(self, now: float) -> None:
-        """Look at the port list now and then: notice a vanished port, reopen a returned one."""
-        interval = CHECK_CONNECTED if self.connected else self.retry_seconds
-        if self.virtual or now - self.last_check < interval:
-            return
-        self.last_check = now
-        if self.lister is None:
-            self.lister = port_lister(self.api)
-            if self.lister is None:
+    def _make_client(self) -> bool:
+        if self.client is None:
+            try:
+                self.client = self.client_class(self.rtapi, name=self.client_name)
+            except rtmidi.SystemError:   # e.g. the JACK server not started yet, no /dev/snd/seq
                 self._set_state(f"the {self.api} MIDI system is not running; retrying every "
                                 f"{self.retry_seconds:g} s", logging.WARNING)
-                return
-        names = self.lister.get_ports()
+                return False
+        return True
+
+    def open_virtual(self, name: str) -> None:
+        """Create a port others connect to, instead of looking for one."""
+        self.watching = False
+        if not self._make_client():
+            raise UserError(f"cannot create virtual port '{name}': the {self.api} MIDI system is not running")
+        self.client.open_virtual_port(name)
+        self.name = name
+        self._set_state(f"virtual {self.direction} port '{name}' open", logging.INFO)
+        self._on_connect()
+
+    def poll(self, now: float) -> None:
+        """Look at the port list now and then: notice a vanished port, open a (re)appeared one."""
+        interval = CHECK_CONNECTED if self.connected else self.retry_seconds
+        if not self.watching or now - self.last_check < interval:
+            return
+        self.last_check = now
+        if not self._make_client():
+            return
+        names = self.client.get_ports()
         if self.connected:
             if self.name not in names:
-                self._drop(f"port '{self.name}' vanished; waiting for it to come back")
+                self._set_state(f"{self.direction} port '{self.name}' vanished; waiting for it to come back",
+                                logging.WARNING)
+                self._on_vanish()
+                self._close_port()
             return
         name = find_port(names, self.wanted)
         if name is None:
-            self._set_state(f"no MIDI output port matching '{self.wanted}' ({self.api}); ports: {names}; "
-                            f"retrying every {self.retry_seconds:g} s", logging.WARNING)
+            self._set_state(f"no MIDI {self.direction} port matching '{self.wanted}' ({self.api}); "
+                            f"ports: {names}; retrying every {self.retry_seconds:g} s", logging.WARNING)
             return
         try:
-            self.port = self.backend.open_output(name)
-        except OSError as e:  # it went away between the list and the open
+            self.client.open_port(names.index(name), self.direction)
+        except (rtmidi.RtMidiError, ValueError) as e:   # it went away between the list and the open
             self._set_state(f"cannot open port '{name}': {e}", logging.WARNING)
             return
         self.name = name
-        self._set_state(f"playing to port '{name}' ({self.api})", logging.INFO)
-        self._start_sound()
+        self._set_state(self.connected_text.format(name=name, api=self.api), logging.INFO)
+        self._on_connect()
 
-    def wait(self, should_stop, idle=lambda: None) -> bool:
+    def wait(self, should_stop: Callable[[], bool], idle: Callable[[], None] = lambda: None) -> bool:
         """Block until the port is there (True) or `should_stop()` (False), calling `idle` meanwhile."""
         while not self.connected:
             if should_stop():
@@ -123,30 +135,74 @@ class MidiOutput:
                 time.sleep(0.05)
         return True
 
-    def _start_sound(self) -> None:
+    def _close_port(self) -> None:
+        try:
+            self.client.close_port()
+        except Exception:  # closing a dead port may fail; it is gone either way
+            pass
+        self.name = None
+
+    def close(self) -> None:
+        if self.connected:
+            self._on_close()
+            self._close_port()
+        if self.client is not None:
+            self.client.delete()
+            self.client = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- what subclasses add -----------------------------------------------------------------
+    def _on_connect(self) -> None:
+        pass
+
+    def _on_vanish(self) -> None:
+        pass
+
+    def _on_close(self) -> None:
+        pass
+
+
+class MidiOutput(WatchedPort):
+    """Sends notes on one channel to one port, surviving the port coming and going; every
+    note it struck is ended at the receiver before the port closes."""
+
+    def __init__(self, api: str, port: str = "", virtual_port: str = "", channel: int = 0,
+                 program: int = -1, velocity_scale: float = 1.0, retry_seconds: float = 1.0):
+        super().__init__(api, port, retry_seconds, client_name="playbach")
+        self.channel, self.program, self.velocity_scale = channel, program, velocity_scale
+        self.sounding: set[int] = set()
+        self.channels_used: set[int] = set()
+        if virtual_port:
+            self.open_virtual(virtual_port)
+
+    def _on_connect(self) -> None:
         """Fresh connection: silence whatever the receiver had left, then set the instrument."""
         self.sounding.clear()
         self.all_notes_off()
         if self.program >= 0:
             self._send(mido.Message("program_change", program=self.program, channel=self.channel))
 
-    def _drop(self, why: str) -> None:
-        self._set_state(why, logging.WARNING)
-        try:
-            self.port.close()
-        except Exception:  # closing a dead port may fail; it is gone either way
-            pass
-        self.port, self.name = None, None
-        self.sounding.clear()
+    def _on_vanish(self) -> None:
+        self.sounding.clear()   # the receiver is gone; it gets all-notes-off when it is back
 
-    # --- sending -----------------------------------------------------------------------------
+    def _on_close(self) -> None:
+        self.all_notes_off()
+        time.sleep(DRAIN_SECONDS)
+
     def _send(self, msg: mido.Message) -> None:
-        if self.port is None:
+        if not self.connected:
             return
         try:
-            self.port.send(msg)
+            self.client.send_message(msg.bytes())
         except Exception as e:  # rtmidi raises on a broken connection
-            self._drop(f"sending to '{self.name}' failed ({e}); waiting for the port")
+            self._set_state(f"sending to '{self.name}' failed ({e}); waiting for the port", logging.WARNING)
+            self.sounding.clear()
+            self._close_port()
         else:
             self.channels_used.add(msg.channel)
 
@@ -158,21 +214,12 @@ class MidiOutput:
                 self.sounding.add(pitch)
             else:
                 self.sounding.discard(pitch)
-            self._send(note_message(kind, pitch, velocity, self.channel))
+            self._send(mido.Message(kind, note=pitch, velocity=velocity, channel=self.channel))
 
     def all_notes_off(self) -> None:
         """Explicit note_offs for what we left sounding, then CC 123 on every channel we used."""
         for pitch in sorted(self.sounding):
-            self._send(note_message("note_off", pitch, 0, self.channel))
+            self._send(mido.Message("note_off", note=pitch, velocity=0, channel=self.channel))
         self.sounding.clear()
         for channel in sorted(self.channels_used | {self.channel}):
             self._send(mido.Message("control_change", control=123, value=0, channel=channel))
-
-    def close(self) -> None:
-        if self.port is not None:
-            self.all_notes_off()
-            self.port.close()
-            self.port = None
-        if self.lister is not None:
-            self.lister.delete()
-            self.lister = None

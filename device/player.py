@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import time
+from contextlib import ExitStack
 
 import numpy as np
 
@@ -63,11 +64,18 @@ class Player:
         log.info("%s: stopping", signal.Signals(signum).name)
         self.stop_requested = True
 
-    def _open(self) -> None:
+    def _on_watchdog(self, _signum, _frame) -> None:
+        # systemd's watchdog sends SIGABRT (and SIGCONT, should we be stopped) when the loop has
+        # hung: unwind from wherever it hangs, so the ports still close with every note ended
+        raise WatchdogAbort("SIGABRT (the watchdog?): the play loop stopped answering")
+
+    def _open(self, ports: ExitStack) -> None:
         from playbach.bundle import load_bundle
         from playbach.runtime import open_model
 
         s = self.s
+        imports_done = time.monotonic()   # python, numpy and the player's modules are loaded by now
+        imports_took = process_age()
         self.bundle = load_bundle(s["bundle"])
         try:
             self.model = open_model(self.bundle, s["accelerator"], s["model_kind"], s["variant"])
@@ -79,9 +87,11 @@ class Player:
             variant = s["variant"] if s["variant"] in have else self.bundle.most_faithful_variant("windowed")
             log.warning("%s; falling back to the windowed %s model", e, variant)
             self.model = open_model(self.bundle, s["accelerator"], "windowed", variant)
-        log.info("model %s on %s", self.model.name, self.model.backend)
         self.model.step(np.zeros(4, dtype=np.int64))   # the first invoke is slow: pay it before the clock starts
         self.model.reset()
+        # how a start's time splits, for anyone timing a boot (journald stamps the line too)
+        log.info("model %s on %s; started in %.2f s: python and imports %.2f s, runtime and model load %.2f s",
+                 self.model.name, self.model.backend, process_age(), imports_took, time.monotonic() - imports_done)
         rng = np.random.default_rng(None if s["seed"] < 0 else s["seed"])
         memory = RepeatMemory(self.bundle.memory if s["max_repeat"] else None, s["max_repeat"])
         if s["max_repeat"] and self.bundle.memory is None:
@@ -94,13 +104,15 @@ class Player:
                                           str(self.bundle.path))
         log.info("starting from %s (%d events)", origin, len(seed))
         self.improviser.prime(seed)
-        self.output = MidiOutput(s["midi_api"], s["port"], s["virtual_port"], s["channel"] - 1,
-                                 s["program"], s["velocity_scale"], s["retry_seconds"])
+        self.output = ports.enter_context(MidiOutput(s["midi_api"], s["port"], s["virtual_port"],
+                                                     s["channel"] - 1, s["program"], s["velocity_scale"],
+                                                     s["retry_seconds"]))
         self.live = None
         if s["input_port"]:
             from playbach.device.live_input import LiveInput
-            self.live = LiveInput(s["midi_api"], s["input_port"], self.bundle.codec.ticks_per_quarter,
-                                  s["live_gap"], s["cc_temperature"], s["cc_tempo"], s["retry_seconds"])
+            self.live = ports.enter_context(LiveInput(s["midi_api"], s["input_port"],
+                                                      self.bundle.codec.ticks_per_quarter, s["live_gap"],
+                                                      s["cc_temperature"], s["cc_tempo"], s["retry_seconds"]))
 
     def status(self) -> str:
         return (f"{self.model.name} on {self.model.backend}, {self.scheduler.bpm:g} BPM, "
@@ -111,25 +123,44 @@ class Player:
         started = time.monotonic()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
+        signal.signal(signal.SIGABRT, self._on_watchdog)
         if self.s["realtime_priority"]:
             set_realtime(self.s["realtime_priority"])
-        self._open()
-        keep = bool(self.s["record"] or self.s["stats"])
-        if not self.output.wait(lambda: self.stop_requested, lambda: self.notifier.watchdog(time.monotonic())):
-            self.output.close()
-            return 0
-        self.scheduler = Scheduler(self.bundle.codec.ticks_per_quarter, self.s["bpm"],
-                                   time.monotonic() + START_DELAY, keep_played=keep)
-        self.play_start = self.scheduler.origin_time
-        code = 0
         try:
-            self._loop()
-        except Exception:  # logged, and a non-zero exit so systemd restarts us
-            log.exception("the play loop failed")
-            code = 1
-        finally:
+            code = self._play()
+        except WatchdogAbort as e:   # hung before the loop began: the ports are closed all the same
+            log.error("%s", e)
+            return 1
+        if code is not None:
             self._finish(started)
-        return code
+        return code or 0
+
+    def _play(self) -> int | None:
+        """Open, wait for the port, play until told to stop; None if stopped before playing.
+        The ports close on every way out of here, their final note_offs delivered first."""
+        with ExitStack() as ports:
+            self._open(ports)
+            if not self.output.wait(lambda: self.stop_requested,
+                                    lambda: self.notifier.watchdog(time.monotonic())):
+                return None
+            keep = bool(self.s["record"] or self.s["stats"])
+            self.scheduler = Scheduler(self.bundle.codec.ticks_per_quarter, self.s["bpm"],
+                                       time.monotonic() + START_DELAY, keep_played=keep)
+            self.play_start = self.scheduler.origin_time
+            code = 0
+            try:
+                self._loop()
+            except WatchdogAbort as e:
+                log.error("%s", e)
+                code = 1
+            except Exception:  # logged, and a non-zero exit so systemd restarts us
+                log.exception("the play loop failed")
+                code = 1
+            finally:
+                self.notifier.stopping()
+                self.stopped_at = time.monotonic()
+                self.output.send(self.scheduler.stop(self.stopped_at))
+            return code
 
     def _loop(self) -> None:
         s, sched, out = self.s, self.scheduler, self.output
@@ -200,12 +231,8 @@ class Player:
 
     # --- stopping ------------------------------------------------------------------------------
     def _finish(self, started: float) -> None:
-        self.notifier.stopping()
-        now = time.monotonic()
-        self.output.send(self.scheduler.stop(now))
-        self.output.close()   # all-notes-off on every channel used, then close
-        if self.live is not None:
-            self.live.close()
+        """After the ports closed: say what was played, write the recording and the stats."""
+        now = self.stopped_at
         played = sorted(self.scheduler.played, key=lambda p: (p.on_time, p.pitch))
         log.info("stopped after %.1f s, %d notes played", now - self.play_start, self.notes_played)
         if self.s["record"]:
@@ -219,6 +246,19 @@ class Player:
                 "model": self.model.name, "backend": self.model.backend, "bpm": self.s["bpm"],
                 "inference_seconds": self.inference,
                 "note_ons": [[p.on_time, p.pitch] for p in played]})
+
+
+class WatchdogAbort(Exception):
+    """The play loop was interrupted by SIGABRT, which systemd's watchdog sends."""
+
+
+def process_age() -> float:
+    """Seconds since this process started (Linux: its start time in /proc, on the boot clock)."""
+    try:
+        start_ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+    return time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK")
 
 
 def set_realtime(priority: int) -> None:
