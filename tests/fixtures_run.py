@@ -28,6 +28,17 @@ def link_pieces(folder: Path, names=TINY_PIECES) -> Path:
     return folder
 
 
+def link_chorales(folder: Path, count: int) -> Path:
+    """A corpus folder of symlinks to the first `count` Bach chorales music21 carries (every
+    install of the trainer has them: no shared corpus needed)."""
+    from music21 import corpus
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for source in sorted(corpus.getComposer("bach", fileExtensions=("mxl",)))[:count]:
+        (folder / source.name).symlink_to(source)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def cello_dir() -> Path:
     if not CELLO.is_dir():

@@ -1,4 +1,5 @@
-"""The trainer end to end on real cello-suite files: corpus, split, train, evaluate, generate."""
+"""The trainer end to end on real music: corpus reading on chorales music21 carries, split, train,
+evaluate, generate on the tiny run (cello-suite movements)."""
 import hashlib
 import json
 import logging
@@ -7,7 +8,7 @@ import mido
 import numpy as np
 import pytest
 
-from fixtures_run import link_pieces
+from fixtures_run import link_chorales
 from playbach.cli import main
 from playbach.events import FIELDS, Codec, Note
 from playbach.midifile import read_midi, write_midi
@@ -35,7 +36,6 @@ def test_tiny_run_has_the_contracted_files(tiny_run):
 
 # --- corpus -----------------------------------------------------------------------------------
 
-THREE = ("cs1-1pre", "cs2-2all", "cs3-3cou")
 
 
 @pytest.fixture
@@ -45,9 +45,9 @@ def cache(tmp_path, monkeypatch):
 
 
 def test_corpus_parses_once_then_reads_the_cache(tmp_path, cache):
-    folder = link_pieces(tmp_path / "corpus", THREE)
+    folder = link_chorales(tmp_path / "corpus", 3)
     first = load_corpus(str(folder), progress=False)
-    assert [p.name for p in first.pieces] == list(THREE)
+    assert [p.name for p in first.pieces] == sorted(f.stem for f in folder.iterdir())
     assert first.cached_files == 0 and len(list((cache / "notes").glob("*.json"))) == 3
     second = load_corpus(str(folder), progress=False)
     assert second.cached_files == 3
@@ -55,7 +55,7 @@ def test_corpus_parses_once_then_reads_the_cache(tmp_path, cache):
 
 
 def test_corrupt_and_empty_files_are_skipped_and_named(tmp_path, cache, caplog):
-    folder = link_pieces(tmp_path / "corpus", THREE)
+    folder = link_chorales(tmp_path / "corpus", 3)
     (folder / "garbage.mid").write_bytes(b"MThd this is not a midi file")
     (folder / "empty.mid").write_bytes(b"")
     with caplog.at_level(logging.WARNING):
@@ -213,4 +213,6 @@ def test_generate_writes_a_midi_file_and_a_piano_roll(tiny_run, tmp_path):
     notes = read_midi(take)
     assert len(notes) == 48
     assert (tmp_path / "take.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert [m.program for m in mido.MidiFile(take).tracks[0] if m.type == "program_change"] == [7]
+    midi = mido.MidiFile(take)   # the player's defaults: harpsichord, 90 bpm
+    assert [m.program for m in midi.tracks[0] if m.type == "program_change"] == [6]
+    assert [round(mido.tempo2bpm(m.tempo)) for m in midi.tracks[0] if m.type == "set_tempo"] == [90]
