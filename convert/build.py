@@ -23,6 +23,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -32,10 +33,13 @@ from playbach.errors import UserError
 from playbach.events import FIELDS
 from playbach.files import publish
 from playbach.memory import weights_from_dict
-from playbach.runtime import open_entry
+from playbach.runtime import StepModel, open_entry
 from playbach.trainer.runfolder import TrainedRun, load_run
 from playbach.trainer.step import (INT8_CELL_CLIP, build_step_model, build_windowed_model, state_sizes,
                                    step_roles)
+
+if TYPE_CHECKING:
+    import keras
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +85,7 @@ def parse_variants(tokens: list[str]) -> list[tuple[str, str]]:
     return sorted(set(wanted), key=ALL.index)
 
 
-def build_bundle(run_path, out, wanted: list[tuple[str, str]] = ALL, openings: int = 8,
+def build_bundle(run_path: str | Path, out: str | Path, wanted: list[tuple[str, str]] = ALL, openings: int = 8,
                  opening_events: int = 32, test_pieces: int = 8) -> Path:
     """Convert the run into a bundle at `out` (replaced only once the new one is complete)."""
     source = load_run(run_path)
@@ -234,7 +238,7 @@ def _windowed_int8_child(run_path: str, samples_path: str, out_path: str) -> Non
     Path(out_path).write_bytes(tflite.convert(model, specs, "int8", calibration.as_dataset(samples)))
 
 
-def reached_diff(step_float32, trained, test_ids) -> float:
+def reached_diff(step_float32: StepModel, trained: keras.Model, test_ids: dict[str, np.ndarray]) -> float:
     """Max |step float32 - Keras| when float32 is not itself a requested variant."""
     return max(parity.compare(parity.keras_sequence_probs(trained, ids), parity.step_probs(step_float32, ids))
                ["max_abs_diff"] for ids in test_ids.values())

@@ -11,9 +11,10 @@ from typing import Callable, Iterable
 import numpy as np
 
 from playbach.events import FIELDS
+from playbach.runtime import StepModel
 
 
-def step_samples(float_step, pieces: dict[str, np.ndarray], count: int = 500,
+def step_samples(float_step: StepModel, pieces: dict[str, np.ndarray], count: int = 500,
                  events_per_piece: int = 256) -> list[dict[str, np.ndarray]]:
     """Up to `count` step-model input dicts (one-hot fields + the states reached), spread over pieces."""
     samples = []

@@ -8,9 +8,16 @@ error). Per model: pitch top-1 agreement, mean KL(keras || tflite) per field, ma
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from playbach.events import FIELDS
+from playbach.improviser import StepSource
+from playbach.runtime import WindowedModel
+
+if TYPE_CHECKING:
+    import keras
 
 FLOAT_MAX_ABS_DIFF = 1e-4
 INT8_PITCH_TOP1 = 0.97
@@ -31,13 +38,13 @@ def compare(reference: list[np.ndarray], converted: list[np.ndarray]) -> dict:
             "positions": int(len(reference[0]))}
 
 
-def keras_sequence_probs(trained, ids: np.ndarray) -> list[np.ndarray]:
+def keras_sequence_probs(trained: keras.Model, ids: np.ndarray) -> list[np.ndarray]:
     """The Keras model's next-event probabilities after each prefix of one piece: 4 arrays (n, V)."""
     out = trained({f: ids[None, :, j].astype(np.int32) for j, f in enumerate(FIELDS)}, training=False)
     return [np.asarray(out[f])[0] for f in FIELDS]
 
 
-def step_probs(step_model, ids: np.ndarray) -> list[np.ndarray]:
+def step_probs(step_model: StepSource, ids: np.ndarray) -> list[np.ndarray]:
     step_model.reset()
     rows = [step_model.step(event) for event in ids]
     return [np.stack([r[j] for r in rows]) for j in range(4)]
@@ -52,13 +59,13 @@ def windows_of(pieces: dict[str, np.ndarray], window: int, count: int) -> np.nda
     return np.stack([chunks[i] for i in picks])
 
 
-def keras_window_probs(windowed_keras, windows: np.ndarray) -> list[np.ndarray]:
+def keras_window_probs(windowed_keras: keras.Model, windows: np.ndarray) -> list[np.ndarray]:
     out = windowed_keras.predict({f: windows[:, :, j].astype(np.int32) for j, f in enumerate(FIELDS)},
                                  batch_size=64, verbose=0)
     return [np.asarray(out[f]) for f in FIELDS]
 
 
-def windowed_probs(windowed_model, windows: np.ndarray) -> list[np.ndarray]:
+def windowed_probs(windowed_model: WindowedModel, windows: np.ndarray) -> list[np.ndarray]:
     rows = [windowed_model.predict_window(w) for w in windows]
     return [np.stack([r[j] for r in rows]) for j in range(4)]
 

@@ -11,11 +11,15 @@ the roles bundle.json records (onset, pitch, ..., h0, c0, ...) whatever TensorFl
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 
 from playbach.bundle import VARIANTS, Quantization, Tensor
+
+if TYPE_CHECKING:
+    import keras
 
 
 def _concrete_function(model, specs: dict[str, tuple[tuple[int, ...], str]]):
@@ -31,7 +35,7 @@ def _concrete_function(model, specs: dict[str, tuple[tuple[int, ...], str]]):
     return serve.get_concrete_function()
 
 
-def convert(model, specs: dict[str, tuple[tuple[int, ...], str]], variant: str,
+def convert(model: keras.Model, specs: dict[str, tuple[tuple[int, ...], str]], variant: str,
             representative: Callable[[], Iterable[dict[str, np.ndarray]]] | None = None) -> bytes:
     """One variant of `model` with inputs `specs` (name -> (shape, dtype)) as .tflite bytes."""
     import tensorflow as tf
@@ -59,7 +63,7 @@ def convert(model, specs: dict[str, tuple[tuple[int, ...], str]], variant: str,
     return converter.convert()
 
 
-def io_table(model_path, roles_in: list[str], roles_out: list[str]) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+def io_table(model_path: str | Path, roles_in: list[str], roles_out: list[str]) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
     """Each signature input/output as a bundle Tensor (role, name, shape, dtype, quantization)."""
     from playbach.runtime import load_interpreter_module
 

@@ -114,7 +114,7 @@ def _transport(probe: Probe, messages) -> list[float]:
     return [g - s for s, g in zip(probe.sent, got)]
 
 
-def run_live_bench(bundle_path, seconds: float = 60, bpm: float = DEFAULTS.bpm, port: str | None = None,
+def run_live_bench(bundle_path: str | Path, seconds: float = 60, bpm: float = DEFAULTS.bpm, port: str | None = None,
                    midi_api: str | None = "jack", variant: str = "int8", accelerator: str = "auto",
                    realtime_priority: int = 0, nice: int = APPLIANCE_NICE) -> dict:
     """Play `seconds` at `bpm` and measure; see the module docstring for what and how.

@@ -21,7 +21,7 @@ import time
 from collections import deque
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
-from typing import Callable
+from typing import Any, Callable, Union
 
 import numpy as np
 
@@ -36,6 +36,7 @@ EDGETPU_LIBRARY = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "
 AUTO_BURST = 200  # steps timed on each accelerator when both work
 
 _interpreter_module: tuple[ModuleType, str] | None = None
+Interpreter = Any   # the TFLite Interpreter class of whichever module load_interpreter_module found
 
 
 def load_interpreter_module() -> ModuleType:
@@ -98,7 +99,7 @@ def _lookup(codes: np.ndarray, table: tuple[np.ndarray, int]) -> np.ndarray:
 class _Runner:
     """An interpreter plus the bundle's input/output rows, tensors found by name."""
 
-    def __init__(self, interpreter, entry: ModelEntry, backend: str):
+    def __init__(self, interpreter: Interpreter, entry: ModelEntry, backend: str):
         self.interpreter = interpreter
         self.entry = entry
         self.name = entry.file
@@ -133,7 +134,7 @@ class _Runner:
 class StepModel(_Runner):
     """One event in, next-event probabilities out; LSTM state carried in this object."""
 
-    def __init__(self, interpreter, entry: ModelEntry, backend: str):
+    def __init__(self, interpreter: Interpreter, entry: ModelEntry, backend: str):
         super().__init__(interpreter, entry, backend)
         self.state_roles = [r.role for r in entry.inputs if r.role not in FIELDS]
         # (output index, input index, code table or None) per state: an int8 state
@@ -178,7 +179,7 @@ class WindowedModel(_Runner):
     thing to "more of the same" the model has seen.
     """
 
-    def __init__(self, interpreter, entry: ModelEntry, backend: str):
+    def __init__(self, interpreter: Interpreter, entry: ModelEntry, backend: str):
         super().__init__(interpreter, entry, backend)
         self.window = int(self.inputs[FIELDS[0]][1].shape[1])
         self.reset()
@@ -200,9 +201,12 @@ class WindowedModel(_Runner):
         return self._probs()
 
 
+Model = Union[StepModel, WindowedModel]
+
+
 # --- opening a model on an accelerator -----------------------------------------------------------
 
-def open_edgetpu_interpreter(model_path: str):
+def open_edgetpu_interpreter(model_path: str) -> Interpreter:
     """Interpreter with the Edge TPU delegate (Google's pycoral only if it is importable)."""
     module = load_interpreter_module()
     try:  # Google's pycoral (not the unrelated PyPI package of that name) knows the device names
@@ -215,22 +219,23 @@ def open_edgetpu_interpreter(model_path: str):
     return module.Interpreter(model_path=model_path, experimental_delegates=[delegate])
 
 
-def open_cpu_interpreter(model_path: str):
+def open_cpu_interpreter(model_path: str) -> Interpreter:
     return load_interpreter_module().Interpreter(model_path=model_path, num_threads=1)
 
 
-def open_entry(entry: ModelEntry, model_path: str | Path, opener: Callable | None = None, backend: str = "cpu"):
+def open_entry(entry: ModelEntry, model_path: str | Path, opener: Callable | None = None,
+               backend: str = "cpu") -> Model:
     """A StepModel or WindowedModel of one model file (on the CPU unless `opener` says otherwise)."""
     cls = StepModel if entry.kind == "step" else WindowedModel
     return cls((opener or open_cpu_interpreter)(str(model_path)), entry, backend)
 
 
-def _build(bundle: Bundle, entry: ModelEntry, opener: Callable, backend: str):
+def _build(bundle: Bundle, entry: ModelEntry, opener: Callable, backend: str) -> Model:
     return open_entry(entry, bundle.model_path(entry), opener, backend)
 
 
 def open_model(bundle: Bundle, accelerator: str = "auto", kind: str = "step", variant: str = "auto",
-               edgetpu_opener: Callable | None = None):
+               edgetpu_opener: Callable | None = None) -> Model:
     """A StepModel or WindowedModel of the bundle on "cpu", "edgetpu" or "auto" (the faster that works).
 
     Variant "auto" means int8 on the Edge TPU (the only kind it runs) and on the CPU the variant
@@ -268,12 +273,12 @@ def open_model(bundle: Bundle, accelerator: str = "auto", kind: str = "step", va
     return faster
 
 
-def time_steps(model, bundle: Bundle, steps: int) -> float:
+def time_steps(model: Model, bundle: Bundle, steps: int) -> float:
     """Median seconds per step over `steps` events of the bundle's openings."""
     return float(np.median(step_latencies(model, bundle, steps)))
 
 
-def step_latencies(model, bundle: Bundle, steps: int) -> np.ndarray:
+def step_latencies(model: Model, bundle: Bundle, steps: int) -> np.ndarray:
     """Seconds of each of `steps` calls of model.step, fed the bundle's openings (token 0 if none)."""
     events = np.concatenate(bundle.openings) if bundle.openings else np.zeros((1, 4), np.int64)
     ids = bundle.codec.encode(events)

@@ -23,11 +23,15 @@ runtime on the Pi, so `playbach generate` and `playbach play` share one loop (pl
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from playbach.events import FIELDS
 from playbach.trainer.model import ModelConfig, build_model, heads
+
+if TYPE_CHECKING:   # Keras is imported only when a model is built
+    import keras
 
 PREVIOUS_PITCH = "prev_pitch"
 
@@ -52,7 +56,8 @@ def step_roles(config: ModelConfig) -> list[str]:
 INT8_CELL_CLIP = 8.0
 
 
-def build_step_model(config: ModelConfig, trained, for_int8: bool = False, cell_clip: float | None = None):
+def build_step_model(config: ModelConfig, trained: keras.Model, for_int8: bool = False,
+                     cell_clip: float | None = None) -> keras.Model:
     """Keras step model with the weights of `trained` (a model from build_model); outputs a dict by role.
 
     `for_int8` makes the twin that full-integer quantization is calibrated on, with two changes
@@ -99,7 +104,7 @@ def build_step_model(config: ModelConfig, trained, for_int8: bool = False, cell_
     return model
 
 
-def build_windowed_model(config: ModelConfig, trained, batch_size: int | None = 1):
+def build_windowed_model(config: ModelConfig, trained: keras.Model, batch_size: int | None = 1) -> keras.Model:
     """The training model at a fixed window N = config.window, last step only, trained weights."""
     # recurrent dropout is a no-op at inference; without it the LSTM keeps its plain fused form
     inference = replace(config, recurrent_dropout=0.0)
@@ -112,7 +117,7 @@ class KerasStepModel:
     """The Keras step model with its state carried here: reset() and step(ids) -> four distributions,
     as playbach.runtime.StepModel does with the converted model."""
 
-    def __init__(self, config: ModelConfig, trained):
+    def __init__(self, config: ModelConfig, trained: keras.Model):
         import tensorflow as tf
 
         self.model = build_step_model(config, trained)
