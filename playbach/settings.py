@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from playbach.bundle import KINDS, VARIANTS
 from playbach.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -43,9 +44,9 @@ class Settings:
     """The settings of a take, with their defaults; `playbach play` takes every one."""
     bundle: str = setting(str(DEFAULT_BUNDLE), "bundle folder made by `playbach convert` (default: the "
                           "checkout's models/default, else /opt/playbach/models/default)", shown="models/default")
-    model_kind: str = setting("step", "step model (state carried) or windowed fallback", ("step", "windowed"))
+    model_kind: str = setting("step", "step model (state carried) or windowed fallback", KINDS)
     variant: str = setting("auto", "model variant in the bundle; auto = int8 on an Edge TPU, else the most "
-                           "faithful (parity)", ("auto", "int8", "float16", "dynamic", "float32"))
+                           "faithful (parity)", ("auto", *VARIANTS))
     accelerator: str = setting("auto", "auto tries the Edge TPU and keeps the faster", ("auto", "cpu", "edgetpu"))
     midi_api: str = setting("alsa", "MIDI system (rtmidi API)", ("alsa", "jack"))
     port: str = setting("", "output port: a substring of its name; '' = the first port")
