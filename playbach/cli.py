@@ -10,12 +10,14 @@ import argparse
 import importlib
 import logging
 import sys
+from pathlib import Path
 
 from playbach.errors import UserError
 
 COMMANDS = {
     "train": ("playbach.trainer.train", "train a model on a Bach corpus"),
-    "evaluate": ("playbach.trainer.evaluate", "evaluate a run on its held-out test pieces"),
+    "evaluate": ("playbach.trainer.evaluate", "evaluate a run on its held-out test pieces, or a bundle "
+                 "on a corpus: evaluate BUNDLE --corpus FILE_OR_DIR [--split test] [--json OUT]"),
     "generate": ("playbach.trainer.generate", "write a MIDI file (and piano roll) from a run"),
     "convert": ("playbach.convert.build", "turn a run into a TFLite / Edge TPU bundle"),
     "play": ("playbach.device.player", "play a bundle live to a MIDI port (the Pi daemon)"),
@@ -23,6 +25,15 @@ COMMANDS = {
 }
 
 log = logging.getLogger("playbach")
+BUNDLE_EVALUATE = "playbach.evaluate_bundle"
+
+
+def module_name(command: str, rest: list[str]) -> str:
+    """The module that runs `command`. `evaluate` of a folder holding bundle.json goes to the core's
+    bundle scorer, which needs no TensorFlow (the Pi can run it); of a run folder to the trainer's."""
+    if command == "evaluate" and any((Path(a) / "bundle.json").is_file() for a in rest if not a.startswith("-")):
+        return BUNDLE_EVALUATE
+    return COMMANDS[command][0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,12 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_parser(name, help=help_text, add_help=False)
     known, _ = top.parse_known_args(argv)  # which command? exits with usage if none
 
-    module = importlib.import_module(COMMANDS[known.command][0])
+    rest = argv[argv.index(known.command) + 1:]
+    module = importlib.import_module(module_name(known.command, rest))
     parser = argparse.ArgumentParser(prog=f"playbach {known.command}",
                                      description=COMMANDS[known.command][1])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     module.add_arguments(parser)
-    rest = argv[argv.index(known.command) + 1:]
     args = parser.parse_args(rest)
     logging.basicConfig(level=logging.DEBUG if (args.verbose or known.verbose) else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")

@@ -28,6 +28,8 @@ from playbach.events import GRIDS, merge_overlaps, notes_to_events, quantize_not
 from playbach.midifile import read_midi
 from playbach.errors import UserError
 from playbach.files import write_text_atomically
+from playbach.jsb import GRID as JSB_GRID, SPLITS as JSB_SPLITS, read_jsb
+from playbach.trainer.split import Split
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +208,27 @@ def load_corpus(directory: str | None = None, workers: int = 2, progress: bool =
     pieces.sort(key=lambda p: p.name)
     return Corpus(source, pieces, grid, len(every), rounded, merged, skipped,
                   time.perf_counter() - started, hits)
+
+
+def jsb_corpus(path: str) -> tuple[Corpus, Split]:
+    """The JSB benchmark file (playbach/jsb.py) and its own split, as given: train / valid / test.
+    Nothing is merged (every voice's note is an event) and nothing else is mixed in."""
+    started = time.perf_counter()
+    sides = read_jsb(path)
+    pieces = [Piece(p.name, p.events) for side in JSB_SPLITS for p in sides[side]]
+    corpus = Corpus(str(path), pieces, JSB_GRID, sum(len(p.events) for p in pieces), 0, 0,
+                    parse_s=time.perf_counter() - started)
+    names = {side: [p.name for p in sides[side]] for side in JSB_SPLITS}
+    return corpus, Split(train=names["train"], val=names["valid"], test=names["test"])
+
+
+def check_windows(corpus: Corpus, window: int) -> None:
+    """Every piece holds one window (window + 1 events), else a UserError naming file and piece:
+    for the benchmark, where a piece too short to train on would silently drop out of training."""
+    for p in corpus.pieces:
+        if len(p.events) < window + 1:
+            raise UserError(f"{corpus.source}: piece {p.name} has {len(p.events)} events, fewer than one "
+                            f"window ({window} + 1); choose a smaller --window")
 
 
 # --- token counts for the report ---------------------------------------------------------------

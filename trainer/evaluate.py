@@ -14,6 +14,7 @@ import numpy as np
 
 from playbach.events import FIELDS, Codec
 from playbach.files import write_text_atomically
+from playbach.jsb import steps16
 from playbach.memory import weights_to_dict
 from playbach.trainer import ngram, repeats
 from playbach.trainer.runfolder import load_run
@@ -84,9 +85,30 @@ def evaluate(model, codec: Codec, sides: dict[str, dict[str, np.ndarray]]) -> di
         "memory": weights_to_dict(lstm_weights),          # what run.json and the bundle carry
         "memory_ngram": weights_to_dict(ngram_weights),
     }
+    result["per_step16"] = {
+        "test": per_step16(ids["test"], codec, {"lstm": score(lstm["test"], None), "ngram": score(ngram_test, None),
+                                                "lstm_memory": score(lstm["test"], lstm_weights),
+                                                "ngram_memory": score(ngram_test, ngram_weights)}),
+        "val": per_step16(ids["val"], codec, {  # the n-gram's order was chosen on these pieces
+            "lstm": repeats.mixed_scores(lstm["val"], ids["val"], replays["val"], None),
+            "ngram": repeats.mixed_scores(ngram_val, ids["val"], replays["val"], None)})}
     result["pitch_top1_vs_ngram"] = _ratio(result["test"], result["baseline"]["ngram"])
     result["memory_pitch_top1_vs_ngram_memory"] = _ratio(result["test_memory"], result["baseline"]["ngram_memory"])
     return result
+
+
+def per_step16(pieces: list[np.ndarray], codec: Codec, scored: dict[str, dict]) -> dict:
+    """Each model's NLL in the JSB benchmark's measure, as `playbach evaluate BUNDLE` reports it: a
+    piece's NLL summed over its events and heads, the first event (which nothing predicts here)
+    as uniform over each head's vocabulary, over the pieces' 16th steps (and over their notes)."""
+    steps = float(sum(steps16(codec.decode(p), codec.ticks_per_quarter) for p in pieces))
+    notes = int(sum(len(p) for p in pieces))
+    first = float(sum(np.log(codec.sizes))) * len(pieces)
+    out: dict = {"pieces": len(pieces), "steps16": steps, "notes": notes}
+    for name, scores in scored.items():
+        total = first + sum(scores[f]["nll"] for f in FIELDS) * (notes - len(pieces))
+        out[name] = {"nll_per_step16": total / max(steps, 1e-9), "nll_per_note": total / max(notes, 1)}
+    return out
 
 
 def _ratio(a: dict, b: dict) -> float | None:

@@ -25,7 +25,8 @@ import numpy as np
 from playbach.events import FIELDS, Codec
 from playbach.errors import UserError
 from playbach.files import publish
-from playbach.trainer.corpus import Corpus, load_corpus, token_counts
+from playbach.jsb import looks_like_jsb
+from playbach.trainer.corpus import Corpus, check_windows, jsb_corpus, load_corpus, token_counts
 from playbach.trainer.dataset import make_windows, random_transpose_batches, to_inputs_targets
 from playbach.trainer.model import ModelConfig, load_keras_model
 from playbach.trainer.runfolder import model_config
@@ -45,8 +46,8 @@ def fraction(text: str) -> float:
 
 def add_arguments(parser) -> None:
     d = ModelConfig(vocab_sizes=(1, 1, 1, 1))
-    parser.add_argument("--corpus", help="folder of .mid/.midi/.mxl/.musicxml/.krn files "
-                        "(default: music21's bundled Bach chorales)")
+    parser.add_argument("--corpus", help="folder of .mid/.midi/.mxl/.musicxml/.krn files, or the JSB "
+                        "benchmark's Jsb16thSeparated.json (its own split) (default: music21's bundled Bach chorales)")
     parser.add_argument("--holdout", help="glob of test piece names, e.g. '*-3cou*' (default: seeded 10%%)")
     parser.add_argument("--out", required=True, help="run folder to write, e.g. runs/NAME")
     parser.add_argument("--epochs", type=int, default=30, help="most epochs (early stopping ends sooner)")
@@ -210,11 +211,18 @@ def run(args) -> int:
     if out.exists() and not args.resume:
         raise UserError(f"{out} already exists: choose another --out, or --resume {out}/checkpoint.keras")
 
-    corpus = load_corpus(args.corpus, workers=args.workers)
+    benchmark = bool(args.corpus) and looks_like_jsb(args.corpus)
+    if benchmark and args.holdout:
+        raise UserError(f"--holdout: {args.corpus} has its own train / valid / test split, used as is")
+    if benchmark:
+        corpus, split = jsb_corpus(args.corpus)
+    else:
+        corpus = load_corpus(args.corpus, workers=args.workers)
     log.info("corpus %s: %d pieces, %d events, grid %d (%d of %d notes rounded), %d overlaps merged, "
              "%d skipped", corpus.source, len(corpus.pieces), corpus.events, corpus.grid, corpus.rounded,
              corpus.notes, corpus.merged, len(corpus.skipped_files))
-    split = split_pieces([p.name for p in corpus.pieces], args.seed, args.holdout)
+    if not benchmark:
+        split = split_pieces([p.name for p in corpus.pieces], args.seed, args.holdout)
     sides = split_events(corpus, split)
     codec = fit_codec(corpus, args.transpose)
     relative = args.pitch == "relative"
@@ -223,6 +231,8 @@ def run(args) -> int:
                       learning_rate=args.lr, relative_pitch=relative,
                       pitch_values=tuple(codec.vocab["pitch"]) if relative else (),
                       interval_dims=args.interval_dims)
+    if benchmark:
+        check_windows(corpus, cfg.window)
     stride = args.stride or max(1, args.window // 2)
     train_w, val_w = prepare_windows(sides, codec, cfg, stride, args.transpose, corpus.source,
                                       args.augment)
