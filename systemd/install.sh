@@ -121,8 +121,18 @@ check_python() {
 
 # --- the venv: the device extra only --------------------------------------------------
 # A hash of the package's sources decides whether pip runs again (idempotent and fast).
+# The package's code folders, as setup.cfg's package_dir names them (a folder added there is
+# copied and hashed without touching this script).
+code_dirs() {
+    "$PYTHON" -c 'import configparser, sys
+c = configparser.ConfigParser(); c.read(sys.argv[1])
+print(" ".join(sorted({line.split("=")[1].strip() for line in c["options"]["package_dir"].splitlines() if "=" in line})))' \
+        "$REPO/setup.cfg"
+}
+
 source_hash() {
-    (cd "$REPO" && find playbach device trainer convert -name '*.py' -print0 | sort -z \
+    # shellcheck disable=SC2046 # folder names without spaces, by construction
+    (cd "$REPO" && find $(code_dirs) -name '*.py' -print0 | sort -z \
         | xargs -0 cat setup.cfg pyproject.toml | sha256sum | cut -d' ' -f1)
 }
 
@@ -139,8 +149,8 @@ install_venv() {
     # build from a copy: pip would otherwise leave build/ and *.egg-info in the checkout
     local src="$WORK/src"
     mkdir -p "$src"
-    cp -R "$REPO/setup.cfg" "$REPO/pyproject.toml" "$REPO/README.md" \
-          "$REPO/playbach" "$REPO/device" "$REPO/trainer" "$REPO/convert" "$src/"
+    cp -R "$REPO/setup.cfg" "$REPO/pyproject.toml" "$REPO/README.md" "$src/"
+    for d in $(code_dirs); do cp -R "$REPO/$d" "$src/"; done
     find "$src" -name __pycache__ -prune -exec rm -rf {} +
     say "installing the device extra into $venv (pip)"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$src[device]"
@@ -191,12 +201,16 @@ start_units() {
         systemctl_ enable "${enable[@]}"
         return
     fi
-    if command -v udevadm >/dev/null; then
+    # only where udevd runs (not in a chroot that builds an SD card image: there it would fail)
+    if command -v udevadm >/dev/null && [ -S /run/udev/control ]; then
         udevadm control --reload
         udevadm trigger --subsystem-match=usb --subsystem-match=sound || true
     fi
     if ! systemd_running; then
-        say "systemd is not running here: units installed but not started"
+        # e.g. a chroot building an image: enabling is only symlinks and works offline, so the
+        # service still starts on the first boot
+        systemctl enable "${enable[@]}"
+        say "systemd is not running here: units installed and enabled, not started"
         return
     fi
     systemctl daemon-reload
@@ -217,7 +231,12 @@ fi
 check_python
 if [ "$LIVE" -eq 1 ]; then
     apt_install python3-venv
-    ((WITH_FLUIDSYNTH)) && apt_install fluidsynth fluid-soundfont-gm
+    if ((WITH_FLUIDSYNTH)); then
+        # any General MIDI soundfont the unit's default path points to will do (e.g. the 6 MB
+        # timgm6mb-soundfont); fluid-soundfont-gm (140 MB) only when there is none
+        apt_install fluidsynth
+        [ -e /usr/share/sounds/sf2/default-GM.sf2 ] || apt_install fluid-soundfont-gm
+    fi
     getent group audio >/dev/null || groupadd --system audio
 fi
 [ -f "$BUNDLE/bundle.json" ] || die "$BUNDLE: not a model bundle (no bundle.json); give --bundle DIR"

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# The appliance, booted: an emulated Raspberry Pi 4 (arm64, Cortex-A72) with real systemd, a
+# USB MIDI synth on a virtual USB bus, and faults. Every check of issue 10 in one run.
+#
+#   sudo bash scripts/pi-vm.sh [--json OUT] [--rebuild] [--keep-vm-dir]
+#
+# 1. host tools (qemu-system-arm, mmdebstrap, qemu-user-static, binfmt-support), like setup.sh;
+# 2. a bootable Debian bookworm arm64 disk image, cached in .cache/pi-vm/ and keyed by a hash of
+#    everything that goes into it (packages, these scripts, the checkout files install.sh uses);
+#    playbach is installed into it by its own systemd/install.sh (scripts/pivm/build.sh);
+# 3. qemu-system-aarch64 -M virt -cpu cortex-a72 -accel tcg, serial console, no network; the
+#    in-guest agent (scripts/pivm/agent.py) plugs a USB MIDI gadget in, records what the synth
+#    receives, runs the faults and reports on the console (scripts/pivm/driver.py reads it);
+# 4. OUT (default bench/results/pi-vm.json) with every figure and check, and OUT's serial log
+#    beside it (OUT without .json, plus .serial.log). Exit 1 if a check fails, 2 if a step fails.
+# Needs root (mmdebstrap, chroot, mounts). Details: docs/appliance.md#the-emulated-pi.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=$REPO/.cache/pi-vm
+OUT=$REPO/bench/results/pi-vm.json
+REBUILD=0
+KEEP=0
+TIMEOUT=${PIVM_TIMEOUT:-1500}   # seconds for the whole boot-and-check run: it cannot hang
+
+while [ $# -gt 0 ]; do
+    case $1 in
+        --json) OUT=$(realpath -m "${2:?--json needs a file}"); shift 2 ;;
+        --json=*) OUT=$(realpath -m "${1#*=}"); shift ;;
+        --rebuild) REBUILD=1; shift ;;
+        --keep-vm-dir) KEEP=1; shift ;;
+        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "pi-vm.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+log() { echo "[pi-vm $(date +%T)] $*" >&2; }
+die() { echo "pi-vm.sh: FAILED: $*" >&2; exit 2; }
+
+[ "$(id -u)" = 0 ] || die "setup: needs root (mmdebstrap, chroot and mounts): run it with sudo"
+
+# --- host tools, the way scripts/setup.sh installs them ------------------------------------------
+HOST_PACKAGES=(qemu-system-arm mmdebstrap arch-test qemu-user-static binfmt-support e2fsprogs python3)
+host_tools() {
+    local missing=() p
+    for p in "${HOST_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+    done
+    ((${#missing[@]})) || return 0
+    log "setup: installing ${missing[*]}"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >&2 \
+        || die "setup: apt-get install ${missing[*]} failed"
+}
+
+# arm64 programs in the build root run under qemu-user through binfmt_misc (F flag: the
+# interpreter is opened at registration, so no copy is needed inside the root).
+binfmt() {
+    [ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc \
+        || die "setup: cannot mount binfmt_misc (qemu-user needs it to build an arm64 root)"
+    [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || update-binfmts --enable qemu-aarch64 >&2 \
+        || die "setup: update-binfmts --enable qemu-aarch64 failed"
+    grep -q '^enabled' /proc/sys/fs/binfmt_misc/qemu-aarch64 || echo 1 > /proc/sys/fs/binfmt_misc/qemu-aarch64
+}
+
+# shellcheck source=pivm/build.sh
+. "$REPO/scripts/pivm/build.sh"
+trap build_cleanup EXIT
+trap 'exit 130' INT TERM   # the EXIT trap cleans up; the driver kills its qemu on the way out
+
+host_tools
+mkdir -p "$CACHE" "$(dirname "$OUT")"
+BASE=$CACHE/base-$(base_key)
+IMAGE=$CACHE/image-$(image_key)
+if [ $REBUILD = 1 ]; then rm -rf --one-file-system "$BASE" "$IMAGE"; fi
+BUILD_SECONDS=0
+if [ ! -f "$IMAGE/disk.img" ]; then
+    start=$SECONDS
+    binfmt
+    [ -d "$BASE/root" ] || build_base "$BASE"
+    build_image "$IMAGE" "$BASE"
+    BUILD_SECONDS=$((SECONDS - start))
+    log "build: done in ${BUILD_SECONDS} s ($IMAGE)"
+    # keep only what this checkout uses: an image is 1-2 GB
+    for old in "$CACHE"/base-* "$CACHE"/image-*; do
+        [ "$old" = "$BASE" ] || [ "$old" = "$IMAGE" ] || rm -rf --one-file-system "$old"
+    done
+else
+    log "build: cached image $IMAGE"
+fi
+
+log "boot: qemu-system-aarch64 -M virt -cpu cortex-a72 (TCG); every check in one run (up to ${TIMEOUT} s)"
+args=(--image "$IMAGE" --json "$OUT" --timeout "$TIMEOUT" --build-seconds "$BUILD_SECONDS")
+[ $KEEP = 0 ] || args+=(--keep)
+exec python3 "$REPO/scripts/pivm/driver.py" "${args[@]}"

@@ -1,0 +1,326 @@
+"""pi-vm's in-guest agent: the person who plugs the synth in, pulls cables and breaks things.
+
+Started at boot by pivm-agent.service (test image only; ordered before playbach.service so
+that at shutdown it stops *after* the player and hears its last note_offs). It plugs the USB
+MIDI synth in at once, as a synth that is connected at power-on, records what the synth
+receives (recorder.py), runs the checks of issue 10 one after another, each bounded in time,
+and reports on the serial console. The reboot check needs two boots: /var/lib/pivm/phase says
+which one this is, and results.json carries the figures across. The second boot ends with
+`systemctl poweroff`, which ends qemu.
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gadget import MidiGadget, usb_device_node            # noqa: E402
+from guest import (STATE, UNIT, Console, active_state, first_message, first_port_line, journal, load_results,  # noqa: E402
+                   main_pid, mono_prop, run, save_results, set_config_key, show, wait_for)
+from recorder import Recorder, balance                    # noqa: E402
+
+PHASE = STATE / "phase"
+CONFIG = Path("/etc/playbach/config.toml")
+# pid.codes' test VID/PID; the product string becomes the ALSA card and sequencer client name
+SYNTH = MidiGadget("synth", 0x1209, 0x0001, "PiVM Synth", "PiVMGadget")
+CORAL = (0x1a6e, 0x089a)
+NOTE_TIMEOUT = 300       # s: the slowest start seen under TCG is well under this
+UNPLUG_CYCLES = 20
+SEED = 10                # the unplug points are random, but the same in every run
+
+
+class Agent:
+    def __init__(self) -> None:
+        self.console = Console()
+        self.results = load_results()
+        self.boot = 2 if PHASE.exists() and PHASE.read_text().strip() == "boot2" else 1
+        self.recorder = Recorder(SYNTH.card_id, STATE / "midi.log", self.boot)
+        self.rng = random.Random(SEED + self.boot)
+        self.stopping = False
+
+    # --- bookkeeping -----------------------------------------------------------------------
+    def check(self, name: str, func) -> dict:
+        """Run one check; its figures and pass/fail go to results.json and the console."""
+        self.console.mark("check-start", check=name)
+        start = time.monotonic()
+        try:
+            figures = func()
+        except Exception as e:  # a broken check is a failed check, reported, not a dead agent
+            (STATE / "agent-errors.txt").open("a").write(f"{name}:\n{traceback.format_exc()}\n")
+            figures = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+        figures["seconds"] = round(time.monotonic() - start, 1)
+        self.results["checks"][name] = figures
+        save_results(self.results)
+        self.console.mark("check", check=name, **figures)
+        return figures
+
+    def wait_note(self, after: float, timeout: float = NOTE_TIMEOUT) -> float | None:
+        return self.recorder.wait_note_after(after, timeout)
+
+    def playing(self, seconds: float) -> None:
+        """Let the music go on for a while (and make sure it does)."""
+        self.wait_note(time.monotonic() - 1, NOTE_TIMEOUT)
+        time.sleep(seconds)
+
+    # --- boot 1 ----------------------------------------------------------------------------
+    def boot_check(self) -> dict:
+        """Power-on to first note, and how that time splits."""
+        note = self.wait_note(0.0)
+        wait_for(lambda: active_state() == "active", 60)
+        m = show("", "KernelTimestampMonotonic", "InitRDTimestampMonotonic", "UserspaceTimestampMonotonic",
+                 "FinishTimestampMonotonic")
+        wait_for(lambda: show("", "FinishTimestampMonotonic").get("FinishTimestampMonotonic", "0") != "0", 60)
+        entries = journal("-u", UNIT, "-b")
+        start = mono_prop(UNIT, "ExecMainStartTimestampMonotonic") or 0.0
+        # the player's first log line comes right after its imports; then the model is loaded
+        imports = first_message(entries, "realtime", start) or first_message(entries, "", start)
+        model = first_message(entries, "model ", start)
+        port = first_port_line(entries, start)
+        # the player's own account of its start, where it logs one ("started in ...")
+        told = model and re.search(r"python and imports ([\d.]+) s, runtime and model load ([\d.]+) s", model[1])
+        figures = {
+            "first_note_mono": note,
+            "ready_mono": mono_prop(UNIT, "ActiveEnterTimestampMonotonic"),
+            "userspace_start_mono": int(m.get("UserspaceTimestampMonotonic", 0)) / 1e6,
+            "systemd_finish_mono": int(show("", "FinishTimestampMonotonic")["FinishTimestampMonotonic"]) / 1e6,
+            "playbach_exec_mono": start,
+            "imports_done_mono": imports and imports[0],
+            "model_loaded_mono": model and model[0],
+            "port_opened_mono": port and port[0],
+            "port_line": port and port[1],
+            "player_says_imports_s": told and float(told.group(1)),
+            "player_says_model_load_s": told and float(told.group(2)),
+            "systemd_analyze": run("systemd-analyze", "time").stdout.strip(),
+            "sequencer_clients": run("aconnect", "-o").stdout,
+        }
+        # what `port = ""` (the shipped default) would pick: the first client that is not Through
+        clients = re.findall(r"client \d+: '([^']*)'", figures["sequencer_clients"])
+        figures["first_port_default_would_pick"] = next((c for c in clients if "through" not in c.lower()), None)
+        figures["ok"] = note is not None and figures["ready_mono"] is not None
+        return figures
+
+    def stop_check(self) -> dict:
+        """`systemctl stop playbach` ends every sounding note at the synth."""
+        self.playing(8)
+        t = time.monotonic()
+        stopped = run("systemctl", "stop", UNIT, timeout=120).returncode == 0
+        stop_s = time.monotonic() - t
+        time.sleep(1.0)                          # the last USB transfers
+        left = balance(self.recorder.snapshot()).stuck()
+        run("systemctl", "start", "--no-block", UNIT)
+        t2 = time.monotonic()
+        note = self.wait_note(t2)
+        return {"ok": stopped and not left and note is not None, "stop_s": round(stop_s, 2),
+                "sounding_after_stop": left, "start_to_note_s": note and round(note - t2, 2)}
+
+    def kill_check(self, sig: int) -> dict:
+        """kill -9 (restart) or kill -STOP (watchdog): systemd must bring the music back."""
+        self.playing(4)
+        pid = main_pid()
+        t = time.monotonic()
+        os.kill(pid, sig)
+        timeout = NOTE_TIMEOUT + (40 if sig == signal.SIGSTOP else 0)
+        note = self.wait_note(t, timeout)
+        figures = {"pid": pid, "new_pid": main_pid(), "to_note_s": note and round(note - t, 2),
+                   "nrestarts": int(show(UNIT).get("NRestarts", 0))}
+        if sig == signal.SIGSTOP:
+            wd = first_message(journal("-u", UNIT, "-b"), "Watchdog timeout", t - 1)
+            figures["watchdog_logged"] = bool(wd)
+            figures["watchdog_after_s"] = wd and round(wd[0] - t, 2)
+        figures["ok"] = note is not None and figures["new_pid"] != pid
+        if sig == signal.SIGSTOP:
+            figures["ok"] = figures["ok"] and figures["watchdog_logged"]
+        return figures
+
+    def unplug_check(self) -> dict:
+        """The synth unplugged and plugged back UNPLUG_CYCLES times at random points of the music."""
+        self.playing(2)
+        cycles = []
+        for i in range(UNPLUG_CYCLES):
+            time.sleep(self.rng.uniform(0.2, 3.0))
+            t_out = SYNTH.unplug()
+            time.sleep(self.rng.uniform(0.2, 1.5))
+            t_in = SYNTH.plug()
+            note = self.wait_note(t_in, 120)
+            events = [e for e in self.recorder.snapshot() if note is None or e.t < note]
+            left = balance(events).stuck(before=t_out)
+            cycles.append({"out_s": round(t_in - t_out, 2), "resume_s": note and round(note - t_in, 2),
+                           "left_sounding": len(left)})
+            self.console.mark("unplug", cycle=i + 1, **cycles[-1])
+        resumed = sum(c["resume_s"] is not None and not c["left_sounding"] for c in cycles)
+        times = sorted(c["resume_s"] for c in cycles if c["resume_s"] is not None)
+        return {"ok": resumed == UNPLUG_CYCLES, "cycles": len(cycles), "resumed": resumed,
+                "resume_s_median": times[len(times) // 2] if times else None,
+                "resume_s_max": times[-1] if times else None, "per_cycle": cycles}
+
+    def udev_plug_check(self) -> dict:
+        """Plugging the synth in while the service is stopped starts it (70-playbach.rules)."""
+        SYNTH.unplug()
+        run("systemctl", "stop", UNIT, timeout=120)
+        wait_for(lambda: active_state() == "inactive", 30)
+        time.sleep(2)
+        t = SYNTH.plug()
+        started = wait_for(lambda: active_state() in ("activating", "active"), 30)
+        note = self.wait_note(t)
+        return {"ok": started and note is not None, "service_started": started,
+                "plug_to_note_s": note and round(note - t, 2)}
+
+    def coral_check(self) -> dict:
+        """A device with the Coral's IDs gets the group and mode the rules promise."""
+        SYNTH.unplug()
+        coral = MidiGadget("coral", *CORAL, "Coral Test", "PiVMCoral")
+        coral.create()
+        coral.plug()
+        wait_for(lambda: usb_device_node(*CORAL) is not None, 30)
+        run("udevadm", "settle", "--timeout=30")
+        node = usb_device_node(*CORAL)
+        figures: dict = {"node": str(node)}
+        if node is not None and node.exists():
+            st = node.stat()
+            import grp
+            figures["group"] = grp.getgrgid(st.st_gid).gr_name
+            figures["mode"] = oct(st.st_mode & 0o777)
+            props = run("udevadm", "info", "--query=property", str(node)).stdout
+            figures["systemd_tag"] = bool(re.search(r"^(CURRENT_)?TAGS=.*:systemd:", props, re.M))
+            figures["systemd_wants"] = re.search(r"^SYSTEMD_WANTS=(.*)$", props, re.M) and \
+                re.search(r"^SYSTEMD_WANTS=(.*)$", props, re.M).group(1)
+        coral.remove()
+        SYNTH.plug()
+        figures["ok"] = (figures.get("group") == "audio" and figures.get("mode") == "0o660"
+                         and "playbach.service" in (figures.get("systemd_wants") or ""))
+        return figures
+
+    def bad_config_check(self) -> dict:
+        """An unknown key: the journal names file and key, the unit ends failed, a fix plays again."""
+        self.playing(2)
+        good = CONFIG.read_text()
+        CONFIG.write_text(good + "tempo = 100\n")
+        t = time.monotonic()
+        run("systemctl", "restart", "--no-block", UNIT)
+        limit = wait_for(lambda: show(UNIT, "ActiveState", "Result") == {"ActiveState": "failed",
+                                                                          "Result": "start-limit-hit"}, 420, 1)
+        t_failed = time.monotonic()
+        state = show(UNIT)
+        entries = journal("-u", UNIT, "-b")
+        named = [e for e in entries if "unknown key 'tempo'" in (m := e.get("MESSAGE", "")) and str(CONFIG) in m]
+        fails = [int(e["__MONOTONIC_TIMESTAMP"]) / 1e6 for e in named]
+        fails = [f for f in fails if f > t]
+        CONFIG.write_text(good)
+        run("systemctl", "reset-failed", UNIT)
+        run("systemctl", "start", "--no-block", UNIT)
+        t_fixed = time.monotonic()
+        note = self.wait_note(t_fixed)
+        gaps = [round(b - a, 1) for a, b in zip(fails, fails[1:])]
+        return {"ok": limit and bool(fails) and note is not None, "start_limit_hit": limit,
+                "result": state.get("Result"), "active_state": state.get("ActiveState"),
+                "failures_logged": len(fails), "journal_line": named[-1]["MESSAGE"] if named else None,
+                "seconds_between_failures": gaps, "to_failed_s": round(t_failed - t, 1),
+                "fixed_to_note_s": note and round(note - t_fixed, 2)}
+
+    def security_check(self) -> dict:
+        out = run("systemd-analyze", "security", "--no-pager", UNIT).stdout
+        m = re.search(r"Overall exposure level for \S+: ([0-9.]+) (\w+)", out)
+        return {"ok": m is not None and float(m.group(1)) <= 1.0,
+                "exposure": m and float(m.group(1)), "rating": m and m.group(2)}
+
+    def first_boot(self) -> None:
+        boot = self.check("boot", self.boot_check)
+        if not boot["ok"]:                       # nothing plays: every later check would time out
+            return self.finish()
+        self.check("stop", self.stop_check)
+        self.check("kill9", lambda: self.kill_check(signal.SIGKILL))
+        self.check("watchdog", lambda: self.kill_check(signal.SIGSTOP))
+        self.check("unplug", self.unplug_check)
+        self.check("udev_plug", self.udev_plug_check)
+        self.check("udev_coral", self.coral_check)
+        self.check("bad_config", self.bad_config_check)
+        self.check("security", self.security_check)
+        # reboot: the agent stops after the player (see the unit), so its last notes are heard
+        PHASE.write_text("boot2\n")
+        self.results["reboot_requested_mono"] = time.monotonic()
+        save_results(self.results)
+        self.console.mark("reboot")
+        run("systemctl", "reboot", "--no-block")
+        while True:
+            time.sleep(1)                        # until SIGTERM (on_term) ends this boot
+
+    # --- boot 2 ----------------------------------------------------------------------------
+    def reboot_check(self) -> dict:
+        note = self.wait_note(0.0)
+        return {"ok": note is not None, "first_note_mono": note,
+                "ready_mono": wait_for(lambda: active_state() == "active", 60) and
+                mono_prop(UNIT, "ActiveEnterTimestampMonotonic")}
+
+    def fluidsynth_check(self) -> dict:
+        """No USB synth, `install.sh --with-fluidsynth`: FluidSynth plays into snd-aloop."""
+        from fluid import fluidsynth_check
+        return fluidsynth_check(CONFIG, SYNTH)
+
+    def second_boot(self) -> None:
+        self.check("reboot", self.reboot_check)
+        self.playing(3)
+        self.check("fluidsynth", self.fluidsynth_check)
+        self.finish()
+
+    # --- the end ---------------------------------------------------------------------------
+    def account(self) -> None:
+        """This boot's note balance at the synth (stored per boot: the reboot splits the run)."""
+        events = self.recorder.snapshot()
+        b = balance(events)
+        self.results.setdefault("synth", {})[f"boot{self.boot}"] = {
+            "note_ons": b.note_ons, "stuck": b.stuck(), "opens": len(self.recorder.opened_at)}
+        save_results(self.results)
+
+    def finish(self) -> None:
+        if SYNTH.dir.exists() and SYNTH.plugged():
+            run("systemctl", "stop", UNIT, timeout=120)   # a quiet end, then the last bytes
+            time.sleep(1)
+        self.account()
+        self.recorder.stop()
+        lines = run("journalctl", "--no-pager", "-o", "short-monotonic", timeout=300).stdout
+        (STATE / "journal.txt").write_text(lines)
+        self.results["tracebacks_in_journal"] = lines.count("Traceback")
+        self.results["tracebacks_lines"] = [l for l in lines.splitlines() if "Traceback" in l][:10]
+        save_results(self.results)
+        self.console.mark("result", **self.results)
+        self.console.mark("done")
+        os.sync()
+        run("systemctl", "poweroff", "--no-block")
+
+    def on_term(self, *_args) -> None:
+        """Shutting down (the reboot): account for this boot's notes, then go."""
+        if self.stopping:
+            return
+        self.stopping = True
+        self.account()
+        self.recorder.stop()
+        os.sync()
+        sys.exit(0)
+
+    def main(self) -> None:
+        signal.signal(signal.SIGTERM, self.on_term)
+        self.console.mark("agent", boot=self.boot)
+        self.recorder.start()
+        SYNTH.create()
+        SYNTH.plug()                             # the synth is connected at power-on
+        self.console.mark("plugged", boot=self.boot)
+        if self.boot == 1:
+            self.first_boot()
+        else:
+            self.second_boot()
+
+
+if __name__ == "__main__":
+    agent = Agent()
+    try:
+        agent.main()
+    except Exception as e:  # noqa: BLE001 - say so on the console, then end the run (unit: FailureAction)
+        (STATE / "agent-errors.txt").open("a").write(traceback.format_exc())
+        agent.console.mark("agent-crashed", error=f"{type(e).__name__}: {e}")
+        sys.exit(1)

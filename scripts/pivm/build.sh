@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Build the emulated Pi's boot files, in two cached layers (sourced by scripts/pi-vm.sh, which
+# has set REPO, CACHE, log(), die() and the cleanup trap that calls build_cleanup):
+#
+#   base-<key>/root     Debian bookworm arm64 with kernel, systemd, udev, ALSA, Python, FluidSynth
+#                       (mmdebstrap under qemu-user; ~10 min; changes only with this file)
+#   image-<key>/        disk.img (ext4), vmlinuz, initrd.img: the base plus playbach installed
+#                       by its own systemd/install.sh, as a Pi user would, plus the test agent
+#
+# Both are built in a "*.tmp" folder and renamed only when complete, so an interrupted or failed
+# build never leaves a cache entry that a later run would trust.
+
+SUITE=bookworm
+MIRROR=${MIRROR:-http://deb.debian.org/debian}
+# What a Pi OS Lite has that matters here, plus what the checks need (alsa-utils: arecord,
+# aconnect; fluidsynth and a small GM soundfont for the --with-fluidsynth path; e2fsprogs is
+# not needed: the root is made on the host with mkfs.ext4 -d).
+BASE_PACKAGES=systemd,systemd-sysv,udev,kmod,linux-image-arm64,initramfs-tools,alsa-utils,python3,python3-venv,ca-certificates,fluidsynth,timgm6mb-soundfont
+# The initramfs only has to find an ext4 root on virtio-blk: a short module list keeps
+# update-initramfs (a shell script, slow under qemu-user) to seconds instead of minutes.
+INITRD_MODULES="virtio_pci virtio_mmio virtio_blk virtio_rng crc32c_generic libcrc32c ext4"
+# What install.sh reads from the checkout (its venv sources, the units, the bundle, the docs).
+# The code folders are setup.cfg's package_dir, as install.sh reads them.
+read -r -a CODE_DIRS <<<"$(python3 -c 'import configparser, sys
+c = configparser.ConfigParser(); c.read(sys.argv[1])
+print(" ".join(sorted({l.split("=")[1].strip() for l in c["options"]["package_dir"].splitlines() if "=" in l})))' "$REPO/setup.cfg")"
+INSTALL_INPUTS=(setup.cfg pyproject.toml README.md "${CODE_DIRS[@]}" systemd docs/appliance.md models/default)
+AGENT_FILES=(agent.py guest.py gadget.py recorder.py fluid.py)
+
+BUILD_MOUNTS=()
+build_cleanup() {
+    local m
+    for m in "${BUILD_MOUNTS[@]}"; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
+    BUILD_MOUNTS=()
+    # a *.tmp folder is never a finished build: drop it (after the mounts, so rm stays inside)
+    [ -z "${BUILD_TMP:-}" ] || rm -rf --one-file-system "$BUILD_TMP"
+}
+
+# The files of this checkout that go into the image: tracked and new ones, not ignored ones,
+# present in the work tree (so uncommitted edits are what gets tested, as with the tests).
+install_files() {
+    (cd "$REPO" && git ls-files -z --cached --others --exclude-standard -- "${INSTALL_INPUTS[@]}" \
+        | while IFS= read -r -d '' f; do [ -f "$f" ] && printf '%s\0' "$f"; done | sort -z)
+}
+
+hash_files() { (cd "$REPO" && xargs -0 sha256sum | sha256sum | cut -c1-16); }
+
+base_key() {
+    { echo "$SUITE $MIRROR $BASE_PACKAGES $INITRD_MODULES"; sed -n '/^build_base()/,/^}/p' "$REPO/scripts/pivm/build.sh"; } \
+        | sha256sum | cut -c1-16
+}
+
+image_key() {
+    { echo "$(base_key)"
+      install_files | hash_files
+      (cd "$REPO/scripts" && printf '%s\0' pi-vm.sh pivm/build.sh pivm/pivm-agent.service "${AGENT_FILES[@]/#/pivm/}" \
+          | xargs -0 sha256sum); } | sha256sum | cut -c1-16
+}
+
+chroot_in() { chroot "$1" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 "${@:2}"; }
+
+build_base() {
+    local dest=$1 root=$1.tmp/root
+    BUILD_TMP=$1.tmp
+    rm -rf --one-file-system "$BUILD_TMP"
+    mkdir -p "$BUILD_TMP"
+    log "build: Debian $SUITE arm64 root with mmdebstrap under qemu-user (about 10 minutes)"
+    # The initramfs settings must be there before linux-image's postinst runs update-initramfs.
+    mmdebstrap --mode=root --architectures=arm64 --variant=minbase --include="$BASE_PACKAGES" \
+        --aptopt='Acquire::Languages "none"' --dpkgopt=force-unsafe-io \
+        --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
+        --dpkgopt='path-exclude=/usr/share/doc/*' \
+        --essential-hook='mkdir -p "$1/etc/initramfs-tools/conf.d" "$1/usr/share/initramfs-tools/modules.d"' \
+        --essential-hook='echo MODULES=list > "$1/etc/initramfs-tools/conf.d/pivm.conf"' \
+        --essential-hook="printf '%s\n' $INITRD_MODULES > \"\$1/usr/share/initramfs-tools/modules.d/pivm\"" \
+        "$SUITE" "$root" "$MIRROR" >&2 || die "build: mmdebstrap failed (see above)"
+    ls "$root"/boot/vmlinuz-* "$root"/boot/initrd.img-* >/dev/null 2>&1 \
+        || die "build: no kernel or initrd in $root/boot"
+    mv "$BUILD_TMP" "$dest"
+    BUILD_TMP=""
+}
+
+# Run playbach's own installer inside the arm64 root, as the README tells a Pi user, with the
+# network (pip fetches the aarch64 wheels now: the booted VM has no network).
+install_playbach() {
+    local root=$1 f
+    mount -t proc proc "$root/proc" && BUILD_MOUNTS=("$root/proc" "${BUILD_MOUNTS[@]}")
+    mount --bind /dev "$root/dev" && BUILD_MOUNTS=("$root/dev" "${BUILD_MOUNTS[@]}")
+    # no /sys: the host's x86 CPUs there crash TFLite's cpuinfo under qemu-user (bench/aarch64.sh)
+    cp /etc/resolv.conf "$root/etc/resolv.conf"
+    # an HTTPS-inspecting proxy's CA, where the host has one, so pip inside reaches PyPI too
+    if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+        cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
+        chroot_in "$root" update-ca-certificates >/dev/null
+    fi
+    mkdir -p "$root/root/playbach"
+    install_files | (cd "$REPO" && tar --null -T - -cf -) | tar -xf - -C "$root/root/playbach"
+    log "build: systemd/install.sh inside the arm64 root (pip under qemu-user, a few minutes)"
+    chroot_in "$root" bash -c 'cd /root/playbach && systemd/install.sh' >&2 \
+        || die "install: systemd/install.sh failed inside the image (see above)"
+    for f in "${BUILD_MOUNTS[@]}"; do umount "$f"; done
+    BUILD_MOUNTS=()
+    rm -f "$root/etc/resolv.conf"
+    [ -L "$root/etc/systemd/system/multi-user.target.wants/playbach.service" ] \
+        || die "install: install.sh did not enable playbach.service in the image"
+}
+
+# Test-only additions; the product's own files stay as install.sh left them, except the one
+# edit a user with this synth would make: its name in `port =` (see docs/appliance.md).
+add_test_layer() {
+    local root=$1 f
+    mkdir -p "$root/opt/pivm" "$root/var/lib/pivm" "$root/var/log/journal"
+    for f in "${AGENT_FILES[@]}"; do install -m 0644 "$REPO/scripts/pivm/$f" "$root/opt/pivm/$f"; done
+    install -m 0644 "$REPO/scripts/pivm/pivm-agent.service" "$root/etc/systemd/system/"
+    systemctl --root="$root" --quiet enable pivm-agent.service
+    # nobody logs in, and agetty's vhangup() would cut the agent off the shared serial console
+    systemctl --root="$root" --quiet mask serial-getty@ttyAMA0.service getty@tty1.service
+    printf '%s\n' dummy_hcd libcomposite usb_f_midi snd_aloop snd_seq snd_seq_midi > "$root/etc/modules-load.d/pivm.conf"
+    sed -i 's/^port = .*/port = "PiVM Synth"/' "$root/etc/playbach/config.toml"
+    echo "/dev/vda / ext4 rw,noatime 0 0" > "$root/etc/fstab"
+    echo pivm > "$root/etc/hostname"
+    # a fixed machine id: no first-boot presets, and one journal across the reboot check
+    python3 -c 'import uuid; print(uuid.uuid4().hex)' > "$root/etc/machine-id"
+}
+
+build_image() {
+    local dest=$1 base=$2 root
+    BUILD_TMP=$1.tmp
+    rm -rf --one-file-system "$BUILD_TMP"
+    mkdir -p "$BUILD_TMP"
+    root=$BUILD_TMP/root
+    log "build: image layer (copy of the base root, playbach installed, test agent)"
+    cp -a "$base/root" "$root"
+    install_playbach "$root"
+    add_test_layer "$root"
+    cp "$(ls "$root"/boot/vmlinuz-* | sort -V | tail -1)" "$BUILD_TMP/vmlinuz"
+    cp "$(ls "$root"/boot/initrd.img-* | sort -V | tail -1)" "$BUILD_TMP/initrd.img"
+    local mb; mb=$(du -sm "$root" | cut -f1)
+    # room for the journal, the recorder's log and the agent's files
+    mkfs.ext4 -q -F -L pivm -d "$root" "$BUILD_TMP/disk.img" "$((mb * 13 / 10 + 512))M" \
+        || die "build: mkfs.ext4 -d failed"
+    rm -rf --one-file-system "$root"
+    { echo "{\"base\": \"$(basename "$base")\", \"root_mb\": $mb,"
+      echo " \"kernel\": \"$(basename "$(ls "$base"/root/boot/vmlinuz-* | sort -V | tail -1)")\"}"; } > "$BUILD_TMP/build.json"
+    mv "$BUILD_TMP" "$dest"
+    BUILD_TMP=""
+}

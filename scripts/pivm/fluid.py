@@ -1,0 +1,66 @@
+"""The --with-fluidsynth check: no USB synth, FluidSynth plays through snd-aloop, and what
+comes out of the loopback's capture side is measured (it must not be silence)."""
+from __future__ import annotations
+
+import array
+import math
+import re
+import time
+from pathlib import Path
+
+from gadget import MidiGadget
+from guest import UNIT, active_state, first_port_line, journal, run, set_config_key, wait_for
+
+SYNTH_UNIT = "playbach-fluidsynth.service"
+ENV_FILE = Path("/etc/playbach/fluidsynth.env")
+PLAYBACK_PARAMS = Path("/proc/asound/Loopback/pcm0p/sub0/hw_params")
+SILENT_DBFS = -70.0
+FORMATS = {"S16_LE": ("h", 2 ** 15), "S32_LE": ("i", 2 ** 31), "FLOAT_LE": ("f", 1.0)}
+
+
+def dbfs(raw: bytes, fmt: str) -> tuple[float, float]:
+    """RMS and peak level of interleaved samples, in dB relative to full scale."""
+    code, full = FORMATS[fmt]
+    samples = array.array(code)
+    samples.frombytes(raw[: len(raw) - len(raw) % samples.itemsize])
+    if not samples:
+        return -math.inf, -math.inf
+    rms = math.sqrt(sum(float(x) * x for x in samples) / len(samples)) / full
+    peak = max(abs(float(x)) for x in samples) / full
+    db = lambda v: round(20 * math.log10(v), 1) if v > 0 else -math.inf  # noqa: E731
+    return db(rms), db(peak)
+
+
+def fluidsynth_check(config: Path, synth: MidiGadget) -> dict:
+    # as a Pi user without a hardware synth: unplug it, put `port` back to the shipped "",
+    # point FluidSynth at the (loopback) sound card, run the installer with --with-fluidsynth
+    run("systemctl", "stop", UNIT, timeout=120)
+    synth.remove()
+    set_config_key(config, "port", '""')
+    ENV_FILE.write_text("AUDIO_DEVICE=hw:Loopback,0\n")
+    t = time.monotonic()
+    inst = run("bash", "-c", "cd /root/playbach && systemd/install.sh --with-fluidsynth", timeout=600)
+    figures: dict = {"install_rc": inst.returncode, "install_output": (inst.stdout + inst.stderr)[-600:]}
+    figures["synth_active"] = wait_for(lambda: active_state(SYNTH_UNIT) == "active", 120)
+    figures["player_active"] = wait_for(lambda: active_state() == "active", 300, 1)
+    port = first_port_line(journal("-u", UNIT, "-b"), t)
+    figures["port_line"] = port and port[1]
+    figures["install_to_ready_s"] = round(time.monotonic() - t, 1)
+    params = PLAYBACK_PARAMS.read_text() if PLAYBACK_PARAMS.exists() else ""
+    fmt = re.search(r"^format: (\S+)", params, re.M)
+    rate = re.search(r"^rate: (\d+)", params, re.M)
+    channels = re.search(r"^channels: (\d+)", params, re.M)
+    if not (fmt and rate and channels):
+        figures.update(ok=False, error=f"FluidSynth has no stream open on hw:Loopback,0: {params.strip()!r}")
+        return figures
+    figures["stream"] = f"{fmt.group(1)} {rate.group(1)} Hz x{channels.group(1)}"
+    cap = Path("/tmp/capture.raw")
+    rec = run("arecord", "-q", "-D", "hw:Loopback,1,0", "-f", fmt.group(1), "-r", rate.group(1),
+              "-c", channels.group(1), "-d", "5", "-t", "raw", str(cap), timeout=60)
+    if rec.returncode != 0 or not cap.exists():
+        figures.update(ok=False, error=f"arecord failed: {rec.stderr.strip()}")
+        return figures
+    figures["dbfs"], figures["peak_dbfs"] = dbfs(cap.read_bytes(), fmt.group(1))
+    figures["ok"] = (inst.returncode == 0 and figures["player_active"] and "playbach-synth" in (figures["port_line"] or "")
+                     and figures["dbfs"] > SILENT_DBFS)
+    return figures

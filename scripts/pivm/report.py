@@ -1,0 +1,117 @@
+"""The JSON that scripts/pi-vm.sh writes: the agent's figures, put on the host's clock, as checks.
+
+Guest times are CLOCK_MONOTONIC of the boot they were taken in; `offsets[boot - 1]` turns
+them into seconds since qemu started (the host timestamps each console marker on arrival).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from recorder import balance, read_log   # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+# (key, check, how the check's figures give the key's value)
+HEADLINE = {
+    "stop_notes_ended": ("stop", lambda c: c.get("ok")),
+    "kill9_restart_to_note_s": ("kill9", lambda c: c.get("to_note_s")),
+    "watchdog_restart_to_note_s": ("watchdog", lambda c: c.get("to_note_s")),
+    "unplug_cycles": ("unplug", lambda c: c.get("cycles")),
+    "unplug_resumed": ("unplug", lambda c: c.get("resumed")),
+    "reboot_plays": ("reboot", lambda c: c.get("ok")),
+    "bad_config_failed_cleanly": ("bad_config", lambda c: c.get("ok")),
+    "fluidsynth_audio_dbfs": ("fluidsynth", lambda c: c.get("dbfs")),
+    "security_exposure": ("security", lambda c: c.get("exposure")),
+    "udev_plug_starts_service": ("udev_plug", lambda c: c.get("ok")),
+    "udev_coral_group_mode": ("udev_coral", lambda c: c.get("group") and f"{c.get('group')} {c.get('mode')}"),
+}
+ORDER = ["boot", "stop", "kill9", "watchdog", "unplug", "udev_plug", "udev_coral", "bad_config", "security",
+         "reboot", "fluidsynth", "notes", "journal"]
+
+
+def r2(x: float | None) -> float | None:
+    return None if x is None else round(x, 2)
+
+
+def boot_split(boot: dict, offset: float) -> tuple[dict, float | None, float | None]:
+    """boot_to_ready_s, boot_to_first_note_s and how the time splits (all from qemu's start)."""
+    host = lambda mono: None if mono is None else mono + offset   # noqa: E731
+    marks = [("kernel_and_initrd", boot.get("userspace_start_mono")),
+             ("systemd_to_player_start", boot.get("playbach_exec_mono")),
+             ("python_imports_and_config", boot.get("imports_done_mono")),
+             ("model_load", boot.get("model_loaded_mono")),
+             ("waiting_for_port", boot.get("port_opened_mono")),
+             ("port_to_first_note", boot.get("first_note_mono"))]
+    split, previous = {"qemu_to_kernel": r2(offset)}, offset
+    for name, mono in marks:
+        if mono is None:
+            split[name] = None
+            continue
+        split[name] = r2(host(mono) - previous)
+        previous = host(mono)
+    split["note"] = ("kernel_and_initrd: guest monotonic time when systemd started; python_imports_and_config: "
+                     "from ExecMainStart to the player's first log line; model_load: to its 'model ... on ...' line; "
+                     "waiting_for_port: to 'playing to port'")
+    if boot.get("systemd_finish_mono"):
+        split["systemd_boot_finished_at"] = r2(host(boot["systemd_finish_mono"]))
+    return split, r2(host(boot.get("ready_mono"))), r2(host(boot.get("first_note_mono")))
+
+
+def environment(args: argparse.Namespace) -> dict:
+    qemu = subprocess.run(["qemu-system-aarch64", "--version"], capture_output=True, text=True).stdout
+    build = Path(args.image, "build.json")
+    return {"emulated": "qemu-system-aarch64 -M virt -cpu cortex-a72 (the Pi 4's core), TCG, 2 vCPUs, 1.5 GB; "
+                        "an upper bound for a Pi 4, not its speed",
+            "qemu": qemu.splitlines()[0] if qemu else None, "host_cpus": os.cpu_count(),
+            "host_machine": platform.machine(), "host_load_avg": [round(x, 2) for x in os.getloadavg()],
+            "image": Path(args.image).name, "image_build": build.read_text().strip() if build.exists() else None}
+
+
+def build_report(results: dict, offsets: list[float], markers: list, args: argparse.Namespace,
+                 serial_log: Path, guest_dir: Path, failed_step: str | None) -> dict:
+    checks: dict = dict(results.get("checks", {}))
+    r: dict = {"what": "issue 10: the appliance booted in an emulated Raspberry Pi 4 (scripts/pi-vm.sh)"}
+    if "boot" in checks and offsets:
+        split, r["boot_to_ready_s"], r["boot_to_first_note_s"] = boot_split(checks["boot"], offsets[0])
+        r["boot_split_s"] = split
+        checks["boot"]["boot_to_ready_s"] = r["boot_to_ready_s"]
+        checks["boot"]["boot_to_first_note_s"] = r["boot_to_first_note_s"]
+    if "reboot" in checks and len(offsets) > 1:
+        note = checks["reboot"].get("first_note_mono")
+        r["reboot_to_first_note_s"] = r2(note)   # guest monotonic: from the second kernel's start
+    # notes at the synth over the whole run, per boot (the reboot ends one stream)
+    synth = results.get("synth", {})
+    if (guest_dir / "midi.log").exists():
+        r["midi_log_events"] = len(read_log(guest_dir / "midi.log"))
+    r["notes_received"] = sum(b.get("note_ons", 0) for b in synth.values())
+    r["stuck_notes"] = sum(len(b.get("stuck", [])) for b in synth.values())
+    checks["notes"] = {"ok": r["notes_received"] > 0 and r["stuck_notes"] == 0 and len(synth) == 2,
+                       "per_boot": synth}
+    for key, (name, get) in HEADLINE.items():
+        r[key] = get(checks[name]) if name in checks else None
+    tracebacks = results.get("tracebacks_in_journal")
+    r["tracebacks_in_journal"] = tracebacks
+    checks["journal"] = {"ok": tracebacks == 0, "tracebacks": tracebacks, "lines": results.get("tracebacks_lines")}
+    for name in ORDER:
+        checks.setdefault(name, {"ok": False, "error": "not run"})
+    r["checks"] = {name: checks[name] for name in ORDER} | {k: v for k, v in checks.items() if k not in ORDER}
+    r["check_ok"] = {name: bool(c.get("ok")) for name, c in r["checks"].items()}
+    r["failed"] = [name for name, ok in r["check_ok"].items() if not ok]
+    r["failed_step"] = failed_step
+    r["ok"] = not r["failed"] and failed_step is None
+    r["seconds"] = {"build": args.build_seconds,
+                    "run": r2(markers[-1][0]) if markers else None}
+    r["serial_log"] = os.path.relpath(serial_log, REPO) if serial_log.is_relative_to(REPO) else str(serial_log)
+    r["guest_files"] = os.path.relpath(guest_dir, REPO)
+    r["environment"] = environment(args)
+    return r
+
+
+if __name__ == "__main__":   # recount a run's notes from its recorder log: report.py midi.log
+    b = balance(read_log(sys.argv[1]))
+    print({"note_ons": b.note_ons, "stuck": b.stuck()})
