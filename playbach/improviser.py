@@ -17,7 +17,8 @@ from playbach.errors import UserError
 from playbach.events import Codec, merge_overlaps, notes_to_events, quantize_notes
 from playbach.memory import RepeatMemory
 from playbach.midifile import read_midi
-from playbach.sampler import sample_event
+from playbach.sampler import sample, sample_event
+from playbach.sounding import Sounding
 from playbach.settings import DEFAULTS
 
 SEED_EVENTS = 32    # how much of a MIDI file seeds the model (about what a bundle opening holds)
@@ -43,14 +44,30 @@ class Improviser:
         self.memory = memory or RepeatMemory()   # without weights it only watches
         self.pending: deque[np.ndarray] = deque()
         self.probs: list[np.ndarray] | None = None
+        self.sounding = Sounding(len(codec.vocab["pitch"]))
         self.chord = 0
         onsets = codec.vocab["onset"]
         self.smallest_step = next((i for i, v in enumerate(onsets) if v > 0), 0)
+
+    def unsounded_pitch(self, ids: np.ndarray, pitch_probs: np.ndarray) -> int:
+        """The sampled pitch, or, if it sounds at the event's onset, one drawn again from the pitch
+        head with every sounding pitch masked. Drawing again only on a hit gives the masked
+        distribution (exactly so without top-k) and leaves a seeded take's random stream alone
+        where nothing sounds. Fallback: if the mask leaves no pitch, the first draw stands and
+        the scheduler cuts the sounding note short, as it did before."""
+        sounding = self.sounding.at(self.codec.vocab["onset"][ids[0]])
+        if not sounding[ids[1]]:
+            return int(ids[1])
+        allowed = ~sounding
+        if not allowed.any():
+            return int(ids[1])
+        return sample(pitch_probs, self.rng, self.temperature, self.top_k, allowed)
 
     def prime(self, events: np.ndarray) -> None:
         """Start afresh from these events (values); they are played before the model's own."""
         self.model.reset()
         self.memory.reset()
+        self.sounding.reset()
         self.probs = None
         events = np.array(events, dtype=np.int64).reshape(-1, 4)
         if len(events):
@@ -61,6 +78,7 @@ class Improviser:
         """Set the model's state from what someone played; the next event answers it."""
         self.model.reset()
         self.memory.reset()
+        self.sounding.reset()   # what someone played sounds on their instrument, not on our port
         self.pending.clear()
         for ids in self.codec.encode(events):
             self.memory.observe(ids)
@@ -73,10 +91,14 @@ class Improviser:
         elif self.probs is None:
             raise RuntimeError("Improviser.next_event before prime() or listen()")
         else:
-            ids = sample_event(self.memory.mix(self.probs), self.rng, self.temperature, self.top_k)
+            heads = self.memory.mix(self.probs)
+            ids = sample_event(heads, self.rng, self.temperature, self.top_k)
             self.chord = self.chord + 1 if self.codec.vocab["onset"][ids[0]] == 0 else 0
             if self.chord > MAX_CHORD:
                 ids[0], self.chord = self.smallest_step, 0
+            ids[1] = self.unsounded_pitch(ids, heads[1])
+        onset, _, duration, _ = self.codec.decode(ids)[0]
+        self.sounding.add(onset, ids[1], duration)
         self.memory.observe(ids)
         self.probs = self.model.step(np.asarray(ids, dtype=np.int64))
         return self.codec.decode(ids)[0]

@@ -8,12 +8,16 @@ from __future__ import annotations
 import numpy as np
 
 
-def sample(probs: np.ndarray, rng: np.random.Generator, temperature: float = 1.0, top_k: int = 0) -> int:
-    """Draw an index from `probs` reshaped by `temperature` (0 = argmax) and cut to the `top_k` best (0 = all)."""
-    p = np.asarray(probs, dtype=np.float64).ravel()
+def sample(probs: np.ndarray, rng: np.random.Generator, temperature: float = 1.0, top_k: int = 0,
+           allowed: np.ndarray | None = None) -> int:
+    """Draw an index from `probs` reshaped by `temperature` (0 = argmax) and cut to the `top_k` best (0 = all);
+    tokens not `allowed` (a bool per token; None = all) get probability 0 first."""
+    logits = np.log(np.maximum(np.asarray(probs, dtype=np.float64).ravel(), 1e-12))
+    if allowed is not None:
+        logits = np.where(allowed, logits, -np.inf)
     if temperature <= 0:
-        return int(np.argmax(p))
-    logits = np.log(np.maximum(p, 1e-12)) / temperature
+        return int(np.argmax(logits))
+    logits = logits / temperature
     if 0 < top_k < logits.size:
         cut = np.partition(logits, -top_k)[-top_k]
         logits = np.where(logits >= cut, logits, -np.inf)

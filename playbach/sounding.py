@@ -1,0 +1,34 @@
+"""Which pitches are sounding at a moment of a take, from its events so far.
+
+The Improviser must never strike a pitch that is still sounding: one MIDI channel holds one note
+per pitch, so the scheduler would cut the sounding note short, and no chorale does that. The
+events carry what is needed: each event's onset distance from the previous one and its duration
+(ticks), so the end of every pitch's latest note is known on the event clock.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+class Sounding:
+    """End tick of each pitch token's latest note on the take's clock (ticks since its start)."""
+
+    def __init__(self, pitch_tokens: int):
+        self.ends = np.zeros(pitch_tokens, dtype=np.int64)
+        self.now = 0
+
+    def reset(self) -> None:
+        self.ends[:] = 0
+        self.now = 0
+
+    def add(self, onset: int, pitch_id: int, duration: int) -> None:
+        """An event (onset distance and duration in ticks, pitch as a token id) has been played."""
+        self.now += int(onset)
+        # a pitch struck again ends where the new note ends (the scheduler cut the old one)
+        self.ends[pitch_id] = self.now + int(duration)
+
+    def at(self, onset: int) -> np.ndarray:
+        """Pitch tokens sounding at the onset `onset` ticks after the last event's: a note ending
+        exactly there is over (its note_off comes first); one begun at the last event's onset, a
+        chord member, is sounding."""
+        return self.ends > self.now + int(onset)
