@@ -28,4 +28,5 @@ def load(args: argparse.Namespace) -> dict[str, Any]:
     if getattr(args, "config", None) or path.exists():
         values.update(settings.read_file(path))
     values.update(settings.check_arguments(args))
+    settings.check_together(values, "playbach play")
     return values

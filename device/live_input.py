@@ -2,8 +2,9 @@
 
 A person plays on a MIDI input port. While they play the model is quiet; when they pause for
 `gap` seconds with no key down, their phrase (timed on the monotonic clock, put on the codec's
-grid at the current tempo) is handed to the player, which lets the model answer it. Two CC
-numbers set the temperature and the tempo live.
+grid at the current tempo) is handed to the player, which lets the model answer it. CC knobs set
+settings live: which CC sets which setting, over which values, is playbach.settings.KNOBS; the
+input only reports `{setting: value}` and the player applies it (Player.apply, checked there).
 
 No Python callback: rtmidi queues what arrives and the player's loop drains the queue with
 `poll`. (A callback would run Python in JACK's realtime thread, which then waits for the GIL;
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import mido
 import numpy as np
@@ -23,11 +24,9 @@ import rtmidi
 
 from playbach.events import merge_overlaps, notes_to_events, quantize_notes
 from playbach.device.midi_io import WatchedPort
+from playbach.settings import Knob
 
 log = logging.getLogger(__name__)
-
-TEMPERATURE_RANGE = (0.1, 2.0)   # CC 0..127 maps linearly onto these
-BPM_RANGE = (40.0, 200.0)
 
 
 @dataclass
@@ -35,12 +34,7 @@ class LiveNews:
     """What happened on the input since the last poll."""
     playing: bool = False                  # someone is playing: be quiet
     phrase: np.ndarray | None = None       # a finished phrase (event values) to answer
-    temperature: float | None = None
-    bpm: float | None = None
-
-
-def cc_to(value: int, low: float, high: float) -> float:
-    return low + (high - low) * value / 127
+    changes: dict[str, object] = field(default_factory=dict)   # setting -> value from CC knobs (the last turn of each)
 
 
 class LiveInput(WatchedPort):
@@ -49,10 +43,10 @@ class LiveInput(WatchedPort):
     connected_text = "listening on input port '{name}'"
 
     def __init__(self, api: str, wanted: str, ticks_per_quarter: int, gap: float = 1.0,
-                 cc_temperature: int = -1, cc_tempo: int = -1, retry_seconds: float = 1.0):
+                 knobs: dict[int, Knob] | None = None, retry_seconds: float = 1.0):
         super().__init__(api, wanted, retry_seconds, client_name="playbach-in")
         self.tpq, self.gap = ticks_per_quarter, gap
-        self.cc_temperature, self.cc_tempo = cc_temperature, cc_tempo
+        self.knobs = knobs or {}                          # CC number -> the setting it turns
         self.clock = 0.0                                  # seconds, summed from rtmidi's deltas
         self.down: dict[int, tuple[float, int]] = {}     # pitch -> (clock, velocity) of keys held
         self.phrase: list[tuple[float, int, float, int]] = []  # (start, pitch, seconds, velocity)
@@ -68,7 +62,8 @@ class LiveInput(WatchedPort):
         self.down.clear()
         self.last_activity = time.monotonic()
 
-    def _take(self, data: list[int], now: float) -> LiveNews | None:
+    def _take(self, data: list[int], now: float) -> tuple[str, object] | None:
+        """Note a key going down or up; a knob's turn is returned as (setting, value)."""
         try:
             msg = mido.Message.from_bytes(data)
         except ValueError:
@@ -81,10 +76,9 @@ class LiveInput(WatchedPort):
             start, velocity = self.down.pop(msg.note)
             self.phrase.append((start, msg.note, self.clock - start, velocity))
             self.last_activity = now
-        elif msg.type == "control_change" and msg.control == self.cc_temperature:
-            return LiveNews(temperature=cc_to(msg.value, *TEMPERATURE_RANGE))
-        elif msg.type == "control_change" and msg.control == self.cc_tempo:
-            return LiveNews(bpm=cc_to(msg.value, *BPM_RANGE))
+        elif msg.type == "control_change" and msg.control in self.knobs:
+            knob = self.knobs[msg.control]
+            return knob.name, knob.value(msg.value)
         return None
 
     def poll(self, now: float, bpm: float) -> LiveNews:
@@ -103,10 +97,9 @@ class LiveInput(WatchedPort):
         while (item := self.client.get_message()) is not None:
             data, delta = item
             self.clock += delta
-            knob = self._take(data, now)
-            if knob is not None:
-                news.temperature = knob.temperature if knob.temperature is not None else news.temperature
-                news.bpm = knob.bpm if knob.bpm is not None else news.bpm
+            turned = self._take(data, now)
+            if turned is not None:
+                news.changes[turned[0]] = turned[1]
 
     def to_events(self, phrase: list[tuple[float, int, float, int]], bpm: float) -> np.ndarray:
         """Seconds -> quarters at the current tempo -> the codec's grid -> event values."""

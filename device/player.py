@@ -21,9 +21,11 @@ from contextlib import ExitStack
 
 import numpy as np
 
+from playbach import settings
 from playbach.device import config
 from playbach.events import Note
-from playbach.improviser import Improviser, choose_opening, midi_seed
+from playbach.improviser import STEERING, Improviser, choose_opening, midi_seed
+from playbach.keys import parse_key
 from playbach.memory import RepeatMemory
 from playbach.midifile import write_midi
 from playbach.device.midi_io import MidiOutput
@@ -31,12 +33,15 @@ from playbach.device.scheduler import Scheduler
 from playbach.device.sdnotify import Notifier
 from playbach.errors import UserError
 from playbach.files import write_text_atomically
+from playbach.steering import fit_seed, opening_key, prefer_mode
 
 log = logging.getLogger(__name__)
 
 START_DELAY = 0.05   # seconds from "ready" to the first note, so it is not late from the start
 MAX_SLEEP = 0.05     # the loop wakes at least this often (signals, port checks, watchdog)
 MIN_STEP_BUDGET = 0.002
+# what Player.apply() changes in a running take (CC knobs, the control path); the rest needs a restart
+LIVE_KEYS = ("bpm",) + STEERING
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,7 +74,9 @@ class Player:
         # hung: unwind from wherever it hangs, so the ports still close with every note ended
         raise WatchdogAbort("SIGABRT (the watchdog?): the play loop stopped answering")
 
-    def _open(self, ports: ExitStack) -> None:
+    def load(self) -> None:
+        """The bundle, its model and the Improviser, primed with the seed: a take ready to play
+        (steering checked against the bundle); no port yet. bench/steer.py drives it offline."""
         from playbach.bundle import load_bundle
         from playbach.runtime import open_model
 
@@ -97,26 +104,80 @@ class Player:
         if s["max_repeat"] and self.bundle.memory is None:
             log.info("the bundle has no repeat-memory weights: the model plays alone")
         self.improviser = Improviser(self.model, self.bundle.codec, rng, s["temperature"], s["top_k"], memory)
-        if s["seed_midi"]:
-            seed, origin = midi_seed(s["seed_midi"], self.bundle.codec), s["seed_midi"]
-        else:
-            origin, seed = choose_opening(self.bundle.openings, self.bundle.opening_names, s["opening"], rng,
-                                          str(self.bundle.path))
-        log.info("starting from %s (%d events)", origin, len(seed))
-        self.improviser.prime(seed)
+        try:   # a pitch range the bundle's vocabulary cannot reach is refused here, before any port opens
+            self.improviser.steer(**{k: s[k] for k in STEERING})
+        except UserError as e:
+            raise UserError(f"{self.bundle.path}: {e}") from e
+        self.improviser.prime(self._seed(rng))
+
+    def _open(self, ports: ExitStack) -> None:
+        s = self.s
+        self.load()
         self.output = ports.enter_context(MidiOutput(s["midi_api"], s["port"], s["virtual_port"],
                                                      s["channel"] - 1, s["program"], s["velocity_scale"],
                                                      s["retry_seconds"]))
         self.live = None
         if s["input_port"]:
             from playbach.device.live_input import LiveInput
+            knobs = {s[k.cc]: k for k in settings.KNOBS if s[k.cc] >= 0}
             self.live = ports.enter_context(LiveInput(s["midi_api"], s["input_port"],
                                                       self.bundle.codec.ticks_per_quarter, s["live_gap"],
-                                                      s["cc_temperature"], s["cc_tempo"], s["retry_seconds"]))
+                                                      knobs, s["retry_seconds"]))
+
+    def _seed(self, rng: np.random.Generator) -> np.ndarray:
+        """The opening (or --seed-midi), moved to `key` and into the pitch range. A random opening
+        for a key is drawn among the openings of that key's mode, so no third or sixth is bent."""
+        s, codec, key = self.s, self.bundle.codec, parse_key(self.s["key"])
+        if s["seed_midi"]:
+            seed, origin = midi_seed(s["seed_midi"], codec), s["seed_midi"]
+        else:
+            openings, names = self.bundle.openings, self.bundle.opening_names
+            if key is not None and s["opening"] == "" and openings:
+                keep = prefer_mode(openings, key.mode)
+                openings, names = [openings[i] for i in keep], [names[i] for i in keep]
+            origin, seed = choose_opening(openings, names, s["opening"], rng, str(self.bundle.path))
+        moved = f", moved from {opening_key(seed)} to {key}" if key is not None and len(seed) else ""
+        seed = fit_seed(seed, codec, key, s["pitch_min"], s["pitch_max"])
+        log.info("starting from %s (%d events%s)", origin, len(seed), moved)
+        return seed
+
+    def apply(self, changes: dict[str, object]) -> dict[str, object]:
+        """Change settings of the running take, without a gap: each value checked by its setting's
+        rules, all or none applied (a UserError naming the key otherwise), from the next generated
+        note on (tempo from now: the scheduler re-anchors). Returns the LIVE_KEYS values now in force.
+        Call it from the play loop's thread: the loop reads what it changes without a lock."""
+        checked = {}
+        for name, value in changes.items():
+            if name not in LIVE_KEYS:
+                what = "cannot change while playing" if name in settings.BY_NAME else "is not a setting"
+                raise UserError(f"live: key '{name}' {what}; live keys: {', '.join(LIVE_KEYS)}")
+            checked[name] = settings.BY_NAME[name].check(value, "live")
+        settings.check_together({**self.in_force(), **checked}, "live")
+        steer = {k: v for k, v in checked.items() if k in STEERING}
+        if steer and hasattr(self, "improviser"):
+            self.improviser.steer(**steer)     # refuses a range the model cannot play, changing nothing
+        self.s.update(checked)
+        if "bpm" in checked and hasattr(self, "scheduler"):
+            self.scheduler.set_bpm(checked["bpm"], time.monotonic())
+        if checked and hasattr(self, "model"):
+            log.info("live: %s: %s", " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                                              for k, v in checked.items()), self.status())
+            self.notifier.status(self.status())
+        return self.in_force()
+
+    def in_force(self) -> dict[str, object]:
+        """The LIVE_KEYS values the take plays with now."""
+        values = {k: self.s[k] for k in LIVE_KEYS}
+        if hasattr(self, "scheduler"):
+            values["bpm"] = self.scheduler.bpm
+        return values
 
     def status(self) -> str:
-        return (f"{self.model.name} on {self.model.backend}, {self.scheduler.bpm:g} BPM, "
-                f"temperature {self.improviser.temperature:.2f}")
+        imp, bpm = self.improviser, self.scheduler.bpm if hasattr(self, "scheduler") else self.s["bpm"]
+        steering = "".join([f", rhythm temperature {imp.rhythm_temperature:.2f}" if imp.rhythm_temperature >= 0 else "",
+                            f", pitches {imp.pitch_min}-{imp.pitch_max}" if imp.range_mask is not None else "",
+                            f", density {imp.density:g}/quarter" if imp.density > 0 else ""])
+        return f"{self.model.name} on {self.model.backend}, {bpm:g} BPM, temperature {imp.temperature:.2f}{steering}"
 
     # --- the loop ----------------------------------------------------------------------------
     def run(self) -> int:
@@ -213,13 +274,11 @@ class Player:
     def _live(self, now: float) -> bool:
         """Apply live input; True while someone is playing (the model keeps quiet)."""
         news = self.live.poll(now, self.scheduler.bpm)
-        if news.temperature is not None:
-            self.improviser.temperature = news.temperature
-        if news.bpm is not None:
-            self.scheduler.set_bpm(news.bpm, now)
-        if news.temperature is not None or news.bpm is not None:
-            log.info("live: %s", self.status())
-            self.notifier.status(self.status())
+        if news.changes:
+            try:
+                self.apply(news.changes)
+            except UserError as e:   # e.g. the pitch_min knob turned above pitch_max: keep playing
+                log.warning("%s", e)
         if news.playing:
             self.scheduler.clear_future(now)
         if news.phrase is not None and len(news.phrase):

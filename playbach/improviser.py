@@ -20,9 +20,12 @@ from playbach.midifile import read_midi
 from playbach.sampler import sample, sample_event
 from playbach.sounding import Sounding
 from playbach.settings import DEFAULTS
+from playbach.steering import onset_mean, pitch_mask
 
 SEED_EVENTS = 32    # how much of a MIDI file seeds the model (about what a bundle opening holds)
 MAX_CHORD = 12      # a model stuck on onset 0 would stack notes forever without time passing
+DENSITY_GAIN = 0.2  # per step, the share of the density debt (ticks) added to the onset aim
+DEBT_LIMIT = 32.0   # ticks: a debt the onsets cannot pay (an aim beyond them) stays bounded
 
 
 class StepSource(Protocol):
@@ -35,12 +38,22 @@ class StepSource(Protocol):
         """One event's token ids (4,) in; the next event's four distributions out."""
 
 
+# what steer() changes; the player's live control path sends these (device/player.py)
+STEERING = ("temperature", "rhythm_temperature", "top_k", "pitch_min", "pitch_max", "density")
+
+
 class Improviser:
     def __init__(self, model: StepSource, codec: Codec, rng: np.random.Generator,
                  temperature: float = DEFAULTS.temperature, top_k: int = DEFAULTS.top_k,
                  memory: RepeatMemory | None = None):
         self.model, self.codec, self.rng = model, codec, rng
         self.temperature, self.top_k = temperature, top_k
+        self.rhythm_temperature = DEFAULTS.rhythm_temperature    # < 0: the same as temperature
+        self.pitch_min, self.pitch_max = DEFAULTS.pitch_min, DEFAULTS.pitch_max
+        self.density = DEFAULTS.density
+        self.onset_debt = 0.0    # ticks the take is behind (+) or ahead of its density aim
+        self.range_mask: np.ndarray | None = None                 # None: every pitch
+        self.onset_values = np.asarray(codec.vocab["onset"], dtype=np.float64)
         self.memory = memory or RepeatMemory()   # without weights it only watches
         self.pending: deque[np.ndarray] = deque()
         self.probs: list[np.ndarray] | None = None
@@ -49,19 +62,49 @@ class Improviser:
         onsets = codec.vocab["onset"]
         self.smallest_step = next((i for i, v in enumerate(onsets) if v > 0), 0)
 
+    def steer(self, **changes: float) -> None:
+        """Change any of STEERING from the next sampled event on (values already checked by
+        playbach.settings). A pitch range that holds none of the model's pitches is a UserError,
+        and then nothing changes."""
+        unknown = set(changes) - set(STEERING)
+        if unknown:
+            raise ValueError(f"Improviser.steer: not a steering setting: {sorted(unknown)}")
+        low, high = changes.get("pitch_min", self.pitch_min), changes.get("pitch_max", self.pitch_max)
+        mask = pitch_mask(self.codec, low, high)
+        # one assignment for the mask, so a sample never sees half a change
+        self.range_mask = None if mask.all() else mask
+        for name, value in changes.items():
+            setattr(self, name, value)
+        if "density" in changes:
+            self.onset_debt = 0.0
+
+    def pitch_allowed(self) -> np.ndarray | None:
+        """The pitch tokens the next sample may choose (None = all): the one place where masks on
+        the pitch head are combined (the range; any further mask is ANDed here)."""
+        return self.range_mask
+
     def unsounded_pitch(self, ids: np.ndarray, pitch_probs: np.ndarray) -> int:
         """The sampled pitch, or, if it sounds at the event's onset, one drawn again from the pitch
-        head with every sounding pitch masked. Drawing again only on a hit gives the masked
-        distribution (exactly so without top-k) and leaves a seeded take's random stream alone
-        where nothing sounds. Fallback: if the mask leaves no pitch, the first draw stands and
-        the scheduler cuts the sounding note short, as it did before."""
+        head with every sounding pitch masked (and the other pitch masks). Drawing again only on a
+        hit gives the masked distribution (exactly so without top-k) and leaves a seeded take's
+        random stream alone where nothing sounds. Fallback: if the masks leave no pitch, the
+        first draw stands and the scheduler cuts the sounding note short, as it did before."""
         sounding = self.sounding.at(self.codec.vocab["onset"][ids[0]])
         if not sounding[ids[1]]:
             return int(ids[1])
-        allowed = ~sounding
+        allowed = ~sounding if self.pitch_allowed() is None else ~sounding & self.pitch_allowed()
         if not allowed.any():
             return int(ids[1])
         return sample(pitch_probs, self.rng, self.temperature, self.top_k, allowed)
+
+    def _onset_aim(self) -> float | None:
+        """The mean onset distance (ticks) the next sample aims at: the density's, corrected by
+        what the take is behind or ahead (the tilt only sets each step's expectation; the model
+        answers a tilted past with its own leanings, so without this a take drifts off the aim)."""
+        aim = onset_mean(self.codec, self.density)
+        if aim is None:
+            return None
+        return float(np.clip(aim + DENSITY_GAIN * self.onset_debt, self.onset_values[0], self.onset_values[-1]))
 
     def prime(self, events: np.ndarray) -> None:
         """Start afresh from these events (values); they are played before the model's own."""
@@ -92,10 +135,15 @@ class Improviser:
             raise RuntimeError("Improviser.next_event before prime() or listen()")
         else:
             heads = self.memory.mix(self.probs)
-            ids = sample_event(heads, self.rng, self.temperature, self.top_k)
+            ids = sample_event(heads, self.rng, self.temperature, self.top_k,
+                               self.rhythm_temperature if self.rhythm_temperature >= 0 else None,
+                               self.pitch_allowed(), self.onset_values, self._onset_aim())
             self.chord = self.chord + 1 if self.codec.vocab["onset"][ids[0]] == 0 else 0
             if self.chord > MAX_CHORD:
                 ids[0], self.chord = self.smallest_step, 0
+            if self.density > 0:
+                debt = self.onset_debt + onset_mean(self.codec, self.density) - self.onset_values[ids[0]]
+                self.onset_debt = float(np.clip(debt, -DEBT_LIMIT, DEBT_LIMIT))
             ids[1] = self.unsounded_pitch(ids, heads[1])
         onset, _, duration, _ = self.codec.decode(ids)[0]
         self.sounding.add(onset, ids[1], duration)

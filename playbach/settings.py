@@ -16,10 +16,11 @@ import tomllib
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from playbach.bundle import KINDS, VARIANTS
 from playbach.errors import UserError
+from playbach.keys import ACCEPTS as KEY_NAMES, parse_key
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 INSTALLED_BUNDLE = Path("/opt/playbach/models/default")
@@ -32,11 +33,22 @@ TABLE_END = "<!-- end of settings table -->"
 
 
 def setting(default: Any, help: str, choices: tuple | None = None, low: float | None = None,
-            high: float | None = None, shown: str | None = None) -> Any:
+            high: float | None = None, shown: str | None = None, rule: Callable[[Any], bool] | None = None,
+            accepts: str | None = None) -> Any:
     """A Settings field: its default and what it accepts (`low`/`high` are inclusive bounds;
-    `shown` is the default as the docs print it, where the real one depends on the machine)."""
+    `shown` is the default as the docs print it, where the real one depends on the machine;
+    `rule` a further test of the value, `accepts` what it accepts in words for the messages)."""
     return dataclasses.field(default=default, metadata={
-        "help": help, "choices": choices, "low": low, "high": high, "shown": shown})
+        "help": help, "choices": choices, "low": low, "high": high, "shown": shown, "rule": rule,
+        "accepts": accepts})
+
+
+def _is_key_name(text: str) -> bool:
+    try:
+        parse_key(text)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -55,7 +67,17 @@ class Settings:
     program: int = setting(6, "GM program 0-127 sent at start (6 = harpsichord); -1 = none", low=-1, high=127)
     velocity_scale: float = setting(1.0, "multiply every velocity (clipped to 1..127)", low=0.0, high=4.0)
     bpm: float = setting(90.0, "tempo in quarter notes per minute", low=10.0, high=400.0)
-    temperature: float = setting(0.9, "sampling temperature (0 = always the likeliest)", low=0.0, high=5.0)
+    temperature: float = setting(0.9, "sampling temperature (0 = always the likeliest); of pitch and velocity "
+                                 "when rhythm_temperature is set", low=0.0, high=5.0)
+    rhythm_temperature: float = setting(-1.0, "sampling temperature of onset and duration (-1 = the same as "
+                                        "temperature)", low=-1.0, high=5.0, rule=lambda v: v == -1 or v >= 0,
+                                        accepts="-1 (the same as temperature) or a float in [0, 5]")
+    key: str = setting("", "key the take starts in, its opening moved there, e.g. 'D minor' ('' = the "
+                       "opening's own); the model may modulate", rule=_is_key_name, accepts=KEY_NAMES)
+    pitch_min: int = setting(0, "lowest pitch (MIDI note) the model may choose", low=0, high=127)
+    pitch_max: int = setting(127, "highest pitch (MIDI note) the model may choose", low=0, high=127)
+    density: float = setting(0.0, "notes per quarter to aim at, by reweighting the onset head (0 = the "
+                             "model's own)", low=0.0, high=16.0)
     top_k: int = setting(0, "sample from the k likeliest tokens only (0 = all)", low=0, high=100000)
     max_repeat: int = setting(64, "repeat memory: longest run of events a take copies from its own past "
                               "(0 = memory off)", low=0, high=100000)
@@ -68,6 +90,11 @@ class Settings:
     live_gap: float = setting(1.0, "seconds of silence after which the model answers the player", low=0.1, high=30.0)
     cc_temperature: int = setting(1, "CC number that sets the temperature live (-1 = off)", low=-1, high=127)
     cc_tempo: int = setting(2, "CC number that sets the tempo live (-1 = off)", low=-1, high=127)
+    cc_rhythm_temperature: int = setting(16, "CC number that sets rhythm_temperature live (-1 = off)",
+                                         low=-1, high=127)
+    cc_density: int = setting(17, "CC number that sets density live (-1 = off)", low=-1, high=127)
+    cc_pitch_min: int = setting(18, "CC number that sets pitch_min live (-1 = off)", low=-1, high=127)
+    cc_pitch_max: int = setting(19, "CC number that sets pitch_max live (-1 = off)", low=-1, high=127)
     lookahead: float = setting(0.5, "seconds of music generated ahead of the clock", low=0.05, high=10.0)
     realtime_priority: int = setting(0, "run the play loop at this SCHED_FIFO priority (0 = normal scheduling)",
                                      low=0, high=99)
@@ -87,6 +114,8 @@ class Key:
     low: float | None = None
     high: float | None = None
     shown: str | None = None
+    rule: Callable[[Any], bool] | None = None
+    accepts_text: str | None = None
 
     @property
     def flag(self) -> str:
@@ -94,6 +123,8 @@ class Key:
 
     def accepts(self) -> str:
         """What the key takes, in words, for error messages."""
+        if self.accepts_text:
+            return self.accepts_text
         if self.choices:
             return "one of " + ", ".join(repr(c) for c in self.choices)
         if self.low is not None or self.high is not None:
@@ -106,15 +137,53 @@ class Key:
         if self.type is float and isinstance(value, int) and not isinstance(value, bool):
             value, ok = float(value), True   # TOML `bpm = 90` means 90.0
         if not ok or (self.choices and value not in self.choices) or \
-                (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+                (self.low is not None and value < self.low) or (self.high is not None and value > self.high) or \
+                (self.rule is not None and not self.rule(value)):
             raise UserError(f"{where}: key '{self.name}' = {value!r} is not allowed; it takes {self.accepts()}")
         return value
 
 
 _TYPES = typing.get_type_hints(Settings)   # the annotations are strings here (from __future__)
-KEYS = tuple(Key(f.name, _TYPES[f.name], f.default, **f.metadata) for f in dataclasses.fields(Settings))
+KEYS = tuple(Key(f.name, _TYPES[f.name], f.default, **{("accepts_text" if m == "accepts" else m): v
+                                                         for m, v in f.metadata.items()})
+             for f in dataclasses.fields(Settings))
 BY_NAME = {k.name: k for k in KEYS}
 DEFAULTS = Settings()
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A CC that sets a setting live: the setting naming the CC number, the setting it sets, and
+    the values CC 0 and CC 127 mean (linear between; rounded for an int setting)."""
+    cc: str
+    name: str
+    low: float
+    high: float
+
+    def value(self, cc_value: int) -> Any:
+        v = self.low + (self.high - self.low) * cc_value / 127
+        return round(v) if BY_NAME[self.name].type is int else float(v)
+
+
+# The CC map (README "Steering"): one row per knob; the live input reads it, the player applies it.
+KNOBS = (Knob("cc_temperature", "temperature", 0.1, 2.0), Knob("cc_tempo", "bpm", 40.0, 200.0),
+         Knob("cc_rhythm_temperature", "rhythm_temperature", 0.1, 2.0), Knob("cc_density", "density", 0.0, 4.0),
+         Knob("cc_pitch_min", "pitch_min", 0, 127), Knob("cc_pitch_max", "pitch_max", 0, 127))
+
+
+def check_together(values: dict[str, Any], where: str) -> None:
+    """The rules between keys: pitch_min <= pitch_max (a range against the bundle's pitches is
+    checked when the bundle is loaded: playbach.steering.pitch_mask), one setting per CC number."""
+    if values["pitch_min"] > values["pitch_max"]:
+        raise UserError(f"{where}: key 'pitch_min' = {values['pitch_min']} is above 'pitch_max' = "
+                        f"{values['pitch_max']}; pitch_min takes an int in [0, pitch_max]")
+    taken: dict[int, str] = {}
+    for knob in KNOBS:
+        number = values.get(knob.cc, -1)
+        if number >= 0 and number in taken:
+            raise UserError(f"{where}: key '{knob.cc}' = {number} is also '{taken[number]}'; "
+                            f"each CC number turns one setting (-1 = off)")
+        taken[number] = knob.cc
 
 
 def add_arguments(parser: argparse.ArgumentParser, names: Iterable[str] | None = None,
@@ -168,8 +237,8 @@ def markdown_table() -> str:
     """The settings as a Markdown table (README.md and docs/device.md hold it)."""
     rows = ["| key / flag | type | default | allowed | meaning |", "|---|---|---|---|---|"]
     for k in KEYS:
-        allowed = ", ".join(map(str, k.choices)) if k.choices else (
-            f"{k.low:.10g} .. {k.high:.10g}" if k.low is not None else "")
+        allowed = k.accepts_text or (", ".join(map(str, k.choices)) if k.choices else (
+            f"{k.low:.10g} .. {k.high:.10g}" if k.low is not None else ""))
         rows.append(f"| `{k.name}` / `{k.flag}` | {k.type.__name__} | {k.shown or repr(k.default)} | {allowed} "
                     f"| {k.help} |")
     return "\n".join(rows)

@@ -43,7 +43,10 @@ EVERY_KEY = {
     "seconds": ("30", "30", 30.0), "record": ("'t.mid'", "t.mid", "t.mid"),
     "opening": ("'2'", "2", "2"), "seed_midi": ("'s.mid'", "s.mid", "s.mid"),
     "input_port": ("'keys'", "keys", "keys"), "live_gap": ("2.5", "2.5", 2.5),
-    "cc_temperature": ("-1", "-1", -1), "cc_tempo": ("20", "20", 20), "lookahead": ("1", "1", 1.0),
+    "rhythm_temperature": ("0.5", "0.5", 0.5), "key": ("'D minor'", "D minor", "D minor"),
+    "pitch_min": ("40", "40", 40), "pitch_max": ("80", "80", 80), "density": ("2", "2", 2.0),
+    "cc_temperature": ("-1", "-1", -1), "cc_tempo": ("20", "20", 20), "cc_rhythm_temperature": ("21", "21", 21),
+    "cc_density": ("22", "22", 22), "cc_pitch_min": ("23", "23", 23), "cc_pitch_max": ("-1", "-1", -1), "lookahead": ("1", "1", 1.0),
     "realtime_priority": ("20", "20", 20), "retry_seconds": ("0.2", "0.2", 0.2),
     "stats": ("'s.json'", "s.json", "s.json"), "log_level": ("'debug'", "debug", "debug"),
 }
