@@ -14,6 +14,7 @@ input port may come and go: it is looked for until it appears and again after it
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ import numpy as np
 import rtmidi
 
 from playbach.events import merge_overlaps, notes_to_events, quantize_notes
+from playbach.device.flood import MAX_DRAIN, MAX_PHRASE, QUEUE_SIZE, RateGuard
 from playbach.device.midi_io import WatchedPort
 from playbach.settings import Knob
 
@@ -34,11 +36,12 @@ class LiveNews:
     """What happened on the input since the last poll."""
     playing: bool = False                  # someone is playing: be quiet
     phrase: np.ndarray | None = None       # a finished phrase (event values) to answer
+    panic: bool = False                    # CC 120 or 123: end every sounding note now
     changes: dict[str, object] = field(default_factory=dict)   # setting -> value from CC knobs (the last turn of each)
 
 
 class LiveInput(WatchedPort):
-    client_class = rtmidi.MidiIn
+    client_class = functools.partial(rtmidi.MidiIn, queue_size_limit=QUEUE_SIZE)
     direction = "input"
     connected_text = "listening on input port '{name}'"
 
@@ -51,6 +54,7 @@ class LiveInput(WatchedPort):
         self.down: dict[int, tuple[float, int]] = {}     # pitch -> (clock, velocity) of keys held
         self.phrase: list[tuple[float, int, float, int]] = []  # (start, pitch, seconds, velocity)
         self.last_activity = float("-inf")                # monotonic time of the last key event
+        self.notes_guard = RateGuard(what=f"input '{wanted}'")
 
     def _on_connect(self) -> None:
         self.client.ignore_types(sysex=True, timing=True, active_sense=True)
@@ -86,6 +90,7 @@ class LiveInput(WatchedPort):
         news = LiveNews()
         if self.connected:
             self._drain(news, now)
+            del self.phrase[:-MAX_PHRASE]   # a phrase that never ends (a flood) keeps its last notes only
         super().poll(now)
         news.playing = bool(self.down) or (bool(self.phrase) and now - self.last_activity < self.gap)
         if self.phrase and not news.playing:
@@ -94,9 +99,21 @@ class LiveInput(WatchedPort):
         return news
 
     def _drain(self, news: LiveNews, now: float) -> None:
-        while (item := self.client.get_message()) is not None:
+        for _ in range(MAX_DRAIN):   # bounded: the rest waits for the next pass (or is dropped by rtmidi)
+            if (item := self.client.get_message()) is None:
+                break
             data, delta = item
             self.clock += delta
+            if not data or not 0x80 <= data[0] < 0xF0:
+                continue   # system messages (clock on the wrong port, SysEx, active sensing): not ours
+            if data[0] & 0xF0 == 0xB0 and len(data) == 3 and data[1] in (120, 123):
+                news.panic = True   # all sound off / all notes off
+                continue
+            if data[0] & 0xF0 in (0x80, 0x90) and not self.notes_guard.allow(now):
+                if self.down or self.phrase:   # what the flood pressed is no one playing
+                    self.down.clear()
+                    self.phrase.clear()
+                continue
             turned = self._take(data, now)
             if turned is not None:
                 news.changes[turned[0]] = turned[1]

@@ -195,16 +195,21 @@ class MidiOutput(WatchedPort):
         time.sleep(DRAIN_SECONDS)
 
     def _send(self, msg: mido.Message) -> None:
+        if self.send_raw(msg.bytes()):
+            self.channels_used.add(msg.channel)
+
+    def send_raw(self, data: list[int]) -> bool:
+        """Send bytes as they are (MIDI clock has no channel); False if not sent."""
         if not self.connected:
-            return
+            return False
         try:
-            self.client.send_message(msg.bytes())
+            self.client.send_message(data)
         except Exception as e:  # rtmidi raises on a broken connection
             self._set_state(f"sending to '{self.name}' failed ({e}); waiting for the port", logging.WARNING)
             self.sounding.clear()
             self._close_port()
-        else:
-            self.channels_used.add(msg.channel)
+            return False
+        return True
 
     def send(self, messages: list[tuple[str, int, int]]) -> None:
         """(kind, pitch, velocity) tuples from the scheduler; dropped while disconnected."""

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import signal
+import threading
 import time
 from contextlib import ExitStack
 
@@ -28,6 +29,7 @@ from playbach.improviser import STEERING, Improviser, choose_opening, midi_seed
 from playbach.keys import parse_key
 from playbach.memory import RepeatMemory
 from playbach.midifile import write_midi
+from playbach.device.clock import open_clock
 from playbach.device.midi_io import MidiOutput
 from playbach.device.scheduler import Scheduler
 from playbach.device.sdnotify import Notifier
@@ -63,6 +65,8 @@ class Player:
         self.inference: list[float] = []   # seconds per generated event (kept for --stats only)
         self.step_budget = MIN_STEP_BUDGET  # the slowest recent step: generate only with this much room
         self.notes_played = 0
+        self.clock = None                   # MIDI clock followed or sent (device/clock.py); None = our own
+        self.panic_requested = threading.Event()   # set by panic(), from any thread; also wakes the loop
 
     # --- setting up ------------------------------------------------------------------------
     def _on_signal(self, signum, _frame) -> None:
@@ -201,6 +205,7 @@ class Player:
         The ports close on every way out of here, their final note_offs delivered first."""
         with ExitStack() as ports:
             self._open(ports)
+            self.clock = open_clock(self.s, self.output, ports)
             if not self.output.wait(lambda: self.stop_requested,
                                     lambda: self.notifier.watchdog(time.monotonic())):
                 return None
@@ -208,6 +213,8 @@ class Player:
             self.scheduler = Scheduler(self.bundle.codec.ticks_per_quarter, self.s["bpm"],
                                        time.monotonic() + START_DELAY, keep_played=keep)
             self.play_start = self.scheduler.origin_time
+            if self.clock is not None:
+                self.clock.begin(self.scheduler)
             code = 0
             try:
                 self._loop()
@@ -220,6 +227,8 @@ class Player:
             finally:
                 self.notifier.stopping()
                 self.stopped_at = time.monotonic()
+                if self.clock is not None:
+                    self.clock.end()
                 self.output.send(self.scheduler.stop(self.stopped_at))
             return code
 
@@ -231,6 +240,12 @@ class Player:
             now = time.monotonic()
             if now >= end:
                 break
+            if self.panic_requested.is_set():
+                self._panic(now)
+            if self.clock is not None:   # before the notes: a tick due now leaves first
+                self.clock.poll(now, sched, out)
+                if not self.clock.playing and not self.notifier.ready_sent:
+                    self.notifier.ready(f"{self.status()}, waiting for MIDI clock")
             due = sched.pop_due(now)
             if due:
                 out.send(due)
@@ -246,15 +261,21 @@ class Player:
             next_due = sched.next_due()
             if next_due is not None:
                 wake = min(wake, next_due)
+            if self.clock is not None:
+                wake = min(wake, self.clock.next_wake(now))
             delay = wake - time.monotonic()
             if delay > 0:
-                time.sleep(delay)
+                self.panic_requested.wait(delay)
 
     def _room_to_generate(self, now: float) -> bool:
+        if self.clock is not None and not self.clock.playing:
+            return False   # following a clock that is stopped
         lead = self.scheduler.lead(now)
         if lead >= self.s["lookahead"]:
             return False
         due = self.scheduler.next_due()
+        if self.clock is not None and not self.clock.follows:   # a tick we send is a deadline too
+            due = min(due if due is not None else float("inf"), self.clock.next_wake(now))
         # a step right now could make the next note late, unless we are about to run dry
         return due is None or due - now > 2 * self.step_budget or lead < self.s["lookahead"] / 4
 
@@ -279,6 +300,8 @@ class Player:
                 self.apply(news.changes)
             except UserError as e:   # e.g. the pitch_min knob turned above pitch_max: keep playing
                 log.warning("%s", e)
+        if news.panic:
+            self._panic(now)
         if news.playing:
             self.scheduler.clear_future(now)
         if news.phrase is not None and len(news.phrase):
@@ -287,6 +310,19 @@ class Player:
             self.scheduler.clear_future(now)
             self.scheduler.restart_at(now + START_DELAY)
         return news.playing
+
+    def panic(self) -> None:
+        """End every sounding note at once (CC 120/123 on the input, or the control path); the
+        music goes on after a short gap. Safe from any thread: the loop does it on the pass this wakes."""
+        self.panic_requested.set()
+
+    def _panic(self, now: float) -> None:
+        self.panic_requested.clear()
+        self.output.send(self.scheduler.stop(now))
+        self.output.all_notes_off()
+        if self.clock is None or not self.clock.follows:
+            self.scheduler.restart_at(now + START_DELAY)   # a followed clock places the next note itself
+        log.warning("panic: every sounding note ended")
 
     # --- stopping ------------------------------------------------------------------------------
     def _finish(self, started: float) -> None:
@@ -304,7 +340,8 @@ class Player:
                 "process_start": started, "play_start": self.play_start, "stop": now,
                 "model": self.model.name, "backend": self.model.backend, "bpm": self.s["bpm"],
                 "inference_seconds": self.inference,
-                "note_ons": [[p.on_time, p.pitch] for p in played]})
+                "note_ons": [[p.on_time, p.pitch] for p in played], "note_ticks": [p.start_tick for p in played],
+                **(self.clock.stats() if self.clock is not None else {})})
 
 
 class WatchdogAbort(Exception):

@@ -52,6 +52,10 @@ class Scheduler:
         self.origin_tick, self.origin_time = self.tick_at(now), now
         self.bpm = bpm
 
+    def anchor(self, tick: float, time: float, bpm: float) -> None:
+        """Follow an outside clock (MIDI clock): `tick` is at `time`, at `bpm` from there."""
+        self.origin_tick, self.origin_time, self.bpm = tick, time, bpm
+
     def restart_at(self, time: float) -> None:
         """Let the next added note (onset delta 0) fall at `time` (after a pause, e.g. live input)."""
         self.origin_tick, self.origin_time = float(self.cursor), time

@@ -128,12 +128,13 @@ class FluidSynth:
 class Receiver:
     """A JACK MIDI input port of our own that stamps every message with time.monotonic()."""
 
-    def __init__(self, client: str = "playbach-rec", port: str = "in"):
+    def __init__(self, client: str = "playbach-rec", port: str = "in", timing: bool = False):
+        """timing: keep MIDI clock messages (a sent clock is measured), else they are dropped."""
         self.client, self.port_name = client, port
         self.messages: list[tuple[float, list[int]]] = []
         self.lock = threading.Lock()
         self.midi_in = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name=client)
-        self.midi_in.ignore_types(sysex=True, timing=True, active_sense=True)
+        self.midi_in.ignore_types(sysex=True, timing=not timing, active_sense=True)
         self.midi_in.set_callback(self._stamp)
         self.midi_in.open_virtual_port(port)
 

@@ -86,7 +86,11 @@ class Settings:
     record: str = setting("", "write what was played to this MIDI file at the end")
     opening: str = setting("", "start from this bundle opening (piece name or index; '' = random)")
     seed_midi: str = setting("", "start from the notes of this MIDI file instead of an opening")
-    input_port: str = setting("", "live input port (substring): call and response, CC control")
+    input_port: str = setting("", "live input port (substring): call and response, CC control; CC 120/123 = panic")
+    clock: str = setting("internal", "tempo and start/stop: internal (our own), follow (the MIDI clock on "
+                         "clock_port), send (our MIDI clock to the output port)", ("internal", "follow", "send"))
+    clock_port: str = setting("", "input port (substring) whose MIDI clock clock = follow follows; may be "
+                              "input_port; '' = the first")
     live_gap: float = setting(1.0, "seconds of silence after which the model answers the player", low=0.1, high=30.0)
     cc_temperature: int = setting(1, "CC number that sets the temperature live (-1 = off)", low=-1, high=127)
     cc_tempo: int = setting(2, "CC number that sets the tempo live (-1 = off)", low=-1, high=127)

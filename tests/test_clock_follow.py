@@ -1,0 +1,77 @@
+"""The MIDI clock follower's logic, fed timed messages directly (no ports): fast tier."""
+import logging
+import random
+
+import pytest
+
+from playbach.device.clock import LOSS_SECONDS, PPQ, Follower
+
+TICK, START, CONTINUE, STOP = [0xF8], [0xFA], [0xFB], [0xFC]
+
+
+def ticks(f, t, bpm, count, jitter=0.0, rng=random.Random(0)):
+    """Feed `count` ticks at `bpm` from time t; return the time of the next one."""
+    for _ in range(count):
+        f.feed(TICK, t + rng.uniform(-jitter, jitter))
+        t += 60 / (bpm * PPQ)
+    return t
+
+
+def test_start_stop_continue_and_song_position():
+    f = Follower(bpm=90)
+    t = ticks(f, 0.0, 120, 10)          # ticks while stopped: tempo, no position
+    assert not f.running and f.position == 0
+    assert f.feed(START, t) == "start"
+    t = ticks(f, t, 120, 30)
+    assert f.song_position(f.count) == 29
+    assert f.feed(STOP, t) == "stop" and not f.running
+    assert f.position == 30              # where Continue resumes
+    f.feed([0xF2, 0x05, 0x01], t)       # SPP 133 sixteenths
+    assert f.position == 133 * 6
+    assert f.feed(CONTINUE, t) == "start"
+    ticks(f, t, 120, 3)
+    assert f.song_position(f.count) == 133 * 6 + 2
+    # the fitted line puts a position at the time its tick came
+    assert f.time_of_position(133 * 6 + 2) == pytest.approx(t + 2 * 60 / (120 * PPQ), abs=1e-6)
+
+
+def test_tempo_smoothed_and_a_jump_taken_within_two_beats():
+    f = Follower(bpm=90)
+    f.feed(START, 0.0)
+    t = ticks(f, 0.0, 100, 24 * 8, jitter=0.001)
+    assert f.bpm == pytest.approx(100, rel=0.003)
+    jump = t
+    settled = None
+    for i in range(24 * 4):
+        t = ticks(f, t, 140, 1, jitter=0.001)
+        if abs(f.bpm - 140) > 1.4:
+            settled = None
+        elif settled is None:
+            settled = i + 1
+    assert settled is not None and settled / PPQ <= 2, f"within 1 % only after {settled} ticks"
+    assert (t - jump) > 0
+
+
+def test_absurd_tempo_and_bad_spp_ignored_with_one_line(caplog):
+    f = Follower(bpm=90)
+    f.feed(START, 0.0)
+    with caplog.at_level(logging.WARNING):
+        t = ticks(f, 0.0, 120, 24)
+        count = f.count
+        t = ticks(f, t, 1000, 50)       # > 400 BPM
+        f.feed([0xF2, 0x80, 0x01], t)   # data byte with the high bit
+        f.feed([0xF2, 0x01], t)         # short
+    assert f.count - count <= 4          # only the ticks before the average saw the change
+    assert f.position == 0
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum("outside 20-400" in m for m in lines) == 1, lines
+    assert sum("malformed Song Position Pointer" in m for m in lines) == 2
+
+
+def test_clock_loss_stops_once():
+    f = Follower(bpm=90)
+    f.feed(START, 0.0)
+    t = ticks(f, 0.0, 120, 48)
+    assert not f.lost(t + LOSS_SECONDS - 0.1)
+    assert f.lost(t + LOSS_SECONDS + 0.1) and not f.running
+    assert not f.lost(t + LOSS_SECONDS + 1)
