@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 PPQ = 24                       # MIDI clock ticks per quarter
 TICK, START, CONTINUE, STOP, SPP = 0xF8, 0xFA, 0xFB, 0xFC, 0xF2
 BPM_LOW, BPM_HIGH = 20.0, 400.0
+PAUSE_SECONDS = 0.5            # ticks further apart than this: the clock paused (not a tempo of < 5 BPM)
 LOSS_SECONDS = 2.0             # no tick for this long while following: stop and wait
 FIT_TICKS = 48                 # the line is fitted through at most this many ticks (2 beats)
 JUMP_TICKS = 2                 # this many ticks in a row off the line: a new tempo, refit from them
@@ -163,8 +164,8 @@ class Follower:
             self.base = (self.count + 1, self.position)
 
     def _tick(self, t: float) -> None:
-        if self.last_raw is not None:
-            self.intervals.append(t - self.last_raw)
+        if self.last_raw is not None and t - self.last_raw <= PAUSE_SECONDS:
+            self.intervals.append(t - self.last_raw)   # a longer gap is a pause, not a tempo
         self.last_raw = t
         if len(self.intervals) == self.intervals.maxlen:
             bpm = 60.0 / (PPQ * max(sum(self.intervals) / len(self.intervals), 1e-9))

@@ -43,6 +43,7 @@ EVERY_KEY = {
     "seconds": ("30", "30", 30.0), "record": ("'t.mid'", "t.mid", "t.mid"),
     "opening": ("'2'", "2", "2"), "seed_midi": ("'s.mid'", "s.mid", "s.mid"),
     "input_port": ("'keys'", "keys", "keys"), "live_gap": ("2.5", "2.5", 2.5),
+    "clock": ("'follow'", "follow", "follow"), "clock_port": ("'drum'", "drum", "drum"),
     "rhythm_temperature": ("0.5", "0.5", 0.5), "key": ("'D minor'", "D minor", "D minor"),
     "pitch_min": ("40", "40", 40), "pitch_max": ("80", "80", 80), "density": ("2", "2", 2.0),
     "cc_temperature": ("-1", "-1", -1), "cc_tempo": ("20", "20", 20), "cc_rhythm_temperature": ("21", "21", 21),

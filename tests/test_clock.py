@@ -1,0 +1,165 @@
+"""MIDI clock in and out, panic and a flood, through real JACK ports: the player as a subprocess,
+a clock source and a flood client of the test's own (harness/rig.py), a timestamping receiver."""
+import json
+import time
+
+import pytest
+from fixtures_midi import assert_no_stuck_notes
+from test_player import Running, note_ons, wait_until
+
+from playbach.harness import jack
+from playbach.harness.livebench import _rss_kb
+from playbach.harness.rig import ClockSource, Flood
+
+pytestmark = pytest.mark.midi
+BPM = 120
+TICK_S = 60 / (BPM * 24)
+
+
+@pytest.fixture(scope="module")
+def bundle(play_bundle):
+    return play_bundle
+
+
+@pytest.fixture
+def source(jack_server):
+    src = ClockSource(client=f"playbach-clocksrc-{time.monotonic_ns()}")
+    yield src
+    src.close()
+
+
+def follow(bundle, jack_server, receiver, source, tmp_path, *args):
+    player = Running(bundle, "--clock", "follow", "--clock-port", source.name.split(":")[0], "--port",
+                     receiver.name, "--stats", tmp_path / "stats.json", "--realtime-priority", 10, *args,
+                     env=jack_server.env())
+    player.wait_for("following MIDI clock on port")
+    time.sleep(0.5)
+    return player
+
+
+def test_follow_start_stop_continue_spp(bundle, jack_server, receiver, source, tmp_path):
+    player = follow(bundle, jack_server, receiver, source, tmp_path)
+    source.run([("ticks", BPM, 24), ("msg", [0xFA]), ("ticks", BPM, 24 * 6), ("msg", [0xFC]),
+                ("pause", 0.5), ("msg", [0xF2, 3, 0]), ("msg", [0xFB]), ("ticks", BPM, 24 * 4), ("msg", [0xFC])])
+    source.wait()
+    time.sleep(0.3)
+    rc, _ = player.stop()
+    assert rc == 0, player.log
+    messages = receiver.taken()
+    log = source.log
+    start = next(t for t, m in log if m == [0xFA])
+    stops = [t for t, m in log if m == [0xFC]]
+    cont = next(t for t, m in log if m == [0xFB])
+    ons = note_ons(messages)
+    assert not [t for t, _ in ons if t < start], "played before Start"
+    first_part = [t for t, _ in ons if start < t < stops[0]]
+    assert len(first_part) >= 4, player.log
+    # Stop: every sounding note ended at once, and silence until Continue
+    assert not [t for t, _ in ons if stops[0] + 0.02 < t < cont]
+    assert_no_stuck_notes([m for t, m in messages if t < cont])
+    # notes land on the clock's 16th ticks, counted in song position from Start / the SPP
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    ticks_first = [t for t, m in log if m == [0xF8] and start < t < stops[0]]
+    ticks_cont = [t for t, m in log if m == [0xF8] and t > cont]
+    for (t_on, _), tick in zip(stats["note_ons"], stats["note_ticks"]):
+        position = tick * 24 // 4   # the tests' bundles are on 16ths (4 ticks per quarter)
+        ticks, base = (ticks_first, 0) if t_on < stops[0] else (ticks_cont, 3 * 6)
+        assert position >= base, "a note before the song position it resumed at"
+        if position - base < len(ticks):
+            assert abs(t_on - ticks[position - base]) < 0.008, (position, t_on - ticks[position - base])
+    assert any(t_on > cont for t_on, _ in stats["note_ons"]), "nothing played after Continue"
+    assert_no_stuck_notes(messages)
+
+
+def test_follows_a_tempo_change(bundle, jack_server, receiver, source, tmp_path):
+    player = follow(bundle, jack_server, receiver, source, tmp_path)
+    source.run([("msg", [0xFA]), ("ticks", 100, 24 * 4), ("ticks", 140, 24 * 4), ("msg", [0xFC])], jitter=0.001)
+    source.wait()
+    player.stop()
+    tempo = json.loads((tmp_path / "stats.json").read_text())["clock_tempo"]
+    jump = next(t for t, bpm in source.ticks if bpm == 140)
+    before = [b for t, b in tempo if jump - 1 < t < jump]
+    after = [b for t, b in tempo if t > jump + 2 * 60 / 140]
+    assert before and all(abs(b - 100) < 1 for b in before), before
+    assert after and all(abs(b - 140) < 1.4 for b in after), after
+
+
+def test_clock_loss_stops_cleanly_and_waits(bundle, jack_server, receiver, source, tmp_path):
+    player = follow(bundle, jack_server, receiver, source, tmp_path)
+    source.run([("msg", [0xFA]), ("ticks", BPM, 24 * 3)])
+    source.wait()
+    last_tick = source.log[-1][0]
+    player.wait_for("no MIDI clock for 2 s", timeout=6)
+    time.sleep(1.0)
+    messages = receiver.taken()
+    assert note_ons(messages), player.log
+    assert not [t for t, _ in note_ons(messages) if t > last_tick + 0.6]
+    assert_no_stuck_notes(messages)
+    assert player.proc.poll() is None, "it should wait, not exit"
+    assert player.stop()[0] == 0
+
+
+def test_sent_clock_evenly_spaced_at_tempo(bundle, jack_server):
+    rec = jack.Receiver(client=f"playbach-rec-clk-{time.monotonic_ns()}", timing=True)
+    try:
+        player = Running(bundle, "--clock", "send", "--bpm", 150, "--port", rec.name, "--seconds", 3,
+                         "--realtime-priority", 10, env=jack_server.env())
+        rc = player.proc.wait(30)
+        assert rc == 0, player.log
+        time.sleep(0.05)
+        messages = [m for _, m in rec.taken()]
+        ticks = [t for t, m in rec.taken() if m == [0xF8]]
+    finally:
+        rec.close()
+    assert messages.count([0xFA]) == 1 and messages.count([0xFC]) == 1
+    assert messages.index([0xFA]) < messages.index([0xF8]) < messages.index([0xFC])
+    # the tempo from the whole run (each arrival is quantized to JACK's period, 5.3 ms here)
+    interval = (ticks[-1] - ticks[0]) / (len(ticks) - 1)
+    assert interval == pytest.approx(60 / (150 * 24), rel=0.01)
+    assert len(ticks) == pytest.approx(3 * 150 / 60 * 24, rel=0.1)
+    # evenly spaced: each tick within a JACK period (+ 2 ms for this shared machine) of the even grid
+    off = sorted(abs(t - (ticks[0] + i * interval)) for i, t in enumerate(ticks))
+    assert off[int(len(off) * 0.99)] < 256 / 48000 + 0.002
+
+
+def test_panic_ends_every_note_at_the_receiver(bundle, jack_server, receiver, tmp_path):
+    knob = ClockSource(client=f"playbach-keys-{time.monotonic_ns()}")   # any JACK output will do
+    try:
+        player = Running(bundle, "--port", receiver.name, "--input-port", knob.name.split(":")[0], "--bpm", 200,
+                         env=jack_server.env())
+        player.wait_for("listening on input port")
+        wait_until(lambda: len(note_ons(receiver.taken())) > 6, what="notes")
+        knob.send([0xB0, 123, 0])
+        sent = time.monotonic()
+        player.wait_for("panic: every sounding note ended", timeout=5)
+        time.sleep(0.1)
+        before = [(t, m) for t, m in receiver.taken() if t < sent + 0.05]
+        assert_no_stuck_notes(before)
+        wait_until(lambda: [t for t, _ in note_ons(receiver.taken()) if t > sent + 0.1], what="music after panic")
+        assert player.stop()[0] == 0
+    finally:
+        knob.close()
+
+
+def test_flood_keeps_playing_with_bounded_memory(bundle, jack_server, receiver):
+    flood = Flood(client=f"playbach-flood-{time.monotonic_ns()}")
+    try:
+        player = Running(bundle, "--port", receiver.name, "--input-port", flood.name.split(":")[0], "--bpm", 120,
+                         "--realtime-priority", 10, env=jack_server.env())
+        player.wait_for("listening on input port")
+        wait_until(lambda: note_ons(receiver.taken()), what="notes")
+        time.sleep(0.5)
+        rss_before = _rss_kb(player.proc.pid)
+        began = time.monotonic()
+        flood.run(seconds=4, rate=20000)
+        flood.wait()
+        rss_after = _rss_kb(player.proc.pid)
+        during = [t for t, _ in note_ons(receiver.taken()) if began + 0.5 < t < began + 4]
+        assert len(during) >= 8, player.log          # 120 BPM: it kept playing through the flood
+        assert rss_after - rss_before < 8 * 1024, (rss_before, rss_after)
+        assert flood.count > 50000
+        assert player.log.count("flood:") <= 2        # one line as it starts, not one per message
+        assert player.stop()[0] == 0
+        assert_no_stuck_notes(receiver.taken())
+    finally:
+        flood.close()
