@@ -153,3 +153,29 @@ def test_run_evaluation_reports_the_benchmark_measure():
     assert (out["steps16"], out["notes"]) == (6.0, 5)
     assert out["m"]["nll_per_step16"] == pytest.approx(total / 6)
     assert out["m"]["nll_per_note"] == pytest.approx(total / 5)
+
+
+def test_train_uses_the_files_own_split_as_is():
+    from playbach.trainer.corpus import jsb_corpus
+
+    corpus, split = jsb_corpus(str(jsb_file()))
+    assert (len(split.train), len(split.val), len(split.test)) == (229, 76, 77)
+    assert split.test[0] == "test/000" and split.val[-1] == "valid/075"
+    assert corpus.grid == 4 and corpus.merged == 0 and corpus.events == 49300 + 15897 + 17525
+
+
+def test_evaluate_reads_the_files_folder_and_a_folder_of_midi(tmp_path):
+    from playbach.bundle import load_bundle
+    from playbach.evaluate_bundle import evaluate_bundle
+    from playbach.midifile import write_midi
+
+    bundle = load_bundle(DEFAULT)
+    folder = evaluate_bundle(bundle, str(jsb_file().parent), "valid")
+    assert folder["corpus"].endswith("Jsb16thSeparated.json:valid") and folder["pieces"] == 76
+    scale = [Note(4 * i, 60 + step, 4, 64) for i, step in enumerate((0, 2, 4, 5, 7, 9, 11, 12))]
+    write_midi(scale, tmp_path / "scale.mid", 4)
+    midi = evaluate_bundle(bundle, str(tmp_path), None)
+    assert (midi["pieces"], midi["notes"], midi["steps16"], midi["split"]) == (1, 8, 32.0, None)
+    assert math.isfinite(midi["nll_per_step16"])
+    with pytest.raises(UserError, match="a folder of MIDI files has no splits"):
+        evaluate_bundle(bundle, str(tmp_path), "test")

@@ -124,6 +124,9 @@ def format_table(result: dict) -> str:
     for f in FIELDS:
         cells = "".join(f"{c[f + '_top1']:>8.3f}{c[f + '_nll']:>8.3f}" for _, c in columns)
         rows.append(f"{f:<10}{cells}{result['baseline']['ngram'][f + '_order']:>14}")
+    bench = result["per_step16"]["test"]
+    rows.append(f"nats per 16th step, every head (the JSB benchmark's measure): LSTM "
+                f"{bench['lstm']['nll_per_step16']:.3f}, n-gram {bench['ngram']['nll_per_step16']:.3f}")
     return "\n".join(rows)
 
 
