@@ -15,6 +15,7 @@ note_offs and all-notes-off, waits DRAIN_SECONDS, and only then closes.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Callable
 
@@ -41,6 +42,30 @@ def find_port(names: list[str], wanted: str) -> str | None:
     if not wanted:
         return next((n for n in names if "through" not in n.lower()), None)
     return next((n for n in names if wanted.lower() in n.lower()), None)
+
+
+def alsa_subscribed(client_name: str, port_name: str, direction: str,
+                    table: str = "/proc/asound/seq/clients") -> bool | None:
+    """Is a port of our ALSA client (by name) still subscribed to `port_name`, whose address
+    rtmidi puts at the end of its name ("Synth:Synth MIDI 1 24:0")? None where the kernel's
+    sequencer table cannot be read or the name has no address: then the port list alone decides."""
+    address = port_name.rsplit(" ", 1)[-1]
+    if not re.fullmatch(r"\d+:\d+", address):
+        return None
+    try:
+        text = open(table).read()
+    except OSError:
+        return None
+    label = "Connecting To:" if direction == "output" else "Connected From:"
+    ours = False
+    for line in text.splitlines():
+        if line.startswith("Client "):
+            ours = f': "{client_name}" ' in line
+        elif ours and line.strip().startswith(label):
+            peers = {p.split("[")[0].strip() for p in line.split(":", 1)[1].split(",")}
+            if address in peers:
+                return True
+    return False
 
 
 class WatchedPort:
@@ -105,10 +130,11 @@ class WatchedPort:
         names = self.client.get_ports()
         if self.connected:
             if self.name not in names:
-                self._set_state(f"{self.direction} port '{self.name}' vanished; waiting for it to come back",
-                                logging.WARNING)
-                self._on_vanish()
-                self._close_port()
+                self._lose(f"{self.direction} port '{self.name}' vanished; waiting for it to come back")
+            elif self.api == "alsa" and alsa_subscribed(self.client_name, self.name, self.direction) is False:
+                # a USB synth unplugged and back between two looks comes back under the same
+                # name and address, but the kernel dropped our subscription with the old port
+                self._lose(f"{self.direction} port '{self.name}' was unplugged and is back; reconnecting")
             return
         name = find_port(names, self.wanted)
         if name is None:
@@ -134,6 +160,11 @@ class WatchedPort:
             if not self.connected:
                 time.sleep(0.05)
         return True
+
+    def _lose(self, why: str) -> None:
+        self._set_state(why, logging.WARNING)
+        self._on_vanish()
+        self._close_port()
 
     def _close_port(self) -> None:
         try:
