@@ -67,6 +67,8 @@ class Player:
         self.notes_played = 0
         self.clock = None                   # MIDI clock followed or sent (device/clock.py); None = our own
         self.panic_requested = threading.Event()   # set by panic(), from any thread; also wakes the loop
+        self.control = None                 # the control socket (device/control.py), if any
+        self.paused = False                 # paused through the control socket: nothing is generated
 
     # --- setting up ------------------------------------------------------------------------
     def _on_signal(self, signum, _frame) -> None:
@@ -121,6 +123,10 @@ class Player:
                                                      s["channel"] - 1, s["program"], s["velocity_scale"],
                                                      s["retry_seconds"]))
         self.live = None
+        from playbach.device.control import open_control   # here, so a bad socket path stops the start
+        self.control = open_control(self)
+        if self.control is not None:
+            ports.enter_context(self.control)
         if s["input_port"]:
             from playbach.device.live_input import LiveInput
             knobs = {s[k.cc]: k for k in settings.KNOBS if s[k.cc] >= 0}
@@ -251,6 +257,8 @@ class Player:
                 out.send(due)
                 self.notes_played += sum(kind == "note_on" for kind, _, _ in due)
             out.poll(now)
+            if self.control is not None:
+                self.control.serve(now)
             self.notifier.watchdog(now)
             if self.live is not None:
                 listening = self._live(now)
@@ -268,8 +276,8 @@ class Player:
                 self.panic_requested.wait(delay)
 
     def _room_to_generate(self, now: float) -> bool:
-        if self.clock is not None and not self.clock.playing:
-            return False   # following a clock that is stopped
+        if self.paused or (self.clock is not None and not self.clock.playing):
+            return False   # paused, or following a clock that is stopped
         lead = self.scheduler.lead(now)
         if lead >= self.s["lookahead"]:
             return False

@@ -22,6 +22,7 @@ COMMANDS = {
     "convert": ("playbach.convert.build", "turn a run into a TFLite / Edge TPU bundle"),
     "play": ("playbach.device.player", "play a bundle live to a MIDI port (the Pi daemon)"),
     "bench": ("playbach.harness.bench", "benchmark bundle models and the live player; JSON out"),
+    "web": ("playbach.web.server", "serve the control page and its JSON API over the player's control socket"),
 }
 
 log = logging.getLogger("playbach")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from playbach import wire
 from playbach.bundle import KINDS, VARIANTS
 from playbach.errors import UserError
 from playbach.keys import ACCEPTS as KEY_NAMES, parse_key
@@ -49,6 +50,17 @@ def _is_key_name(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _is_host_port(text: str) -> bool:
+    host, sep, port = text.rpartition(":")
+    return bool(sep and host.strip("[]") and port.isdigit() and 0 < int(port) < 65536)
+
+
+def host_port(text: str) -> tuple[str, int]:
+    """'HOST:PORT' (a web_listen value, already checked) as (host, port); [::1]:80 -> ('::1', 80)."""
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 @dataclass(frozen=True)
@@ -104,6 +116,14 @@ class Settings:
                                      low=0, high=99)
     retry_seconds: float = setting(1.0, "how often to look for a missing port", low=0.05, high=60.0)
     stats: str = setting("", "write per-note timing statistics (JSON) here at the end (for the live bench)")
+    control_socket: str = setting(wire.DEFAULT_SOCKET, "the player's control socket (docs/control.md); "
+                                  "'' = none; the default is skipped when its folder is missing")
+    control_group: str = setting("playbach-web", "group given the control socket (mode 0660) where it exists "
+                                 "and the player is in it; else the socket is 0600")
+    web_listen: str = setting("127.0.0.1:8080", "HOST:PORT `playbach web` serves the control page on",
+                              rule=lambda v: _is_host_port(v), accepts="HOST:PORT, e.g. '0.0.0.0:8080'")
+    web_token_file: str = setting("/etc/playbach/web-token", "file holding the control page's token "
+                                  "(`playbach web`; the Pi's install.sh writes one, mode 0600)")
     log_level: str = setting("info", "logging level", ("debug", "info", "warning", "error"))
 
 

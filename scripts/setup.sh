@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Set up a fresh Debian machine for playbach: system packages (JACK, FluidSynth, a small
-# soundfont, systemd-analyze) and a venv at .venv with the trainer, device and dev extras.
+# soundfont, systemd-analyze, Chromium) and a venv at .venv with the trainer, device, web and dev extras.
 # Sourced by scripts/demo.sh and scripts/test.sh; safe to run again (it skips what is there).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-APT_PACKAGES=(jackd2 fluidsynth timgm6mb-soundfont python3-venv python3-dev systemd)
+# chromium + chromium-driver: the control page's browser test (Selenium drives Debian's own
+# Chromium through /usr/bin/chromedriver; nothing is downloaded when the tests run)
+APT_PACKAGES=(jackd2 fluidsynth timgm6mb-soundfont python3-venv python3-dev systemd chromium chromium-driver)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -25,6 +27,6 @@ fi
 stamp=.venv/.playbach-installed
 if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ]; then
     .venv/bin/pip install -q --upgrade pip
-    .venv/bin/pip install -q -e ".[trainer,device,dev]"
+    .venv/bin/pip install -q -e ".[trainer,device,web,dev]"
     touch "$stamp"
 fi

@@ -4,6 +4,7 @@
 #
 #   sudo systemd/install.sh                      install (or update) and start playbach.service
 #   sudo systemd/install.sh --with-fluidsynth    ... plus the FluidSynth software synth service
+#   sudo systemd/install.sh --with-web           ... plus the control page on the LAN (port 8080, a token)
 #   sudo systemd/install.sh --uninstall          remove all of it (config and recorded takes too)
 #   systemd/install.sh --prefix /tmp/root        install into a staging root (tests); no systemctl
 #
@@ -12,7 +13,8 @@
 #   /opt/playbach/models/default  the model bundle (--bundle, default models/default), read-only
 #   /opt/playbach/docs/           appliance.md (the units' Documentation=)
 #   /etc/playbach/config.toml     settings; never overwritten once there
-#   /etc/systemd/system/          playbach.service, playbach-fluidsynth.service
+#   /etc/systemd/system/          playbach.service, playbach-fluidsynth.service, playbach-web.service
+#   /etc/playbach/web-token       the control page's token, mode 0600 (--with-web)
 #   /etc/udev/rules.d/            70-playbach.rules (Coral and USB MIDI)
 # The service runs as a DynamicUser in the audio group, so no user account is created.
 # Running it again is safe: it updates what changed and keeps the config.
@@ -23,6 +25,7 @@ ROOT="${DESTDIR:-}"
 BUNDLE="$REPO/models/default"
 PYTHON="${PYTHON:-python3}"
 WITH_FLUIDSYNTH=0
+WITH_WEB=0
 UNINSTALL=0
 
 usage() { sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
@@ -37,6 +40,7 @@ while (($#)); do
         --bundle=*) BUNDLE="${1#*=}"; shift ;;
         --python) PYTHON="${2:?--python needs an interpreter}"; shift 2 ;;
         --with-fluidsynth) WITH_FLUIDSYNTH=1; shift ;;
+        --with-web) WITH_WEB=1; shift ;;
         --uninstall) UNINSTALL=1; shift ;;
         -h|--help) usage 0 ;;
         *) echo "install.sh: unknown option '$1'" >&2; usage 2 ;;
@@ -58,7 +62,9 @@ OPT="$ROOT/opt/playbach"
 ETC="$ROOT/etc/playbach"
 UNIT_DIR="$ROOT/etc/systemd/system"
 RULES_DIR="$ROOT/etc/udev/rules.d"
-UNITS=(playbach.service playbach-fluidsynth.service)
+UNITS=(playbach.service playbach-fluidsynth.service playbach-web.service)
+EXTRAS=device
+((WITH_WEB)) && EXTRAS=device,web
 RULES=70-playbach.rules
 
 systemd_running() { [ "$LIVE" -eq 1 ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null; }
@@ -132,13 +138,13 @@ print(" ".join(sorted({line.split("=")[1].strip() for line in c["options"]["pack
 
 source_hash() {
     # shellcheck disable=SC2046 # folder names without spaces, by construction
-    (cd "$REPO" && find $(code_dirs) -name '*.py' -print0 | sort -z \
+    (cd "$REPO" && find $(code_dirs) \( -name '*.py' -o -path '*/static/*' \) -type f -print0 | sort -z \
         | xargs -0 cat setup.cfg pyproject.toml | sha256sum | cut -d' ' -f1)
 }
 
 install_venv() {
     local venv="$OPT/venv" stamp="$OPT/venv/.playbach-source" want
-    want="$(source_hash)"
+    want="$(source_hash) $EXTRAS"
     # a venv made by an older Python (an OS upgrade) no longer runs: make it again
     if [ -e "$venv" ] && ! "$venv/bin/python" -c pass 2>/dev/null; then rm -rf "$venv"; fi
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
@@ -153,7 +159,7 @@ install_venv() {
     for d in $(code_dirs); do cp -R "$REPO/$d" "$src/"; done
     find "$src" -name __pycache__ -prune -exec rm -rf {} +
     say "installing the device extra into $venv (pip)"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$src[device]"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$src[$EXTRAS]"
     if "$venv/bin/python" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("tensorflow") is None)'; then
         die "TensorFlow ended up in $venv; the device extra must not pull it in"
     fi
@@ -192,11 +198,22 @@ install_units() {
     for unit in "${UNITS[@]}"; do install -m 0644 "$REPO/systemd/$unit" "$UNIT_DIR/$unit"; done
     install -m 0644 "$REPO/systemd/$RULES" "$RULES_DIR/$RULES"
     install -m 0644 "$REPO/docs/appliance.md" "$OPT/docs/appliance.md"
+    install -m 0644 "$REPO/docs/control.md" "$OPT/docs/control.md"
+}
+
+# The control page's token: made once (0600, root's; the unit hands the service a copy), kept after.
+install_token() {
+    local token="$ETC/web-token"
+    [ -s "$token" ] && return 0
+    (umask 077 && "$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(32))' >"$token")
+    chmod 0600 "$token"
+    say "wrote $token (mode 0600)"
 }
 
 start_units() {
     local enable=(playbach.service)
     ((WITH_FLUIDSYNTH)) && enable+=(playbach-fluidsynth.service)
+    ((WITH_WEB)) && enable+=(playbach-web.service)
     if [ "$LIVE" -eq 0 ]; then
         systemctl_ enable "${enable[@]}"
         return
@@ -238,6 +255,8 @@ if [ "$LIVE" -eq 1 ]; then
         [ -e /usr/share/sounds/sf2/default-GM.sf2 ] || apt_install fluid-soundfont-gm
     fi
     getent group audio >/dev/null || groupadd --system audio
+    # the control socket's group (playbach.service's SupplementaryGroups= needs it to exist)
+    getent group playbach-web >/dev/null || groupadd --system playbach-web
 fi
 [ -f "$BUNDLE/bundle.json" ] || die "$BUNDLE: not a model bundle (no bundle.json); give --bundle DIR"
 mkdir -p "$OPT"
@@ -245,5 +264,9 @@ install_venv
 install_bundle
 install_config
 install_units
+if ((WITH_WEB)); then install_token; fi
 start_units
 say "installed playbach${ROOT:+ into $ROOT}"
+if ((WITH_WEB)); then
+    say "control page: http://$( (hostname -I 2>/dev/null || echo localhost) | awk '{print $1}'):8080/ (its token: sudo cat /etc/playbach/web-token; another port: sudo systemctl edit playbach-web)"
+fi

@@ -50,6 +50,8 @@ EVERY_KEY = {
     "cc_density": ("22", "22", 22), "cc_pitch_min": ("23", "23", 23), "cc_pitch_max": ("-1", "-1", -1), "lookahead": ("1", "1", 1.0),
     "realtime_priority": ("20", "20", 20), "retry_seconds": ("0.2", "0.2", 0.2),
     "stats": ("'s.json'", "s.json", "s.json"), "log_level": ("'debug'", "debug", "debug"),
+    "control_socket": ("'/tmp/c.sock'", "/tmp/c.sock", "/tmp/c.sock"), "control_group": ("'pw'", "pw", "pw"),
+    "web_listen": ("'0.0.0.0:80'", "0.0.0.0:80", "0.0.0.0:80"), "web_token_file": ("'/t'", "/t", "/t"),
 }
 
 

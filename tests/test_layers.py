@@ -5,6 +5,7 @@
     trainer/              the core only (never device, convert or harness)
     convert/              the core, and of trainer only what defines a model
     harness/              the core only (the player runs as a subprocess)
+    web/                  the core only (the player is reached through its control socket)
 
 Folders map to packages through setup.cfg's package_dir, as they are installed.
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-STAGES = ("trainer", "convert", "device", "harness")
+STAGES = ("trainer", "convert", "device", "harness", "web")
 TRAINER_FOR_CONVERT = {"model", "relative", "runfolder", "step"}   # the layers, the step form, run folders
 DESKTOP_ONLY = {"tensorflow", "keras", "music21", "matplotlib", "tqdm"}
 
@@ -56,14 +57,14 @@ def stage_of(module: str) -> str | None:
 def violations(package: str, folder: Path) -> list[str]:
     own = stage_of(package)
     allowed = {"core": {"core"}, "device": {"core", "device"}, "trainer": {"core", "trainer"},
-               "convert": {"core", "convert", "trainer"}, "harness": {"core", "harness"}}[own]
+               "convert": {"core", "convert", "trainer"}, "harness": {"core", "harness"}, "web": {"core", "web"}}[own]
     wrong = []
     for path in sorted(folder.glob("*.py")):
         rel = f"{folder.name}/{path.name}"
         for module in sorted(imported_modules(path)):
             stage = stage_of(module)
             if stage is None:
-                if own in ("core", "device") and module.split(".")[0] in DESKTOP_ONLY:
+                if own in ("core", "device", "web") and module.split(".")[0] in DESKTOP_ONLY:
                     wrong.append(f"{rel} imports {module} (desktop only)")
                 continue
             if stage not in allowed:

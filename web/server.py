@@ -1,0 +1,247 @@
+"""`playbach web`: the control page and its JSON API, over the player's control socket.
+
+    playbach web --listen HOST:PORT --control-socket PATH --web-token-file FILE
+
+aiohttp (asyncio): one process, no threads, a page of static files (web/static, no build step,
+nothing from a CDN) and the API of docs/control.md. The player is reached only through its
+Unix socket (web/link.py); the web service may start before it, lose it and find it again.
+Every /api call needs the token (web/guard.py). Bad requests get a 4xx saying what was wrong;
+the player checks every value itself (Player.apply()), so a value the page lets through and the
+player refuses is a 400 with the player's words.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import signal
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from playbach import settings
+from playbach.errors import UserError
+from playbach.web.guard import COOKIE, Guard, read_token
+from playbach.web.link import Link, NotPlaying
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).resolve().parent / "static"
+DEFAULT_CONFIG = Path("/etc/playbach/config.toml")
+MAX_BODY = 16 * 1024          # bytes of a request body (a settings change is ~20)
+MAX_STREAMS = 16              # /api/events clients at once
+KEYS = ("control_socket", "web_token_file")
+HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
+           "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help=f"TOML config file (default {DEFAULT_CONFIG} if it exists)")
+    parser.add_argument("--listen", "--web-listen", dest="web_listen", default=argparse.SUPPRESS, metavar="HOST:PORT",
+                        help=f"address to serve on (config web_listen; default {settings.DEFAULTS.web_listen})")
+    settings.add_arguments(parser, KEYS, keep_unset=True)
+
+
+def load(args: argparse.Namespace) -> dict[str, Any]:
+    """Defaults < the config file (the player's: one file, unknown keys refused) < flags."""
+    values = dataclasses.asdict(settings.DEFAULTS)
+    path = Path(args.config) if getattr(args, "config", None) else DEFAULT_CONFIG
+    if getattr(args, "config", None) or path.exists():
+        values.update(settings.read_file(path))
+    values.update(settings.check_arguments(args, KEYS))
+    if hasattr(args, "web_listen"):
+        values["web_listen"] = settings.BY_NAME["web_listen"].check(args.web_listen, "--listen")
+    return values
+
+
+def run(args: argparse.Namespace) -> int:
+    s = load(args)
+    token = read_token(s["web_token_file"])
+    host, port = settings.host_port(s["web_listen"])
+    asyncio.run(serve(make_app(s["control_socket"], token), host, port))
+    return 0
+
+
+async def serve(app: web.Application, host: str, port: int) -> None:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as e:
+        await runner.cleanup()
+        raise UserError(f"web_listen {host}:{port}: cannot listen there ({e.strerror or e})") from e
+    log.info("control page on http://%s:%d/ (player at %s)", host if ":" not in host else f"[{host}]", port,
+             app["link"].path)
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
+def make_app(control_socket: str, token: str) -> web.Application:
+    guard = Guard(token)
+    app = web.Application(middlewares=[guard.middleware], client_max_size=MAX_BODY)
+    app["link"], app["guard"], app["streams"] = Link(control_socket), guard, set()
+
+    async def start(app: web.Application) -> None:
+        app["link"].start()
+
+    async def stop(app: web.Application) -> None:
+        for response in list(app["streams"]):
+            with contextlib.suppress(Exception):
+                await response.write_eof()
+        await app["link"].stop()
+
+    async def headers(_request: web.Request, response: web.StreamResponse) -> None:
+        response.headers.update(HEADERS)
+
+    app.on_startup.append(start)
+    app.on_shutdown.append(stop)
+    app.on_response_prepare.append(headers)
+    app.router.add_get("/", lambda _r: web.FileResponse(STATIC / "index.html"))
+    app.router.add_static("/static/", STATIC)
+    app.router.add_post("/api/login", login)
+    app.router.add_get("/api/status", status)
+    app.router.add_post("/api/settings", change)
+    for op in ("pause", "play", "panic"):
+        app.router.add_post(f"/api/{op}", lambda r, op=op: call(r, op))
+    app.router.add_post("/api/restart", restart)
+    app.router.add_get("/api/take.mid", take)
+    app.router.add_get("/api/events", events)
+    return app
+
+
+# --- the handlers ------------------------------------------------------------------------------
+def fail(status: int, error: str) -> web.Response:
+    return web.json_response({"error": error}, status=status)
+
+
+async def body(request: web.Request) -> dict:
+    """The request's JSON object, or an HTTP error saying what is wrong with it."""
+    try:
+        data = json.loads(await request.read())
+    except web.HTTPRequestEntityTooLarge:
+        raise
+    except (ValueError, UnicodeDecodeError) as e:
+        raise web.HTTPBadRequest(text=json.dumps({"error": f"malformed JSON: {e}"}), content_type="application/json")
+    if not isinstance(data, dict):
+        raise web.HTTPBadRequest(text=json.dumps({"error": "the body must be a JSON object"}),
+                                 content_type="application/json")
+    return data
+
+
+async def call(request: web.Request, op: str, timeout: float = 5.0, **args: Any) -> web.Response:
+    try:
+        reply = await request.app["link"].request(op, timeout=timeout, **args)
+    except NotPlaying as e:
+        return fail(503, f"not playing: {e}")
+    if reply.get("ok"):
+        return web.json_response({k: v for k, v in reply.items() if k not in ("ok", "id")})
+    error = str(reply.get("error", "refused"))
+    return fail(429 if error.startswith("busy") else 400, error)
+
+
+async def login(request: web.Request) -> web.Response:
+    """The page's one question: the token, kept from then on in an HttpOnly SameSite=Strict cookie."""
+    guard: Guard = request.app["guard"]
+    given = (await body(request)).get("token")
+    if not isinstance(given, str) or not guard.token_ok(given):
+        guard.failed(request.remote or "?", asyncio.get_running_loop().time())
+        raise web.HTTPUnauthorized(text="401: Unauthorized\n")
+    response = web.Response(status=204)
+    response.set_cookie(COOKIE, given, httponly=True, samesite="Strict", path="/", max_age=365 * 86400,
+                        secure=request.secure)
+    return response
+
+
+async def status(request: web.Request) -> web.Response:
+    try:
+        reply = await request.app["link"].request("status")
+    except NotPlaying as e:
+        return web.json_response({"connected": False, "playing": False, "why": str(e)})
+    return web.json_response({"connected": True, **reply.get("status", {})})
+
+
+async def change(request: web.Request) -> web.Response:
+    changes = await body(request)
+    if not changes:
+        return fail(400, "no settings given: send e.g. {\"bpm\": 120}")
+    return await call(request, "set", changes=changes)
+
+
+async def restart(request: web.Request) -> web.Response:
+    wanted = await body(request)
+    unknown = set(wanted) - {"bundle", "opening"}
+    if unknown or not wanted:
+        return fail(400, "restart takes 'bundle' (an installed bundle's name) and/or 'opening'")
+    return await call(request, "restart", timeout=30.0, **wanted)
+
+
+async def take(request: web.Request) -> web.StreamResponse:
+    """The last `minutes` (default 10) as a MIDI file, at the times the notes sounded (120 BPM grid)."""
+    try:
+        minutes = float(request.query.get("minutes", "10"))
+        assert 0 < minutes <= 1440
+    except (ValueError, AssertionError):
+        return fail(400, "minutes must be a number in (0, 1440]")
+    try:
+        reply = await request.app["link"].request("take", seconds=minutes * 60)
+    except NotPlaying as e:
+        return fail(503, f"not playing: {e}")
+    if not reply.get("ok"):
+        return fail(400, str(reply.get("error")))
+    data = midi_bytes(reply["take"])
+    return web.Response(body=data, content_type="audio/midi",
+                        headers={"Content-Disposition": 'attachment; filename="take.mid"'})
+
+
+def midi_bytes(take: dict) -> bytes:
+    from playbach.events import Note
+    from playbach.midifile import write_midi
+
+    per_second = 2 * 480   # 120 BPM at 480 ticks a quarter: a tick is about a millisecond
+    notes = [Note(round(t * per_second), pitch, max(1, round(d * per_second)), velocity)
+             for t, pitch, d, velocity in take["notes"]]
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "take.mid"
+        write_midi(notes, path, 480, 120.0, max(take["program"], -1), take["channel"] - 1)
+        return path.read_bytes()
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: the player's frames and {"type": "link", "connected": ...}."""
+    streams: set = request.app["streams"]
+    if len(streams) >= MAX_STREAMS:
+        return fail(429, f"{MAX_STREAMS} event streams open already")
+    link: Link = request.app["link"]
+    queue: asyncio.Queue = asyncio.Queue(maxsize=16)
+
+    def listener(message: dict) -> None:
+        with contextlib.suppress(asyncio.QueueFull):   # a slow reader misses frames, never blocks
+            queue.put_nowait(message)
+
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    streams.add(response)
+    link.listeners.add(listener)
+    listener({"type": "link", "connected": link.connected})
+    try:
+        while True:
+            try:
+                message = await asyncio.wait_for(queue.get(), 15.0)
+            except asyncio.TimeoutError:
+                await response.write(b": keepalive\n\n")
+                continue
+            await response.write(b"data: " + json.dumps(message, separators=(",", ":")).encode() + b"\n\n")
+    except (ConnectionError, asyncio.CancelledError):
+        pass
+    finally:
+        link.listeners.discard(listener)
+        streams.discard(response)
+    return response
