@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gadget import MidiGadget, usb_device_node            # noqa: E402
-from guest import (STATE, UNIT, Console, active_state, first_message, first_port_line, journal, load_results,  # noqa: E402
-                   main_pid, mono_prop, run, save_results, set_config_key, show, wait_for)
+from guest import (STATE, UNIT, Console, active_state, entry_mono, first_message, first_port_line,  # noqa: E402
+                   journal, load_results, main_pid, message, mono_prop, run, save_results, set_config_key, show, wait_for)
 from recorder import Recorder, balance                    # noqa: E402
 
 PHASE = STATE / "phase"
@@ -80,7 +80,7 @@ class Agent:
         start = mono_prop(UNIT, "ExecMainStartTimestampMonotonic") or 0.0
         # the player's first log line comes right after its imports; then the model is loaded
         imports = first_message(entries, "realtime", start) or first_message(entries, "", start)
-        model = first_message(entries, "model ", start)
+        model = first_message(entries, "started in", start) or first_message(entries, "player: model ", start)
         port = first_port_line(entries, start)
         # the player's own account of its start, where it logs one ("started in ...")
         told = model and re.search(r"python and imports ([\d.]+) s, runtime and model load ([\d.]+) s", model[1])
@@ -148,8 +148,11 @@ class Agent:
             time.sleep(self.rng.uniform(0.2, 1.5))
             t_in = SYNTH.plug()
             note = self.wait_note(t_in, 120)
-            events = [e for e in self.recorder.snapshot() if note is None or e.t < note]
-            left = balance(events).stuck(before=t_out)
+            # what the synth heard before that note (by position: one USB read can carry the
+            # CC 123, the program change and the first note_on with one timestamp)
+            events = self.recorder.snapshot()
+            first = next((i for i, e in enumerate(events) if e.kind == "note_on" and e.t > t_in), len(events))
+            left = balance(events[:first]).stuck(before=t_out)
             cycles.append({"out_s": round(t_in - t_out, 2), "resume_s": note and round(note - t_in, 2),
                            "left_sounding": len(left)})
             self.console.mark("unplug", cycle=i + 1, **cycles[-1])
@@ -203,11 +206,17 @@ class Agent:
         CONFIG.write_text(good + "tempo = 100\n")
         t = time.monotonic()
         run("systemctl", "restart", "--no-block", UNIT)
-        limit = wait_for(lambda: show(UNIT, "ActiveState", "Result") == {"ActiveState": "failed",
-                                                                          "Result": "start-limit-hit"}, 420, 1)
+        # systemd 252 logs "Start request repeated too quickly" and leaves the unit failed with
+        # the last start's result (exit-code); newer ones say start-limit-hit
+        def gave_up() -> bool:
+            return active_state() == "failed" and (
+                show(UNIT, "Result").get("Result") == "start-limit-hit"
+                or first_message(journal("-u", UNIT, "-b"), "Start request repeated too quickly", t) is not None)
+        limit = wait_for(gave_up, 300, 2)
         t_failed = time.monotonic()
         state = show(UNIT)
         entries = journal("-u", UNIT, "-b")
+        starts = [e for e in entries if message(e).startswith("Starting playbach") and entry_mono(e) > t]
         named = [e for e in entries if "unknown key 'tempo'" in (m := e.get("MESSAGE", "")) and str(CONFIG) in m]
         fails = [int(e["__MONOTONIC_TIMESTAMP"]) / 1e6 for e in named]
         fails = [f for f in fails if f > t]
@@ -219,7 +228,7 @@ class Agent:
         gaps = [round(b - a, 1) for a, b in zip(fails, fails[1:])]
         return {"ok": limit and bool(fails) and note is not None, "start_limit_hit": limit,
                 "result": state.get("Result"), "active_state": state.get("ActiveState"),
-                "failures_logged": len(fails), "journal_line": named[-1]["MESSAGE"] if named else None,
+                "failures_logged": len(fails), "starts": len(starts), "journal_line": named[-1]["MESSAGE"] if named else None,
                 "seconds_between_failures": gaps, "to_failed_s": round(t_failed - t, 1),
                 "fixed_to_note_s": note and round(note - t_fixed, 2)}
 
