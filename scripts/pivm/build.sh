@@ -19,12 +19,9 @@ BASE_PACKAGES=systemd,systemd-sysv,udev,kmod,linux-image-arm64,initramfs-tools,a
 # The initramfs only has to find an ext4 root on virtio-blk: a short module list keeps
 # update-initramfs (a shell script, slow under qemu-user) to seconds instead of minutes.
 INITRD_MODULES="virtio_pci virtio_mmio virtio_blk virtio_rng crc32c_generic libcrc32c ext4"
-# What install.sh reads from the checkout (its venv sources, the units, the bundle, the docs).
-# The code folders are setup.cfg's package_dir, as install.sh reads them.
-read -r -a CODE_DIRS <<<"$(python3 -c 'import configparser, sys
-c = configparser.ConfigParser(); c.read(sys.argv[1])
-print(" ".join(sorted({l.split("=")[1].strip() for l in c["options"]["package_dir"].splitlines() if "=" in l})))' "$REPO/setup.cfg")"
-INSTALL_INPUTS=(setup.cfg pyproject.toml README.md "${CODE_DIRS[@]}" systemd docs/appliance.md models/default)
+# The checkout as a Pi user clones it, less what install.sh never reads (the tests, the
+# benchmarks, CI): a change there does not rebuild the image, a change anywhere else does.
+INSTALL_EXCLUDE=(':!tests' ':!bench' ':!.ci' ':!scripts/pivm/driver.py' ':!scripts/pivm/report.py')
 AGENT_FILES=(agent.py guest.py gadget.py recorder.py fluid.py)
 
 BUILD_MOUNTS=()
@@ -39,7 +36,7 @@ build_cleanup() {
 # The files of this checkout that go into the image: tracked and new ones, not ignored ones,
 # present in the work tree (so uncommitted edits are what gets tested, as with the tests).
 install_files() {
-    (cd "$REPO" && git ls-files -z --cached --others --exclude-standard -- "${INSTALL_INPUTS[@]}" \
+    (cd "$REPO" && git ls-files -z --cached --others --exclude-standard -- . "${INSTALL_EXCLUDE[@]}" \
         | while IFS= read -r -d '' f; do [ -f "$f" ] && printf '%s\0' "$f"; done | sort -z)
 }
 

@@ -23,6 +23,7 @@ HEADLINE = {
     "watchdog_restart_to_note_s": ("watchdog", lambda c: c.get("to_note_s")),
     "unplug_cycles": ("unplug", lambda c: c.get("cycles")),
     "unplug_resumed": ("unplug", lambda c: c.get("resumed")),
+    "unplug_note_on_before_all_notes_off": ("unplug", lambda c: c.get("note_on_before_all_off")),
     "reboot_plays": ("reboot", lambda c: c.get("ok")),
     "bad_config_failed_cleanly": ("bad_config", lambda c: c.get("ok")),
     "fluidsynth_audio_dbfs": ("fluidsynth", lambda c: c.get("dbfs")),
