@@ -22,6 +22,7 @@ import queue
 import selectors
 import socket
 import stat
+import sys
 import threading
 from collections import deque
 from pathlib import Path
@@ -40,6 +41,7 @@ MAX_OUTBUF = 8 * 1024 * 1024
 FRAME_OUTBUF = 256 * 1024   # above this a subscriber gets no new frame until it has read
 FRAME_EVERY = 0.1           # seconds between the stream's frames
 BACKLOG = 16
+SWITCH_INTERVAL = 0.0005   # seconds: Python's GIL hand-over when the loop waits for it
 
 
 def open_control(player: Any) -> "ControlServer | None":
@@ -132,6 +134,10 @@ class ControlServer:
         self.sel.register(self.listener, selectors.EVENT_READ, "listen")
         self.sel.register(self.wake_r, selectors.EVENT_READ, "wake")
         self.closed = False
+        # The thread holds the GIL while it parses and encodes; the loop, waking from its sleep,
+        # would wait up to the switch interval (5 ms by default) for it: measured as a 2.4 ms
+        # onset p99 (bench/web.py). A 0.5 ms interval bounds that wait.
+        sys.setswitchinterval(SWITCH_INTERVAL)
         self.thread = threading.Thread(target=self._run, name="control", daemon=True)
         self.thread.start()
 
@@ -253,8 +259,8 @@ class ControlServer:
                 self._refuse(conn, "busy: the player has too many requests waiting", **extra)
 
     def _refuse(self, conn: Conn, error: str, close: bool = False, **extra: Any) -> None:
+        conn.closing = conn.closing or close   # first: the flush in _send closes once all is written
         self._send(conn, {"ok": False, "error": error, **extra})
-        conn.closing = conn.closing or close
 
     def _deliver(self) -> None:
         while self.replies:

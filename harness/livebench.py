@@ -116,11 +116,12 @@ def _transport(probe: Probe, messages) -> list[float]:
 
 def run_live_bench(bundle_path: str | Path, seconds: float = 60, bpm: float = DEFAULTS.bpm, port: str | None = None,
                    midi_api: str | None = "jack", variant: str = "int8", accelerator: str = "auto",
-                   realtime_priority: int = 0, nice: int = APPLIANCE_NICE) -> dict:
+                   realtime_priority: int = 0, nice: int = APPLIANCE_NICE, extra_args: tuple[str, ...] = ()) -> dict:
     """Play `seconds` at `bpm` and measure; see the module docstring for what and how.
 
     The player runs as the appliance runs it (systemd/playbach.service: Nice=-10, no realtime
-    scheduling) unless `realtime_priority` asks for SCHED_FIFO."""
+    scheduling) unless `realtime_priority` asks for SCHED_FIFO. `extra_args`: more player flags
+    (bench/web.py gives the control socket's)."""
     from playbach.harness import jack
 
     midi_api = midi_api or "jack"
@@ -140,7 +141,7 @@ def run_live_bench(bundle_path: str | Path, seconds: float = 60, bpm: float = DE
         cmd = [sys.executable, "-m", "playbach.cli", "play", "--bundle", str(bundle_path), "--port", port,
                "--midi-api", midi_api, "--bpm", str(bpm), "--seconds", str(seconds), "--seed", "0",
                "--variant", variant, "--accelerator", accelerator, "--stats", str(stats_path),
-               "--realtime-priority", str(realtime_priority), "--log-level", "warning"]
+               "--realtime-priority", str(realtime_priority), "--log-level", "warning", *extra_args]
         log.info("live bench: %s", " ".join(cmd))
         started = time.monotonic()
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

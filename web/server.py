@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def serve(app: web.Application, host: str, port: int) -> None:
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
@@ -93,9 +93,8 @@ def make_app(control_socket: str, token: str) -> web.Application:
         app["link"].start()
 
     async def stop(app: web.Application) -> None:
-        for response in list(app["streams"]):
-            with contextlib.suppress(Exception):
-                await response.write_eof()
+        for task in list(app["streams"]):   # the event streams never end by themselves
+            task.cancel()
         await app["link"].stop()
 
     async def headers(_request: web.Request, response: web.StreamResponse) -> None:
@@ -125,7 +124,7 @@ def fail(status: int, error: str) -> web.Response:
 async def body(request: web.Request) -> dict:
     """The request's JSON object, or an HTTP error saying what is wrong with it."""
     try:
-        data = json.loads(await request.read())
+        data = json.loads(await request.read(), parse_constant=_not_json)   # NaN, Infinity: not JSON
     except web.HTTPRequestEntityTooLarge:
         raise
     except (ValueError, UnicodeDecodeError) as e:
@@ -134,6 +133,10 @@ async def body(request: web.Request) -> dict:
         raise web.HTTPBadRequest(text=json.dumps({"error": "the body must be a JSON object"}),
                                  content_type="application/json")
     return data
+
+
+def _not_json(word: str) -> None:
+    raise ValueError(f"{word} is not a JSON number")
 
 
 async def call(request: web.Request, op: str, timeout: float = 5.0, **args: Any) -> web.Response:
@@ -228,7 +231,7 @@ async def events(request: web.Request) -> web.StreamResponse:
 
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
-    streams.add(response)
+    streams.add(asyncio.current_task())
     link.listeners.add(listener)
     listener({"type": "link", "connected": link.connected})
     try:
@@ -243,5 +246,5 @@ async def events(request: web.Request) -> web.StreamResponse:
         pass
     finally:
         link.listeners.discard(listener)
-        streams.discard(response)
+        streams.discard(asyncio.current_task())
     return response
