@@ -84,3 +84,22 @@ def test_install_refuses_a_folder_that_is_not_a_bundle(tmp_path):
     assert done.returncode == 2
     assert f"{tmp_path}: not a model bundle" in done.stderr
     assert not (tmp_path / "root" / "opt").exists()
+
+
+def test_with_web_writes_a_private_token_once_and_enables_the_page(installed_root, appliance_bundle, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(installed_root, root, symlinks=True, ignore=lambda d, names:
+                    ["usr"] if Path(d) == installed_root else [])
+    done = run_install(root, "--with-web", bundle=appliance_bundle)   # pip adds the web extra
+    assert done.returncode == 0, done.stderr
+    token = root / "etc/playbach/web-token"
+    assert token.stat().st_mode & 0o777 == 0o600 and len(token.read_text().strip()) >= 32
+    assert "control page: http://" in done.stdout and "web-token" in done.stdout
+    assert (root / "etc/systemd/system/multi-user.target.wants/playbach-web.service").is_symlink()
+    probe = "import aiohttp, playbach.web.server; print(playbach.web.server.STATIC / 'index.html')"
+    found = subprocess.run([str(root / "opt/playbach/venv/bin/python"), "-I", "-c", probe],
+                           capture_output=True, text=True, timeout=120)
+    assert found.returncode == 0 and Path(found.stdout.strip()).is_file(), found.stderr
+    first = token.read_text()
+    assert run_install(root, "--with-web", bundle=appliance_bundle).returncode == 0
+    assert token.read_text() == first, "a reinstall replaced the token"

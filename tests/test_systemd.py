@@ -14,9 +14,9 @@ import pytest
 from fixtures_appliance import read_unit, unit_path, verify_root
 from needs import need_program
 
-UNITS = ("playbach.service", "playbach-fluidsynth.service")
+UNITS = ("playbach.service", "playbach-fluidsynth.service", "playbach-web.service")
 # The exposure scores reached (0 = locked down, 10 = wide open); a change that raises one fails here.
-EXPOSURE = {"playbach.service": 0.8, "playbach-fluidsynth.service": 1.0}
+EXPOSURE = {"playbach.service": 0.8, "playbach-fluidsynth.service": 1.0, "playbach-web.service": 1.2}
 CORAL_IDS = (("1a6e", "089a"), ("18d1", "9302"))
 
 
@@ -148,3 +148,19 @@ def test_udev_tags_usb_midi_ports_so_plugging_one_starts_the_player(rules):
     got = apply_rules(rules, usb_midi)
     assert "systemd" in got["TAG"] and got["ENV{SYSTEMD_WANTS}"] == ["playbach.service"]
     assert apply_rules(rules, {"SUBSYSTEM": "sound", "KERNEL": "pcmC0D0p", "SUBSYSTEMS": "usb"}) == {}
+
+
+def test_web_unit_reaches_the_player_only_through_its_socket(installed_root):
+    """playbach-web.service: the LAN but no devices, the token by LoadCredential, the socket's
+    group; the player keeps PrivateNetwork and makes /run/playbach for the socket."""
+    web = {k: v[-1] for k, v in read_unit(unit_path(installed_root, "playbach-web.service")).items()}
+    player = {k: v[-1] for k, v in read_unit(unit_path(installed_root)).items()}
+    assert set(web["Service.RestrictAddressFamilies"].split()) == {"AF_UNIX", "AF_INET", "AF_INET6"}
+    assert web["Service.PrivateDevices"] == "yes" and web["Service.IPAddressDeny"] == "any"
+    assert web["Service.LoadCredential"] == "web-token:/etc/playbach/web-token"
+    assert "--web-token-file %d/web-token" in web["Service.ExecStart"]
+    assert web["Service.SupplementaryGroups"] == "playbach-web"
+    assert "playbach-web" in player["Service.SupplementaryGroups"].split()
+    assert player["Service.RuntimeDirectory"] == "playbach" and player["Service.PrivateNetwork"] == "yes"
+    # installed, not enabled without --with-web
+    assert not (installed_root / "etc/systemd/system/multi-user.target.wants/playbach-web.service").exists()
