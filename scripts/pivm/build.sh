@@ -25,8 +25,27 @@ INSTALL_EXCLUDE=(':!tests' ':!bench' ':!.ci' ':!scripts/pivm/driver.py' ':!scrip
 AGENT_FILES=(agent.py guest.py gadget.py recorder.py fluid.py)
 
 BUILD_MOUNTS=()
+CHILD=""
+# Long steps run in the background and are waited for: bash runs a trap only between
+# commands, so a foreground mmdebstrap or pip would hold off SIGTERM's cleanup for minutes.
+in_background() {
+    "$@" &
+    CHILD=$!
+    local rc=0
+    wait "$CHILD" || rc=$?
+    CHILD=""
+    return "$rc"
+}
+
+kill_tree() {
+    local child
+    for child in $(pgrep -P "$1"); do kill_tree "$child"; done
+    kill "$1" 2>/dev/null || true
+}
+
 build_cleanup() {
     local m
+    [ -z "$CHILD" ] || { kill_tree "$CHILD"; wait "$CHILD" 2>/dev/null || true; }
     for m in "${BUILD_MOUNTS[@]}"; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
     BUILD_MOUNTS=()
     # a *.tmp folder is never a finished build: drop it (after the mounts, so rm stays inside)
@@ -63,7 +82,7 @@ build_base() {
     mkdir -p "$BUILD_TMP"
     log "build: Debian $SUITE arm64 root with mmdebstrap under qemu-user (about 10 minutes)"
     # The initramfs settings must be there before linux-image's postinst runs update-initramfs.
-    mmdebstrap --mode=root --architectures=arm64 --variant=minbase --include="$BASE_PACKAGES" \
+    in_background mmdebstrap --mode=root --architectures=arm64 --variant=minbase --include="$BASE_PACKAGES" \
         --aptopt='Acquire::Languages "none"' --dpkgopt=force-unsafe-io \
         --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
         --dpkgopt='path-exclude=/usr/share/doc/*' \
@@ -85,19 +104,23 @@ install_playbach() {
     mount --bind /dev "$root/dev" && BUILD_MOUNTS=("$root/dev" "${BUILD_MOUNTS[@]}")
     # no /sys: the host's x86 CPUs there crash TFLite's cpuinfo under qemu-user (bench/aarch64.sh)
     cp /etc/resolv.conf "$root/etc/resolv.conf"
-    # an HTTPS-inspecting proxy's CA, where the host has one, so pip inside reaches PyPI too
+    # an HTTPS-inspecting proxy's CA, where the host has one, so pip inside reaches PyPI too;
+    # appended to the bundle pip reads (update-ca-certificates forks per certificate: minutes
+    # under qemu-user) and taken out again afterwards: the image does not keep it
+    local bundle=$root/etc/ssl/certs/ca-certificates.crt
+    cp "$bundle" "$bundle.pivm-orig"
     if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
-        cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
-        chroot_in "$root" update-ca-certificates >/dev/null
+        cat /usr/local/share/ca-certificates/*.crt >> "$bundle"
     fi
     mkdir -p "$root/root/playbach"
     install_files | (cd "$REPO" && tar --null -T - -cf -) | tar -xf - -C "$root/root/playbach"
     log "build: systemd/install.sh inside the arm64 root (pip under qemu-user, a few minutes)"
-    chroot_in "$root" bash -c 'cd /root/playbach && systemd/install.sh' >&2 \
+    in_background chroot_in "$root" bash -c 'cd /root/playbach && systemd/install.sh' >&2 \
         || die "install: systemd/install.sh failed inside the image (see above)"
     for f in "${BUILD_MOUNTS[@]}"; do umount "$f"; done
     BUILD_MOUNTS=()
     rm -f "$root/etc/resolv.conf"
+    mv "$bundle.pivm-orig" "$bundle"
     [ -L "$root/etc/systemd/system/multi-user.target.wants/playbach.service" ] \
         || die "install: install.sh did not enable playbach.service in the image"
 }
