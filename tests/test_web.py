@@ -19,7 +19,6 @@ import pytest
 from fixtures_midi import assert_no_stuck_notes
 from fixtures_web import BPM, free_port, wait_until
 
-pytest_plugins = ["fixtures_web"]
 pytestmark = pytest.mark.midi
 TICKS_PER_QUARTER = 4
 
