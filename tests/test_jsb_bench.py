@@ -1,0 +1,32 @@
+"""bench/jsb_default.sh with another configuration (issue 11 item 4): the arguments after the run
+folder reach `playbach train`, RESULT / RESULTS name the JSON, and the JSON carries the appliance
+figures (time per event, parity, Edge TPU op check) beside the benchmark's. A tiny model on a few
+real chorales, so it checks the plumbing, not the figures."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+from test_benchmark import jsb_file, write_jsb
+from fixtures_run import REPO
+
+
+def test_bench_script_passes_train_arguments_and_writes_the_named_result(tmp_path):
+    document = json.loads(jsb_file().read_text())
+    small = write_jsb(tmp_path / "jsb.json", {s: document[s][:n] for s, n in (("train", 6), ("valid", 2), ("test", 2))})
+    run = tmp_path / "run"
+    env = {**os.environ, "JSB": str(small), "RESULT": "tiny", "RESULTS": str(tmp_path / "results")}
+    done = subprocess.run(["bash", str(REPO / "bench" / "jsb_default.sh"), str(run), "--epochs", "1", "--units", "16",
+                           "--window", "16", "--transpose", "2", "--augment", "random"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((tmp_path / "results" / "tiny.json").read_text())
+    assert result["benchmark"] == "tiny" and "--transpose 2" in result["train_args"]
+    assert json.loads((run / "run.json").read_text())["model"]["units"] == [16]   # the arguments were used
+    assert not (REPO / "bench" / "results" / "tiny.json").exists()
+    assert {"step_dynamic.tflite", "step_int8.tflite"} <= set(result["ms_per_event"])
+    assert all(v["median"] > 0 for v in result["ms_per_event"].values())
+    assert set(result["parity_pitch_top1"]) == {"step_dynamic", "step_int8", "windowed_dynamic"}
+    assert result["edgetpu_op_check"]["unsupported"] == []
+    assert result["bundle"]["valid"]["pieces"] == 2 and result["bundle"]["test"]["pieces"] == 2

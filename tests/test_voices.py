@@ -1,0 +1,69 @@
+"""The voice slot rule (playbach/voices.py): right on a hand-made chorale bar, causal, and the
+file's voice for most events of the JSB benchmark's valid split (the figure docs/trainer.md quotes)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from playbach.events import notes_to_events
+from playbach.jsb import read_jsb
+from playbach.voices import MAX_INTERVAL, NO_INTERVAL, VoiceTracker, features
+
+JSB = Path(os.environ.get("PLAYBACH_CORPUS", Path(__file__).resolve().parents[2] / "shared" / "corpus")) \
+    / "jsb-chorales" / "Jsb16thSeparated.json"
+
+
+def test_slots_intervals_and_next_reference_on_a_bar() -> None:
+    # a four-part chord (B, T, A, S in ascending order), then the bass and the soprano move
+    events = np.array([[0, 48, 4, 64], [0, 55, 8, 64], [0, 64, 8, 64], [0, 72, 4, 64],
+                       [4, 50, 4, 64], [0, 74, 4, 64]])
+    f = features(events)
+    assert f[:, 0].tolist() == [3, 2, 1, 0, 3, 0]
+    assert f[:4, 1].tolist() == [NO_INTERVAL] * 4
+    assert f[4, 1] == MAX_INTERVAL + 2 and f[5, 1] == MAX_INTERVAL + 2    # bass 48->50, soprano 72->74
+    # after the bass the next free slot is the tenor (1st chord), ... after the soprano of bar 2 the
+    # next note comes when the bass ends (tick 8, with T and A also free: the bass moves first)
+    assert f[:4, 2].tolist() == [-1, -1, -1, 48] and f[4, 2] == 72 and f[5, 2] == 50
+
+
+def test_causal_and_tracker_matches_features() -> None:
+    rng = np.random.default_rng(0)
+    events = np.stack([rng.choice([0, 0, 2, 4], 200), rng.integers(40, 80, 200),
+                       rng.integers(1, 9, 200), np.full(200, 64)], axis=1)
+    f = features(events)
+    changed = events.copy()
+    changed[120:, 1:3] = rng.integers(1, 9, (80, 2)) + [40, 0]
+    assert np.array_equal(features(changed)[:120], f[:120])
+    tracker = VoiceTracker()
+    assert [tracker.feed(*e[:3]) for e in events.tolist()[:50]] == [tuple(r) for r in f[:50].tolist()]
+
+
+@pytest.mark.skipif(not JSB.exists(), reason="the JSB benchmark file is not beside the checkout")
+def test_slot_is_the_voice_on_the_valid_split() -> None:
+    rows = json.loads(JSB.read_text())["valid"]
+    right = total = 0
+    for piece, chorale in zip(read_jsb(JSB, ("valid",))["valid"], rows):
+        # the file's voice of every note, in the order notes_to_events puts them
+        tagged = sorted((s, p, d, v) for v in range(4) for s, p, d in _runs([r[v] for r in chorale]))
+        assert np.array_equal(notes_to_events([_note(t) for t in tagged]), piece.events)
+        right += int((features(piece.events)[:, 0] == [t[3] for t in tagged]).sum())
+        total += len(tagged)
+    assert right / total > 0.94
+
+
+def _runs(line: list[int]):
+    start, pitch = 0, -1
+    for t, p in enumerate([*line, -1]):
+        if p != pitch:
+            if pitch != -1:
+                yield start, pitch, t - start
+            start, pitch = t, p
+
+
+def _note(t):
+    from playbach.events import Note
+    return Note(t[0], t[1], t[2], 64)
