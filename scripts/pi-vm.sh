@@ -13,7 +13,7 @@
 #    receives, runs the faults and reports on the console (scripts/pivm/driver.py reads it);
 # 4. OUT (default bench/results/pi-vm.json) with every figure and check, and OUT's serial log
 #    beside it (OUT without .json, plus .serial.log). Exit 1 if a check fails, 2 if a step fails.
-# Needs root (mmdebstrap, chroot, mounts). Details: docs/appliance.md#the-emulated-pi.
+# Needs root (mmdebstrap, chroot, mounts). Details: docs/appliance.md#the-emulated-pi-scriptspi-vmsh.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
