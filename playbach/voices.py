@@ -52,6 +52,8 @@ class VoiceTracker:
         self.last[slot], self.end[slot] = int(pitch), self.now + int(duration)
         free = self._free()
         following = max(free) if free else max(v for v in range(self.slots) if self.end[v] == min(self.end))
+        # where and which the next event will be, if the music goes on without a rest
+        self.next_slot, self.next_start = following, self.now if free else min(self.end)
         return slot, interval, self.last[following]
 
 

@@ -28,6 +28,9 @@ def test_slots_intervals_and_next_reference_on_a_bar() -> None:
     # after the bass the next free slot is the tenor (1st chord), ... after the soprano of bar 2 the
     # next note comes when the bass ends (tick 8, with T and A also free: the bass moves first)
     assert f[:4, 2].tolist() == [-1, -1, -1, 48] and f[4, 2] == 72 and f[5, 2] == 50
+    tracker = VoiceTracker()
+    where = [(tracker.feed(*e[:3]), (tracker.next_slot, tracker.next_start))[1] for e in events.tolist()]
+    assert where == [(2, 0), (1, 0), (0, 0), (3, 4), (0, 4), (3, 8)]
 
 
 def test_causal_and_tracker_matches_features() -> None:
