@@ -127,7 +127,11 @@ class WatchedPort:
         self.last_check = now
         if not self._make_client():
             return
-        names = self.client.get_ports()
+        try:
+            names = self.client.get_ports()
+        except rtmidi.RtMidiError as e:   # a port vanished while rtmidi listed it: look again later
+            log.debug("listing %s ports failed: %s", self.api, e)
+            return
         if self.connected:
             if self.name not in names:
                 self._lose(f"{self.direction} port '{self.name}' vanished; waiting for it to come back")

@@ -119,6 +119,8 @@ class Player:
     def _open(self, ports: ExitStack) -> None:
         s = self.s
         self.load()
+        if s["realtime_priority"]:   # only now: loading at SCHED_FIFO starved the rest of a booting Pi
+            set_realtime(s["realtime_priority"])
         self.output = ports.enter_context(MidiOutput(s["midi_api"], s["port"], s["virtual_port"],
                                                      s["channel"] - 1, s["program"], s["velocity_scale"],
                                                      s["retry_seconds"]))
@@ -195,8 +197,6 @@ class Player:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
         signal.signal(signal.SIGABRT, self._on_watchdog)
-        if self.s["realtime_priority"]:
-            set_realtime(self.s["realtime_priority"])
         try:
             code = self._play()
         except WatchdogAbort as e:   # hung before the loop began: the ports are closed all the same

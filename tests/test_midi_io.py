@@ -4,7 +4,9 @@ The table is the kernel sequencer's own (/proc/asound/seq/clients), written here
 prints it: after a replug the synth's port has its old name and address again, but the kernel
 dropped the subscription with the old port, so only the table tells the two apart.
 """
-from playbach.device.midi_io import alsa_subscribed
+import rtmidi
+
+from playbach.device.midi_io import WatchedPort, alsa_subscribed
 
 BEFORE = """Client info
   cur  clients : 4
@@ -51,3 +53,22 @@ def test_a_replugged_synth_under_its_old_name_is_not_subscribed(tmp_path):
 def test_no_table_or_no_address_leaves_it_to_the_port_list(tmp_path):
     assert alsa_subscribed("playbach", SYNTH, "output", str(tmp_path / "missing")) is None
     assert alsa_subscribed("playbach", "fluidsynth:midi_00", "output", table(tmp_path, BEFORE)) is None
+
+
+class VanishingWhileListed:
+    """Stands in for an ALSA rtmidi client (no ALSA sequencer on the test machines): the synth
+    vanishes while rtmidi is listing ports, which raises InvalidPortError on a real Pi."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def get_ports(self):
+        raise rtmidi.InvalidPortError("MidiOutAlsa::getPortName: error looking for port name!")
+
+
+def test_a_port_vanishing_while_listed_is_looked_for_again():
+    class Output(WatchedPort):
+        client_class = VanishingWhileListed
+    port = Output("alsa", "Synth")
+    port.poll(now=10.0)   # must not raise: the play loop would die, and systemd restart it
+    assert not port.connected
