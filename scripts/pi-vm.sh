@@ -5,7 +5,8 @@
 #   sudo bash scripts/pi-vm.sh [--json OUT] [--rebuild] [--keep-vm-dir]
 #
 # 1. host tools (qemu-system-arm, mmdebstrap, qemu-user-static, binfmt-support), like setup.sh;
-# 2. a bootable Debian bookworm arm64 disk image, cached in .cache/pi-vm/ and keyed by a hash of
+# 2. a bootable Debian bookworm arm64 disk image, cached in /var/cache/playbach/pi-vm (PIVM_CACHE;
+#    outside the checkout, so a fresh clone on the same machine reuses it) and keyed by a hash of
 #    everything that goes into it (packages, these scripts, the checkout files install.sh uses);
 #    playbach is installed into it by its own systemd/install.sh (scripts/pivm/build.sh);
 # 3. qemu-system-aarch64 -M virt -cpu cortex-a72 -accel tcg, serial console, no network; the
@@ -17,7 +18,7 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-CACHE=$REPO/.cache/pi-vm
+CACHE=${PIVM_CACHE:-/var/cache/playbach/pi-vm}
 OUT=$REPO/bench/results/pi-vm.json
 REBUILD=0
 KEEP=0
