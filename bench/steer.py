@@ -41,6 +41,9 @@ SEGMENTS = (
 )
 KEYS = ("C major", "D minor", "F# major", "Bb minor", "E minor", "Ab major", "G major", "C# minor")
 FIRST_QUARTERS = 8
+# live key changes (from, to): relative, far, mode changes
+LIVE_CHANGES = (("D minor", "F major"), ("C major", "F# major"), ("G major", "E minor"), ("Bb minor", "A major"))
+LIVE_RANGE = (48, 76)
 
 
 def player(bundle: str, **values: object) -> Player:
@@ -102,24 +105,55 @@ def first_quarters_key(bundle: str, key: str, seed: int, events: int = 64) -> di
     return {"key": str(parse_key(key)), "seed": seed, "notes": len(notes), **found}
 
 
+def window_keys(events: np.ndarray, tpq: int) -> dict:
+    """Both finders' key of the notes starting in the first FIRST_QUARTERS quarters of `events`
+    (from the first one's onset on), each cut at the window's end."""
+    end = FIRST_QUARTERS * tpq
+    notes = [n for n in events_to_notes(events) if n.start - events_to_notes(events[:1])[0].start < end]
+    t0 = notes[0].start
+    window = np.array([(0, n.pitch, min(n.duration, end - (n.start - t0)), 0) for n in notes])
+    return {name: str(key_of_events(window, name)) for name in ("krumhansl", "temperley")}
+
+
+def live_key(bundle: str, start: str, to: str, seed: int, before: int = 60, after: int = 96) -> dict:
+    """A take started in `start`, sent `to` through Player.apply() after `before` events."""
+    p = player(bundle, seed=seed, key=start, pitch_min=LIVE_RANGE[0], pitch_max=LIVE_RANGE[1])
+    tpq = p.bundle.codec.ticks_per_quarter
+    played = np.array([p.improviser.next_event() for _ in range(before)])
+    p.apply({"key": to})
+    take = np.array([p.improviser.next_event() for _ in range(after)])
+    onsets = np.concatenate([played[len(played) // 2:, 0], take[1:, 0]])   # the take's own, past its seed
+    return {"from": start, "to": str(parse_key(to)), "seed": seed, **window_keys(take, tpq),
+            "onset_after_change_ticks": int(take[0, 0]), "largest_onset_otherwise_ticks": int(onsets.max()),
+            "notes": len(take), "in_range": int(((take[:, 1] >= LIVE_RANGE[0]) & (take[:, 1] <= LIVE_RANGE[1])).sum())}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", default=str(settings.DEFAULT_BUNDLE))
     parser.add_argument("--minutes", type=float, default=10.0, help="music in the long take")
     parser.add_argument("--bpm", type=float, default=settings.DEFAULTS.bpm)
     parser.add_argument("--segment", type=float, default=60.0, help="seconds of music between steering changes")
-    parser.add_argument("--seeds", type=int, default=5, help="seeds per key")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds per key and per live key change")
     parser.add_argument("--out", default="bench/results/steer.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     take = long_take(args.bundle, args.minutes, args.bpm, args.segment, seed=0)
     keys = [first_quarters_key(args.bundle, k, s) for k in KEYS for s in range(args.seeds)]
     rate = {name: sum(r[name] == r["key"] for r in keys) / len(keys) for name in ("krumhansl", "temperley")}
+    live = [live_key(args.bundle, a, b, s) for a, b in LIVE_CHANGES for s in range(args.seeds)]
+    live_rate = {name: sum(r[name] == r["to"] for r in live) / len(live) for name in ("krumhansl", "temperley")}
     result = {"bundle": args.bundle, "long_take": take,
-              "key": {"first_quarters": FIRST_QUARTERS, "takes": len(keys), "rate": rate, "takes_found": keys}}
+              "key": {"first_quarters": FIRST_QUARTERS, "takes": len(keys), "rate": rate, "takes_found": keys},
+              "live_key": {"first_quarters": FIRST_QUARTERS, "range": LIVE_RANGE, "takes": len(live),
+                           "rate": live_rate, "in_range_rate": sum(r["in_range"] for r in live) / sum(r["notes"] for r in live),
+                           "no_gap_rate": sum(r["onset_after_change_ticks"] <= r["largest_onset_otherwise_ticks"]
+                                              for r in live) / len(live), "takes_found": live}}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_text_atomically(args.out, json.dumps(result, indent=1))
     print(json.dumps({"generated_in_range_rate": take["generated_in_range_rate"], "key_rate": rate,
+                      "live_key_rate": live_rate, "live_in_range_rate": result["live_key"]["in_range_rate"],
+                      "live_no_gap_rate": result["live_key"]["no_gap_rate"],
                       "segments": [(r["density"], r["notes_per_quarter"]) for r in take["segments"]]}))
     return 0
 

@@ -43,7 +43,7 @@ START_DELAY = 0.05   # seconds from "ready" to the first note, so it is not late
 MAX_SLEEP = 0.05     # the loop wakes at least this often (signals, port checks, watchdog)
 MIN_STEP_BUDGET = 0.002
 # what Player.apply() changes in a running take (CC knobs, the control path); the rest needs a restart
-LIVE_KEYS = ("bpm",) + STEERING
+LIVE_KEYS = ("bpm", "key") + STEERING
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -168,6 +168,8 @@ class Player:
         steer = {k: v for k, v in checked.items() if k in STEERING}
         if steer and hasattr(self, "improviser"):
             self.improviser.steer(**steer)     # refuses a range the model cannot play, changing nothing
+        if "key" in checked and hasattr(self, "improviser"):   # what follows moves there (never refuses)
+            self.improviser.set_key(parse_key(checked["key"]))
         self.s.update(checked)
         if "bpm" in checked and hasattr(self, "scheduler"):
             self.scheduler.set_bpm(checked["bpm"], time.monotonic())

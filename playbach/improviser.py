@@ -15,6 +15,8 @@ import numpy as np
 
 from playbach.errors import UserError
 from playbach.events import Codec, merge_overlaps, notes_to_events, quantize_notes
+# a live change of mode bends the new key's third and sixth as move_to_key does the seed's
+from playbach.keys import _TO_MAJOR, _TO_MINOR, MODES, PROFILES, Key, key_of_events
 from playbach.memory import RepeatMemory
 from playbach.midifile import read_midi
 from playbach.sampler import sample, sample_event
@@ -26,6 +28,11 @@ SEED_EVENTS = 32    # how much of a MIDI file seeds the model (about what a bund
 MAX_CHORD = 12      # a model stuck on onset 0 would stack notes forever without time passing
 DENSITY_GAIN = 0.2  # per step, the share of the density debt (ticks) added to the onset aim
 DEBT_LIMIT = 32.0   # ticks: a debt the onsets cannot pay (an aim beyond them) stays bounded
+KEY_WINDOW = 32     # emitted events the key in force is found from when `key` changes live
+KEY_SETTLE = 8      # quarters after a live key change whose notes keep to the new key's scale
+MIDI_PITCHES = 128
+KEY_PULL = 4.0      # while it settles, the pitch head is weighted by the new key's profile to this power
+SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10, 11)}  # minor: natural + leading tone
 
 
 class StepSource(Protocol):
@@ -57,7 +64,18 @@ class Improviser:
         self.memory = memory or RepeatMemory()   # without weights it only watches
         self.pending: deque[np.ndarray] = deque()
         self.probs: list[np.ndarray] | None = None
-        self.sounding = Sounding(len(codec.vocab["pitch"]))
+        self.pitch_values = np.asarray(codec.vocab["pitch"], dtype=np.int64)
+        # the live key (set_key): the pitch emitted for each model pitch token is its own plus the
+        # offset of its pitch class; the model is fed its own tokens, so its state stays in its frame
+        self.offsets = np.zeros(12, dtype=np.int64)
+        self.emitted = self.pitch_values.copy()
+        self.key: Key | None = None              # the key asked live; None = the model's own
+        self.recent: deque[np.ndarray] = deque(maxlen=KEY_WINDOW)   # emitted events, newest last
+        self.key_pull: np.ndarray | None = None    # pitch-head weights toward the live key, while it settles
+        self.scale_mask: np.ndarray | None = None  # tokens emitted in the live key's scale, while it settles
+        self.settle_left = 0                       # ticks of that left (counted from the first note after)
+        self.settle_started = False
+        self.sounding = Sounding(MIDI_PITCHES)   # by emitted pitch
         self.chord = 0
         onsets = codec.vocab["onset"]
         self.smallest_step = next((i for i, v in enumerate(onsets) if v > 0), 0)
@@ -70,9 +88,10 @@ class Improviser:
         if unknown:
             raise ValueError(f"Improviser.steer: not a steering setting: {sorted(unknown)}")
         low, high = changes.get("pitch_min", self.pitch_min), changes.get("pitch_max", self.pitch_max)
-        mask = pitch_mask(self.codec, low, high)
+        pitch_mask(self.codec, low, high)    # the UserError for a range the vocabulary cannot reach
+        offsets, mask = self._fit(self.offsets, low, high)
         # one assignment for the mask, so a sample never sees half a change
-        self.range_mask = None if mask.all() else mask
+        self.offsets, self.emitted, self.range_mask = offsets, self._emitted(offsets), mask
         for name, value in changes.items():
             setattr(self, name, value)
         if "density" in changes:
@@ -80,8 +99,91 @@ class Improviser:
 
     def pitch_allowed(self) -> np.ndarray | None:
         """The pitch tokens the next sample may choose (None = all): the one place where masks on
-        the pitch head are combined (the range; any further mask is ANDed here)."""
+        the pitch head are combined (the range, in the emitted frame: a token is allowed when the
+        pitch it is emitted as lies in the range and in the model's vocabulary; any further mask
+        is ANDed here); for KEY_SETTLE quarters after a live key change, also the new key's scale,
+        unless that leaves no pitch in the range (the range wins)."""
+        if self.settle_left > 0 and self.scale_mask is not None:
+            both = self.scale_mask if self.range_mask is None else self.scale_mask & self.range_mask
+            if both.any():
+                return both
         return self.range_mask
+
+    # --- the live key ------------------------------------------------------------------------
+    def _emitted(self, offsets: np.ndarray) -> np.ndarray:
+        return self.pitch_values + offsets[self.pitch_values % 12]
+
+    def _range_mask(self, offsets: np.ndarray, low: int, high: int) -> np.ndarray | None:
+        emitted = self._emitted(offsets)
+        low, high = max(low, self.pitch_values[0]), min(high, self.pitch_values[-1])
+        mask = (emitted >= low) & (emitted <= high)
+        return None if mask.all() else mask
+
+    def _fit(self, offsets: np.ndarray, low: int, high: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """`offsets` moved by octaves so that some token is emitted inside [low, high] and the
+        vocabulary, and its mask (None = all). The offsets are first centred (median in -6 .. 5:
+        the take stays within a tritone of the model's own register, so at most 6 semitones of
+        the vocabulary's edge are masked); then the other octaves; then, if a bent degree is all
+        the range could hold, the plain transposition (some octave of it always reaches a range
+        that overlaps the vocabulary: the vocabulary spans more than an octave)."""
+        offsets = offsets - 12 * int(np.floor((np.median(offsets) + 6) / 12))
+        plain = np.full(12, int(np.median(offsets)), dtype=np.int64)
+        for candidate in (offsets, offsets - 12, offsets + 12, plain, plain - 12, plain + 12):
+            mask = self._range_mask(candidate, low, high)
+            if mask is None or mask.any():
+                return candidate, mask
+        return np.zeros(12, dtype=np.int64), self._range_mask(np.zeros(12, dtype=np.int64), low, high)
+
+    def key_in_force(self) -> Key | None:
+        """The key of the last KEY_WINDOW emitted events (with the seed still to come if fewer
+        than 8 have been emitted), by playbach.keys' finder; None before any note."""
+        notes = list(self.recent)
+        if len(notes) < 8:
+            pending = [self.codec.decode(ids)[0] for ids in list(self.pending)[:KEY_WINDOW - len(notes)]]
+            notes += [(o, self._emit_seed(v), d, vel) for o, v, d, vel in pending]
+        return key_of_events(np.array(notes)) if notes else None
+
+    def set_key(self, key: Key | None) -> None:
+        """Move what follows to `key` without a gap (None: back to the model's own frame): the
+        emitted pitches are transposed by the smallest shift (-6 .. +5 semitones) from the key in
+        force (key_in_force()) to `key`, and when the modes differ the new key's third and sixth
+        are bent as the seed's are (harmonic minor keeps its leading tone). The notes of the first
+        KEY_SETTLE quarters keep to the new key's scale (a mask, as the range is: the model's key
+        8 quarters on was its last 32 notes' key at 13 of 48 points of 12 takes: it modulates that often).
+        The model keeps being fed its own tokens and stays free to modulate after that; the
+        transposition stays, so it modulates from the new key."""
+        offsets = np.zeros(12, dtype=np.int64)
+        current = self.key_in_force() if key is not None else None
+        if key is not None and current is not None:
+            delta = (key.tonic - current.tonic + 6) % 12 - 6
+            emitted = np.arange(12) + self.offsets + delta          # each model pitch class, emitted
+            if current.mode != key.mode:
+                table = _TO_MINOR if key.mode == "minor" else _TO_MAJOR
+                degree = (emitted - key.tonic) % 12
+                emitted = emitted + np.array([table.get(d, d) - d for d in degree])
+            offsets = emitted - np.arange(12)
+        offsets, mask = self._fit(offsets, self.pitch_min, self.pitch_max)
+        emitted = self._emitted(offsets)
+        scale = None if key is None else np.isin((emitted - key.tonic) % 12, SCALES[key.mode])
+        self.settle_left, self.settle_started = 0, False   # no half-changed mask for the next sample
+        self.offsets, self.emitted, self.range_mask, self.key = offsets, emitted, mask, key
+        self.scale_mask = scale
+        self.key_pull = None if key is None else \
+            PROFILES["krumhansl"][MODES.index(key.mode)][(emitted - key.tonic) % 12] ** KEY_PULL
+        self.settle_left = 0 if key is None else KEY_SETTLE * self.codec.ticks_per_quarter
+
+    def _emit_seed(self, value: int) -> int:
+        """A seed pitch (not the model's choice) as emitted: moved with the live key, then folded
+        by octaves into the range and vocabulary (fit_seed did so for the starting range)."""
+        pitch = int(value + self.offsets[int(value) % 12])
+        if not self.offsets.any():
+            return int(value)
+        low, high = max(self.pitch_min, self.pitch_values[0]), min(self.pitch_max, self.pitch_values[-1])
+        while pitch < low:
+            pitch += 12
+        while pitch > high:
+            pitch -= 12
+        return pitch if pitch >= low else int(value)
 
     def unsounded_pitch(self, ids: np.ndarray, pitch_probs: np.ndarray) -> int:
         """The sampled pitch, or, if it sounds at the event's onset, one drawn again from the pitch
@@ -89,7 +191,7 @@ class Improviser:
         hit gives the masked distribution (exactly so without top-k) and leaves a seeded take's
         random stream alone where nothing sounds. Fallback: if the masks leave no pitch, the
         first draw stands and the scheduler cuts the sounding note short, as it did before."""
-        sounding = self.sounding.at(self.codec.vocab["onset"][ids[0]])
+        sounding = self.sounding.at(self.codec.vocab["onset"][ids[0]])[np.clip(self.emitted, 0, MIDI_PITCHES - 1)]
         if not sounding[ids[1]]:
             return int(ids[1])
         allowed = ~sounding if self.pitch_allowed() is None else ~sounding & self.pitch_allowed()
@@ -111,7 +213,11 @@ class Improviser:
         self.model.reset()
         self.memory.reset()
         self.sounding.reset()
+        self.recent.clear()
         self.probs = None
+        self.offsets, self.emitted, self.key = np.zeros(12, dtype=np.int64), self.pitch_values.copy(), None
+        self.scale_mask, self.settle_left = None, 0
+        self.range_mask = self._range_mask(self.offsets, self.pitch_min, self.pitch_max)
         events = np.array(events, dtype=np.int64).reshape(-1, 4)
         if len(events):
             events[0, 0] = 0   # the first note starts the take (its delta was from a note not played)
@@ -123,6 +229,8 @@ class Improviser:
         self.memory.reset()
         self.sounding.reset()   # what someone played sounds on their instrument, not on our port
         self.pending.clear()
+        events = np.array(events, dtype=np.int64).reshape(-1, 4)
+        events[:, 1] -= int(np.median(self.offsets))   # into the model's frame (a live key's transposition)
         for ids in self.codec.encode(events):
             self.memory.observe(ids)
             self.probs = self.model.step(ids)
@@ -135,6 +243,8 @@ class Improviser:
             raise RuntimeError("Improviser.next_event before prime() or listen()")
         else:
             heads = self.memory.mix(self.probs)
+            if self.settle_left > 0 and self.key_pull is not None:
+                heads = [heads[0], heads[1] * self.key_pull / (heads[1] @ self.key_pull), *heads[2:]]
             ids = sample_event(heads, self.rng, self.temperature, self.top_k,
                                self.rhythm_temperature if self.rhythm_temperature >= 0 else None,
                                self.pitch_allowed(), self.onset_values, self._onset_aim())
@@ -145,11 +255,24 @@ class Improviser:
                 debt = self.onset_debt + onset_mean(self.codec, self.density) - self.onset_values[ids[0]]
                 self.onset_debt = float(np.clip(debt, -DEBT_LIMIT, DEBT_LIMIT))
             ids[1] = self.unsounded_pitch(ids, heads[1])
-        onset, _, duration, _ = self.codec.decode(ids)[0]
-        self.sounding.add(onset, ids[1], duration)
+            if self.settle_left > 0:
+                if self.settle_started:
+                    self.settle_left -= int(self.onset_values[ids[0]])
+                self.settle_started = True
+            event = self.codec.decode(ids)[0]
+            event[1] = self.emitted[ids[1]]
+            return self._played(ids, event)
+        event = self.codec.decode(ids)[0]
+        event[1] = self._emit_seed(event[1])
+        return self._played(ids, event)
+
+    def _played(self, ids: np.ndarray, event: np.ndarray) -> np.ndarray:
+        """`event` (emitted values) is the take's next: note it, and step the model on `ids`."""
+        self.sounding.add(event[0], event[1], event[2])
+        self.recent.append(event)
         self.memory.observe(ids)
         self.probs = self.model.step(np.asarray(ids, dtype=np.int64))
-        return self.codec.decode(ids)[0]
+        return event
 
 
 def midi_seed(path: str, codec: Codec) -> np.ndarray:

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable
 from playbach import wire
 from playbach.bundle import KINDS, VARIANTS
 from playbach.errors import UserError
-from playbach.keys import ACCEPTS as KEY_NAMES, parse_key
+from playbach.keys import ACCEPTS as KEY_NAMES, MODES, SPELLING, parse_key
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 INSTALLED_BUNDLE = Path("/opt/playbach/models/default")
@@ -84,8 +84,9 @@ class Settings:
     rhythm_temperature: float = setting(-1.0, "sampling temperature of onset and duration (-1 = the same as "
                                         "temperature)", low=-1.0, high=5.0, rule=lambda v: v == -1 or v >= 0,
                                         accepts="-1 (the same as temperature) or a float in [0, 5]")
-    key: str = setting("", "key the take starts in, its opening moved there, e.g. 'D minor' ('' = the "
-                       "opening's own); the model may modulate", rule=_is_key_name, accepts=KEY_NAMES)
+    key: str = setting("", "key to play in, e.g. 'D minor' ('' = the opening's own): the take starts there "
+                       "(its opening moved); changed live, what follows is transposed there; the model may "
+                       "modulate", rule=_is_key_name, accepts=KEY_NAMES)
     pitch_min: int = setting(0, "lowest pitch (MIDI note) the model may choose", low=0, high=127)
     pitch_max: int = setting(127, "highest pitch (MIDI note) the model may choose", low=0, high=127)
     density: float = setting(0.0, "notes per quarter to aim at, by reweighting the onset head (0 = the "
@@ -111,6 +112,8 @@ class Settings:
     cc_density: int = setting(17, "CC number that sets density live (-1 = off)", low=-1, high=127)
     cc_pitch_min: int = setting(18, "CC number that sets pitch_min live (-1 = off)", low=-1, high=127)
     cc_pitch_max: int = setting(19, "CC number that sets pitch_max live (-1 = off)", low=-1, high=127)
+    cc_key: int = setting(-1, "CC number that sets the key live: CC value v -> the (v * 24 // 128)th of C major, "
+                          "C minor, C# major, ... B minor (-1 = off)", low=-1, high=127)
     lookahead: float = setting(0.5, "seconds of music generated ahead of the clock", low=0.05, high=10.0)
     realtime_priority: int = setting(0, "run the play loop at this SCHED_FIFO priority (0 = normal scheduling)",
                                      low=0, high=99)
@@ -178,21 +181,28 @@ DEFAULTS = Settings()
 @dataclass(frozen=True)
 class Knob:
     """A CC that sets a setting live: the setting naming the CC number, the setting it sets, and
-    the values CC 0 and CC 127 mean (linear between; rounded for an int setting)."""
+    the values CC 0 and CC 127 mean (linear between; rounded for an int setting), or `choices`:
+    CC 0 .. 127 split into len(choices) equal bands, one value each."""
     cc: str
     name: str
     low: float
     high: float
+    choices: tuple = ()
 
     def value(self, cc_value: int) -> Any:
+        if self.choices:
+            return self.choices[min(len(self.choices) - 1, cc_value * len(self.choices) // 128)]
         v = self.low + (self.high - self.low) * cc_value / 127
         return round(v) if BY_NAME[self.name].type is int else float(v)
 
 
+# The 24 keys a CC chooses among, in this order (CC value v -> KEY_CHOICES[v * 24 // 128]).
+KEY_CHOICES = tuple(f"{tonic} {mode}" for tonic in SPELLING for mode in MODES)
 # The CC map (README "Steering"): one row per knob; the live input reads it, the player applies it.
 KNOBS = (Knob("cc_temperature", "temperature", 0.1, 2.0), Knob("cc_tempo", "bpm", 40.0, 200.0),
          Knob("cc_rhythm_temperature", "rhythm_temperature", 0.1, 2.0), Knob("cc_density", "density", 0.0, 4.0),
-         Knob("cc_pitch_min", "pitch_min", 0, 127), Knob("cc_pitch_max", "pitch_max", 0, 127))
+         Knob("cc_pitch_min", "pitch_min", 0, 127), Knob("cc_pitch_max", "pitch_max", 0, 127),
+         Knob("cc_key", "key", 0, 23, KEY_CHOICES))
 
 
 def check_together(values: dict[str, Any], where: str) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 
 
 class Sounding:
-    """End tick of each pitch token's latest note on the take's clock (ticks since its start)."""
+    """End tick of each pitch's latest note on the take's clock (ticks since its start)."""
 
     def __init__(self, pitch_tokens: int):
         self.ends = np.zeros(pitch_tokens, dtype=np.int64)
@@ -22,13 +22,13 @@ class Sounding:
         self.now = 0
 
     def add(self, onset: int, pitch_id: int, duration: int) -> None:
-        """An event (onset distance and duration in ticks, pitch as a token id) has been played."""
+        """An event (onset distance and duration in ticks; the pitch as the Improviser emits it, an index < the size given) has been played."""
         self.now += int(onset)
         # a pitch struck again ends where the new note ends (the scheduler cut the old one)
         self.ends[pitch_id] = self.now + int(duration)
 
     def at(self, onset: int) -> np.ndarray:
-        """Pitch tokens sounding at the onset `onset` ticks after the last event's: a note ending
+        """Pitches sounding at the onset `onset` ticks after the last event's: a note ending
         exactly there is over (its note_off comes first); one begun at the last event's onset, a
         chord member, is sounding."""
         return self.ends > self.now + int(onset)

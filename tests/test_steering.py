@@ -47,6 +47,26 @@ def test_the_take_starts_in_the_asked_key(bench):
     assert str(key_of_events(np.array([p.improviser.next_event() for _ in range(32)]))) == "D major"
 
 
+def test_a_live_key_change_moves_what_follows_without_a_gap(bench):
+    """D minor, then F major through Player.apply() after 60 events: the 8 quarters from the first
+    note generated after the change are in F major on most seeds (bench/steer.py: 8 of 10 here),
+    the note after the change comes no later than the take's own onsets, every note in the range."""
+    takes = [bench.live_key(SHIPPED, "D minor", "F major", seed) for seed in range(6)]
+    assert sum(t["krumhansl"] == "F major" for t in takes) >= 4, takes
+    for t in takes:
+        assert t["in_range"] == t["notes"], t
+        assert t["onset_after_change_ticks"] <= t["largest_onset_otherwise_ticks"], t
+    p = bench.player(SHIPPED, seed=0, key="D minor")
+    for _ in range(40):
+        p.improviser.next_event()
+    assert p.apply({"key": "F major"})["key"] == "F major"
+    assert p.apply({"key": ""})["key"] == "" and not p.improviser.offsets.any()   # back to the model's own
+    for bad in ("H minor", "D dorian", 3):
+        with pytest.raises(UserError, match="key 'key'.*'D minor'"):
+            p.apply({"key": bad})
+    assert p.in_force()["key"] == ""
+
+
 def test_key_names():
     assert str(parse_key("d minor")) == "D minor" and str(parse_key("Bb")) == "Bb major"
     assert str(parse_key("F♯ min")) == "F# minor" and parse_key("") is None
@@ -114,4 +134,7 @@ def test_every_knob_sets_a_live_key_within_its_rules():
         assert knob.name in bench_live_keys() and knob.cc in settings.BY_NAME
         for cc in (0, 64, 127):
             settings.BY_NAME[knob.name].check(knob.value(cc), "knob")
+    key = next(k for k in settings.KNOBS if k.name == "key")
+    assert [key.value(v) for v in (0, 5, 6, 127)] == ["C major", "C major", "C minor", "B minor"]
+    assert {key.value(v) for v in range(128)} == set(settings.KEY_CHOICES) and len(settings.KEY_CHOICES) == 24
     settings.check_together(defaults, "defaults")    # the default CC numbers are all different
