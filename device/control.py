@@ -1,14 +1,18 @@
 """The player's control socket (`control_socket`, default /run/playbach/control.sock): a Unix
 socket speaking one JSON object per line (playbach/wire.py; the protocol: docs/control.md).
 
-Why a thread and a queue: the play loop must never wait on a client. A small thread owns the
-sockets (a selector: accept, read, write, all non-blocking) and only parses; what reads or
-changes the take goes through a bounded queue that the loop drains, a few requests a pass, in
-its own thread (Player.apply() must run there: the loop reads what it changes without a lock).
-Replies and the stream's frames go back the other way as plain Python objects, and the thread
-encodes them. Bounded everywhere: MAX_CLIENTS connections, MAX_REQUEST bytes a line, PER_CLIENT
-requests in flight each, QUEUE in all (more: 'busy' at once), MAX_OUTBUF bytes waiting per
-client (a subscriber that stops reading misses frames; one that lets a reply pile up is dropped).
+Why no thread: a control thread holds Python's GIL while it parses and encodes, and the loop,
+waking for a note, waited for it (bench/web.py measured the onset p99 beyond transport 1.2 ms
+worse even with a 0.5 ms switch interval). Here the play loop owns everything: between notes it
+waits in select() on the sockets instead of sleeping (Player._wait), so a request wakes it, and
+serve() does a piece of work (read the sockets, answer a request, make a frame, encode 500 notes
+of a take) only while the next note is further away than twice the slowest recent piece of that
+kind, as the loop does for model steps. A request that does not fit waits for after the note.
+
+Bounded everywhere: MAX_CLIENTS connections, MAX_REQUEST bytes a line, LINES_PER_PASS lines
+parsed per client per pass, PER_CLIENT requests in flight each, QUEUE in all (more: 'busy' at
+once), PER_PASS answered per pass, MAX_OUTBUF bytes waiting per client (a subscriber that stops
+reading misses frames; one that lets a reply pile up is dropped).
 
 The socket is never world-writable: 0660 with group `control_group` where that group exists and
 the player is in it (the installed service), else 0600 (only the player's own user).
@@ -16,32 +20,34 @@ the player is in it (the installed service), else 0600 (only the player's own us
 from __future__ import annotations
 
 import grp
+import json
 import logging
 import os
-import queue
 import selectors
 import socket
 import stat
-import sys
-import threading
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any
 
 from playbach import wire
-from playbach.device.control_ops import Ops
+from playbach.device.control_ops import Ops, TakeJob
 from playbach.errors import UserError
 
 log = logging.getLogger(__name__)
 
 QUEUE = 32            # requests waiting for the loop, all clients together
 PER_CLIENT = 8        # requests in flight per connection (the web pipelines its calls)
-PER_PASS = 4          # requests the loop answers per pass (its work per pass stays small)
+PER_PASS = 4          # requests answered per loop pass (the loop sends what is due in between)
+LINES_PER_PASS = 16   # request lines parsed per connection per pass (a flood waits in its socket)
 MAX_OUTBUF = 8 * 1024 * 1024
 FRAME_OUTBUF = 256 * 1024   # above this a subscriber gets no new frame until it has read
-FRAME_EVERY = 0.1           # seconds between the stream's frames
+FRAME_EVERY = 0.1           # seconds between the stream's frames (at most 10 a second)
 BACKLOG = 16
-SWITCH_INTERVAL = 0.0005   # seconds: Python's GIL hand-over when the loop waits for it
+FIRST_COST = 0.002          # seconds assumed for a kind of work not yet timed
+MIN_COST = 0.0002           # the least a piece of work is assumed to take
+SELECT_FDS = 1024           # select() cannot watch a descriptor from FD_SETSIZE up: refused as busy
 
 
 def open_control(player: Any) -> "ControlServer | None":
@@ -112,93 +118,132 @@ class Conn:
         self.pending = 0
         self.subscribed = False
         self.closing = False   # close once the outbuf is written
+        self.reading = True    # False while it has more lines parsed-but-unread than a pass takes
 
 
 class ControlServer:
-    """The socket, its thread, and serve(now), which the play loop calls every pass."""
+    """The socket and its clients, served by the play loop: serve() every pass, wait() between
+    notes, each piece of work only where it fits before the next note (room())."""
 
     def __init__(self, path: str, group: str, player: Any):
         self.path = path
         self.listener = bind(path, group)
         self.inode = os.stat(path).st_ino
         self.ops = Ops(player)
-        self.requests: queue.Queue = queue.Queue(QUEUE)
-        self.replies: deque = deque()            # (conn number, message), loop -> thread
-        self.frame: dict | None = None           # the newest frame, loop -> thread
-        self.subscribers = 0                     # read by the loop, written by the thread
+        self.waiting: deque[tuple[Conn, dict]] = deque()   # parsed, not yet answered: QUEUE at most
+        self.takes: deque[TakeJob] = deque()
+        self.cost: dict[str, float] = {}   # kind of work -> the slowest recent one, seconds
+        self.subscribers = 0
         self.next_frame = 0.0
         self.conns: dict[int, Conn] = {}
+        self.backlog: set[Conn] = set()    # clients with whole lines left in their inbuf
         self.numbers = iter(range(1, 1 << 62))
-        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.sel = selectors.DefaultSelector()
+        self.more = False   # serve() stopped at a per-pass limit, not for want of room: come back at once
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)   # Player.panic() from elsewhere
+        # select(), not the default epoll: epoll's and poll's timeouts are whole milliseconds rounded
+        # up (measured: 0.5 ms late at the median, Python 3.11), select()'s are microseconds, like
+        # the Event wait it stands in for; with MAX_CLIENTS + 2 descriptors its cost is nothing
+        self.sel = selectors.SelectSelector()
         self.sel.register(self.listener, selectors.EVENT_READ, "listen")
         self.sel.register(self.wake_r, selectors.EVENT_READ, "wake")
         self.closed = False
-        # The thread holds the GIL while it parses and encodes; the loop, waking from its sleep,
-        # would wait up to the switch interval (5 ms by default) for it: measured as a 2.4 ms
-        # onset p99 (bench/web.py). A 0.5 ms interval bounds that wait.
-        sys.setswitchinterval(SWITCH_INTERVAL)
-        self.thread = threading.Thread(target=self._run, name="control", daemon=True)
-        self.thread.start()
 
     # --- the loop's side ------------------------------------------------------------------------
-    def serve(self, now: float) -> None:
-        """Answer up to PER_PASS waiting requests and publish a frame when one is due."""
-        self.ops.collect(now)
-        answered = False
-        for _ in range(PER_PASS):
-            try:
-                number, message = self.requests.get_nowait()
-            except queue.Empty:
-                break
-            reply = self.ops.handle(message, now)
-            if "id" in message:
-                reply["id"] = message["id"]
-            self.replies.append((number, reply))
-            answered = True
-        if self.subscribers and now >= self.next_frame:
-            self.next_frame = now + FRAME_EVERY
-            self.frame = self.ops.frame(now)
-            answered = True
-        if answered:
-            self._wake()
+    def room(self, now: float, deadline: float | None, kind: str = "io") -> bool:
+        """Whether `kind` of work begun now ends well before `deadline` (the next note; None: none
+        due): twice the slowest recent one of its kind, as Player._room_to_generate does for steps."""
+        return deadline is None or deadline - now > 2 * self.cost.get(kind, FIRST_COST)
 
-    def _wake(self) -> None:
+    def _took(self, kind: str, since: float) -> float:
+        now = time.monotonic()   # one stall should not keep that kind out for good: it decays
+        self.cost[kind] = max(now - since, 0.99 * self.cost.get(kind, 0.0), MIN_COST)
+        return now
+
+    def serve(self, now: float, deadline: float | None) -> None:
+        """The control work that fits before `deadline`: read the sockets, answer up to PER_PASS
+        requests, a piece of a take, a frame when one is due."""
+        self.ops.collect(now)
+        self.more = False
+        if self.closed or not self.room(now, deadline):
+            return
+        for key, mask in self.sel.select(0):
+            if key.data == "listen":
+                self._accept()
+            elif key.data == "wake":
+                try:
+                    os.read(self.wake_r, 4096)
+                except BlockingIOError:
+                    pass
+            else:
+                if mask & selectors.EVENT_READ:
+                    self._read(key.data)
+                if mask & selectors.EVENT_WRITE and key.data.number in self.conns:
+                    self._flush(key.data)
+        for conn in list(self.backlog):
+            self._parse(conn)
+        t = self._took("io", now)
+        for _ in range(PER_PASS):
+            if not self.waiting or not self.room(t, deadline, self.waiting[0][1]["op"]):
+                break
+            conn, message = self.waiting.popleft()
+            conn.pending -= 1
+            self._answer(conn, message, t)   # also for a client gone: a `set` sent and hung up on holds
+            t = self._took(message["op"], t)
+        else:
+            self.more = bool(self.waiting)
+        if self.takes and self.room(t, deadline, "take"):
+            job = self.takes[0]
+            line = job.step()
+            t = self._took("take", t)
+            if line is not None:
+                self.takes.popleft()
+                if job.conn.number in self.conns:
+                    self._send(job.conn, line)
+            self.more = self.more or bool(self.takes)
+        if self.subscribers and now >= self.next_frame and self.room(t, deadline, "frame"):
+            self.next_frame = now + FRAME_EVERY
+            line = wire.encode(self.ops.frame(t))
+            for conn in list(self.conns.values()):
+                if conn.subscribed and len(conn.outbuf) < FRAME_OUTBUF:
+                    self._send(conn, line)
+            self._took("frame", t)
+        self.more = self.more or bool(self.backlog)
+
+    def _answer(self, conn: Conn, message: dict, now: float) -> None:
+        extra = {"id": message["id"]} if "id" in message else {}
+        if message["op"] == "take":
+            try:
+                head, notes, first = self.ops.take_window(message, now)
+            except UserError as e:
+                self._reply(conn, {"ok": False, "error": str(e), **extra})
+                return
+            self.takes.append(TakeJob(conn, head, notes, first, extra))
+            return
+        self._reply(conn, {**self.ops.handle(message, now), **extra})
+
+    def wait(self, timeout: float) -> None:
+        """Sleep up to `timeout` (the loop's next wake), woken by a client or Player.panic();
+        not at all when serve() left work it could do."""
+        if not self.more and not self.closed:
+            self.sel.select(timeout)
+
+    def wake(self) -> None:
+        """Wake the loop from wait() (Player.panic(), from any thread)."""
+        if self.closed:
+            return
         try:
             os.write(self.wake_w, b"x")
         except BlockingIOError:
-            pass   # the pipe is full: the thread is awake anyway
+            pass   # the pipe is full: the loop wakes anyway
 
-    # --- the thread's side ----------------------------------------------------------------------
-    def _run(self) -> None:
-        while not self.closed:
-            try:
-                events = self.sel.select(timeout=1.0)
-            except OSError:
-                return   # closed under us
-            for key, mask in events:
-                if key.data == "listen":
-                    self._accept()
-                elif key.data == "wake":
-                    try:
-                        os.read(self.wake_r, 4096)
-                    except BlockingIOError:
-                        pass
-                else:
-                    conn = key.data
-                    if mask & selectors.EVENT_READ:
-                        self._read(conn)
-                    if mask & selectors.EVENT_WRITE and conn.number in self.conns:
-                        self._flush(conn)
-            self._deliver()
-
+    # --- the sockets ----------------------------------------------------------------------------
     def _accept(self) -> None:
         try:
             sock, _ = self.listener.accept()
         except (BlockingIOError, OSError):
             return
         sock.setblocking(False)
-        if len(self.conns) >= wire.MAX_CLIENTS:
+        if len(self.conns) >= wire.MAX_CLIENTS or sock.fileno() >= SELECT_FDS:
             try:   # a best-effort word, then gone: the limit holds whatever the client does
                 sock.send(wire.encode({"ok": False, "error": f"busy: {wire.MAX_CLIENTS} clients already"}))
             except OSError:
@@ -220,19 +265,30 @@ class ControlServer:
             self._drop(conn)
             return
         conn.inbuf += data
-        while not conn.closing:
+        self._parse(conn)
+
+    def _parse(self, conn: Conn) -> None:
+        """Up to LINES_PER_PASS of its lines; with more left, stop reading it until they are done."""
+        for _ in range(LINES_PER_PASS):
+            if conn.closing or conn.number not in self.conns:
+                break
             end = conn.inbuf.find(b"\n")
             if end < 0:
                 if len(conn.inbuf) >= wire.MAX_REQUEST:
                     self._refuse(conn, f"request longer than {wire.MAX_REQUEST} bytes", close=True)
-                return
+                break
             line = bytes(conn.inbuf[:end])
             del conn.inbuf[:end + 1]
             if len(line) >= wire.MAX_REQUEST:
                 self._refuse(conn, f"request longer than {wire.MAX_REQUEST} bytes", close=True)
-                return
+                break
             if line.strip():
                 self._request(conn, line)
+        left = b"\n" in conn.inbuf and not conn.closing and conn.number in self.conns
+        if left != (conn in self.backlog):
+            conn.reading = not left
+            (self.backlog.add if left else self.backlog.discard)(conn)
+            self._watch(conn)
 
     def _request(self, conn: Conn, line: bytes) -> None:
         try:
@@ -244,40 +300,34 @@ class ControlServer:
         extra = {"id": message["id"]} if "id" in message else {}
         if op not in wire.OPS:
             self._refuse(conn, f"unknown op {op!r}; ops: {', '.join(wire.OPS)}", **extra)
-        elif op == "subscribe":   # the thread's own business: the loop only makes frames
+        elif op == "subscribe":   # served here: the frames go to every subscriber
             if not conn.subscribed:
                 conn.subscribed = True
                 self.subscribers += 1
-            self._send(conn, {"ok": True, **extra})
+            self._reply(conn, {"ok": True, **extra})
         elif conn.pending >= PER_CLIENT:
             self._refuse(conn, f"busy: {PER_CLIENT} requests of this client already waiting", **extra)
+        elif len(self.waiting) >= QUEUE:
+            self._refuse(conn, "busy: the player has too many requests waiting", **extra)
         else:
-            try:
-                self.requests.put_nowait((conn.number, message))
-                conn.pending += 1
-            except queue.Full:
-                self._refuse(conn, "busy: the player has too many requests waiting", **extra)
+            self.waiting.append((conn, message))
+            conn.pending += 1
 
     def _refuse(self, conn: Conn, error: str, close: bool = False, **extra: Any) -> None:
         conn.closing = conn.closing or close   # first: the flush in _send closes once all is written
-        self._send(conn, {"ok": False, "error": error, **extra})
+        self._reply(conn, {"ok": False, "error": error, **extra})
 
-    def _deliver(self) -> None:
-        while self.replies:
-            number, reply = self.replies.popleft()
-            conn = self.conns.get(number)
-            if conn is not None:
-                conn.pending -= 1
-                self._send(conn, reply)
-        frame, self.frame = self.frame, None
-        if frame is not None:
-            line = wire.encode(frame)
-            for conn in list(self.conns.values()):
-                if conn.subscribed and len(conn.outbuf) < FRAME_OUTBUF:
-                    self._send(conn, line)
+    def _reply(self, conn: Conn, message: dict) -> None:
+        if conn.number not in self.conns:
+            return
+        try:
+            line = wire.encode(message)
+        except (TypeError, ValueError) as e:   # a bug: say so rather than end the take
+            line = wire.encode({"ok": False, "error": f"reply not encodable: {e}"})
+        self._send(conn, line)
 
-    def _send(self, conn: Conn, message: dict | bytes) -> None:
-        conn.outbuf += message if isinstance(message, bytes) else wire.encode(message)
+    def _send(self, conn: Conn, line: bytes) -> None:
+        conn.outbuf += line
         if len(conn.outbuf) > MAX_OUTBUF:
             log.warning("control socket: a client does not read its replies; dropped")
             self._drop(conn)
@@ -296,19 +346,28 @@ class ControlServer:
         if conn.closing and not conn.outbuf:
             self._drop(conn)
             return
-        want = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.outbuf else 0)
-        if self.sel.get_key(conn.sock).events != want:
+        self._watch(conn)
+
+    def _watch(self, conn: Conn) -> None:
+        """Select on what the client needs: reading unless it has lines left, writing while its outbuf is not empty."""
+        want = (selectors.EVENT_READ if conn.reading else 0) | (selectors.EVENT_WRITE if conn.outbuf else 0)
+        key = self.sel.get_map().get(conn.sock)
+        if key is None:
+            if want:
+                self.sel.register(conn.sock, want, conn)
+        elif not want:
+            self.sel.unregister(conn.sock)
+        elif key.events != want:
             self.sel.modify(conn.sock, want, conn)
 
     def _drop(self, conn: Conn) -> None:
         if self.conns.pop(conn.number, None) is None:
             return
+        self.backlog.discard(conn)
         if conn.subscribed:
             self.subscribers -= 1
-        try:
+        if conn.sock in self.sel.get_map():
             self.sel.unregister(conn.sock)
-        except (KeyError, ValueError):
-            pass
         conn.sock.close()
 
     # --- closing --------------------------------------------------------------------------------
@@ -316,8 +375,8 @@ class ControlServer:
         if self.closed:
             return
         self.closed = True
-        self._wake()
-        self.thread.join(2.0)
+        log.info("control socket: slowest recent work (ms): %s",
+                 ", ".join(f"{k} {v * 1e3:.3f}" for k, v in sorted(self.cost.items())) or "none")
         for conn in list(self.conns.values()):
             self._drop(conn)
         self.sel.close()
@@ -335,4 +394,3 @@ class ControlServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-

@@ -1,5 +1,5 @@
-"""What the control socket's requests do, run in the play loop's thread (device/control.py hands
-them over): status, live settings through Player.apply(), pause/play, panic, a restart with
+"""What the control socket's requests do, run in the play loop's thread (device/control.py calls
+them between notes): status, live settings through Player.apply(), pause/play, panic, a restart with
 another installed bundle or opening, the take so far, and the stream's frames.
 
 Every answer is a dict ({"ok": true, ...} or {"ok": false, "error": "..."}); nothing a client
@@ -7,12 +7,14 @@ sends can raise out of here into the loop.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import deque
 from pathlib import Path
 from typing import Any
 
+from playbach import wire
 from playbach.device.scheduler import NOTE_OFF, NOTE_ON
 from playbach.errors import UserError
 
@@ -21,6 +23,7 @@ log = logging.getLogger(__name__)
 TAKE_NOTES = 20000        # notes kept for `take` (about 80 minutes at 4 notes a second)
 TAKE_SECONDS = 600.0      # what `take` gives when it is not told
 START_DELAY = 0.05        # as the player's: from a restart to its first note
+TAKE_CHUNK = 500          # notes of a take encoded per piece of the loop's work
 
 
 class Ops:
@@ -123,17 +126,17 @@ class Ops:
         log.info("control: restarted with %s", p.status())
         return {"ok": True, "bundle": Path(p.s["bundle"]).name, "opening": p.s["opening"]}
 
-    def op_take(self, message: dict, now: float) -> dict:
-        """The notes of the last `seconds` (default 600): [start s from the first, pitch, seconds, velocity]."""
+    def take_window(self, message: dict, now: float) -> tuple[dict, list, float]:
+        """`take`: the notes that ended in the last `seconds` (default 600), the reply's head and
+        the time of the first; device/control.py encodes them a piece at a time, as
+        [start s from the first, pitch, seconds, velocity]."""
         seconds = message.get("seconds", TAKE_SECONDS)
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds <= 86400:
             raise UserError("take: 'seconds' must be a number in (0, 86400]")
         since = now - seconds
         notes = [n for n in self.take if n[0] >= since]
-        first = notes[0][0] if notes else now
-        return {"ok": True, "take": {"program": self.p.s["program"], "channel": self.p.s["channel"],
-                                     "notes": [[round(t - first, 4), pitch, round(d, 4), v]
-                                               for t, pitch, d, v in notes]}}
+        return ({"program": self.p.s["program"], "channel": self.p.s["channel"]}, notes,
+                notes[0][0] if notes else now)
 
     # --- the stream ------------------------------------------------------------------------
     def frame(self, now: float) -> dict:
@@ -148,6 +151,29 @@ class Ops:
                 "notes_played": self.p.notes_played,
                 "notes": [[nid, round(sched.time_of(on), 4), None if off is None else round(sched.time_of(off), 4),
                            pitch, vel] for nid, on, off, pitch, vel in notes]}
+
+
+class TakeJob:
+    """A `take` reply encoded TAKE_CHUNK notes a piece: 20,000 notes take ~40 ms to encode on
+    the build machine (more on a Pi), longer than the room between two notes."""
+
+    def __init__(self, conn: Any, head: dict, notes: list, first: float, extra: dict):
+        self.conn, self.head, self.notes, self.first, self.extra = conn, head, notes, first, extra
+        self.parts: list[str] = []
+        self.at = 0
+
+    def step(self) -> bytes | None:
+        """Encode the next piece; the whole reply line once the last is done, else None."""
+        first, chunk = self.first, self.notes[self.at:self.at + TAKE_CHUNK]
+        self.at += TAKE_CHUNK
+        if chunk:
+            self.parts.append(json.dumps([[round(t - first, 4), pitch, round(d, 4), v] for t, pitch, d, v in chunk],
+                                         separators=(",", ":"))[1:-1])
+        if self.at < len(self.notes):
+            return None
+        head = wire.encode({"ok": True, **self.extra, "take": self.head})[:-3]   # without '}}\n'
+        return b"".join([head, b',"notes":[', ",".join(self.parts).encode(), b"]}}\n"])
+
 
 
 def installed_bundles(bundle: str) -> list[str]:

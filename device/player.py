@@ -2,16 +2,19 @@
 
 One loop on the monotonic clock, in one thread:
 
-    send what is due  ->  look after the port  ->  pet the watchdog  ->  listen to live input
+    send what is due  ->  look after the port  ->  control socket  ->  pet the watchdog
+    ->  listen to live input
     ->  if less than `lookahead` seconds are generated: one more event (model step + sampling)
-    ->  else sleep until the next note is due
+    ->  else sleep until the next note is due (in select() on the control socket: a request wakes it)
 
-Generation never makes a note late: it only runs while the next note is further away than
-twice the slowest recent model step. SIGTERM/SIGINT end every sounding note, close the port and exit 0.
+Generation and the control socket never make a note late: each piece of their work only runs
+while the next note is further away than twice the slowest recent piece of that kind.
+SIGTERM/SIGINT end every sounding note, close the port and exit 0.
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -213,6 +216,9 @@ class Player:
         The ports close on every way out of here, their final note_offs delivered first."""
         with ExitStack() as ports:
             self._open(ports)
+            # what is loaded lives for the whole take: out of the cyclic collector's full passes,
+            # which the control socket's garbage triggers mid-loop (3 ms each here, more on a Pi)
+            gc.freeze()
             self.clock = open_clock(self.s, self.output, ports)
             if not self.output.wait(lambda: self.stop_requested,
                                     lambda: self.notifier.watchdog(time.monotonic())):
@@ -259,8 +265,8 @@ class Player:
                 out.send(due)
                 self.notes_played += sum(kind == "note_on" for kind, _, _ in due)
             out.poll(now)
-            if self.control is not None:
-                self.control.serve(now)
+            if self.control is not None:   # only the pieces that fit before the next note
+                self.control.serve(now, self._deadline(now))
             self.notifier.watchdog(now)
             if self.live is not None:
                 listening = self._live(now)
@@ -275,7 +281,22 @@ class Player:
                 wake = min(wake, self.clock.next_wake(now))
             delay = wake - time.monotonic()
             if delay > 0:
-                self.panic_requested.wait(delay)
+                self._wait(delay, now)
+
+    def _wait(self, delay: float, now: float) -> None:
+        """Sleep until the loop's next wake: in the control socket's select() while a request could
+        be answered before the next note (a client then wakes us), else unwoken by clients."""
+        if self.control is not None and self.control.room(time.monotonic(), self._deadline(now)):
+            self.control.wait(delay)
+        else:
+            self.panic_requested.wait(delay)
+
+    def _deadline(self, now: float) -> float | None:
+        """When the next thing that must leave on time is due: a note, or a clock tick we send."""
+        due = self.scheduler.next_due()
+        if self.clock is not None and not self.clock.follows:
+            due = min(due if due is not None else float("inf"), self.clock.next_wake(now))
+        return due
 
     def _room_to_generate(self, now: float) -> bool:
         if self.paused or (self.clock is not None and not self.clock.playing):
@@ -283,9 +304,7 @@ class Player:
         lead = self.scheduler.lead(now)
         if lead >= self.s["lookahead"]:
             return False
-        due = self.scheduler.next_due()
-        if self.clock is not None and not self.clock.follows:   # a tick we send is a deadline too
-            due = min(due if due is not None else float("inf"), self.clock.next_wake(now))
+        due = self._deadline(now)
         # a step right now could make the next note late, unless we are about to run dry
         return due is None or due - now > 2 * self.step_budget or lead < self.s["lookahead"] / 4
 
@@ -325,6 +344,8 @@ class Player:
         """End every sounding note at once (CC 120/123 on the input, or the control path); the
         music goes on after a short gap. Safe from any thread: the loop does it on the pass this wakes."""
         self.panic_requested.set()
+        if self.control is not None:
+            self.control.wake()   # the loop may be waiting in the control socket's select()
 
     def _panic(self, now: float) -> None:
         self.panic_requested.clear()

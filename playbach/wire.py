@@ -25,9 +25,13 @@ def encode(message: dict[str, Any]) -> bytes:
 def decode(line: bytes) -> dict[str, Any]:
     """One line as a message; ValueError saying what is wrong with it."""
     try:
-        message = json.loads(line)
+        message = json.loads(line, parse_constant=_not_json)   # NaN echoed in an id could not be encoded back
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"not JSON ({e})") from e
     if not isinstance(message, dict):
         raise ValueError("not a JSON object")
     return message
+
+
+def _not_json(name: str) -> Any:
+    raise json.JSONDecodeError(f"{name} is not JSON", name, 0)
