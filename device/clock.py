@@ -38,12 +38,12 @@ log = logging.getLogger(__name__)
 PPQ = 24                       # MIDI clock ticks per quarter
 TICK, START, CONTINUE, STOP, SPP = 0xF8, 0xFA, 0xFB, 0xFC, 0xF2
 BPM_LOW, BPM_HIGH = 20.0, 400.0
-PAUSE_SECONDS = 0.5            # ticks further apart than this: the clock paused (not a tempo of < 5 BPM)
 LOSS_SECONDS = 2.0             # no tick for this long while following: stop and wait
 FIT_TICKS = 48                 # the line is fitted through at most this many ticks (2 beats)
 JUMP_TICKS = 2                 # this many ticks in a row off the line: a new tempo, refit from them
 JUMP_SECONDS = 0.004           # ... by more than this (JACK periods and ±1 ms jitter stay inside)
 OFFSET_WINDOW = 2.0            # seconds over which the port clock's offset is the smallest seen
+GAP_TICKS = 4                  # more than this many tick periods without a tick: a pause
 POLL_SECONDS = 0.004           # the loop drains the clock port at least this often while following
 
 
@@ -163,9 +163,15 @@ class Follower:
         if self.running and self.base is not None:   # a jump while running: the next tick is there
             self.base = (self.count + 1, self.position)
 
+    def _pause_before(self, t: float, last: float | None) -> bool:
+        """More than GAP_TICKS tick periods (at the fitted tempo, else the slowest allowed one)
+        since `last`: the clock stopped ticking (e.g. between Stop and Continue), however briefly."""
+        period = self.fit.b if self.fit.ready else 60.0 / (PPQ * BPM_LOW)
+        return last is not None and t - last > GAP_TICKS * period
+
     def _tick(self, t: float) -> None:
-        if self.last_raw is not None and t - self.last_raw <= PAUSE_SECONDS:
-            self.intervals.append(t - self.last_raw)   # a longer gap is a pause, not a tempo
+        if self.last_raw is not None and not self._pause_before(t, self.last_raw):
+            self.intervals.append(t - self.last_raw)   # a pause is not a tempo
         self.last_raw = t
         if len(self.intervals) == self.intervals.maxlen:
             bpm = 60.0 / (PPQ * max(sum(self.intervals) / len(self.intervals), 1e-9))
@@ -176,8 +182,8 @@ class Follower:
                     self.absurd_logged = True
                 return
             self.absurd_logged = False
-        if self.last_tick is not None and t - self.last_tick > 4 * 60.0 / (PPQ * BPM_LOW):
-            self.fit.reset()   # a gap: the old line says nothing about the new ticks
+        if self._pause_before(t, self.last_tick):
+            self.fit.reset()   # the old line says nothing about when the resumed ticks come
         self.count += 1
         self.last_tick = t
         self.fit.add(self.count, t)

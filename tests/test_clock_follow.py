@@ -35,6 +35,21 @@ def test_start_stop_continue_and_song_position():
     assert f.time_of_position(133 * 6 + 2) == pytest.approx(t + 2 * 60 / (120 * PPQ), abs=1e-6)
 
 
+@pytest.mark.parametrize("pause", [0.1, 0.45, 0.6, 3.0])
+def test_ticks_after_a_pause_are_placed_by_the_new_ticks_not_the_old_line(pause):
+    """The clock stops ticking at Stop and starts again at Continue: the line fitted before the
+    pause says nothing about when the resumed ticks come, however short the pause."""
+    f = Follower(bpm=90)
+    f.feed(START, 0.0)
+    t = ticks(f, 0.0, 120, 24 * 2)
+    f.feed(STOP, t)
+    t += pause
+    f.feed(CONTINUE, t)
+    t = ticks(f, t, 120, 3)
+    position = f.song_position(f.count)
+    assert f.time_of_position(position + 6) == pytest.approx(t + 5 * 60 / (120 * PPQ), abs=1e-3)
+
+
 def test_tempo_smoothed_and_a_jump_taken_within_two_beats():
     f = Follower(bpm=90)
     f.feed(START, 0.0)
