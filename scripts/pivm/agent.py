@@ -78,12 +78,12 @@ class Agent:
         wait_for(lambda: show("", "FinishTimestampMonotonic").get("FinishTimestampMonotonic", "0") != "0", 60)
         entries = journal("-u", UNIT, "-b")
         start = mono_prop(UNIT, "ExecMainStartTimestampMonotonic") or 0.0
-        # the player's first log line comes right after its imports; then the model is loaded
-        imports = first_message(entries, "realtime", start) or first_message(entries, "", start)
         model = first_message(entries, "started in", start) or first_message(entries, "player: model ", start)
         port = first_port_line(entries, start)
-        # the player's own account of its start, where it logs one ("started in ...")
+        # the player's own account of its start ("started in ...": imports, then the model load);
+        # without it, its first log line is taken as the end of its imports
         told = model and re.search(r"python and imports ([\d.]+) s, runtime and model load ([\d.]+) s", model[1])
+        imports = (model[0] - float(told.group(2)), "") if told else first_message(entries, "", start)
         figures = {
             "first_note_mono": note,
             "ready_mono": mono_prop(UNIT, "ActiveEnterTimestampMonotonic"),

@@ -56,7 +56,8 @@ def boot_split(boot: dict, offset: float) -> tuple[dict, float | None, float | N
         split[name] = r2(host(mono) - previous)
         previous = host(mono)
     split["note"] = ("kernel_and_initrd: guest monotonic time when systemd started; python_imports_and_config: "
-                     "from ExecMainStart to the player's first log line; model_load: to its 'model ... on ...' line; "
+                     "from ExecMainStart to the end of the player's imports (its 'started in' line says how long the model load took); "
+                     "model_load: to its 'model ... on ...' line; "
                      "waiting_for_port: to 'playing to port'")
     if boot.get("systemd_finish_mono"):
         split["systemd_boot_finished_at"] = r2(host(boot["systemd_finish_mono"]))
