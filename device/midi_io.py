@@ -240,9 +240,7 @@ class MidiOutput(WatchedPort):
         try:
             self.client.send_message(data)
         except Exception as e:  # rtmidi raises on a broken connection
-            self._set_state(f"sending to '{self.name}' failed ({e}); waiting for the port", logging.WARNING)
-            self.sounding.clear()
-            self._close_port()
+            self._lose(f"sending to '{self.name}' failed ({e}); waiting for the port")
             return False
         return True
 
