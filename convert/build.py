@@ -6,7 +6,9 @@
        the states the float32 step model reaches (calibration.py)
     4. compare every model with Keras on the test pieces -> parity.json (parity.py)
     5. Edge TPU op check, and edgetpu_compiler if installed (edgetpu.py)
-    6. bundle.json with a sha256 per file
+    6. bundle.json with a sha256 per file, the run's split (with content fingerprints of the
+       pieces trained on) and, for a run on the JSB file, the played model's figure on its valid
+       and test splits (playbach/evaluate_bundle.py)
 
 Everything is written into a temporary folder next to --out and renamed at the end, so a failed
 conversion leaves an earlier bundle at that path as it was.
@@ -27,11 +29,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from playbach.bundle import KINDS, VARIANTS, BundleMeta, ModelEntry, Opening, file_sha256, load_bundle
+from playbach.bundle import (KINDS, VARIANTS, Benchmark, BenchmarkFigure, Bundle, BundleMeta, ModelEntry, Opening,
+                             SplitRecord, file_sha256, load_bundle)
 from playbach.convert import calibration, edgetpu, parity, tflite
 from playbach.errors import UserError
+from playbach.evaluate_bundle import evaluate_bundle
 from playbach.events import FIELDS
 from playbach.files import publish
+from playbach.fingerprint import CONTENT_SCHEME, content_fingerprint
+from playbach.jsb import looks_like_jsb
 from playbach.memory import weights_from_dict
 from playbach.runtime import StepModel, open_entry
 from playbach.trainer.runfolder import TrainedRun, load_run
@@ -124,7 +130,7 @@ def _build_into(work: Path, source: TrainedRun, wanted, openings, opening_events
         report["edgetpu"] = _edge_tpu(work, entries)
     (work / "parity.json").write_text(json.dumps(report, indent=1))
 
-    return BundleMeta(
+    meta = BundleMeta(
         name=name, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), codec=source.codec,
         model=source.config.to_dict(), models=list(entries.values()),
         openings=_openings(source, openings, opening_events), report=test_figures(source.report),
@@ -134,7 +140,51 @@ def _build_into(work: Path, source: TrainedRun, wanted, openings, opening_events
                 "corpus": source.meta.get("corpus")},
         parity={"step_vs_keras_max_abs_diff": step_diff,
                 "pitch_top1_agreement": {k: v.get("pitch_top1_agreement") for k, v in figures.items()},
-                "checks": report["checks"], "notes": notes})
+                "checks": report["checks"], "notes": notes},
+        split=split_record(source))
+    # measured on the bundle as built (the played variant, through the device runtime), not on Keras
+    meta.benchmark = jsb_benchmark(Bundle(work, meta))
+    return meta
+
+
+def split_record(source: TrainedRun) -> SplitRecord:
+    """The run's split for bundle.json. Piece names and fingerprints come from events.npz (what
+    the run really held out and trained on); seed from run.json; holdout, the corpus's sha256 and
+    the pieces the trainer dropped from report.json (None / empty for runs older than those)."""
+    recorded = source.report.get("split") or {}
+    return SplitRecord(
+        corpus=str(source.meta.get("corpus") or recorded.get("corpus") or ""),
+        corpus_sha256=recorded.get("corpus_sha256"), seed=source.meta.get("seed"),
+        holdout=recorded.get("holdout"), test=tuple(source.pieces.get("test", {})),
+        valid=tuple(source.pieces.get("val", {})), fingerprint=CONTENT_SCHEME,
+        train_fingerprints={n: content_fingerprint(v) for n, v in source.pieces.get("train", {}).items()},
+        dropped=recorded.get("dropped_train_pieces") or {}, melody_shared=recorded.get("melody_shared") or {})
+
+
+def jsb_benchmark(bundle: Bundle, splits: tuple[str, ...] = ("valid", "test")) -> Benchmark | None:
+    """The bundle's played step model on the JSB file's valid and test splits
+    (playbach/evaluate_bundle.py), when its run trained on that file; None for other corpora.
+    The file must be the one the run trained on (same sha256): a figure on other data would not
+    be the benchmark's, and a bundle without its figure would be quietly less than it claims."""
+    split = bundle.meta.split
+    if split is None or not split.corpus or not looks_like_jsb(split.corpus):
+        return None
+    path = Path(split.corpus)
+    if not path.is_file():
+        raise UserError(f"{path}: the JSB file this run trained on is needed to measure the bundle on its "
+                        f"valid and test splits (convert from the folder the run was trained in)")
+    sha256 = file_sha256(path)
+    if split.corpus_sha256 and sha256 != split.corpus_sha256:
+        raise UserError(f"{path}: sha256 {sha256[:12]}... is not that of the file the run trained on "
+                        f"({split.corpus_sha256[:12]}...): the benchmark figure would be measured on other data")
+    figures = {}
+    for name in splits:
+        r = evaluate_bundle(bundle, str(path), name)
+        figures[name] = BenchmarkFigure(r["pieces"], r["steps16"], r["notes"], r["nll_per_step16"],
+                                        r["nll_per_note"], r["variant"], (r["memory"] or {}).get("nll_per_step16"))
+        log.info("benchmark %s (%s): %.3f nats per 16th step, %.3f per note", name, r["variant"],
+                 r["nll_per_step16"], r["nll_per_note"])
+    return Benchmark(str(path), sha256, "step", figures)
 
 
 def _convert_all(work: Path, source: TrainedRun, wanted):

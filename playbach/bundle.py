@@ -6,6 +6,17 @@ outputs with its `Quantization`. `playbach convert` builds a BundleMeta and call
 player reads it back with `load_bundle`. The on-disk JSON is flat (a tensor row is {role, name,
 shape, dtype, scale, zero_point}) so bundles made before these classes existed still load.
 
+Formats this player reads (READS):
+    1   the models, codec, openings, held-out report, parity, repeat memory.
+    2   adds `split` (SplitRecord: the run's test and validation piece names, seed, holdout,
+        corpus path and sha256, and the content fingerprints of the pieces the model trained on,
+        so anyone can measure a bundle on pieces it never saw and check that it never saw them)
+        and `benchmark` (Benchmark: the played variant's NLL on the JSB valid and test splits, for
+        a run trained on the JSB file). Format 2 is also the first whose step models may take the
+        voice-context inputs the runtime computes (roles slot, voice_interval, voice_pitch,
+        next_slot, next_position: playbach/voices.py); a format 1 bundle never has them.
+A format 1 bundle still plays (split and benchmark are None); any other format is refused.
+
 Nothing here needs TensorFlow. Any problem -- no folder, bad JSON, an unknown format, a model
 file missing or not matching its sha256 -- is a UserError naming the file, so the daemon refuses
 to start with a message instead of playing garbage.
@@ -23,7 +34,8 @@ from playbach.errors import UserError
 from playbach.events import Codec
 from playbach.memory import weights_from_dict, weights_to_dict
 
-FORMAT = 1
+FORMAT = 2                  # what `playbach convert` writes
+READS = (1, 2)              # what load_bundle accepts
 BUNDLE_JSON = "bundle.json"
 KINDS = ("step", "windowed")                          # one event in, state carried | the last N events in
 VARIANTS = ("float32", "float16", "dynamic", "int8")  # see convert/tflite.py for what each one is
@@ -111,6 +123,77 @@ class Opening:
     events: np.ndarray
 
 
+@dataclass(frozen=True)
+class SplitRecord:
+    """The run's split: which pieces the model was measured on and which it trained on.
+    `train_fingerprints` are playbach/fingerprint.py content fingerprints (scheme `fingerprint`) of
+    the pieces actually trained on, so a test can prove no held-out piece is among them by note
+    content, not by name. `dropped`: train pieces the trainer left out because a held-out piece
+    has their notes; `melody_shared`: train pieces kept that only share a held-out piece's top line."""
+    corpus: str
+    corpus_sha256: str | None
+    seed: int | None
+    holdout: str | None
+    test: tuple[str, ...]
+    valid: tuple[str, ...]
+    fingerprint: str
+    train_fingerprints: dict[str, str]          # piece trained on -> its fingerprint (no transposed copies)
+    dropped: dict = field(default_factory=dict)
+    melody_shared: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"corpus": self.corpus, "corpus_sha256": self.corpus_sha256, "seed": self.seed,
+                "holdout": self.holdout, "test": list(self.test), "valid": list(self.valid),
+                "fingerprint": self.fingerprint, "train_fingerprints": self.train_fingerprints,
+                "dropped": self.dropped, "melody_shared": self.melody_shared}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SplitRecord":
+        seed = d.get("seed")
+        return cls(str(d["corpus"]), d.get("corpus_sha256"), None if seed is None else int(seed), d.get("holdout"),
+                   tuple(map(str, d["test"])), tuple(map(str, d["valid"])), str(d["fingerprint"]),
+                   {str(k): str(v) for k, v in d["train_fingerprints"].items()}, dict(d.get("dropped") or {}),
+                   dict(d.get("melody_shared") or {}))
+
+
+@dataclass(frozen=True)
+class BenchmarkFigure:
+    """`playbach evaluate BUNDLE` on one split (playbach/evaluate_bundle.py): NLL of every head of
+    every event, per 16th step (the JSB benchmark's measure) and per note; memory_* with the
+    repeat memory mixed in as the player does, None without one."""
+    pieces: int
+    steps16: float
+    notes: int
+    nll_per_step16: float
+    nll_per_note: float
+    variant: str
+    memory_nll_per_step16: float | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BenchmarkFigure":
+        memory = d.get("memory_nll_per_step16")
+        return cls(int(d["pieces"]), float(d["steps16"]), int(d["notes"]), float(d["nll_per_step16"]),
+                   float(d["nll_per_note"]), str(d["variant"]), None if memory is None else float(memory))
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """The bundle's figures on the JSB benchmark, per split name ("valid", "test")."""
+    corpus: str
+    corpus_sha256: str
+    kind: str
+    splits: dict[str, BenchmarkFigure]
+
+    def to_dict(self) -> dict:
+        return {"corpus": self.corpus, "corpus_sha256": self.corpus_sha256, "kind": self.kind,
+                "splits": {k: vars(v) for k, v in self.splits.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Benchmark":
+        return cls(str(d["corpus"]), str(d["corpus_sha256"]), str(d["kind"]),
+                   {str(k): BenchmarkFigure.from_dict(v) for k, v in d["splits"].items()})
+
+
 @dataclass
 class BundleMeta:
     """bundle.json. `model` is the trainer's ModelConfig as a dict, `report` its held-out test
@@ -125,6 +208,8 @@ class BundleMeta:
     source: dict = field(default_factory=dict)
     parity: dict = field(default_factory=dict)
     memory: np.ndarray | None = None   # repeat-memory weights (playbach/memory.py), None if not shipped
+    split: SplitRecord | None = None   # format 2 on; None for a format 1 bundle
+    benchmark: Benchmark | None = None  # only for a run trained on the JSB file
     format: int = FORMAT
 
     def to_dict(self) -> dict:
@@ -134,6 +219,10 @@ class BundleMeta:
              "report": self.report}
         if self.memory is not None:
             d["memory"] = weights_to_dict(self.memory)
+        if self.split is not None:
+            d["split"] = self.split.to_dict()
+        if self.benchmark is not None:
+            d["benchmark"] = self.benchmark.to_dict()
         return d | {"source": self.source, "parity": self.parity}
 
     @classmethod
@@ -145,7 +234,10 @@ class BundleMeta:
                    codec=Codec.from_dict(d["codec"]), model=dict(d.get("model") or {}),
                    models=[ModelEntry.from_dict(m) for m in d["models"]], openings=openings,
                    report=d.get("report") or {}, source=d.get("source") or {}, parity=d.get("parity") or {},
-                   memory=weights_from_dict(d.get("memory")), format=int(d["format"]))
+                   memory=weights_from_dict(d.get("memory")),
+                   split=SplitRecord.from_dict(d["split"]) if d.get("split") else None,
+                   benchmark=Benchmark.from_dict(d["benchmark"]) if d.get("benchmark") else None,
+                   format=int(d["format"]))
 
     def write(self, folder: Path) -> Path:
         path = Path(folder) / BUNDLE_JSON
@@ -213,9 +305,10 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
         raise UserError(f"{meta_path}: missing (is {path} a bundle made by `playbach convert`?)") from None
     except (OSError, ValueError) as e:
         raise UserError(f"{meta_path}: not readable JSON ({e})") from e
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        found = document.get("format") if isinstance(document, dict) else None
-        raise UserError(f"{meta_path}: unknown bundle format {found!r} (this player reads format {FORMAT})")
+    found = document.get("format") if isinstance(document, dict) else None
+    if found not in READS or isinstance(found, bool):
+        raise UserError(f"{meta_path}: unknown bundle format {found!r} (this player reads formats "
+                        f"{', '.join(map(str, READS))})")
     try:
         weights_from_dict(document.get("memory"))
     except (KeyError, TypeError, ValueError) as e:

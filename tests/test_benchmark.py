@@ -73,7 +73,9 @@ def test_bad_files_are_one_error_naming_file_and_piece(tmp_path, document, says)
 
 
 def test_train_refuses_bad_benchmark_input_and_leaves_no_run(tmp_path, caplog):
-    short = write_jsb(tmp_path / "short.json", {s: [CHORD * 200, CHORD * 8] for s in ("train", "valid", "test")})
+    held = [[71, 67, 62, 55]]     # valid and test pieces other than the train ones (a copy would be left out)
+    short = write_jsb(tmp_path / "short.json", {"train": [CHORD * 200, CHORD * 8], "valid": [held * 200, held * 8],
+                                                "test": [held * 200, held * 8]})
     lacking = write_jsb(tmp_path / "lacking.json", {"train": [CHORD * 200], "test": [CHORD * 200]})
     cases = [(short, [], "piece train/000 has 4 events, fewer than one window"),
              (lacking, [], "no split 'valid'"),

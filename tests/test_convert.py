@@ -36,7 +36,7 @@ def test_parity_meets_targets_on_tiny_model(tiny_bundle):
 def test_bundle_json_follows_the_contract(tiny_bundle, tiny_run):
     meta = json.loads((tiny_bundle / "bundle.json").read_text())
     run = json.loads((tiny_run / "run.json").read_text())
-    assert meta["format"] == 1 and meta["codec"] == run["codec"] and meta["model"] == run["model"]
+    assert meta["format"] == 2 and meta["codec"] == run["codec"] and meta["model"] == run["model"]
     assert meta["source"]["run_json_sha256"] == file_sha256(tiny_run / "run.json")
     assert {(m["kind"], m["variant"]) for m in meta["models"]} == {
         ("step", "float32"), ("step", "int8"), ("windowed", "float32")}
@@ -48,6 +48,20 @@ def test_bundle_json_follows_the_contract(tiny_bundle, tiny_run):
     assert meta["openings"] and all(len(o["events"]) <= 32 for o in meta["openings"])
     for entry in meta["models"]:
         assert file_sha256(tiny_bundle / entry["file"]) == entry["sha256"]
+
+
+def test_bundle_json_carries_the_runs_split(tiny_bundle, tiny_run):
+    from playbach.fingerprint import CONTENT_SCHEME, content_fingerprint
+
+    meta = load_bundle(tiny_bundle, verify=False).meta
+    with np.load(tiny_run / "events.npz") as npz:
+        train = {k.partition("/")[2]: npz[k] for k in npz.files if k.startswith("train/")}
+    split = meta.split
+    assert split.test == ("cs1-3cou",) and len(split.valid) == 1 and split.valid[0] not in train
+    assert split.seed == 0 and split.holdout == "*-3cou*" and split.fingerprint == CONTENT_SCHEME
+    assert split.train_fingerprints == {name: content_fingerprint(v) for name, v in train.items()}
+    assert split.corpus.endswith("corpus") and split.corpus_sha256 is None      # a folder has no sha256
+    assert meta.benchmark is None and "benchmark" not in json.loads((tiny_bundle / "bundle.json").read_text())
 
 
 def test_step_int8_uses_only_edge_tpu_ops(tiny_bundle):

@@ -8,13 +8,20 @@ import json
 import os
 import subprocess
 
+import pytest
+
+from playbach.bundle import load_bundle
 from test_benchmark import jsb_file, write_jsb
+from test_default_bundle import assert_measured_on_unseen_pieces
 from fixtures_run import REPO
 
 
 def test_bench_script_passes_train_arguments_and_writes_the_named_result(tmp_path):
     document = json.loads(jsb_file().read_text())
-    small = write_jsb(tmp_path / "jsb.json", {s: document[s][:n] for s, n in (("train", 6), ("valid", 2), ("test", 2))})
+    pieces = {s: document[s][:n] for s, n in (("train", 6), ("valid", 2), ("test", 2))}
+    # a test chorale a tone up among the train pieces: the trainer must leave it out (issue 11 item 7)
+    pieces["train"].insert(3, [[p + 2 if p >= 0 else p for p in row] for row in pieces["test"][1]])
+    small = write_jsb(tmp_path / "jsb.json", pieces)
     run = tmp_path / "run"
     env = {**os.environ, "JSB": str(small), "RESULT": "tiny", "RESULTS": str(tmp_path / "results")}
     done = subprocess.run(["bash", str(REPO / "bench" / "jsb_default.sh"), str(run), "--epochs", "1", "--units", "16",
@@ -30,3 +37,10 @@ def test_bench_script_passes_train_arguments_and_writes_the_named_result(tmp_pat
     assert set(result["parity_pitch_top1"]) == {"step_dynamic", "step_int8", "windowed_dynamic"}
     assert result["edgetpu_op_check"]["unsupported"] == []
     assert result["bundle"]["valid"]["pieces"] == 2 and result["bundle"]["test"]["pieces"] == 2
+    # the bundle records its split and its benchmark figure, and passes the shipped default's checks
+    split = assert_measured_on_unseen_pieces(run / "bundle", small)
+    assert split.dropped == {"train/003": ["test/001"]} and len(split.train_fingerprints) == 6
+    assert json.loads((run / "report.json").read_text())["split"]["dropped_train_pieces"] == split.dropped
+    recorded = load_bundle(run / "bundle", verify=False).meta.benchmark.splits
+    for side in ("valid", "test"):
+        assert recorded[side].nll_per_step16 == pytest.approx(result["bundle"][side]["nll_per_step16"], rel=1e-6)

@@ -192,7 +192,10 @@ def write_report(work: Path, corpus: Corpus, split: Split, result: dict, times: 
                    "cached_files": corpus.cached_files},
         "split": {"train_pieces": split.train, "val_pieces": split.val, "test_pieces": split.test,
                   "holdout": args.holdout, "transpose": args.transpose, "augment": args.augment,
-                  "train_windows": n_windows},
+                  "train_windows": n_windows, "seed": args.seed, "corpus": corpus.source,
+                  "corpus_sha256": corpus.sha256,
+                  # train pieces left out because a valid/test piece has their notes (JSB only)
+                  "dropped_train_pieces": corpus.dropped, "melody_shared": corpus.melody_shared},
         "training": {"monitor": args.monitor, "patience": args.patience, "batch": args.batch,
                      "stride": args.stride or max(1, args.window // 2), "max_epochs": args.epochs,
                      "best_epoch": best_epoch(history, args.monitor)},
