@@ -41,8 +41,8 @@ from playbach.jsb import looks_like_jsb
 from playbach.memory import weights_from_dict
 from playbach.runtime import StepModel, open_entry
 from playbach.trainer.runfolder import TrainedRun, load_run
-from playbach.trainer.step import (INT8_CELL_CLIP, build_step_model, build_windowed_model, state_sizes,
-                                   step_roles)
+from playbach.trainer.step import (INT8_CELL_CLIP, build_step_model, build_windowed_model, input_sizes,
+                                   state_roles, state_sizes, step_roles)
 
 if TYPE_CHECKING:
     import keras
@@ -113,16 +113,16 @@ def build_bundle(run_path: str | Path, out: str | Path, wanted: list[tuple[str, 
 
 def _build_into(work: Path, source: TrainedRun, wanted, openings, opening_events, test_pieces,
                 name: str) -> BundleMeta:
-    held_out = source.ids("test") or source.ids("val")
-    test_ids = {k: v[:256] for k, v in list(held_out.items())[:test_pieces]}
-    if not test_ids:
+    side = "test" if source.pieces.get("test") else "val"
+    test_rows = {k: v[:256] for k, v in list(source.rows(side).items())[:test_pieces]}
+    if not test_rows:
         raise UserError(f"{source.path / 'events.npz'}: no test/ or val/ pieces to check parity on")
     entries, figures, notes, reached = _convert_all(work, source, wanted)
 
-    figures.update(_parity(work, entries, source.model, source.config, test_ids))
+    figures.update(_parity(work, entries, source, test_rows))
     step_diff = (figures["step_float32"]["max_abs_diff"] if "step_float32" in figures
-                 else reached_diff(reached, source.model, test_ids))
-    report = {"variants": figures, "test_pieces": sorted(test_ids), "notes": notes,
+                 else reached_diff(reached, source.model, test_rows))
+    report = {"variants": figures, "test_pieces": sorted(test_rows), "notes": notes,
               "step_vs_keras_max_abs_diff": step_diff, "checks": parity.summary(figures),
               "targets": {"float32_max_abs_diff": parity.FLOAT_MAX_ABS_DIFF,
                           "int8_pitch_top1_agreement": parity.INT8_PITCH_TOP1}}
@@ -195,10 +195,10 @@ def _convert_all(work: Path, source: TrainedRun, wanted):
     cfg, trained = source.config, source.model
     train_ids = source.ids("train")
     roles = step_roles(cfg)
-    specs = {"step": {f: ((1, v), "float32") for f, v in zip(FIELDS, cfg.vocab_sizes)},
-             "windowed": {f: ((1, cfg.window), "int32") for f in FIELDS}}
-    specs["step"].update({r: ((1, size), "float32") for r, size in state_sizes(cfg).items()})
-    io_roles = {"step": (roles, roles), "windowed": (list(FIELDS), list(FIELDS))}
+    specs = {"step": {r: ((1, size), "float32") for r, size in (input_sizes(cfg) | state_sizes(cfg)).items()},
+             "windowed": windowed_specs(cfg)}
+    outputs = list(FIELDS) + state_roles(cfg)
+    io_roles = {"step": (roles, outputs), "windowed": (list(cfg.input_names), list(FIELDS))}
     models = {"step": build_step_model(cfg, trained)}
     if any(k == "windowed" for k, _ in wanted):
         models["windowed"] = build_windowed_model(cfg, trained)
@@ -207,18 +207,19 @@ def _convert_all(work: Path, source: TrainedRun, wanted):
     entries, notes, figures = {}, [], {}
     entries[("step", "float32")] = _write(work, "step", "float32",
                                           tflite.convert(models["step"], specs["step"], "float32"), *io_roles["step"])
-    reached = _open(work, entries[("step", "float32")])
-    datasets = {"windowed": calibration.window_samples(train_ids, cfg.window)}
+    reached = _open(work, entries[("step", "float32")], source.codec)
+    datasets = {"windowed": calibration.window_samples(source.rows("train"), cfg.window)}
     if ("step", "int8") in wanted:
         # int8 is made from its own twin (step.build_step_model), calibrated on the states *it* reaches
         reached_c = max(float(np.abs(sample[r]).max()) for sample in calibration.step_samples(reached, train_ids)
-                        for r in roles[4:] if r.startswith("c"))
+                        for r in state_roles(cfg) if r.startswith("c"))
         clip = INT8_CELL_CLIP if reached_c > INT8_CELL_CLIP else None
         models["step_int8"] = build_step_model(cfg, trained, for_int8=True, cell_clip=clip)
         twin = work / "step_clipped_float32.tmp"
         twin.write_bytes(tflite.convert(models["step_int8"], specs["step"], "float32"))
-        twin_entry = ModelEntry(twin.name, "step", "float32", "", -1, *tflite.io_table(twin, roles, roles))
-        datasets["step"] = calibration.step_samples(_open(work, twin_entry), train_ids, count=CALIBRATION_EVENTS)
+        twin_entry = ModelEntry(twin.name, "step", "float32", "", -1, *tflite.io_table(twin, roles, outputs))
+        datasets["step"] = calibration.step_samples(_open(work, twin_entry, source.codec), train_ids,
+                                                    count=CALIBRATION_EVENTS)
         twin.unlink()
     for kind, variant in wanted:
         if (kind, variant) in entries:
@@ -282,16 +283,21 @@ def _windowed_int8_child(run_path: str, samples_path: str, out_path: str) -> Non
     source = load_run(run_path)
     with np.load(samples_path) as npz:
         count = len({key.split("/")[0] for key in npz.files})
-        samples = [{f: npz[f"{i}/{f}"] for f in FIELDS} for i in range(count)]
-    specs = {f: ((1, source.config.window), "int32") for f in FIELDS}
+        samples = [{name: npz[f"{i}/{name}"] for name in source.config.input_names} for i in range(count)]
     model = build_windowed_model(source.config, source.model)
-    Path(out_path).write_bytes(tflite.convert(model, specs, "int8", calibration.as_dataset(samples)))
+    Path(out_path).write_bytes(tflite.convert(model, windowed_specs(source.config), "int8",
+                                              calibration.as_dataset(samples)))
 
 
-def reached_diff(step_float32: StepModel, trained: keras.Model, test_ids: dict[str, np.ndarray]) -> float:
+def windowed_specs(cfg) -> dict:
+    """The windowed model's inputs: N int32 ids per event input (fields, then any voice context)."""
+    return {name: ((1, cfg.window), "int32") for name in cfg.input_names}
+
+
+def reached_diff(step_float32: StepModel, trained: keras.Model, test_rows: dict[str, np.ndarray]) -> float:
     """Max |step float32 - Keras| when float32 is not itself a requested variant."""
-    return max(parity.compare(parity.keras_sequence_probs(trained, ids), parity.step_probs(step_float32, ids))
-               ["max_abs_diff"] for ids in test_ids.values())
+    return max(parity.compare(parity.keras_sequence_probs(trained, rows), parity.step_probs(step_float32, rows[:, :4]))
+               ["max_abs_diff"] for rows in test_rows.values())
 
 
 def _openings(source: TrainedRun, count: int, events: int) -> list[Opening]:
@@ -308,19 +314,21 @@ def _write(work: Path, kind: str, variant: str, blob: bytes, roles_in, roles_out
     return ModelEntry(path.name, kind, variant, file_sha256(path), len(blob), inputs, outputs)
 
 
-def _open(work: Path, entry: ModelEntry):
-    return open_entry(entry, work / entry.file)
+def _open(work: Path, entry: ModelEntry, codec):
+    return open_entry(entry, work / entry.file, codec=codec)
 
 
-def _parity(work, entries, trained, cfg, test_ids) -> dict:
-    figures = {}
-    step_reference = [parity.keras_sequence_probs(trained, ids) for ids in test_ids.values()]
-    windows = parity.windows_of(test_ids, cfg.window, count=128)
+def _parity(work, entries, source: TrainedRun, test_rows) -> dict:
+    """Each model against Keras on the test rows; step models are fed the four token ids only and
+    compute any voice context themselves, as on the Pi."""
+    figures, trained, cfg = {}, source.model, source.config
+    step_reference = [parity.keras_sequence_probs(trained, rows) for rows in test_rows.values()]
+    windows = parity.windows_of(test_rows, cfg.window, count=128)
     window_reference = None
     for (kind, variant), entry in entries.items():
-        model = _open(work, entry)
+        model = _open(work, entry, source.codec)
         if kind == "step":
-            got = [parity.step_probs(model, ids) for ids in test_ids.values()]
+            got = [parity.step_probs(model, rows[:, :4]) for rows in test_rows.values()]
             result = parity.compare(parity.concat(step_reference), parity.concat(got))
         elif len(windows):
             if window_reference is None:

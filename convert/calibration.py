@@ -10,31 +10,28 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from playbach.events import FIELDS
 from playbach.runtime import StepModel
+from playbach.voices import input_names
 
 
 def step_samples(float_step: StepModel, pieces: dict[str, np.ndarray], count: int = 500,
                  events_per_piece: int = 256) -> list[dict[str, np.ndarray]]:
-    """Up to `count` step-model input dicts (one-hot fields + the states reached), spread over pieces."""
+    """Up to `count` step-model input dicts (the one-hot event inputs + the states reached), spread
+    over pieces; `pieces` are (n, 4) token ids (the step model computes any voice context itself)."""
     samples = []
     for ids in pieces.values():
         float_step.reset()
         for event in ids[:events_per_piece]:
-            sample = {role: float_step.interpreter.get_tensor(float_step.inputs[role][0]).copy()
-                      for role in float_step.state_roles}
-            for f, vocab_id in zip(FIELDS, event.tolist()):
-                onehot = np.zeros(float_step.inputs[f][1].shape, np.float32)
-                onehot[0, vocab_id] = 1.0
-                sample[f] = onehot
-            samples.append(sample)
-            float_step.step(event)
+            float_step.load(event)
+            samples.append({role: float_step.interpreter.get_tensor(index).copy()
+                            for role, (index, _) in float_step.inputs.items()})
+            float_step.advance()
     return _spread(samples, count)
 
 
 def window_samples(pieces: dict[str, np.ndarray], window: int, count: int = 200,
                    seed: int = 0) -> list[dict[str, np.ndarray]]:
-    """Up to `count` windowed-model input dicts: random full windows of the pieces."""
+    """Up to `count` windowed-model input dicts: random full windows of the pieces' id rows."""
     rng = np.random.default_rng(seed)
     long_enough = [ids for ids in pieces.values() if len(ids) >= window]
     samples = []
@@ -42,7 +39,8 @@ def window_samples(pieces: dict[str, np.ndarray], window: int, count: int = 200,
         ids = long_enough[rng.integers(len(long_enough))]
         start = rng.integers(len(ids) - window + 1)
         chunk = ids[start:start + window]
-        samples.append({f: chunk[:, j].reshape(1, -1).astype(np.int32) for j, f in enumerate(FIELDS)})
+        samples.append({name: chunk[:, j].reshape(1, -1).astype(np.int32)
+                        for j, name in enumerate(input_names(chunk.shape[1]))})
     return samples
 
 

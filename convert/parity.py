@@ -15,6 +15,7 @@ import numpy as np
 from playbach.events import FIELDS
 from playbach.improviser import StepSource
 from playbach.runtime import WindowedModel
+from playbach.voices import input_names
 
 if TYPE_CHECKING:
     import keras
@@ -38,9 +39,11 @@ def compare(reference: list[np.ndarray], converted: list[np.ndarray]) -> dict:
             "positions": int(len(reference[0]))}
 
 
-def keras_sequence_probs(trained: keras.Model, ids: np.ndarray) -> list[np.ndarray]:
-    """The Keras model's next-event probabilities after each prefix of one piece: 4 arrays (n, V)."""
-    out = trained({f: ids[None, :, j].astype(np.int32) for j, f in enumerate(FIELDS)}, training=False)
+def keras_sequence_probs(trained: keras.Model, rows: np.ndarray) -> list[np.ndarray]:
+    """The Keras model's next-event probabilities after each prefix of one piece: 4 arrays (n, V).
+    `rows`: the piece's id rows as the model reads them (trainer/dataset.model_rows)."""
+    names = input_names(rows.shape[1])
+    out = trained({name: rows[None, :, j].astype(np.int32) for j, name in enumerate(names)}, training=False)
     return [np.asarray(out[f])[0] for f in FIELDS]
 
 
@@ -51,7 +54,7 @@ def step_probs(step_model: StepSource, ids: np.ndarray) -> list[np.ndarray]:
 
 
 def windows_of(pieces: dict[str, np.ndarray], window: int, count: int) -> np.ndarray:
-    """Up to `count` full windows (k, N, 4), evenly spaced over the pieces."""
+    """Up to `count` full windows (k, N, w) of id rows, evenly spaced over the pieces."""
     chunks = [ids[s:s + window] for ids in pieces.values() for s in range(0, len(ids) - window + 1, 8)]
     if not chunks:
         return np.zeros((0, window, 4), np.int64)
@@ -60,7 +63,8 @@ def windows_of(pieces: dict[str, np.ndarray], window: int, count: int) -> np.nda
 
 
 def keras_window_probs(windowed_keras: keras.Model, windows: np.ndarray) -> list[np.ndarray]:
-    out = windowed_keras.predict({f: windows[:, :, j].astype(np.int32) for j, f in enumerate(FIELDS)},
+    names = input_names(windows.shape[2])
+    out = windowed_keras.predict({name: windows[:, :, j].astype(np.int32) for j, name in enumerate(names)},
                                  batch_size=64, verbose=0)
     return [np.asarray(out[f]) for f in FIELDS]
 

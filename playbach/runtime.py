@@ -5,7 +5,8 @@
     probs = model.step(np.array([onset_id, pitch_id, duration_id, velocity_id]))   # 4 arrays
 
 StepModel feeds one-hot inputs and carries the LSTM state between calls; WindowedModel (the
-fallback) keeps the last N events and re-reads them all each call. Integer models are handled
+fallback) keeps the last N events and re-reads them all each call. A model with voice context
+inputs (playbach/voices.py) gets them computed here from the events fed, with the bundle's codec. Integer models are handled
 here: inputs quantized, outputs dequantized, and each state output requantized with the params
 of the INPUT it is fed back into (the converter calibrates them separately, so they can differ).
 
@@ -27,7 +28,8 @@ import numpy as np
 
 from playbach.bundle import Bundle, ModelEntry, Tensor
 from playbach.errors import UserError
-from playbach.events import FIELDS
+from playbach.events import FIELDS, Codec
+from playbach.voices import CONTEXT, VoiceContext
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +101,7 @@ def _lookup(codes: np.ndarray, table: tuple[np.ndarray, int]) -> np.ndarray:
 class _Runner:
     """An interpreter plus the bundle's input/output rows, tensors found by name."""
 
-    def __init__(self, interpreter: Interpreter, entry: ModelEntry, backend: str):
+    def __init__(self, interpreter: Interpreter, entry: ModelEntry, backend: str, codec: Codec | None = None):
         self.interpreter = interpreter
         self.entry = entry
         self.name = entry.file
@@ -112,6 +114,11 @@ class _Runner:
             self.outputs = {r.role: (by_name_out[r.name], r) for r in entry.outputs}
         except KeyError as e:
             raise UserError(f"{self.name}: has no tensor {e} that bundle.json names") from e
+        # the per-event inputs: the fields, then the voice context if the model reads it
+        self.event_roles = [*FIELDS, *(r for r in CONTEXT if r in self.inputs)]
+        if len(self.event_roles) > len(FIELDS) and codec is None:
+            raise UserError(f"{self.name}: reads the voice context, which needs the bundle's codec")
+        self.context = VoiceContext(codec) if len(self.event_roles) > len(FIELDS) else None
         # 8-bit outputs have 256 possible codes: dequantize through a table, not arithmetic
         self._heads = []
         for f in FIELDS:
@@ -122,6 +129,11 @@ class _Runner:
     def _set(self, role: str, values: np.ndarray) -> None:
         index, row = self.inputs[role]
         self.interpreter.set_tensor(index, values)
+
+    def _rows(self, ids: np.ndarray) -> np.ndarray:
+        """(4,) token ids of the event fed -> its input ids, one per event role."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(4)
+        return np.concatenate([ids, self.context.feed(ids)]) if self.context else ids
 
     def _probs(self) -> list[np.ndarray]:
         probs = []
@@ -134,9 +146,9 @@ class _Runner:
 class StepModel(_Runner):
     """One event in, next-event probabilities out; LSTM state carried in this object."""
 
-    def __init__(self, interpreter: Interpreter, entry: ModelEntry, backend: str):
-        super().__init__(interpreter, entry, backend)
-        self.state_roles = [r.role for r in entry.inputs if r.role not in FIELDS]
+    def __init__(self, interpreter: Interpreter, entry: ModelEntry, backend: str, codec: Codec | None = None):
+        super().__init__(interpreter, entry, backend, codec)
+        self.state_roles = [r.role for r in entry.inputs if r.role not in self.event_roles]
         # (output index, input index, code table or None) per state: an int8 state
         # output is requantized with its INPUT's params (real value = (q - zp) * scale on both
         # sides), through a 256-entry table from output code to input code
@@ -147,10 +159,10 @@ class StepModel(_Runner):
             if out_row.quantized and out_row.quantization != in_row.quantization:
                 table = _code_table(_quantize(_dequantize(_all_codes(out_row), out_row), in_row), out_row)
             self._feedback.append((self.outputs[role][0], self.inputs[role][0], table))
-        # quantized one-hot: "off" is the value of 0.0, "on" the value of 1.0, per field
+        # quantized one-hot: "off" is the value of 0.0, "on" the value of 1.0, per event role
         self._onehot = []
-        for f in FIELDS:
-            row = self.inputs[f][1]
+        for role in self.event_roles:
+            row = self.inputs[role][1]
             off, on = _quantize(np.array([0.0, 1.0], np.float32), row)
             self._onehot.append((np.full(row.shape, off, dtype=row.dtype), on))
         self.reset()
@@ -159,12 +171,22 @@ class StepModel(_Runner):
         for role in self.state_roles:
             row = self.inputs[role][1]
             self._set(role, _quantize(np.zeros(row.shape, np.float32), row))
+        if self.context:
+            self.context.reset()
 
     def step(self, ids: np.ndarray) -> list[np.ndarray]:
-        for (template, on), f, i in zip(self._onehot, FIELDS, np.asarray(ids).reshape(4).tolist()):
+        self.load(ids)
+        return self.advance()
+
+    def load(self, ids: np.ndarray) -> None:
+        """Set the inputs of one event (the first half of step: calibration reads them here)."""
+        for (template, on), role, i in zip(self._onehot, self.event_roles, self._rows(ids).tolist()):
             x = template.copy()
             x[0, int(i)] = on
-            self._set(f, x)
+            self._set(role, x)
+
+    def advance(self) -> list[np.ndarray]:
+        """Run the loaded event, carry the state, return the next event's distributions."""
         self.interpreter.invoke()
         for out_index, in_index, table in self._feedback:
             value = self.interpreter.get_tensor(out_index)
@@ -179,24 +201,26 @@ class WindowedModel(_Runner):
     thing to "more of the same" the model has seen.
     """
 
-    def __init__(self, interpreter: Interpreter, entry: ModelEntry, backend: str):
-        super().__init__(interpreter, entry, backend)
+    def __init__(self, interpreter: Interpreter, entry: ModelEntry, backend: str, codec: Codec | None = None):
+        super().__init__(interpreter, entry, backend, codec)
         self.window = int(self.inputs[FIELDS[0]][1].shape[1])
         self.reset()
 
     def reset(self) -> None:
         self.history: deque = deque(maxlen=self.window)
+        if self.context:
+            self.context.reset()
 
     def step(self, ids: np.ndarray) -> list[np.ndarray]:
-        self.history.append(np.asarray(ids, dtype=np.int64).reshape(4))
+        self.history.append(self._rows(ids))
         events = list(self.history)
         events = [events[0]] * (self.window - len(events)) + events
         return self.predict_window(np.stack(events))
 
     def predict_window(self, window: np.ndarray) -> list[np.ndarray]:
-        """Next-event probabilities after exactly these N events (N, 4) of ids."""
-        for j, f in enumerate(FIELDS):
-            self._set(f, _quantize(window[:, j].reshape(1, -1).astype(np.float32), self.inputs[f][1]))
+        """Next-event probabilities after exactly these N events (N, event roles) of input ids."""
+        for j, role in enumerate(self.event_roles):
+            self._set(role, _quantize(window[:, j].reshape(1, -1).astype(np.float32), self.inputs[role][1]))
         self.interpreter.invoke()
         return self._probs()
 
@@ -224,14 +248,15 @@ def open_cpu_interpreter(model_path: str) -> Interpreter:
 
 
 def open_entry(entry: ModelEntry, model_path: str | Path, opener: Callable | None = None,
-               backend: str = "cpu") -> Model:
-    """A StepModel or WindowedModel of one model file (on the CPU unless `opener` says otherwise)."""
+               backend: str = "cpu", codec: Codec | None = None) -> Model:
+    """A StepModel or WindowedModel of one model file (on the CPU unless `opener` says otherwise);
+    `codec` is needed by a model with voice context inputs."""
     cls = StepModel if entry.kind == "step" else WindowedModel
-    return cls((opener or open_cpu_interpreter)(str(model_path)), entry, backend)
+    return cls((opener or open_cpu_interpreter)(str(model_path)), entry, backend, codec)
 
 
 def _build(bundle: Bundle, entry: ModelEntry, opener: Callable, backend: str) -> Model:
-    return open_entry(entry, bundle.model_path(entry), opener, backend)
+    return open_entry(entry, bundle.model_path(entry), opener, backend, bundle.codec)
 
 
 def open_model(bundle: Bundle, accelerator: str = "auto", kind: str = "step", variant: str = "auto",

@@ -11,9 +11,18 @@ follows from onsets and durations alone, by a slot rule:
     none free, the slot whose last pitch is nearest.
 
 On the benchmark's valid split the slot is the file's voice for 94.7 % of the events (rests and
-voice crossings are the rest). Because it needs only the history, the player's runtime can track
-it event by event like the model's state; today only bench/jsb_voice_probe.py uses it (the
-measured case for making it a model input: docs/trainer.md, "Closing the gap").
+voice crossings are the rest). Because it needs only the history, the runtime tracks it event by
+event like the model's state, and a model trained with voices (ModelConfig.voices) gets five
+context inputs per event, CONTEXT, from VoiceContext: the trainer over whole pieces
+(with_context), the device runtime and the desktop step model one event at a time, so both read
+the same numbers (docs/trainer.md, "Closing the gap").
+
+    slot            this event's slot
+    voice_interval  the interval from that slot's previous pitch (NO_INTERVAL: none)
+    voice_pitch     pitch id of the last pitch of the slot the *next* event will take (its own
+                    pitch id where that slot has none): the pitch head reads intervals from it
+    next_slot       the slot the next event will take if the music goes on without a rest
+    next_position   the 16th of a 4/4 bar it will start on, counted from the first event
 
 Needs numpy only: the Pi imports this module.
 """
@@ -21,9 +30,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from playbach.events import FIELDS, Codec
+
 SLOTS = 4
 MAX_INTERVAL = 24                       # as trainer/relative.py: intervals beyond share the outermost id
 NO_INTERVAL = 2 * MAX_INTERVAL + 1      # a slot's first note has no previous pitch
+BAR = 16                                # 16ths in a 4/4 bar
+CONTEXT = ("slot", "voice_interval", "voice_pitch", "next_slot", "next_position")
 
 
 class VoiceTracker:
@@ -63,3 +76,48 @@ def features(events: np.ndarray, slots: int = SLOTS) -> np.ndarray:
     tracker = VoiceTracker(slots)
     rows = [tracker.feed(o, p, d) for o, p, d, _ in np.asarray(events, dtype=np.int64).reshape(-1, 4).tolist()]
     return np.asarray(rows, dtype=np.int64).reshape(-1, 3)
+
+
+def context_sizes(pitch_size: int) -> dict[str, int]:
+    """Each context input's number of ids (one-hot width in the step model)."""
+    return {"slot": SLOTS, "voice_interval": NO_INTERVAL + 1, "voice_pitch": pitch_size,
+            "next_slot": SLOTS, "next_position": BAR}
+
+
+class VoiceContext:
+    """The context ids of each event from the token ids fed so far: reset(), then feed(ids) per event."""
+
+    def __init__(self, codec: Codec):
+        self.onsets = np.asarray(codec.vocab["onset"], dtype=np.int64)
+        self.pitches = np.asarray(codec.vocab["pitch"], dtype=np.int64)
+        self.durations = np.asarray(codec.vocab["duration"], dtype=np.int64)
+        self.ticks_per_16th = codec.ticks_per_quarter / 4
+        self.pitch_id = {int(p): i for i, p in enumerate(self.pitches)}
+        self.tracker = VoiceTracker()
+
+    def reset(self) -> None:
+        self.tracker.reset()
+
+    def feed(self, ids: np.ndarray) -> np.ndarray:
+        """(4,) token ids of this event -> (5,) context ids, in CONTEXT order."""
+        onset, pitch, duration = (int(i) for i in np.asarray(ids).reshape(-1)[:3])
+        slot, interval, next_pitch = self.tracker.feed(self.onsets[onset], self.pitches[pitch], self.durations[duration])
+        position = int(self.tracker.next_start // self.ticks_per_16th) % BAR
+        return np.array([slot, interval, self.pitch_id.get(next_pitch, pitch), self.tracker.next_slot, position],
+                        dtype=np.int64)
+
+
+def with_context(codec: Codec, ids: np.ndarray) -> np.ndarray:
+    """(n, 4) token ids of a piece -> (n, 4 + len(CONTEXT)): each event's ids and its context."""
+    context = VoiceContext(codec)
+    ids = np.asarray(ids, dtype=np.int64).reshape(-1, 4)
+    rows = [context.feed(row) for row in ids]
+    return np.concatenate([ids, np.asarray(rows, dtype=np.int64).reshape(-1, len(CONTEXT))], axis=1)
+
+
+def input_names(width: int) -> tuple[str, ...]:
+    """The model input of each column of an id array: the four fields, then the context if present."""
+    names = FIELDS + CONTEXT
+    if width not in (len(FIELDS), len(names)):
+        raise ValueError(f"id rows of {width} columns: expected {len(FIELDS)} or {len(names)}")
+    return names[:width]

@@ -42,7 +42,9 @@ def test_bundle_json_follows_the_contract(tiny_bundle, tiny_run):
         ("step", "float32"), ("step", "int8"), ("windowed", "float32")}
     step = next(m for m in meta["models"] if (m["kind"], m["variant"]) == ("step", "int8"))
     roles = [r["role"] for r in step["inputs"]]
-    assert roles[:4] == ["onset", "pitch", "duration", "velocity"] and roles[4:] == ["h0", "c0", "prev_pitch"]
+    assert roles[:4] == ["onset", "pitch", "duration", "velocity"] and roles[9:] == ["h0", "c0", "prev_pitch"]
+    assert roles[4:9] == ["slot", "voice_interval", "voice_pitch", "next_slot", "next_position"]
+    assert [r["role"] for r in step["outputs"]] == ["onset", "pitch", "duration", "velocity", "h0", "c0", "prev_pitch"]
     assert all(r["dtype"] == "int8" and r["scale"] > 0 for r in step["inputs"] + step["outputs"])
     assert [r["shape"] for r in step["inputs"][:4]] == [[1, v] for v in run["model"]["vocab_sizes"]]
     assert meta["openings"] and all(len(o["events"]) <= 32 for o in meta["openings"])

@@ -28,7 +28,7 @@ def test_a_seeded_desktop_take_is_the_seeded_take_of_the_float32_bundle(tiny_run
     opening = bundle.openings[0]
     np.testing.assert_array_equal(opening, run.pieces["test"][bundle.opening_names[0]][:len(opening)])
 
-    desktop = generate(KerasStepModel(run.config, run.model), run.codec, opening, TAKE_EVENTS,
+    desktop = generate(KerasStepModel(run.config, run.model, run.codec), run.codec, opening, TAKE_EVENTS,
                        np.random.default_rng(5), 1.0, 0, RepeatMemory(weights, 64))
     improviser = Improviser(open_model(bundle, "cpu", "step", "float32"), bundle.codec,
                             np.random.default_rng(5), 1.0, 0, RepeatMemory(bundle.memory, 64))

@@ -51,26 +51,29 @@ def test_pitch_onehots_shift_by_one_event():
     assert np.asarray(previous)[0, 0].sum() == 0 and np.asarray(previous)[0, 1:].argmax(-1).tolist() == [4, 1]
 
 
-@pytest.mark.parametrize("relative", [True, False])
-def test_sequence_windowed_and_step_forms_agree(relative):
+@pytest.mark.parametrize("relative,voices", [(True, True), (True, False), (False, False)])
+def test_sequence_windowed_and_step_forms_agree(relative, voices):
     """The step model fed one event at a time (state, and with relative pitch the previous pitch,
     carried by hand) and the windowed model on the last N events give the training model's
-    distributions; also an absolute-pitch config, as runs made before relative pitch have."""
-    from playbach.trainer.step import build_step_model, build_windowed_model, state_sizes
+    distributions; with the voice context inputs (today's default), without them, and an
+    absolute-pitch config, as runs made before those have."""
+    from playbach.trainer.step import build_step_model, build_windowed_model, input_sizes, state_sizes
 
     cfg = ModelConfig(vocab_sizes=(5, len(PITCHES), 4, 2), embed_dims=(3, 4, 3, 2), units=(8, 6), window=6,
-                      relative_pitch=relative, pitch_values=PITCHES if relative else ())
+                      relative_pitch=relative, pitch_values=PITCHES if relative else (), voices=voices)
     trained = build_model(cfg)
     rng = np.random.default_rng(2)
     for w in trained.weights:  # past the initial near-zero weights, so the pitch paths matter
         w.assign(rng.normal(scale=0.5, size=w.shape).astype(np.float32))
-    ids = np.stack([rng.integers(v, size=10) for v in cfg.vocab_sizes], axis=1)
-    sequence = trained({f: ids[None, :, j].astype(np.int32) for j, f in enumerate(FIELDS)})
+    sizes = input_sizes(cfg)   # the fields' vocabularies, then the context inputs' ids
+    ids = np.stack([rng.integers(v, size=10) for v in sizes.values()], axis=1)
+    names = list(sizes)
+    sequence = trained({n: ids[None, :, j].astype(np.int32) for j, n in enumerate(names)})
 
     step = build_step_model(cfg, trained)
     state = {role: np.zeros((1, size), np.float32) for role, size in state_sizes(cfg).items()}
     for t in range(len(ids)):
-        out = step({**{f: onehot(ids[t:t + 1, j], cfg.vocab_sizes[j]) for j, f in enumerate(FIELDS)}, **state})
+        out = step({**{n: onehot(ids[t:t + 1, j], sizes[n]) for j, n in enumerate(names)}, **state})
         state = {role: np.asarray(out[role]) for role in state}
         for f in FIELDS:
             np.testing.assert_allclose(np.asarray(out[f])[0], np.asarray(sequence[f])[0, t], atol=1e-5)
@@ -78,7 +81,7 @@ def test_sequence_windowed_and_step_forms_agree(relative):
         assert state["prev_pitch"].argmax() == ids[-1, 1]
 
     windowed = build_windowed_model(cfg, trained)
-    last = windowed({f: ids[None, :cfg.window, j].astype(np.int32) for j, f in enumerate(FIELDS)})
+    last = windowed({n: ids[None, :cfg.window, j].astype(np.int32) for j, n in enumerate(names)})
     for f in FIELDS:  # a window from the start of the piece: the same prefix, so the same numbers
         np.testing.assert_allclose(np.asarray(last[f])[0], np.asarray(sequence[f])[0, cfg.window - 1], atol=1e-5)
 

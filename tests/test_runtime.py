@@ -15,22 +15,20 @@ from playbach.convert.parity import keras_sequence_probs
 from playbach.bundle import file_sha256, load_bundle
 from playbach.runtime import open_cpu_interpreter, open_model
 from playbach.errors import UserError
-from playbach.trainer.model import load_keras_model
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def keras_reference(tiny_run):
-    """(ids of the first test piece, Keras next-event probabilities after each prefix)."""
-    bundle_codec = json.loads((tiny_run / "run.json").read_text())["codec"]
-    from playbach.events import Codec
+    """(ids of the first test piece, Keras next-event probabilities after each prefix). The Keras
+    model reads the voice context the trainer computed; the runtime gets the four ids only."""
+    from playbach.trainer.runfolder import load_run
 
-    with np.load(tiny_run / "events.npz") as npz:
-        key = sorted(k for k in npz.files if k.startswith("test/"))[0]
-        ids = Codec.from_dict(bundle_codec).encode(npz[key])[:80]
-    model = load_keras_model(tiny_run / "model.keras")
-    return ids, keras_sequence_probs(model, ids)
+    run = load_run(tiny_run)
+    assert run.config.voices, "the tiny run trains with today's default, the voice context"
+    rows = next(iter(sorted(run.rows("test").items())))[1][:80]
+    return rows[:, :4], keras_sequence_probs(run.model, rows)
 
 
 def test_step_runtime_matches_keras(tiny_bundle, keras_reference):

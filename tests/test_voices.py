@@ -9,9 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from playbach.events import notes_to_events
+from needs import missing
+from playbach.events import Codec, notes_to_events
 from playbach.jsb import read_jsb
-from playbach.voices import MAX_INTERVAL, NO_INTERVAL, VoiceTracker, features
+from playbach.trainer.dataset import VOICE_PITCH, shift_pitch
+from playbach.voices import (BAR, CONTEXT, MAX_INTERVAL, NO_INTERVAL, VoiceContext, VoiceTracker, context_sizes,
+                             features, input_names, with_context)
 
 JSB = Path(os.environ.get("PLAYBACH_CORPUS", Path(__file__).resolve().parents[2] / "shared" / "corpus")) \
     / "jsb-chorales" / "Jsb16thSeparated.json"
@@ -45,8 +48,9 @@ def test_causal_and_tracker_matches_features() -> None:
     assert [tracker.feed(*e[:3]) for e in events.tolist()[:50]] == [tuple(r) for r in f[:50].tolist()]
 
 
-@pytest.mark.skipif(not JSB.exists(), reason="the JSB benchmark file is not beside the checkout")
 def test_slot_is_the_voice_on_the_valid_split() -> None:
+    if not JSB.exists():
+        missing(f"{JSB}: the JSB benchmark file is not beside the checkout")
     rows = json.loads(JSB.read_text())["valid"]
     right = total = 0
     for piece, chorale in zip(read_jsb(JSB, ("valid",))["valid"], rows):
@@ -70,3 +74,57 @@ def _runs(line: list[int]):
 def _note(t):
     from playbach.events import Note
     return Note(t[0], t[1], t[2], 64)
+
+
+BAR_EVENTS = np.array([[0, 48, 4, 64], [0, 55, 8, 64], [0, 64, 8, 64], [0, 72, 4, 64],
+                       [4, 50, 4, 64], [0, 74, 4, 64]])
+
+
+def test_context_ids_of_a_bar() -> None:
+    codec = Codec.fit([BAR_EVENTS], ticks_per_quarter=4)
+    rows = with_context(codec, codec.encode(BAR_EVENTS))
+    assert rows.shape == (6, 4 + len(CONTEXT)) and input_names(rows.shape[1])[4:] == CONTEXT
+    slot, interval, voice_pitch, next_slot, position = rows[:, 4:].T
+    assert slot.tolist() == [3, 2, 1, 0, 3, 0] and interval[4] == MAX_INTERVAL + 2
+    pitches = codec.vocab["pitch"]
+    # the pitch the next event's voice last had; the event's own pitch where that voice has none yet
+    assert [pitches[i] for i in voice_pitch] == [48, 55, 64, 48, 72, 50]
+    assert next_slot.tolist() == [2, 1, 0, 3, 0, 3]
+    assert position.tolist() == [0, 0, 0, 4, 4, 8]            # in 16ths: one tick is a 16th here
+    sizes = context_sizes(len(pitches))
+    assert all(0 <= rows[:, 4 + j].min() and rows[:, 4 + j].max() < sizes[n] for j, n in enumerate(CONTEXT))
+
+
+def test_context_position_counts_16ths_on_any_grid_and_wraps_at_the_bar() -> None:
+    # 8ths on a grid of 24 per quarter: a line leaves slots free, so the next event may come at once
+    events = np.array([[0, 60, 12, 64]] + [[12, 62, 12, 64]] * 9)
+    codec = Codec.fit([events], ticks_per_quarter=24)
+    positions = with_context(codec, codec.encode(events))[:, -1]
+    assert positions.tolist() == [(2 * k) % BAR for k in range(10)]
+
+
+def test_runtime_form_matches_the_trainers_and_resets() -> None:
+    rng = np.random.default_rng(1)
+    events = np.stack([rng.choice([0, 0, 1, 2, 4], 300), rng.integers(40, 80, 300),
+                       rng.integers(1, 9, 300), np.full(300, 64)], axis=1)
+    codec = Codec.fit([events], ticks_per_quarter=4)
+    ids = codec.encode(events)
+    whole = with_context(codec, ids)
+    context = VoiceContext(codec)
+    for _ in range(2):
+        context.reset()
+        assert np.array_equal(np.stack([context.feed(row) for row in ids]), whole[:, 4:])
+
+
+def test_transposition_moves_the_voice_pitch_with_the_pitch() -> None:
+    rng = np.random.default_rng(2)
+    windows = np.zeros((50, 8, 4 + len(CONTEXT)), dtype=np.int32)
+    windows[:, :, 1] = rng.integers(4, 8, (50, 8))
+    windows[:, :, VOICE_PITCH] = windows[:, :, 1]
+    windows[0, 0, VOICE_PITCH] = 11                # a voice's pitch from before the window, at the top
+    moved = shift_pitch(windows, rng, 2, pitch_size=12)
+    shift = moved[:, :, 1] - windows[:, :, 1]
+    assert (moved[1:, :, VOICE_PITCH] - windows[1:, :, VOICE_PITCH] == shift[1:]).all() and shift.any()
+    assert moved[:, :, VOICE_PITCH].max() <= 11     # kept inside the vocabulary
+    untouched = [j for j in range(windows.shape[2]) if j not in (1, VOICE_PITCH)]
+    assert (moved[:, :, untouched] == windows[:, :, untouched]).all()

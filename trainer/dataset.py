@@ -1,20 +1,30 @@
 """Training windows: N events in, the same N events shifted by one out, per field.
 
 Windows never cross pieces. They step by `stride` events; the last window of a piece is
-aligned to its end so every event is a target at least once.
+aligned to its end so every event is a target at least once. A row is an event's four token ids,
+then its voice context ids when the model has voices (playbach/voices.py); targets are the four.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from playbach.events import FIELDS
+from playbach.events import FIELDS, Codec
+from playbach.voices import CONTEXT, input_names, with_context
+
+VOICE_PITCH = len(FIELDS) + CONTEXT.index("voice_pitch")   # its column: a pitch id, moved with the pitch
+
+
+def model_rows(codec: Codec, values: np.ndarray, voices: bool) -> np.ndarray:
+    """A piece's field values -> the model's id rows: token ids, and the voice context if it has voices."""
+    ids = codec.encode(values)
+    return with_context(codec, ids) if voices else ids
 
 
 def piece_windows(ids: np.ndarray, window: int, stride: int) -> np.ndarray:
-    """(n, 4) token ids -> (k, window + 1, 4) windows; k = 0 if the piece is too short."""
+    """(n, w) id rows -> (k, window + 1, w) windows; k = 0 if the piece is too short."""
     n = len(ids)
     if n < window + 1:
-        return np.zeros((0, window + 1, 4), dtype=np.int32)
+        return np.zeros((0, window + 1, ids.shape[1]), dtype=np.int32)
     starts = list(range(0, n - window, stride))
     if starts[-1] != n - window - 1:
         starts.append(n - window - 1)
@@ -22,14 +32,14 @@ def piece_windows(ids: np.ndarray, window: int, stride: int) -> np.ndarray:
 
 
 def make_windows(pieces: list[np.ndarray], window: int, stride: int) -> np.ndarray:
-    """All windows of all pieces (token ids), stacked: (k, window + 1, 4)."""
+    """All windows of all pieces (id rows), stacked: (k, window + 1, w)."""
     parts = [piece_windows(p, window, stride) for p in pieces]
-    return np.concatenate(parts) if parts else np.zeros((0, window + 1, 4), dtype=np.int32)
+    return np.concatenate(parts) if parts else np.zeros((0, window + 1, len(FIELDS)), dtype=np.int32)
 
 
 def to_inputs_targets(windows: np.ndarray) -> tuple[dict, dict]:
-    """Keras dicts keyed by field: inputs events[t:t+N], targets events[t+1:t+N+1]."""
-    x = {f: windows[:, :-1, j] for j, f in enumerate(FIELDS)}
+    """Keras dicts keyed by input: inputs rows[t:t+N], targets the fields of rows[t+1:t+N+1]."""
+    x = {name: windows[:, :-1, j] for j, name in enumerate(input_names(windows.shape[2]))}
     y = {f: windows[:, 1:, j] for j, f in enumerate(FIELDS)}
     return x, y
 
@@ -38,13 +48,16 @@ def shift_pitch(windows: np.ndarray, rng: np.random.Generator, semitones: int, p
     """Each window moved by its own random -semitones..+semitones, kept inside the pitch vocabulary.
 
     Pitch ids are consecutive semitones once the codec has a transposition margin, so moving a
-    pitch by s semitones moves its id by s."""
+    pitch by s semitones moves its id by s; the voice context's pitch moves with it (kept inside
+    the vocabulary: it may be a pitch from before the window)."""
     pitch = windows[:, :, 1]
     low = np.maximum(-semitones, -pitch.min(axis=1))
     high = np.minimum(semitones, pitch_size - 1 - pitch.max(axis=1))
     shift = np.floor(rng.random(len(windows)) * (high - low + 1)).astype(np.int64) + low
     out = windows.copy()
     out[:, :, 1] += shift[:, None].astype(out.dtype)
+    if out.shape[2] > VOICE_PITCH:
+        out[:, :, VOICE_PITCH] = np.clip(out[:, :, VOICE_PITCH] + shift[:, None], 0, pitch_size - 1)
     return out
 
 

@@ -17,7 +17,9 @@ from playbach.files import write_text_atomically
 from playbach.jsb import steps16
 from playbach.memory import weights_to_dict
 from playbach.trainer import ngram, repeats
+from playbach.trainer.dataset import model_rows
 from playbach.trainer.runfolder import load_run
+from playbach.voices import input_names
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +37,12 @@ def model_probs(model, pieces: list[np.ndarray], batch_size: int = 16) -> list[l
     LSTM is causal, so the padding never changes a row that is kept."""
     if not pieces:
         return []
-    length = max(len(p) for p in pieces) - 1
-    padded = np.zeros((len(pieces), length, 4), dtype=np.int32)
+    length, width = max(len(p) for p in pieces) - 1, pieces[0].shape[1]
+    padded = np.zeros((len(pieces), length, width), dtype=np.int32)
     for i, p in enumerate(pieces):
         padded[i, :len(p) - 1] = p[:-1]
-    out = model.predict({f: padded[:, :, j] for j, f in enumerate(FIELDS)}, batch_size=batch_size, verbose=0)
+    out = model.predict({name: padded[:, :, j] for j, name in enumerate(input_names(width))},
+                        batch_size=batch_size, verbose=0)
     return [[out[f][i, :len(p) - 1] for f in FIELDS] for i, p in enumerate(pieces)]
 
 
@@ -61,12 +64,14 @@ def _section(scores: dict, extra: dict | None = None) -> dict:
     return {**flat, **(extra or {})}
 
 
-def evaluate(model, codec: Codec, sides: dict[str, dict[str, np.ndarray]]) -> dict:
+def evaluate(model, codec: Codec, sides: dict[str, dict[str, np.ndarray]], voices: bool = False) -> dict:
     """The report's "test", "test_memory", "baseline", "memory" and "memory_ngram" sections for a
     model and the run's split (values). "test" is the LSTM alone; "*_memory" adds the repeat
-    memory, whose weights are fitted on validation separately for the LSTM and for the n-gram."""
+    memory, whose weights are fitted on validation separately for the LSTM and for the n-gram.
+    `voices`: the model reads the voice context (ModelConfig.voices)."""
     ids = {side: [codec.encode(v) for v in pieces.values() if len(v) >= 2] for side, pieces in sides.items()}
-    lstm = {side: model_probs(model, ids[side]) for side in ("val", "test")}
+    lstm = {side: model_probs(model, [model_rows(codec, v, voices) for v in sides[side].values() if len(v) >= 2])
+            for side in ("val", "test")}
     ngram_val, ngram_test, orders = ngram_probs(ids, codec.sizes)
     replays = {side: repeats.replay(ids[side]) for side in ("val", "test")}
     lstm_weights = repeats.fit(lstm["val"], ids["val"], replays["val"])
@@ -132,7 +137,7 @@ def format_table(result: dict) -> str:
 
 def run(args) -> int:
     run = load_run(args.run)
-    result = evaluate(run.model, run.codec, run.sides())
+    result = evaluate(run.model, run.codec, run.sides(), run.config.voices)
     print(format_table(result))
     if args.write:
         # the report keeps its corpus, split and time sections; run.json gets the memory the converter ships

@@ -58,7 +58,7 @@ def run(args) -> int:
     opening = test[name][:max(1, args.opening)]
     rng = np.random.default_rng(None if args.seed < 0 else args.seed)
     weights = weights_from_dict(run.meta.get("memory")) if args.max_repeat else None
-    events = generate(KerasStepModel(run.config, run.model), run.codec, opening, args.events, rng,
+    events = generate(KerasStepModel(run.config, run.model, run.codec), run.codec, opening, args.events, rng,
                       args.temperature, args.top_k, RepeatMemory(weights, args.max_repeat))
     notes = events_to_notes(events)
     out = Path(args.out)

@@ -13,12 +13,20 @@ twin: Embedding, LSTM, Dense. Layer names are the contract between the two:
 With `relative_pitch` (trainer/relative.py) the pitch also enters as the interval from the
 previous event (embed_interval), and the pitch head adds interval logits read from the current
 pitch to head_pitch's (head_interval, relative_pitch, softmax_pitch).
+
+With `voices` (playbach/voices.py) five context inputs follow the fields (slot, voice_interval,
+voice_pitch, next_slot, next_position): all but voice_pitch are embedded (embed_<name>), and the
+pitch head adds interval logits read from voice_pitch (head_voice_interval, relative_voice).
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
 from playbach.events import FIELDS
+from playbach.voices import CONTEXT, context_sizes
+
+# embedding sizes of the context inputs; voice_pitch is read by the pitch head instead
+CONTEXT_DIMS = {"slot": 4, "voice_interval": 16, "next_slot": 4, "next_position": 8}
 
 
 @dataclass
@@ -36,6 +44,11 @@ class ModelConfig:
     relative_pitch: bool = True        # the interval from the previous note as an input, and a pitch head on it
     pitch_values: tuple[int, ...] = ()  # the codec's pitch vocabulary; relative_pitch needs it
     interval_dims: int = 16
+    voices: bool = True                # the voice context inputs (playbach/voices.py); needs relative_pitch
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return FIELDS + (CONTEXT if self.voices else ())
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,15 +75,27 @@ def build_model(cfg: ModelConfig, batch_size: int | None = None, seq_len: int | 
         x = keras.Input(shape=(seq_len,), batch_size=batch_size, dtype="int32", name=name)
         inputs.append(x)
         embedded.append(layers.Embedding(vocab, dims, name=f"embed_{name}")(x))
+    if cfg.voices and not cfg.relative_pitch:
+        raise ValueError("voices needs relative pitch: the pitch head reads intervals from the voice's last pitch")
     if cfg.relative_pitch and len(cfg.pitch_values) != cfg.vocab_sizes[1]:
         raise ValueError(f"relative pitch needs one pitch value per pitch id: {len(cfg.pitch_values)} values "
                          f"for a pitch vocabulary of {cfg.vocab_sizes[1]}")
+    voice_pitch = None
+    if cfg.voices:
+        for name, size in context_sizes(cfg.vocab_sizes[1]).items():
+            x = keras.Input(shape=(seq_len,), batch_size=batch_size, dtype="int32", name=name)
+            inputs.append(x)
+            if name == "voice_pitch":
+                voice_pitch = relative.OneHot(size, name="voice_pitch_onehot")(x)
+            else:
+                embedded.append(layers.Embedding(size, CONTEXT_DIMS[name], name=f"embed_{name}")(x))
     if cfg.relative_pitch:
         previous, pitch = relative.PitchOneHots(cfg.vocab_sizes[1], name="pitch_onehots")(inputs[1])
         embedded.append(relative.interval_input(previous, pitch, cfg.pitch_values, cfg.interval_dims))
         if not return_sequences:  # the windowed form predicts from its last step only
-            pitch = layers.Reshape((cfg.vocab_sizes[1],), name="last_pitch")(
-                layers.Cropping1D((seq_len - 1, 0), name="crop_pitch")(pitch))
+            pitch, voice_pitch = (None if x is None else layers.Reshape((cfg.vocab_sizes[1],), name=f"last_{name}")(
+                layers.Cropping1D((seq_len - 1, 0), name=f"crop_{name}")(x)) for name, x in
+                (("pitch", pitch), ("voice_pitch", voice_pitch)))
     h = layers.Concatenate(name="concat")(embedded)
     for i, units in enumerate(cfg.units):
         last = i == len(cfg.units) - 1
@@ -78,18 +103,20 @@ def build_model(cfg: ModelConfig, batch_size: int | None = None, seq_len: int | 
                         dropout=0.0, recurrent_dropout=cfg.recurrent_dropout, name=f"lstm_{i}")(h)
         if cfg.dropout:
             h = layers.Dropout(cfg.dropout, name=f"dropout_{i}")(h)
-    outputs = heads(cfg, h, pitch)
+    outputs = heads(cfg, h, pitch, voice_pitch)
     return keras.Model(inputs, outputs, name="playbach")
 
 
-def heads(cfg: ModelConfig, h, pitch=None) -> dict:
+def heads(cfg: ModelConfig, h, pitch=None, voice_pitch=None) -> dict:
     """One softmax head per field on the LSTM output h; with relative pitch the pitch head also
-    reads the current pitch one-hot. The training and the step model both build theirs here."""
+    reads the current pitch one-hot (and with voices the voice's). The training and the step model
+    both build theirs here."""
     from keras import layers
 
     from playbach.trainer import relative
 
-    return {name: relative.pitch_head(h, pitch, cfg.pitch_values) if name == "pitch" and cfg.relative_pitch
+    return {name: relative.pitch_head(h, pitch, cfg.pitch_values, voice_pitch)
+            if name == "pitch" and cfg.relative_pitch
             else layers.Dense(vocab, activation="softmax", name=f"head_{name}")(h)
             for name, vocab in zip(FIELDS, cfg.vocab_sizes)}
 

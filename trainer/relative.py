@@ -59,6 +59,24 @@ class PitchOneHots(layers.Layer):
         return {**super().get_config(), "vocab_size": self.vocab_size}
 
 
+class OneHot(layers.Layer):
+    """Ids (batch, time) -> one-hot floats (batch, time, size): the voice context's pitch as the
+    training model reads it; the step model gets that one-hot from the runtime."""
+
+    def __init__(self, size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.size = size
+
+    def call(self, ids):
+        return ops.one_hot(ids, self.size)
+
+    def compute_output_shape(self, ids_shape):
+        return tuple(ids_shape) + (self.size,)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "size": self.size}
+
+
 class IntervalEmbedding(layers.Layer):
     """(previous pitch one-hot, pitch one-hot) -> the embedding of the interval between them."""
 
@@ -117,12 +135,16 @@ def interval_input(previous, pitch, pitch_values: Sequence[int], dims: int):
     return IntervalEmbedding(pitch_values, dims, name="embed_interval")(previous, pitch)
 
 
-def pitch_head(h, pitch, pitch_values: Sequence[int]):
-    """softmax(absolute logits + interval logits read from this pitch): the pitch distribution."""
-    absolute = layers.Dense(len(pitch_values), name="head_pitch")(h)
-    interval = layers.Dense(NUM_INTERVALS, name="head_interval")(h)
-    relative = RelativeLogits(pitch_values, name="relative_pitch")(interval, pitch)
-    return layers.Activation("softmax", name="softmax_pitch")(layers.Add(name="add_pitch")([absolute, relative]))
+def pitch_head(h, pitch, pitch_values: Sequence[int], voice_pitch=None):
+    """softmax(absolute logits + interval logits read from this pitch [+ interval logits read from
+    the last pitch of the next event's voice, playbach/voices.py]): the pitch distribution."""
+    logits = [layers.Dense(len(pitch_values), name="head_pitch")(h),
+              RelativeLogits(pitch_values, name="relative_pitch")(
+                  layers.Dense(NUM_INTERVALS, name="head_interval")(h), pitch)]
+    if voice_pitch is not None:   # a voice moves by step from its own last note, not the last event's
+        logits.append(RelativeLogits(pitch_values, name="relative_voice")(
+            layers.Dense(NUM_INTERVALS, name="head_voice_interval")(h), voice_pitch))
+    return layers.Activation("softmax", name="softmax_pitch")(layers.Add(name="add_pitch")(logits))
 
 
-CUSTOM_OBJECTS = {cls.__name__: cls for cls in (PitchOneHots, IntervalEmbedding, RelativeLogits)}
+CUSTOM_OBJECTS = {cls.__name__: cls for cls in (PitchOneHots, OneHot, IntervalEmbedding, RelativeLogits)}

@@ -14,12 +14,13 @@ import numpy as np
 
 from playbach.events import FIELDS, Codec
 from playbach.errors import UserError
+from playbach.trainer.dataset import model_rows
 from playbach.trainer.model import ModelConfig, load_keras_model
 
 RUN_FILES = ("model.keras", "run.json", "events.npz")
 SPLITS = ("train", "val", "test")
 # What a run.json without a field meant: the model as it was trained before the field existed.
-BEFORE_FIELD = {"recurrent_dropout": 0.0, "relative_pitch": False}
+BEFORE_FIELD = {"recurrent_dropout": 0.0, "relative_pitch": False, "voices": False}
 
 
 def model_config(model: dict) -> ModelConfig:
@@ -67,6 +68,10 @@ class TrainedRun:
     def ids(self, split: str) -> dict[str, np.ndarray]:
         """Token ids (n, 4) of every piece of one split."""
         return {name: self.codec.encode(ev) for name, ev in self.pieces.get(split, {}).items()}
+
+    def rows(self, split: str) -> dict[str, np.ndarray]:
+        """The id rows the Keras model reads (with the voice context if it has voices), per piece."""
+        return {name: model_rows(self.codec, ev, self.config.voices) for name, ev in self.pieces.get(split, {}).items()}
 
 
 def load_run(path: str | Path) -> TrainedRun:

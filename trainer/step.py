@@ -10,6 +10,9 @@ and the graph is plain FULLY_CONNECTED/ADD/MUL/LOGISTIC/TANH/SOFTMAX at batch 1:
     concat -> LSTMCell_0(h0, c0) -> LSTMCell_1(h1, c1) ...       weights of lstm_<i>.cell
     head_<field>                                                  softmax, as trained
 
+With voices (playbach/voices.py) the five context inputs come after the fields, one-hot like
+them; the runtime computes them from the events it was fed (VoiceContext), as the trainer did.
+
 With relative pitch (trainer/relative.py) the previous event's pitch one-hot is one more state,
 prev_pitch: its output is this event's pitch one-hot, so the runtime feeds it back like h and c
 and its zeros at reset mean "no previous note", as at the start of a training piece. The
@@ -27,8 +30,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from playbach.events import FIELDS
-from playbach.trainer.model import ModelConfig, build_model, heads
+from playbach.events import FIELDS, Codec
+from playbach.trainer.model import CONTEXT_DIMS, ModelConfig, build_model, heads
+from playbach.voices import VoiceContext, context_sizes
 
 if TYPE_CHECKING:   # Keras is imported only when a model is built
     import keras
@@ -49,8 +53,16 @@ def state_roles(config: ModelConfig) -> list[str]:
     return list(state_sizes(config))
 
 
+def input_sizes(config: ModelConfig) -> dict[str, int]:
+    """The step model's per-event inputs (fields, then context) and their one-hot widths."""
+    sizes = dict(zip(FIELDS, config.vocab_sizes))
+    if config.voices:
+        sizes |= context_sizes(config.vocab_sizes[1])
+    return sizes
+
+
 def step_roles(config: ModelConfig) -> list[str]:
-    return list(FIELDS) + state_roles(config)
+    return list(config.input_names) + state_roles(config)
 
 
 INT8_CELL_CLIP = 8.0
@@ -75,12 +87,13 @@ def build_step_model(config: ModelConfig, trained: keras.Model, for_int8: bool =
 
     from playbach.trainer import relative
 
-    sizes = dict(zip(FIELDS, config.vocab_sizes)) | state_sizes(config)
+    sizes = input_sizes(config) | state_sizes(config)
     inputs = {role: keras.Input(shape=(size,), batch_size=1, dtype="float32", name=role)
               for role, size in sizes.items()}
 
-    embedded = [layers.Dense(dims, use_bias=False, name=f"embed_{name}")(inputs[name])
-                for name, dims in zip(FIELDS, config.embed_dims)]
+    # in the training model's order: fields, context, interval
+    dims = dict(zip(FIELDS, config.embed_dims)) | (CONTEXT_DIMS if config.voices else {})
+    embedded = [layers.Dense(d, use_bias=False, name=f"embed_{name}")(inputs[name]) for name, d in dims.items()]
     outputs = {}
     if config.relative_pitch:
         embedded.append(relative.interval_input(inputs[PREVIOUS_PITCH], inputs["pitch"], config.pitch_values,
@@ -93,7 +106,7 @@ def build_step_model(config: ModelConfig, trained: keras.Model, for_int8: bool =
         if for_int8 and cell_clip:
             c = layers.Lambda(lambda t: keras.ops.clip(t, -cell_clip, cell_clip), name=f"clip_c{i}")(c)
         outputs[f"h{i}"], outputs[f"c{i}"] = h, c
-    outputs |= heads(config, x, inputs["pitch"])
+    outputs |= heads(config, x, inputs["pitch"], inputs.get("voice_pitch"))
     model = keras.Model(inputs, outputs, name="playbach_step")
 
     # every layer with weights has its twin of the same name in the trained model (an LSTM's: its cell)
@@ -115,26 +128,33 @@ def build_windowed_model(config: ModelConfig, trained: keras.Model, batch_size: 
 
 class KerasStepModel:
     """The Keras step model with its state carried here: reset() and step(ids) -> four distributions,
-    as playbach.runtime.StepModel does with the converted model."""
+    as playbach.runtime.StepModel does with the converted model (the codec for the voice context)."""
 
-    def __init__(self, config: ModelConfig, trained: keras.Model):
+    def __init__(self, config: ModelConfig, trained: keras.Model, codec: Codec | None = None):
         import tensorflow as tf
 
+        if config.voices and codec is None:
+            raise ValueError("a model with voices needs the codec to compute its context inputs")
         self.model = build_step_model(config, trained)
-        self.sizes = dict(zip(FIELDS, config.vocab_sizes))
+        self.sizes = input_sizes(config)
         self.state_sizes = state_sizes(config)
+        self.context = VoiceContext(codec) if config.voices else None
         self._call = tf.function(lambda inputs: self.model(inputs, training=False))
         self.reset()
 
     def reset(self) -> None:
         self.state = {role: np.zeros((1, size), np.float32) for role, size in self.state_sizes.items()}
+        if self.context:
+            self.context.reset()
 
     def step(self, ids: np.ndarray) -> list[np.ndarray]:
+        ids = np.asarray(ids, dtype=np.int64).reshape(4)
+        row = np.concatenate([ids, self.context.feed(ids)]) if self.context else ids
         inputs = dict(self.state)
-        for field, token in zip(FIELDS, np.asarray(ids).reshape(4).tolist()):
-            onehot = np.zeros((1, self.sizes[field]), np.float32)
+        for role, token in zip(self.sizes, row.tolist()):
+            onehot = np.zeros((1, self.sizes[role]), np.float32)
             onehot[0, int(token)] = 1.0
-            inputs[field] = onehot
+            inputs[role] = onehot
         out = self._call(inputs)
         self.state = {role: np.asarray(out[role]) for role in self.state_sizes}
         return [np.asarray(out[field])[0] for field in FIELDS]

@@ -27,7 +27,7 @@ from playbach.errors import UserError
 from playbach.files import publish
 from playbach.jsb import looks_like_jsb
 from playbach.trainer.corpus import Corpus, check_windows, jsb_corpus, load_corpus, token_counts
-from playbach.trainer.dataset import make_windows, random_transpose_batches, to_inputs_targets
+from playbach.trainer.dataset import make_windows, model_rows, random_transpose_batches, to_inputs_targets
 from playbach.trainer.model import ModelConfig, load_keras_model
 from playbach.trainer.runfolder import model_config
 from playbach.trainer.split import Split, augment, split_pieces
@@ -66,6 +66,10 @@ def add_arguments(parser) -> None:
                         help="relative: the model also hears the interval from the previous note and its "
                              "pitch head adds interval logits (trainer/relative.py); absolute: pitch ids only")
     parser.add_argument("--interval-dims", type=int, default=d.interval_dims, help="interval embedding size")
+    parser.add_argument("--voices", default="on" if d.voices else "off", choices=["on", "off"],
+                        help="on: each event also gets its voice, read from the events before it (slot, "
+                             "interval within the voice, where and which voice comes next: playbach/voices.py); "
+                             "needs --pitch relative")
     parser.add_argument("--patience", type=int, default=3, help="epochs without a better --monitor")
     parser.add_argument("--monitor", default="val_loss", choices=["val_loss"] + [f"val_{f}_loss" for f in FIELDS],
                         help="validation loss for early stopping and the best checkpoint (on a small "
@@ -103,8 +107,8 @@ def prepare_windows(sides, codec: Codec, cfg: ModelConfig, stride: int, transpos
     train_values = list(sides["train"].values())
     if transpose and augment_mode == "copies":
         train_values = augment(train_values, transpose)
-    train = make_windows([codec.encode(v) for v in train_values], cfg.window, stride)
-    val = make_windows([codec.encode(v) for v in sides["val"].values()], cfg.window, cfg.window)
+    train = make_windows([model_rows(codec, v, cfg.voices) for v in train_values], cfg.window, stride)
+    val = make_windows([model_rows(codec, v, cfg.voices) for v in sides["val"].values()], cfg.window, cfg.window)
     for side, windows in (("train", train), ("validation", val)):
         if len(windows) == 0:
             longest = max(len(v) for v in sides["train" if side == "train" else "val"].values())
@@ -229,11 +233,13 @@ def run(args) -> int:
     sides = split_events(corpus, split)
     codec = fit_codec(corpus, args.transpose)
     relative = args.pitch == "relative"
+    if args.voices == "on" and not relative:
+        raise UserError("--voices on needs --pitch relative (or --voices off)")
     cfg = ModelConfig(vocab_sizes=codec.sizes, embed_dims=tuple(args.embed), units=tuple(args.units),
                       dropout=args.dropout, recurrent_dropout=args.recurrent_dropout, window=args.window,
                       learning_rate=args.lr, relative_pitch=relative,
                       pitch_values=tuple(codec.vocab["pitch"]) if relative else (),
-                      interval_dims=args.interval_dims)
+                      interval_dims=args.interval_dims, voices=args.voices == "on")
     if benchmark:
         check_windows(corpus, cfg.window)
     stride = args.stride or max(1, args.window // 2)
@@ -282,7 +288,7 @@ def run(args) -> int:
                                                     for name, v in pieces.items()})
         best_model = load_keras_model(work / "model.keras")
         t1 = time.perf_counter()
-        result = evaluate(best_model, codec, sides)
+        result = evaluate(best_model, codec, sides, cfg.voices)
         (work / "run.json").write_text(json.dumps({
             "format": RUN_FORMAT, "model": cfg.to_dict(), "codec": codec.to_dict(), "seed": args.seed,
             "corpus": corpus.source, "memory": result["memory"]}, indent=1))
