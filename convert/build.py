@@ -59,7 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variants", nargs="+", default=["all"], metavar="[KIND:]VARIANT",
                         help="models to build: all, or VARIANT (both kinds) or KIND:VARIANT, with KIND "
                              f"in {KINDS} and VARIANT in {VARIANTS}; e.g. step:int8 windowed:dynamic")
-    parser.add_argument("--openings", type=int, default=8, help="held-out openings to store (default 8)")
+    parser.add_argument("--openings", type=int, default=24,
+                        help="held-out openings to store (default 24: a take in a key starts from one of that key's mode whose key is clear)")
     parser.add_argument("--opening-events", type=int, default=32, help="events per opening (default 32)")
     parser.add_argument("--test-pieces", type=int, default=8, help="test pieces for parity (default 8)")
 
@@ -91,7 +92,7 @@ def parse_variants(tokens: list[str]) -> list[tuple[str, str]]:
     return sorted(set(wanted), key=ALL.index)
 
 
-def build_bundle(run_path: str | Path, out: str | Path, wanted: list[tuple[str, str]] = ALL, openings: int = 8,
+def build_bundle(run_path: str | Path, out: str | Path, wanted: list[tuple[str, str]] = ALL, openings: int = 24,
                  opening_events: int = 32, test_pieces: int = 8) -> Path:
     """Convert the run into a bundle at `out` (replaced only once the new one is complete)."""
     source = load_run(run_path)

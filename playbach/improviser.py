@@ -27,7 +27,7 @@ from playbach.steering import onset_mean, pitch_mask
 SEED_EVENTS = 32    # how much of a MIDI file seeds the model (about what a bundle opening holds)
 MAX_CHORD = 12      # a model stuck on onset 0 would stack notes forever without time passing
 DENSITY_GAIN = 0.2  # per step, the share of the density debt (ticks) added to the onset aim
-DEBT_LIMIT = 32.0   # ticks: a debt the onsets cannot pay (an aim beyond them) stays bounded
+DEBT_LIMIT = 64.0   # ticks: a debt the onsets cannot pay (an aim beyond them) stays bounded
 KEY_WINDOW = 32     # emitted events the key in force is found from when `key` changes live
 KEY_SETTLE = 8      # quarters after a live key change whose notes keep to the new key's scale
 MIDI_PITCHES = 128

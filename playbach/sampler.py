@@ -13,7 +13,8 @@ import numpy as np
 
 # exponential tilts tried for the onset head (per tick); wide enough to reach any onset vocabulary's ends
 PLAUSIBLE = 1e-6   # an onset below this share of the likeliest one's weight is never tilted into a take
-_LAMBDAS = np.sinh(np.linspace(-5.0, 5.0, 241)) / 10
+LONGEST = 4.0      # nor one longer than this many times the aimed mean onset
+_LAMBDAS = np.sinh(np.linspace(-8.0, 8.0, 385)) / 10   # up to ~150 per tick: a sharp head still reaches its aim
 
 
 def weights(probs: np.ndarray, temperature: float = 1.0, top_k: int = 0,
@@ -77,8 +78,14 @@ def sample_event(head_probs: list[np.ndarray], rng: np.random.Generator, tempera
         # at temperature 0 the tilt works on the model's own distribution, then the likeliest is taken
         w = w_onset if rhythm > 0 else weights(onset, 1.0, top_k)
         # only among onsets the model finds plausible: an exponential tilt would otherwise make a
-        # 6-quarter rest it gives 1e-9 the way to raise the mean of a chord it is sure of
-        w_onset = tilt_to_mean(np.where(w >= PLAUSIBLE * w.max(), w, 0.0), onset_values, onset_mean)
+        # 6-quarter rest it gives 1e-9 the way to raise the mean of a chord it is sure of. Judged on
+        # the model's own distribution: a low rhythm temperature sharpens what it thinks, not what
+        # the density aim may choose from (a voice-aware model is sure of its onsets)
+        plausible = np.asarray(onset) >= PLAUSIBLE * np.max(onset)
+        # nor a rest many times the aim: one such gap is a debt the following onsets repay only
+        # by stacking chords, so a take would swing between silence and clusters
+        plausible &= onset_values <= max(LONGEST * onset_mean, onset_values[onset_values > 0].min(initial=0))
+        w_onset = tilt_to_mean(np.where(plausible, w, 0.0), onset_values, onset_mean)
     return np.array([draw(w_onset, rng, rhythm <= 0),
                      draw(weights(pitch, temperature, top_k, pitch_allowed), rng, temperature <= 0),
                      draw(weights(duration, rhythm, top_k), rng, rhythm <= 0),

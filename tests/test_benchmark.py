@@ -132,11 +132,11 @@ def test_evaluate_a_bundle_without_tensorflow(tmp_path):
 
 
 def test_evaluate_stops_on_a_pitch_the_bundle_cannot_play_or_a_missing_split(tmp_path):
-    low = CHORD * 20 + [[72, 67, 64, 30]] * 4 + CHORD * 20
+    low = CHORD * 20 + [[72, 67, 64, 20]] * 4 + CHORD * 20
     bad = write_jsb(tmp_path / "low.json", {"test": [CHORD * 40, low]})
     done = blocked_evaluate(tmp_path, str(DEFAULT), "--corpus", str(bad), "--json", str(tmp_path / "o.json"))
     assert done.returncode == 2, done.stderr
-    assert "piece test/001: pitch 30 is outside the bundle's pitch vocabulary" in done.stderr
+    assert "piece test/001: pitch 20 is outside the bundle's pitch vocabulary" in done.stderr
     done = blocked_evaluate(tmp_path, str(DEFAULT), "--corpus", str(bad), "--split", "valid")
     assert done.returncode == 2 and f"{bad}: no split 'valid'" in done.stderr, done.stderr
     assert not (tmp_path / "o.json").exists()

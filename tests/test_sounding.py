@@ -56,10 +56,12 @@ def take(unmasked: bool, events: int = 2000, seed: int = 7) -> tuple[np.ndarray,
 
 def test_a_long_take_never_strikes_a_sounding_pitch():
     events, opening = take(unmasked=False)
-    assert struck_while_sounding(events) == []
+    # the opening is a chorale's own notes, which may double a pitch in two voices; from there on
+    # every note is the Improviser's
+    assert [i for i in struck_while_sounding(events) if i >= opening] == []
     assert len(np.unique(events[opening:, 1])) > 15           # it still plays music, not one safe note
     without, _ = take(unmasked=True)
-    assert len(struck_while_sounding(without)) > 0, "the check cannot fail: the unmasked take strikes none"
+    assert [i for i in struck_while_sounding(without) if i >= opening], "the check cannot fail: the unmasked take strikes none"
 
 
 class Fixed:
