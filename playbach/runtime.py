@@ -133,7 +133,7 @@ class _Runner:
     def _rows(self, ids: np.ndarray) -> np.ndarray:
         """(4,) token ids of the event fed -> its input ids, one per event role."""
         ids = np.asarray(ids, dtype=np.int64).reshape(4)
-        return np.concatenate([ids, self.context.feed(ids)]) if self.context else ids
+        return np.concatenate([ids, self.context.feed(ids)])[:len(self.event_roles)] if self.context else ids
 
     def _probs(self) -> list[np.ndarray]:
         probs = []

@@ -24,6 +24,12 @@ the same numbers (docs/trainer.md, "Closing the gap").
     next_slot       the slot the next event will take if the music goes on without a rest
     next_position   the 16th of a 4/4 bar it will start on, counted from the first event
 
+and with chords (level 2, `--voices chords`) five more, the harmony the next event joins:
+
+    chord_0..3      pitch id of each slot's note still sounding where the next event starts
+                    (the pitch vocabulary's size: that slot is silent then)
+    next_end        16ths from there to the first of those notes' ends (0: none sounds), at most BAR
+
 Needs numpy only: the Pi imports this module.
 """
 from __future__ import annotations
@@ -36,7 +42,14 @@ SLOTS = 4
 MAX_INTERVAL = 24                       # as trainer/relative.py: intervals beyond share the outermost id
 NO_INTERVAL = 2 * MAX_INTERVAL + 1      # a slot's first note has no previous pitch
 BAR = 16                                # 16ths in a 4/4 bar
-CONTEXT = ("slot", "voice_interval", "voice_pitch", "next_slot", "next_position")
+CONTEXT = ("slot", "voice_interval", "voice_pitch", "next_slot", "next_position",
+           "chord_0", "chord_1", "chord_2", "chord_3", "next_end")
+LEVELS = {"off": 0, "on": 5, "chords": 10}   # --voices: how many of CONTEXT the model reads
+
+
+def context_names(voices: int) -> tuple[str, ...]:
+    """The context inputs of a model with ModelConfig.voices = `voices` (0 off, 1 on, 2 chords)."""
+    return CONTEXT[:list(LEVELS.values())[int(voices)]]
 
 
 class VoiceTracker:
@@ -81,7 +94,8 @@ def features(events: np.ndarray, slots: int = SLOTS) -> np.ndarray:
 def context_sizes(pitch_size: int) -> dict[str, int]:
     """Each context input's number of ids (one-hot width in the step model)."""
     return {"slot": SLOTS, "voice_interval": NO_INTERVAL + 1, "voice_pitch": pitch_size,
-            "next_slot": SLOTS, "next_position": BAR}
+            "next_slot": SLOTS, "next_position": BAR,
+            **{f"chord_{v}": pitch_size + 1 for v in range(SLOTS)}, "next_end": BAR + 1}
 
 
 class VoiceContext:
@@ -99,16 +113,22 @@ class VoiceContext:
         self.tracker.reset()
 
     def feed(self, ids: np.ndarray) -> np.ndarray:
-        """(4,) token ids of this event -> (5,) context ids, in CONTEXT order."""
+        """(4,) token ids of this event -> (10,) context ids, in CONTEXT order (a model reads the
+        first 5 or all)."""
         onset, pitch, duration = (int(i) for i in np.asarray(ids).reshape(-1)[:3])
-        slot, interval, next_pitch = self.tracker.feed(self.onsets[onset], self.pitches[pitch], self.durations[duration])
-        position = int(self.tracker.next_start // self.ticks_per_16th) % BAR
-        return np.array([slot, interval, self.pitch_id.get(next_pitch, pitch), self.tracker.next_slot, position],
+        t = self.tracker
+        slot, interval, next_pitch = t.feed(self.onsets[onset], self.pitches[pitch], self.durations[duration])
+        position = int(t.next_start // self.ticks_per_16th) % BAR
+        sounding = [v for v in range(t.slots) if t.end[v] > t.next_start]
+        chord = [self.pitch_id[t.last[v]] if v in sounding else len(self.pitches) for v in range(t.slots)]
+        until = min((t.end[v] for v in sounding), default=t.next_start) - t.next_start
+        next_end = min(BAR, int(np.ceil(until / self.ticks_per_16th)))
+        return np.array([slot, interval, self.pitch_id.get(next_pitch, pitch), t.next_slot, position, *chord, next_end],
                         dtype=np.int64)
 
 
 def with_context(codec: Codec, ids: np.ndarray) -> np.ndarray:
-    """(n, 4) token ids of a piece -> (n, 4 + len(CONTEXT)): each event's ids and its context."""
+    """(n, 4) token ids of a piece -> (n, 4 + len(CONTEXT)): each event's ids and its whole context."""
     context = VoiceContext(codec)
     ids = np.asarray(ids, dtype=np.int64).reshape(-1, 4)
     rows = [context.feed(row) for row in ids]
@@ -117,7 +137,7 @@ def with_context(codec: Codec, ids: np.ndarray) -> np.ndarray:
 
 def input_names(width: int) -> tuple[str, ...]:
     """The model input of each column of an id array: the four fields, then the context if present."""
-    names = FIELDS + CONTEXT
-    if width not in (len(FIELDS), len(names)):
-        raise ValueError(f"id rows of {width} columns: expected {len(FIELDS)} or {len(names)}")
-    return names[:width]
+    widths = [len(FIELDS) + n for n in LEVELS.values()]
+    if width not in widths:
+        raise ValueError(f"id rows of {width} columns: expected one of {widths}")
+    return (FIELDS + CONTEXT)[:width]

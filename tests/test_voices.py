@@ -12,7 +12,7 @@ import pytest
 from needs import missing
 from playbach.events import Codec, notes_to_events
 from playbach.jsb import read_jsb
-from playbach.trainer.dataset import VOICE_PITCH, shift_pitch
+from playbach.trainer.dataset import CHORD, VOICE_PITCH, shift_pitch
 from playbach.voices import (BAR, CONTEXT, MAX_INTERVAL, NO_INTERVAL, VoiceContext, VoiceTracker, context_sizes,
                              features, input_names, with_context)
 
@@ -84,13 +84,20 @@ def test_context_ids_of_a_bar() -> None:
     codec = Codec.fit([BAR_EVENTS], ticks_per_quarter=4)
     rows = with_context(codec, codec.encode(BAR_EVENTS))
     assert rows.shape == (6, 4 + len(CONTEXT)) and input_names(rows.shape[1])[4:] == CONTEXT
-    slot, interval, voice_pitch, next_slot, position = rows[:, 4:].T
+    slot, interval, voice_pitch, next_slot, position = rows[:, 4:9].T
     assert slot.tolist() == [3, 2, 1, 0, 3, 0] and interval[4] == MAX_INTERVAL + 2
     pitches = codec.vocab["pitch"]
     # the pitch the next event's voice last had; the event's own pitch where that voice has none yet
     assert [pitches[i] for i in voice_pitch] == [48, 55, 64, 48, 72, 50]
     assert next_slot.tolist() == [2, 1, 0, 3, 0, 3]
     assert position.tolist() == [0, 0, 0, 4, 4, 8]            # in 16ths: one tick is a 16th here
+    # the harmony the next note joins: each slot's pitch still sounding where it starts, and the
+    # 16ths until the first of those ends (after the last event, nothing sounds at tick 8)
+    silent = len(pitches)
+    chords = [[pitches[i] if i != silent else None for i in row] for row in rows[:, 9:13].tolist()]
+    assert chords == [[None, None, None, 48], [None, None, 55, 48], [None, 64, 55, 48], [None, 64, 55, None],
+                      [None, 64, 55, 50], [None, None, None, None]]
+    assert rows[:, 13].tolist() == [4, 4, 4, 4, 4, 0]
     sizes = context_sizes(len(pitches))
     assert all(0 <= rows[:, 4 + j].min() and rows[:, 4 + j].max() < sizes[n] for j, n in enumerate(CONTEXT))
 
@@ -99,7 +106,7 @@ def test_context_position_counts_16ths_on_any_grid_and_wraps_at_the_bar() -> Non
     # 8ths on a grid of 24 per quarter: a line leaves slots free, so the next event may come at once
     events = np.array([[0, 60, 12, 64]] + [[12, 62, 12, 64]] * 9)
     codec = Codec.fit([events], ticks_per_quarter=24)
-    positions = with_context(codec, codec.encode(events))[:, -1]
+    positions = with_context(codec, codec.encode(events))[:, 4 + CONTEXT.index("next_position")]
     assert positions.tolist() == [(2 * k) % BAR for k in range(10)]
 
 
@@ -122,9 +129,13 @@ def test_transposition_moves_the_voice_pitch_with_the_pitch() -> None:
     windows[:, :, 1] = rng.integers(4, 8, (50, 8))
     windows[:, :, VOICE_PITCH] = windows[:, :, 1]
     windows[0, 0, VOICE_PITCH] = 11                # a voice's pitch from before the window, at the top
+    windows[:, :, CHORD] = 12                      # silent slots ("no pitch": the vocabulary's size) ...
+    windows[:, :, CHORD[2]] = windows[:, :, 1]     # ... but one that sounds
     moved = shift_pitch(windows, rng, 2, pitch_size=12)
     shift = moved[:, :, 1] - windows[:, :, 1]
     assert (moved[1:, :, VOICE_PITCH] - windows[1:, :, VOICE_PITCH] == shift[1:]).all() and shift.any()
+    assert (moved[:, :, CHORD[2]] - windows[:, :, CHORD[2]] == shift).all()
+    assert (moved[:, :, CHORD[:2] + CHORD[3:]] == 12).all()    # silence stays silence
     assert moved[:, :, VOICE_PITCH].max() <= 11     # kept inside the vocabulary
-    untouched = [j for j in range(windows.shape[2]) if j not in (1, VOICE_PITCH)]
+    untouched = [j for j in range(windows.shape[2]) if j not in (1, VOICE_PITCH, *CHORD)]
     assert (moved[:, :, untouched] == windows[:, :, untouched]).all()

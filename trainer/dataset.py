@@ -9,15 +9,18 @@ from __future__ import annotations
 import numpy as np
 
 from playbach.events import FIELDS, Codec
-from playbach.voices import CONTEXT, input_names, with_context
+from playbach.voices import CONTEXT, context_names, input_names, with_context
 
 VOICE_PITCH = len(FIELDS) + CONTEXT.index("voice_pitch")   # its column: a pitch id, moved with the pitch
 
 
-def model_rows(codec: Codec, values: np.ndarray, voices: bool) -> np.ndarray:
-    """A piece's field values -> the model's id rows: token ids, and the voice context if it has voices."""
+CHORD = [len(FIELDS) + CONTEXT.index(f"chord_{v}") for v in range(4)]   # pitch ids too, or "silent"
+
+
+def model_rows(codec: Codec, values: np.ndarray, voices: int) -> np.ndarray:
+    """A piece's field values -> the model's id rows: token ids, and the voice context it reads."""
     ids = codec.encode(values)
-    return with_context(codec, ids) if voices else ids
+    return with_context(codec, ids)[:, :len(FIELDS) + len(context_names(voices))] if voices else ids
 
 
 def piece_windows(ids: np.ndarray, window: int, stride: int) -> np.ndarray:
@@ -58,6 +61,10 @@ def shift_pitch(windows: np.ndarray, rng: np.random.Generator, semitones: int, p
     out[:, :, 1] += shift[:, None].astype(out.dtype)
     if out.shape[2] > VOICE_PITCH:
         out[:, :, VOICE_PITCH] = np.clip(out[:, :, VOICE_PITCH] + shift[:, None], 0, pitch_size - 1)
+    if out.shape[2] > CHORD[-1]:      # a sounding pitch moves too; "silent" (pitch_size) stays
+        chord = out[:, :, CHORD]
+        moved = np.clip(chord + shift[:, None, None], 0, pitch_size - 1)
+        out[:, :, CHORD] = np.where(chord == pitch_size, chord, moved)
     return out
 
 

@@ -64,7 +64,7 @@ def _section(scores: dict, extra: dict | None = None) -> dict:
     return {**flat, **(extra or {})}
 
 
-def evaluate(model, codec: Codec, sides: dict[str, dict[str, np.ndarray]], voices: bool = False) -> dict:
+def evaluate(model, codec: Codec, sides: dict[str, dict[str, np.ndarray]], voices: int = 0) -> dict:
     """The report's "test", "test_memory", "baseline", "memory" and "memory_ngram" sections for a
     model and the run's split (values). "test" is the LSTM alone; "*_memory" adds the repeat
     memory, whose weights are fitted on validation separately for the LSTM and for the n-gram.

@@ -14,19 +14,21 @@ With `relative_pitch` (trainer/relative.py) the pitch also enters as the interva
 previous event (embed_interval), and the pitch head adds interval logits read from the current
 pitch to head_pitch's (head_interval, relative_pitch, softmax_pitch).
 
-With `voices` (playbach/voices.py) five context inputs follow the fields (slot, voice_interval,
-voice_pitch, next_slot, next_position): all but voice_pitch are embedded (embed_<name>), and the
-pitch head adds interval logits read from voice_pitch (head_voice_interval, relative_voice).
+With `voices` (playbach/voices.py) context inputs follow the fields -- slot, voice_interval,
+voice_pitch, next_slot, next_position (voices 1), then chord_0..3 and next_end (voices 2): all but
+voice_pitch are embedded (embed_<name>), and the pitch head adds interval logits read from
+voice_pitch (head_voice_interval, relative_voice).
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
 from playbach.events import FIELDS
-from playbach.voices import CONTEXT, context_sizes
+from playbach.voices import context_names, context_sizes
 
 # embedding sizes of the context inputs; voice_pitch is read by the pitch head instead
-CONTEXT_DIMS = {"slot": 4, "voice_interval": 16, "next_slot": 4, "next_position": 8}
+CONTEXT_DIMS = {"slot": 4, "voice_interval": 16, "next_slot": 4, "next_position": 8,
+                "chord_0": 8, "chord_1": 8, "chord_2": 8, "chord_3": 8, "next_end": 8}
 
 
 @dataclass
@@ -44,11 +46,11 @@ class ModelConfig:
     relative_pitch: bool = True        # the interval from the previous note as an input, and a pitch head on it
     pitch_values: tuple[int, ...] = ()  # the codec's pitch vocabulary; relative_pitch needs it
     interval_dims: int = 16
-    voices: bool = True                # the voice context inputs (playbach/voices.py); needs relative_pitch
+    voices: int = 1                    # voice context inputs (playbach/voices.py): 0 off, 1 on, 2 with chords
 
     @property
     def input_names(self) -> tuple[str, ...]:
-        return FIELDS + (CONTEXT if self.voices else ())
+        return FIELDS + context_names(self.voices)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,6 +61,8 @@ class ModelConfig:
         for k in ("vocab_sizes", "embed_dims", "units", "pitch_values"):
             if k in known:
                 known[k] = tuple(int(v) for v in known[k])
+        if "voices" in known:   # a bool in run.json before chords: true is level 1
+            known["voices"] = int(known["voices"])
         return cls(**known)
 
 
@@ -82,7 +86,9 @@ def build_model(cfg: ModelConfig, batch_size: int | None = None, seq_len: int | 
                          f"for a pitch vocabulary of {cfg.vocab_sizes[1]}")
     voice_pitch = None
     if cfg.voices:
-        for name, size in context_sizes(cfg.vocab_sizes[1]).items():
+        sizes = context_sizes(cfg.vocab_sizes[1])
+        for name in context_names(cfg.voices):
+            size = sizes[name]
             x = keras.Input(shape=(seq_len,), batch_size=batch_size, dtype="int32", name=name)
             inputs.append(x)
             if name == "voice_pitch":

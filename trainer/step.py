@@ -32,7 +32,7 @@ import numpy as np
 
 from playbach.events import FIELDS, Codec
 from playbach.trainer.model import CONTEXT_DIMS, ModelConfig, build_model, heads
-from playbach.voices import VoiceContext, context_sizes
+from playbach.voices import VoiceContext, context_names, context_sizes
 
 if TYPE_CHECKING:   # Keras is imported only when a model is built
     import keras
@@ -56,8 +56,8 @@ def state_roles(config: ModelConfig) -> list[str]:
 def input_sizes(config: ModelConfig) -> dict[str, int]:
     """The step model's per-event inputs (fields, then context) and their one-hot widths."""
     sizes = dict(zip(FIELDS, config.vocab_sizes))
-    if config.voices:
-        sizes |= context_sizes(config.vocab_sizes[1])
+    context = context_sizes(config.vocab_sizes[1])
+    sizes |= {name: context[name] for name in context_names(config.voices)}
     return sizes
 
 
@@ -92,7 +92,8 @@ def build_step_model(config: ModelConfig, trained: keras.Model, for_int8: bool =
               for role, size in sizes.items()}
 
     # in the training model's order: fields, context, interval
-    dims = dict(zip(FIELDS, config.embed_dims)) | (CONTEXT_DIMS if config.voices else {})
+    dims = dict(zip(FIELDS, config.embed_dims)) | {n: CONTEXT_DIMS[n] for n in context_names(config.voices)
+                                                   if n in CONTEXT_DIMS}
     embedded = [layers.Dense(d, use_bias=False, name=f"embed_{name}")(inputs[name]) for name, d in dims.items()]
     outputs = {}
     if config.relative_pitch:
@@ -149,7 +150,7 @@ class KerasStepModel:
 
     def step(self, ids: np.ndarray) -> list[np.ndarray]:
         ids = np.asarray(ids, dtype=np.int64).reshape(4)
-        row = np.concatenate([ids, self.context.feed(ids)]) if self.context else ids
+        row = np.concatenate([ids, self.context.feed(ids)])[:len(self.sizes)] if self.context else ids
         inputs = dict(self.state)
         for role, token in zip(self.sizes, row.tolist()):
             onehot = np.zeros((1, self.sizes[role]), np.float32)

@@ -31,6 +31,7 @@ from playbach.trainer.dataset import make_windows, model_rows, random_transpose_
 from playbach.trainer.model import ModelConfig, load_keras_model
 from playbach.trainer.runfolder import model_config
 from playbach.trainer.split import Split, augment, split_pieces
+from playbach.voices import LEVELS
 
 log = logging.getLogger(__name__)
 RUN_FORMAT = 1
@@ -66,10 +67,11 @@ def add_arguments(parser) -> None:
                         help="relative: the model also hears the interval from the previous note and its "
                              "pitch head adds interval logits (trainer/relative.py); absolute: pitch ids only")
     parser.add_argument("--interval-dims", type=int, default=d.interval_dims, help="interval embedding size")
-    parser.add_argument("--voices", default="on" if d.voices else "off", choices=["on", "off"],
+    parser.add_argument("--voices", default=list(LEVELS)[d.voices], choices=list(LEVELS),
                         help="on: each event also gets its voice, read from the events before it (slot, "
                              "interval within the voice, where and which voice comes next: playbach/voices.py); "
-                             "needs --pitch relative")
+                             "chords: and the pitches sounding where the next note starts, and when the first "
+                             "of them ends; needs --pitch relative")
     parser.add_argument("--patience", type=int, default=3, help="epochs without a better --monitor")
     parser.add_argument("--monitor", default="val_loss", choices=["val_loss"] + [f"val_{f}_loss" for f in FIELDS],
                         help="validation loss for early stopping and the best checkpoint (on a small "
@@ -233,13 +235,13 @@ def run(args) -> int:
     sides = split_events(corpus, split)
     codec = fit_codec(corpus, args.transpose)
     relative = args.pitch == "relative"
-    if args.voices == "on" and not relative:
-        raise UserError("--voices on needs --pitch relative (or --voices off)")
+    if args.voices != "off" and not relative:
+        raise UserError(f"--voices {args.voices} needs --pitch relative (or --voices off)")
     cfg = ModelConfig(vocab_sizes=codec.sizes, embed_dims=tuple(args.embed), units=tuple(args.units),
                       dropout=args.dropout, recurrent_dropout=args.recurrent_dropout, window=args.window,
                       learning_rate=args.lr, relative_pitch=relative,
                       pitch_values=tuple(codec.vocab["pitch"]) if relative else (),
-                      interval_dims=args.interval_dims, voices=args.voices == "on")
+                      interval_dims=args.interval_dims, voices=list(LEVELS).index(args.voices))
     if benchmark:
         check_windows(corpus, cfg.window)
     stride = args.stride or max(1, args.window // 2)
