@@ -191,7 +191,8 @@ class Player:
 
     def status(self) -> str:
         imp, bpm = self.improviser, self.scheduler.bpm if hasattr(self, "scheduler") else self.s["bpm"]
-        steering = "".join([f", rhythm temperature {imp.rhythm_temperature:.2f}" if imp.rhythm_temperature >= 0 else "",
+        steering = "".join([f", key {imp.key}" if imp.key is not None else "",
+                            f", rhythm temperature {imp.rhythm_temperature:.2f}" if imp.rhythm_temperature >= 0 else "",
                             f", pitches {imp.pitch_min}-{imp.pitch_max}" if imp.range_mask is not None else "",
                             f", density {imp.density:g}/quarter" if imp.density > 0 else ""])
         return f"{self.model.name} on {self.model.backend}, {bpm:g} BPM, temperature {imp.temperature:.2f}{steering}"

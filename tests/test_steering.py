@@ -61,6 +61,7 @@ def test_a_live_key_change_moves_what_follows_without_a_gap(bench):
     for _ in range(40):
         p.improviser.next_event()
     assert p.apply({"key": "F major"})["key"] == "F major"
+    assert ", key F major," in p.status() + ","      # the journal's status line says the key in force
     assert p.apply({"key": ""})["key"] == "" and not p.improviser.offsets.any()   # back to the model's own
     for bad in ("H minor", "D dorian", 3):
         with pytest.raises(UserError, match="key 'key'.*'D minor'"):
