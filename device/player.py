@@ -118,6 +118,8 @@ class Player:
         except UserError as e:
             raise UserError(f"{self.bundle.path}: {e}") from e
         self.improviser.prime(self._seed(rng))
+        if s["key"]:   # the seed is in the key already; what the model adds first settles in it too
+            self.improviser.set_key(parse_key(s["key"]))
 
     def _open(self, ports: ExitStack) -> None:
         s = self.s

@@ -31,7 +31,7 @@ DEBT_LIMIT = 64.0   # ticks: a debt the onsets cannot pay (an aim beyond them) s
 KEY_WINDOW = 32     # emitted events the key in force is found from when `key` changes live
 KEY_SETTLE = 8      # quarters after a live key change whose notes keep to the new key's scale
 MIDI_PITCHES = 128
-KEY_PULL = 4.0      # while it settles, the pitch head is weighted by the new key's profile to this power
+KEY_PULL = 8.0      # while it settles, the pitch head is weighted by the new key's profile to this power
 SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10, 11)}  # minor: natural + leading tone
 
 

@@ -38,11 +38,14 @@ def opening_key(events: np.ndarray) -> Key:
 
 def prefer_mode(openings: list[np.ndarray], mode: str) -> list[int]:
     """Indices of the openings to start a take in a key of `mode` from: those in that mode whose
-    key is clear (two key profiles agree on it: an ambiguous opening moved to a key is ambiguous
-    there too), else those in that mode, else all (a mode change is then needed)."""
-    found = [(key_of_events(o), key_of_events(o, "temperley")) for o in openings]
-    same = [i for i, (k, _) in enumerate(found) if k.mode == mode]
-    return [i for i in same if found[i][0] == found[i][1]] or same or list(range(len(openings)))
+    key is clear (two key profiles agree on it, over the whole opening and over its first half,
+    which is what is heard first: an ambiguous opening moved to a key is ambiguous there too, and a
+    chorale that starts on its relative minor sounds minor), else those in that mode, else all (a
+    mode change is then needed)."""
+    found = [[key_of_events(part, profile) for part in (o, o[:max(1, len(o) // 2)])
+              for profile in ("krumhansl", "temperley")] for o in openings]
+    same = [i for i, keys in enumerate(found) if keys[0].mode == mode]
+    return [i for i in same if all(k == found[i][0] for k in found[i])] or same or list(range(len(openings)))
 
 
 def fit_seed(events: np.ndarray, codec: Codec, key: Key | None, low: int, high: int) -> np.ndarray:
