@@ -2,10 +2,13 @@
 # Benchmark: the README's cello-suite command (all courantes held out) on seeds 0, 1, 2.
 # Each seed also draws other validation pieces, which choose the n-gram's order and stop the
 # training, so the three runs show how far the LSTM-vs-n-gram ratio moves. Runs go to
-# runs/cello-bench-s<seed> (or $1-s<seed>); figures to bench/results/train_cello.json.
+# runs/cello-bench-s<seed> (or $1-s<seed>); figures to bench/results/train_cello.json (or $RESULT).
+# Arguments after the prefix go to `playbach train`, e.g. `bash bench/train_cello.sh runs/c --voices on`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 prefix=${1:-runs/cello-bench}
+shift $(( $# > 0 ? 1 : 0 ))
+result=${RESULT:-bench/results/train_cello.json}
 corpus=${CELLO:-../shared/corpus/cello-suites}
 export TF_CPP_MIN_LOG_LEVEL=2
 mkdir -p bench/results
@@ -13,12 +16,12 @@ for seed in 0 1 2; do
     rm -rf "$prefix-s$seed"
     .venv/bin/playbach train --corpus "$corpus" --holdout '*-3cou*' --out "$prefix-s$seed" --seed "$seed" \
         --stride 8 --epochs 40 --units 128 --dropout 0.6 --recurrent-dropout 0.25 --lr 2e-3 \
-        --monitor val_pitch_loss --patience 4
+        --monitor val_pitch_loss --patience 4 --voices off "$@"
 done
-.venv/bin/python - "$prefix" <<'PY'
+.venv/bin/python - "$prefix" "$result" "$*" <<'PY'
 import json, os, sys
 from playbach.files import write_text_atomically
-prefix = sys.argv[1]
+prefix, out, extra = sys.argv[1:]
 runs = []
 for seed in (0, 1, 2):
     r = json.load(open(f"{prefix}-s{seed}/report.json"))
@@ -30,6 +33,6 @@ for seed in (0, 1, 2):
                  "best_epoch": r["training"]["best_epoch"], "train_s": r["time"]["train_s"]})
     print(f"seed {seed}: pitch top-1 {lstm['pitch_top1']:.3f} vs n-gram {ngram['pitch_top1']:.3f} "
           f"(order {ngram['pitch_order']}): {runs[-1]['ratio']:.2f}x")
-result = {"benchmark": "train_cello", "cpus": os.cpu_count(), "model": r["model"], "runs": runs}
-write_text_atomically("bench/results/train_cello.json", json.dumps(result, indent=2))
+result = {"benchmark": "train_cello", "extra_args": extra, "cpus": os.cpu_count(), "model": r["model"], "runs": runs}
+write_text_atomically(out, json.dumps(result, indent=2))
 PY
