@@ -6,9 +6,10 @@
 
 StepModel feeds one-hot inputs and carries the LSTM state between calls; WindowedModel (the
 fallback) keeps the last N events and re-reads them all each call. A model with voice context
-inputs (playbach/voices.py) gets them computed here from the events fed, with the bundle's codec. Integer models are handled
-here: inputs quantized, outputs dequantized, and each state output requantized with the params
-of the INPUT it is fed back into (the converter calibrates them separately, so they can differ).
+inputs (playbach/voices.py) gets them computed here from the events fed, with the bundle's codec.
+Integer models are handled here: inputs quantized, outputs dequantized, and each state output
+requantized with the params of the INPUT it is fed back into (the converter calibrates them
+separately, so they can differ).
 
 The interpreter is the first of ai_edge_litert, tflite_runtime, tensorflow.lite that imports;
 TensorFlow only as a last resort (it is neither needed nor wanted on the Pi).

@@ -12,8 +12,8 @@ follows from onsets and durations alone, by a slot rule:
 
 On the benchmark's valid split the slot is the file's voice for 94.7 % of the events (rests and
 voice crossings are the rest). Because it needs only the history, the runtime tracks it event by
-event like the model's state, and a model trained with voices (ModelConfig.voices) gets five
-context inputs per event, CONTEXT, from VoiceContext: the trainer over whole pieces
+event like the model's state, and a model trained with voices (ModelConfig.voices) gets context
+inputs per event from VoiceContext, the first five of CONTEXT (level 1, on) or all ten (level 2): the trainer over whole pieces
 (with_context), the device runtime and the desktop step model one event at a time, so both read
 the same numbers (docs/trainer.md, "Closing the gap").
 
