@@ -91,6 +91,14 @@ def test_a_dropout_rate_outside_0_to_1_is_refused_before_anything_runs(tmp_path,
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("voices", ["on", "chords"])
+def test_voices_without_relative_pitch_are_refused_before_the_corpus_is_read(tmp_path, caplog, voices):
+    out = tmp_path / "runs" / "abs"
+    assert main(train_args(tmp_path / "no-such-corpus", out, "--pitch", "absolute", "--voices", voices)) == 2
+    assert f"--voices {voices} needs --pitch relative" in caplog.text
+    assert not out.exists() and not (tmp_path / "runs" / ".abs.tmp").exists()
+
+
 def test_too_few_events_for_one_window_fails_cleanly(tmp_path, cache, caplog):
     folder = tmp_path / "corpus"
     folder.mkdir()

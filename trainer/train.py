@@ -220,6 +220,8 @@ def run(args) -> int:
     if out.exists() and not args.resume:
         raise UserError(f"{out} already exists: choose another --out, or --resume {out}/checkpoint.keras")
 
+    if args.voices != "off" and args.pitch != "relative":   # before the corpus is read
+        raise UserError(f"--voices {args.voices} needs --pitch relative (or --voices off)")
     benchmark = bool(args.corpus) and looks_like_jsb(args.corpus)
     if benchmark and args.holdout:
         raise UserError(f"--holdout: {args.corpus} has its own train / valid / test split, used as is")
@@ -235,8 +237,6 @@ def run(args) -> int:
     sides = split_events(corpus, split)
     codec = fit_codec(corpus, args.transpose)
     relative = args.pitch == "relative"
-    if args.voices != "off" and not relative:
-        raise UserError(f"--voices {args.voices} needs --pitch relative (or --voices off)")
     cfg = ModelConfig(vocab_sizes=codec.sizes, embed_dims=tuple(args.embed), units=tuple(args.units),
                       dropout=args.dropout, recurrent_dropout=args.recurrent_dropout, window=args.window,
                       learning_rate=args.lr, relative_pitch=relative,
