@@ -73,6 +73,9 @@ def add_arguments(parser) -> None:
                              "chords: and the pitches sounding where the next note starts, and when the first "
                              "of them ends; needs --pitch relative")
     parser.add_argument("--patience", type=int, default=3, help="epochs without a better --monitor")
+    parser.add_argument("--lr-decay", type=fraction, default=0.0,
+                        help="multiply the learning rate by this after 2 epochs without a better --monitor "
+                             "(0: never)")
     parser.add_argument("--monitor", default="val_loss", choices=["val_loss"] + [f"val_{f}_loss" for f in FIELDS],
                         help="validation loss for early stopping and the best checkpoint (on a small "
                              "corpus onset/duration overfit while pitch still learns: val_pitch_loss)")
@@ -170,6 +173,9 @@ def fit(model, cfg, train, val, args, work: Path, initial_epoch: int, best: floa
         keras.callbacks.ModelCheckpoint(work / "checkpoint.keras"),
         SaveState(),
     ]
+    if args.lr_decay:
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=args.monitor, mode="min", factor=args.lr_decay,
+                                                           patience=2, min_lr=1e-5))
     vx, vy = to_inputs_targets(val)
     if args.transpose and args.augment == "random":
         data = {"x": random_transpose_batches(train, args.batch, args.transpose, cfg.vocab_sizes[1], args.seed)}
@@ -204,7 +210,7 @@ def write_report(work: Path, corpus: Corpus, split: Split, result: dict, times: 
                   "dropped_train_pieces": corpus.dropped, "melody_shared": corpus.melody_shared},
         "training": {"monitor": args.monitor, "patience": args.patience, "batch": args.batch,
                      "stride": args.stride or max(1, args.window // 2), "max_epochs": args.epochs,
-                     "best_epoch": best_epoch(history, args.monitor)},
+                     "lr_decay": args.lr_decay, "best_epoch": best_epoch(history, args.monitor)},
         "vocab_sizes": dict(zip(FIELDS, codec.sizes)),
         "model": cfg.to_dict(),
         **result,
