@@ -15,7 +15,7 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 start=$(date +%s.%N)
 jsb=${JSB:-../shared/corpus/jsb-chorales/Jsb16thSeparated.json}
 .venv/bin/playbach train --corpus "$jsb" --out "$out" --seed 0 --transpose 6 --augment random --epochs 80 --patience 5 \
-    --voices chords --dropout 0.35 --recurrent-dropout 0.3
+    --voices chords --dropout 0.35 --recurrent-dropout 0.3 --lr-decay 0.5
 end=$(date +%s.%N)
 .venv/bin/python - "$out" "$start" "$end" "$load_before" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'PY'
 import json, os, sys
