@@ -297,8 +297,9 @@ def windowed_specs(cfg) -> dict:
 
 def reached_diff(step_float32: StepModel, trained: keras.Model, test_rows: dict[str, np.ndarray]) -> float:
     """Max |step float32 - Keras| when float32 is not itself a requested variant."""
-    return max(parity.compare(parity.keras_sequence_probs(trained, rows), parity.step_probs(step_float32, rows[:, :4]))
-               ["max_abs_diff"] for rows in test_rows.values())
+    return max(parity.compare(parity.keras_sequence_probs(trained, rows),
+                              parity.step_probs(step_float32, rows[:, :len(FIELDS)]))["max_abs_diff"]
+               for rows in test_rows.values())
 
 
 def _openings(source: TrainedRun, count: int, events: int) -> list[Opening]:
@@ -329,7 +330,7 @@ def _parity(work, entries, source: TrainedRun, test_rows) -> dict:
     for (kind, variant), entry in entries.items():
         model = _open(work, entry, source.codec)
         if kind == "step":
-            got = [parity.step_probs(model, rows[:, :4]) for rows in test_rows.values()]
+            got = [parity.step_probs(model, rows[:, :len(FIELDS)]) for rows in test_rows.values()]
             result = parity.compare(parity.concat(step_reference), parity.concat(got))
         elif len(windows):
             if window_reference is None:

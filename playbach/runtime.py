@@ -119,7 +119,8 @@ class _Runner:
         self.event_roles = [*FIELDS, *(r for r in CONTEXT if r in self.inputs)]
         if len(self.event_roles) > len(FIELDS) and codec is None:
             raise UserError(f"{self.name}: reads the voice context, which needs the bundle's codec")
-        self.context = VoiceContext(codec) if len(self.event_roles) > len(FIELDS) else None
+        self.context = VoiceContext(codec, len(self.event_roles) - len(FIELDS)) \
+            if len(self.event_roles) > len(FIELDS) else None
         # 8-bit outputs have 256 possible codes: dequantize through a table, not arithmetic
         self._heads = []
         for f in FIELDS:
@@ -133,8 +134,7 @@ class _Runner:
 
     def _rows(self, ids: np.ndarray) -> np.ndarray:
         """(4,) token ids of the event fed -> its input ids, one per event role."""
-        ids = np.asarray(ids, dtype=np.int64).reshape(4)
-        return np.concatenate([ids, self.context.feed(ids)])[:len(self.event_roles)] if self.context else ids
+        return self.context.row(ids) if self.context else np.asarray(ids, dtype=np.int64).reshape(len(FIELDS))
 
     def _probs(self) -> list[np.ndarray]:
         probs = []

@@ -99,9 +99,13 @@ def context_sizes(pitch_size: int) -> dict[str, int]:
 
 
 class VoiceContext:
-    """The context ids of each event from the token ids fed so far: reset(), then feed(ids) per event."""
+    """The context ids of each event from the token ids fed so far: reset(), then feed(ids) or
+    row(ids) per event. `width`: how many of CONTEXT the model reads (5 or all 10)."""
 
-    def __init__(self, codec: Codec):
+    def __init__(self, codec: Codec, width: int = len(CONTEXT)):
+        if width not in LEVELS.values() or not width:
+            raise ValueError(f"a voice context of {width} inputs: expected one of {list(LEVELS.values())[1:]}")
+        self.width = width
         self.onsets = np.asarray(codec.vocab["onset"], dtype=np.int64)
         self.pitches = np.asarray(codec.vocab["pitch"], dtype=np.int64)
         self.durations = np.asarray(codec.vocab["duration"], dtype=np.int64)
@@ -113,26 +117,30 @@ class VoiceContext:
         self.tracker.reset()
 
     def feed(self, ids: np.ndarray) -> np.ndarray:
-        """(4,) token ids of this event -> (10,) context ids, in CONTEXT order (a model reads the
-        first 5 or all)."""
+        """(4,) token ids of this event -> (width,) context ids, in CONTEXT order."""
         onset, pitch, duration = (int(i) for i in np.asarray(ids).reshape(-1)[:3])
         t = self.tracker
         slot, interval, next_pitch = t.feed(self.onsets[onset], self.pitches[pitch], self.durations[duration])
         position = int(t.next_start // self.ticks_per_16th) % BAR
-        sounding = [v for v in range(t.slots) if t.end[v] > t.next_start]
-        chord = [self.pitch_id[t.last[v]] if v in sounding else len(self.pitches) for v in range(t.slots)]
-        until = min((t.end[v] for v in sounding), default=t.next_start) - t.next_start
-        next_end = min(BAR, int(np.ceil(until / self.ticks_per_16th)))
-        return np.array([slot, interval, self.pitch_id.get(next_pitch, pitch), t.next_slot, position, *chord, next_end],
-                        dtype=np.int64)
+        context = [slot, interval, self.pitch_id.get(next_pitch, pitch), t.next_slot, position]
+        if self.width > len(context):   # the chords level: what sounds where the next event starts
+            sounding = [v for v in range(t.slots) if t.end[v] > t.next_start]
+            context += [self.pitch_id[t.last[v]] if v in sounding else len(self.pitches) for v in range(t.slots)]
+            until = min((t.end[v] for v in sounding), default=t.next_start) - t.next_start
+            context.append(min(BAR, int(np.ceil(until / self.ticks_per_16th))))
+        return np.array(context, dtype=np.int64)
+
+    def row(self, ids: np.ndarray) -> np.ndarray:
+        """(4,) token ids of this event -> (4 + width,): the ids the model reads for it."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(len(FIELDS))
+        return np.concatenate([ids, self.feed(ids)])
 
 
-def with_context(codec: Codec, ids: np.ndarray) -> np.ndarray:
-    """(n, 4) token ids of a piece -> (n, 4 + len(CONTEXT)): each event's ids and its whole context."""
-    context = VoiceContext(codec)
-    ids = np.asarray(ids, dtype=np.int64).reshape(-1, 4)
-    rows = [context.feed(row) for row in ids]
-    return np.concatenate([ids, np.asarray(rows, dtype=np.int64).reshape(-1, len(CONTEXT))], axis=1)
+def with_context(codec: Codec, ids: np.ndarray, width: int = len(CONTEXT)) -> np.ndarray:
+    """(n, 4) token ids of a piece -> (n, 4 + width): each event's ids and its context."""
+    context = VoiceContext(codec, width)
+    ids = np.asarray(ids, dtype=np.int64).reshape(-1, len(FIELDS))
+    return np.stack([context.row(row) for row in ids]).reshape(-1, len(FIELDS) + width)
 
 
 def input_names(width: int) -> tuple[str, ...]:

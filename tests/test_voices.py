@@ -121,6 +121,11 @@ def test_runtime_form_matches_the_trainers_and_resets() -> None:
     for _ in range(2):
         context.reset()
         assert np.array_equal(np.stack([context.feed(row) for row in ids]), whole[:, 4:])
+    # a level-1 model reads the first five, the same numbers, and nothing of the chords is computed
+    assert np.array_equal(with_context(codec, ids, 5), whole[:, :9])
+    assert np.array_equal(VoiceContext(codec, 5).row(ids[0]), whole[0, :9])
+    with pytest.raises(ValueError, match="a voice context of 3 inputs"):
+        VoiceContext(codec, 3)
 
 
 def test_transposition_moves_the_voice_pitch_with_the_pitch() -> None:

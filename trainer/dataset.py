@@ -9,18 +9,17 @@ from __future__ import annotations
 import numpy as np
 
 from playbach.events import FIELDS, Codec
-from playbach.voices import CONTEXT, context_names, input_names, with_context
+from playbach.voices import CONTEXT, SLOTS, context_names, input_names, with_context
 
-VOICE_PITCH = len(FIELDS) + CONTEXT.index("voice_pitch")   # its column: a pitch id, moved with the pitch
-
-
-CHORD = [len(FIELDS) + CONTEXT.index(f"chord_{v}") for v in range(4)]   # pitch ids too, or "silent"
+# the context columns that hold pitch ids, moved with the pitch by transposition
+VOICE_PITCH = len(FIELDS) + CONTEXT.index("voice_pitch")
+CHORD = [len(FIELDS) + CONTEXT.index(f"chord_{v}") for v in range(SLOTS)]   # or "silent": the vocabulary's size
 
 
 def model_rows(codec: Codec, values: np.ndarray, voices: int) -> np.ndarray:
     """A piece's field values -> the model's id rows: token ids, and the voice context it reads."""
     ids = codec.encode(values)
-    return with_context(codec, ids)[:, :len(FIELDS) + len(context_names(voices))] if voices else ids
+    return with_context(codec, ids, len(context_names(voices))) if voices else ids
 
 
 def piece_windows(ids: np.ndarray, window: int, stride: int) -> np.ndarray:

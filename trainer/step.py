@@ -139,7 +139,7 @@ class KerasStepModel:
         self.model = build_step_model(config, trained)
         self.sizes = input_sizes(config)
         self.state_sizes = state_sizes(config)
-        self.context = VoiceContext(codec) if config.voices else None
+        self.context = VoiceContext(codec, len(context_names(config.voices))) if config.voices else None
         self._call = tf.function(lambda inputs: self.model(inputs, training=False))
         self.reset()
 
@@ -149,8 +149,7 @@ class KerasStepModel:
             self.context.reset()
 
     def step(self, ids: np.ndarray) -> list[np.ndarray]:
-        ids = np.asarray(ids, dtype=np.int64).reshape(4)
-        row = np.concatenate([ids, self.context.feed(ids)])[:len(self.sizes)] if self.context else ids
+        row = self.context.row(ids) if self.context else np.asarray(ids, dtype=np.int64).reshape(len(FIELDS))
         inputs = dict(self.state)
         for role, token in zip(self.sizes, row.tolist()):
             onehot = np.zeros((1, self.sizes[role]), np.float32)
