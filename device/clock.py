@@ -227,7 +227,7 @@ class ClockInput(WatchedPort):
         self.client.ignore_types(sysex=True, timing=False, active_sense=True)
         self.port_clock, self.offsets = 0.0, deque()
 
-    def drain(self, now: float, take: Callable[[list[int], float], None]) -> None:
+    def drain(self, take: Callable[[list[int], float], None]) -> None:
         """Hand at most MAX_DRAIN messages to `take(data, arrival time)`."""
         if not self.connected:
             return
@@ -241,6 +241,12 @@ class ClockInput(WatchedPort):
                 batch.append((item[0], self.port_clock))
         if not batch:
             return
+        # The drain time is read here, after the messages were taken, so every one of them had
+        # arrived by then and an offset can only come out too large, never too small. (It was the
+        # loop pass's `now`, read before the port check: under load that check (JACK's port list)
+        # took tens of ms, a message arriving meanwhile gave an offset that much too small, and the
+        # minimum below kept it: every tick, so every note, ~40 ms early for OFFSET_WINDOW.)
+        now = time.monotonic()
         # a monotonic deque of the smallest offset over the window: the message drained soonest
         offset = now - self.port_clock
         while self.offsets and self.offsets[-1][1] >= offset:
@@ -280,7 +286,7 @@ class FollowClock:
     def poll(self, now: float, scheduler, output: MidiOutput) -> None:
         self.input.poll(now)
         self.events.clear()
-        self.input.drain(now, self._take)
+        self.input.drain(self._take)
         f = self.follower
         for event in self.events:
             if event == "stop":

@@ -2,12 +2,14 @@
 a clock source and a flood client of the test's own (harness/rig.py), a timestamping receiver."""
 import json
 import time
+from types import SimpleNamespace
 
 import pytest
 from fixtures_midi import assert_no_stuck_notes
 from test_player import Running, note_ons, wait_until
 
 from playbach.bundle import load_bundle
+from playbach.device import clock as clock_module
 from playbach.harness import jack
 from playbach.harness.livebench import _rss_kb
 from playbach.harness.rig import ClockSource, Flood
@@ -168,3 +170,30 @@ def test_flood_keeps_playing_with_bounded_memory(bundle, jack_server, receiver):
         assert_no_stuck_notes(receiver.taken())
     finally:
         flood.close()
+
+
+def test_clock_input_never_places_a_message_before_it_arrived(monkeypatch):
+    """An arrival time is the port's own clock plus the smallest (drain time - port clock) seen.
+    The drain time is read when the messages have been taken: the flake this replaced had the loop
+    pass's `now` there, read before the port check, which took ~40 ms under load (JACK's port list);
+    a tick arriving meanwhile made the offset 40 ms too small, and every note followed it early
+    for OFFSET_WINDOW (test_follow_start_stop_continue_spp: a note 41 ms before its tick)."""
+    clock = [100.0]
+    monkeypatch.setattr(clock_module, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    pending = []
+
+    class Port:   # rtmidi's get_message: (message, seconds since the previous one) or None
+        def get_message(self):
+            return pending.pop(0) if pending else None
+
+    port = clock_module.ClockInput.__new__(clock_module.ClockInput)
+    port.client, port.name, port.port_clock, port.offsets = Port(), "source", 0.0, clock_module.deque()
+    got = []
+    arrivals = [100.0, 100.0208, 100.0417]
+    for i, arrived in enumerate(arrivals):
+        pending.append(([0xF8], 0.0 if i == 0 else arrived - arrivals[i - 1]))
+        clock[0] = arrived + (0.001 if i != 1 else 0.040)   # the second one waits 40 ms to be drained
+        port.drain(lambda data, t: got.append(t))
+    assert len(got) == 3
+    for estimate, arrived in zip(got, arrivals):
+        assert arrived <= estimate < arrived + 0.0015, (got, arrivals)
