@@ -99,10 +99,14 @@ def bind(path: str, group: str) -> socket.socket:
         gid = None
     if gid is not None:
         try:
-            os.chown(path, -1, gid)
+            # playbach.service makes the group the player's own, so the socket is born with it:
+            # there chown(2) is refused by the unit's syscall filter (@privileged), and not needed
+            if os.stat(path).st_gid != gid:
+                os.chown(path, -1, gid)
             mode = 0o660
         except PermissionError:
-            log.warning("control socket: not in group %s; only this user may connect", group)
+            log.warning("control socket: cannot give it to group %s (not in it, or chown not allowed); "
+                        "only this user may connect", group)
     os.chmod(path, mode)
     sock.listen(BACKLOG)
     sock.setblocking(False)
