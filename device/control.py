@@ -47,6 +47,7 @@ FRAME_EVERY = 0.1           # seconds between the stream's frames (at most 10 a 
 BACKLOG = 16
 FIRST_COST = 0.002          # seconds assumed for a kind of work not yet timed
 MIN_COST = 0.0002           # the least a piece of work is assumed to take
+COST_HALF_LIFE = 1.0        # seconds in which a kind's slowest recent time halves while none is done
 SELECT_FDS = 1024           # select() cannot watch a descriptor from FD_SETSIZE up: refused as busy
 
 
@@ -136,7 +137,7 @@ class ControlServer:
         self.ops = Ops(player)
         self.waiting: deque[tuple[Conn, dict]] = deque()   # parsed, not yet answered: QUEUE at most
         self.takes: deque[TakeJob] = deque()
-        self.cost: dict[str, float] = {}   # kind of work -> the slowest recent one, seconds
+        self.cost: dict[str, tuple[float, float]] = {}   # kind of work -> (the slowest recent one, s; when)
         self.subscribers = 0
         self.next_frame = 0.0
         self.conns: dict[int, Conn] = {}
@@ -156,11 +157,23 @@ class ControlServer:
     def room(self, now: float, deadline: float | None, kind: str = "io") -> bool:
         """Whether `kind` of work begun now ends well before `deadline` (the next note; None: none
         due): twice the slowest recent one of its kind, as Player._room_to_generate does for steps."""
-        return deadline is None or deadline - now > 2 * self.cost.get(kind, FIRST_COST)
+        return deadline is None or deadline - now > 2 * self._cost(kind, now)
+
+    def _cost(self, kind: str, now: float) -> float:
+        """The slowest recent piece of `kind`, halved for every COST_HALF_LIFE since it was timed.
+        One stall should not keep that kind out for long, so it decays with time, not only with
+        each piece done: a piece that does not fit is not done, and a per-piece decay alone kept
+        a stall's cost for as long as the notes came closer than twice it (the emulated Pi on a
+        loaded host: 'io' at 273 ms wanted 546 ms between notes, and a tempo change from the
+        page was answered after the web's 5 s timeout, a 503 for a change then made)."""
+        if kind not in self.cost:
+            return FIRST_COST
+        cost, when = self.cost[kind]
+        return max(cost * 0.5 ** (max(now - when, 0.0) / COST_HALF_LIFE), MIN_COST)
 
     def _took(self, kind: str, since: float) -> float:
-        now = time.monotonic()   # one stall should not keep that kind out for good: it decays
-        self.cost[kind] = max(now - since, 0.99 * self.cost.get(kind, 0.0), MIN_COST)
+        now = time.monotonic()
+        self.cost[kind] = (max(now - since, 0.99 * self._cost(kind, now), MIN_COST), now)
         return now
 
     def serve(self, now: float, deadline: float | None) -> None:
@@ -380,7 +393,7 @@ class ControlServer:
             return
         self.closed = True
         log.info("control socket: slowest recent work (ms): %s",
-                 ", ".join(f"{k} {v * 1e3:.3f}" for k, v in sorted(self.cost.items())) or "none")
+                 ", ".join(f"{k} {v * 1e3:.3f}" for k, (v, _) in sorted(self.cost.items())) or "none")
         for conn in list(self.conns.values()):
             self._drop(conn)
         self.sel.close()
