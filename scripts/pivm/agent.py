@@ -239,20 +239,39 @@ class Agent:
     def security_check(self) -> dict:
         out = run("systemd-analyze", "security", "--no-pager", UNIT).stdout
         m = re.search(r"Overall exposure level for \S+: ([0-9.]+) (\w+)", out)
+        from web import web_security
         return {"ok": m is not None and float(m.group(1)) <= 1.0,
-                "exposure": m and float(m.group(1)), "rating": m and m.group(2)}
+                "exposure": m and float(m.group(1)), "rating": m and m.group(2), "web": web_security()}
+
+    # --- the control page (install.sh --with-web; scripts/pivm/web.py) --------------------------
+    def web_check(self) -> dict:
+        import web
+        return web.web_check(self.recorder, self.playing)
+
+    def web_killed_check(self) -> dict:
+        import web
+        self.playing(2)
+        return web.web_player_killed_check(self.recorder)
+
+    def web_no_synth_check(self) -> dict:
+        import web
+        self.playing(2)
+        return web.web_no_synth_check(self.recorder, SYNTH)
 
     def first_boot(self) -> None:
         boot = self.check("boot", self.boot_check)
         if not boot["ok"]:                       # nothing plays: every later check would time out
             return self.finish()
+        self.check("web", self.web_check)
         self.check("stop", self.stop_check)
         self.check("kill9", lambda: self.kill_check(signal.SIGKILL))
         self.check("watchdog", lambda: self.kill_check(signal.SIGSTOP))
+        self.check("web_player_killed", self.web_killed_check)
         self.check("unplug", self.unplug_check)
         self.check("udev_plug", self.udev_plug_check)
         self.check("udev_coral", self.coral_check)
         self.check("bad_config", self.bad_config_check)
+        self.check("web_no_synth", self.web_no_synth_check)
         self.check("security", self.security_check)
         # reboot: the agent stops after the player (see the unit), so its last notes are heard
         PHASE.write_text("boot2\n")
@@ -265,10 +284,17 @@ class Agent:
 
     # --- boot 2 ----------------------------------------------------------------------------
     def reboot_check(self) -> dict:
+        import web
         note = self.wait_note(0.0)
-        return {"ok": note is not None, "first_note_mono": note,
-                "ready_mono": wait_for(lambda: active_state() == "active", 60) and
-                mono_prop(UNIT, "ActiveEnterTimestampMonotonic")}
+        figures = {"first_note_mono": note,
+                   "ready_mono": wait_for(lambda: active_state() == "active", 60) and
+                   mono_prop(UNIT, "ActiveEnterTimestampMonotonic")}
+        # the control page is back too, and says so
+        at, status = web._poll(web._token(), lambda s: s.get("playing") is True, 180, 0.5)
+        figures["web_playing_mono"] = at and round(at, 2)
+        figures["web_status"] = {k: status.get(k) for k in ("connected", "playing")}
+        figures["ok"] = note is not None and at is not None
+        return figures
 
     def fluidsynth_check(self) -> dict:
         """No USB synth, `install.sh --with-fluidsynth`: FluidSynth plays into snd-aloop."""

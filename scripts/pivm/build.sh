@@ -5,7 +5,7 @@
 #   base-<key>/root     Debian bookworm arm64 with kernel, systemd, udev, ALSA, Python, FluidSynth
 #                       (mmdebstrap under qemu-user; ~10 min; changes only with this file)
 #   image-<key>/        disk.img (ext4), vmlinuz, initrd.img: the base plus playbach installed
-#                       by its own systemd/install.sh, as a Pi user would, plus the test agent
+#                       by its own systemd/install.sh --with-web, as a Pi user would, plus the test agent
 #
 # Both are built in a "*.tmp" folder and renamed only when complete, so an interrupted or failed
 # build never leaves a cache entry that a later run would trust.
@@ -22,7 +22,7 @@ INITRD_MODULES="virtio_pci virtio_mmio virtio_blk virtio_rng crc32c_generic libc
 # The checkout as a Pi user clones it, less what install.sh never reads (the tests, the
 # benchmarks, CI): a change there does not rebuild the image, a change anywhere else does.
 INSTALL_EXCLUDE=(':!tests' ':!bench' ':!.ci' ':!scripts/pivm/driver.py' ':!scripts/pivm/report.py')
-AGENT_FILES=(agent.py guest.py gadget.py recorder.py fluid.py)
+AGENT_FILES=(agent.py guest.py gadget.py recorder.py fluid.py web.py)
 
 BUILD_MOUNTS=()
 CHILD=""
@@ -114,15 +114,19 @@ install_playbach() {
     fi
     mkdir -p "$root/root/playbach"
     install_files | (cd "$REPO" && tar --null -T - -cf -) | tar -xf - -C "$root/root/playbach"
-    log "build: systemd/install.sh inside the arm64 root (pip under qemu-user, a few minutes)"
-    in_background chroot_in "$root" bash -c 'cd /root/playbach && systemd/install.sh' >&2 \
-        || die "install: systemd/install.sh failed inside the image (see above)"
+    log "build: systemd/install.sh --with-web inside the arm64 root (pip under qemu-user, a few minutes)"
+    in_background chroot_in "$root" bash -c 'cd /root/playbach && systemd/install.sh --with-web' >&2 \
+        || die "install: systemd/install.sh --with-web failed inside the image (see above)"
     for f in "${BUILD_MOUNTS[@]}"; do umount "$f"; done
     BUILD_MOUNTS=()
     rm -f "$root/etc/resolv.conf"
     mv "$bundle.pivm-orig" "$bundle"
     [ -L "$root/etc/systemd/system/multi-user.target.wants/playbach.service" ] \
         || die "install: install.sh did not enable playbach.service in the image"
+    [ -L "$root/etc/systemd/system/multi-user.target.wants/playbach-web.service" ] \
+        || die "install: install.sh --with-web did not enable playbach-web.service in the image"
+    [ "$(stat -c %a "$root/etc/playbach/web-token" 2>/dev/null)" = 600 ] \
+        || die "install: install.sh --with-web did not write /etc/playbach/web-token (mode 0600)"
 }
 
 # Test-only additions; the product's own files stay as install.sh left them, except the one

@@ -39,7 +39,9 @@ def fluidsynth_check(config: Path, synth: MidiGadget) -> dict:
     set_config_key(config, "port", '""')
     ENV_FILE.write_text("AUDIO_DEVICE=hw:Loopback,0\n")
     t = time.monotonic()
-    inst = run("bash", "-c", "cd /root/playbach && systemd/install.sh --with-fluidsynth", timeout=600)
+    # --with-web too: this Pi has the control page, and install.sh without it would pip-install
+    # the venv again without the web extra (the stamp names the extras), which needs the network
+    inst = run("bash", "-c", "cd /root/playbach && systemd/install.sh --with-fluidsynth --with-web", timeout=600)
     figures: dict = {"install_rc": inst.returncode, "install_output": (inst.stdout + inst.stderr)[-600:]}
     figures["synth_active"] = wait_for(lambda: active_state(SYNTH_UNIT) == "active", 120)
     figures["player_active"] = wait_for(lambda: active_state() == "active", 300, 1)

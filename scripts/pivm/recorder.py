@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ALL_OFF_CONTROLLERS = (120, 123)
+RT_PRIORITY = 30          # the recorder thread's SCHED_FIFO priority, above the player's 20
 # data bytes per status (high nibble), channel messages only; system messages are skipped
 DATA_BYTES = {0x80: 2, 0x90: 2, 0xA0: 2, 0xB0: 2, 0xC0: 1, 0xD0: 1, 0xE0: 2}
 KINDS = {0x80: "note_off", 0x90: "note_on", 0xA0: "poly", 0xB0: "cc", 0xC0: "program",
@@ -136,6 +137,14 @@ class Recorder(threading.Thread):
         self.log.write(f"{time.monotonic():.6f} # boot {self.boot}: {text}\n")
 
     def run(self) -> None:
+        # SCHED_FIFO above the player's 20 (this thread only): the synth's ears must not be
+        # starved. A replug under a loaded host once had the card reopened 0.75 s after it was
+        # back, after the player had reconnected, and the reconnection's CC 123 went unheard.
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(RT_PRIORITY))
+            self._note(f"SCHED_FIFO {RT_PRIORITY}")
+        except (OSError, AttributeError) as e:
+            self._note(f"no realtime priority: {e}")
         while not self.stopping:
             dev = find_card(self.card_id)
             if dev is None:

@@ -30,9 +30,19 @@ HEADLINE = {
     "security_exposure": ("security", lambda c: c.get("exposure")),
     "udev_plug_starts_service": ("udev_plug", lambda c: c.get("ok")),
     "udev_coral_group_mode": ("udev_coral", lambda c: c.get("group") and f"{c.get('group')} {c.get('mode')}"),
+    "web_page_and_auth": ("web", lambda c: c.get("page") and
+                          f"GET / {c['page'].get('status')}, no token {c.get('no_token_status')}, "
+                          f"wrong token {c.get('wrong_token_status')}, login {c.get('login_status')}, "
+                          f"cookie {c.get('cookie_status')}"),
+    "web_tempo_measured_bpm": ("web", lambda c: c.get("tempo") and
+                               [c["tempo"]["before"].get("measured_bpm"), c["tempo"]["after"].get("measured_bpm")]),
+    "web_player_killed_to_not_connected_s": ("web_player_killed", lambda c: c.get("to_not_connected_s")),
+    "web_player_killed_to_playing_s": ("web_player_killed", lambda c: c.get("to_playing_s")),
+    "web_no_synth_answers": ("web_no_synth", lambda c: c.get("ok")),
+    "web_security_exposure": ("security", lambda c: (c.get("web") or {}).get("exposure")),
 }
-ORDER = ["boot", "stop", "kill9", "watchdog", "unplug", "udev_plug", "udev_coral", "bad_config", "security",
-         "reboot", "fluidsynth", "notes", "journal"]
+ORDER = ["boot", "web", "stop", "kill9", "watchdog", "web_player_killed", "unplug", "udev_plug", "udev_coral",
+         "bad_config", "web_no_synth", "security", "reboot", "fluidsynth", "notes", "journal"]
 
 
 def r2(x: float | None) -> float | None:
@@ -83,6 +93,11 @@ def build_report(results: dict, offsets: list[float], markers: list, args: argpa
         r["boot_split_s"] = split
         checks["boot"]["boot_to_ready_s"] = r["boot_to_ready_s"]
         checks["boot"]["boot_to_first_note_s"] = r["boot_to_first_note_s"]
+    if "web" in checks and offsets:
+        web = checks["web"]   # power-on to the unit active and to the page answering, on the host's clock
+        for key, mono in (("boot_to_web_active_s", web.get("active_mono")),
+                          ("boot_to_web_answering_s", web.get("answering_mono"))):
+            r[key] = checks["web"][key] = r2(mono + offsets[0]) if mono is not None else None
     if "reboot" in checks and len(offsets) > 1:
         note = checks["reboot"].get("first_note_mono")
         r["reboot_to_first_note_s"] = r2(note)   # guest monotonic: from the second kernel's start
