@@ -1,6 +1,7 @@
-"""`playbach convert RUN --out models/NAME`: a trained run -> a bundle the Pi plays (playbach/bundle.py).
+"""`playbach convert RUN [RUN ...] --out models/NAME`: trained runs -> a bundle the Pi plays (playbach/bundle.py).
 
-    1. read and check the run folder (trainer/runfolder.py)
+    1. read and check the run folders (trainer/runfolder.py); several runs of one corpus, split
+       and codec become one ensemble model whose distributions are their average (step.py)
     2. rebuild the step and windowed forms with the trained weights (step.py)
     3. convert each requested variant (tflite.py); int8 calibrated on real training pieces with
        the states the float32 step model reaches (calibration.py)
@@ -25,7 +26,6 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -41,11 +41,8 @@ from playbach.jsb import looks_like_jsb
 from playbach.memory import weights_from_dict
 from playbach.runtime import StepModel, open_entry
 from playbach.trainer.runfolder import TrainedRun, load_run
-from playbach.trainer.step import (INT8_CELL_CLIP, build_step_model, build_windowed_model, input_sizes,
-                                   state_roles, state_sizes, step_roles)
-
-if TYPE_CHECKING:
-    import keras
+from playbach.trainer.step import (INT8_CELL_CLIP, build_ensemble_step_model, build_ensemble_windowed_model,
+                                   ensemble_state_sizes, input_sizes, is_cell_state)
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +51,9 @@ ALL = [(k, v) for k in KINDS for v in VARIANTS]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", help="run folder written by `playbach train`")
+    parser.add_argument("runs", nargs="+", metavar="RUN",
+                        help="run folder written by `playbach train`; several runs (same corpus, split and "
+                             "model inputs, e.g. other --seed) are played as one model, their average")
     parser.add_argument("--out", required=True, help="bundle folder to write, e.g. models/default")
     parser.add_argument("--variants", nargs="+", default=["all"], metavar="[KIND:]VARIANT",
                         help="models to build: all, or VARIANT (both kinds) or KIND:VARIANT, with KIND "
@@ -66,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    out = build_bundle(args.run, args.out, parse_variants(args.variants), openings=args.openings,
+    out = build_bundle(args.runs, args.out, parse_variants(args.variants), openings=args.openings,
                        opening_events=args.opening_events, test_pieces=args.test_pieces)
     meta = load_bundle(out, verify=False).meta
     for entry in meta.models:
@@ -92,10 +91,11 @@ def parse_variants(tokens: list[str]) -> list[tuple[str, str]]:
     return sorted(set(wanted), key=ALL.index)
 
 
-def build_bundle(run_path: str | Path, out: str | Path, wanted: list[tuple[str, str]] = ALL, openings: int = 24,
-                 opening_events: int = 32, test_pieces: int = 8) -> Path:
-    """Convert the run into a bundle at `out` (replaced only once the new one is complete)."""
-    source = load_run(run_path)
+def build_bundle(run_paths: str | Path | list[str | Path], out: str | Path, wanted: list[tuple[str, str]] = ALL,
+                 openings: int = 24, opening_events: int = 32, test_pieces: int = 8) -> Path:
+    """Convert the run (or the runs, as one ensemble) into a bundle at `out` (replaced only once
+    the new one is complete)."""
+    members = load_members([run_paths] if isinstance(run_paths, (str, Path)) else list(run_paths))
     out = Path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -104,7 +104,7 @@ def build_bundle(run_path: str | Path, out: str | Path, wanted: list[tuple[str, 
     except OSError as e:
         raise UserError(f"{out}: cannot write the bundle there ({e})") from e
     try:
-        _build_into(work, source, wanted, openings, opening_events, test_pieces, out.name).write(work)
+        _build_into(work, members, wanted, openings, opening_events, test_pieces, out.name).write(work)
         publish(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -112,17 +112,39 @@ def build_bundle(run_path: str | Path, out: str | Path, wanted: list[tuple[str, 
     return out
 
 
-def _build_into(work: Path, source: TrainedRun, wanted, openings, opening_events, test_pieces,
+def load_members(paths: list[str | Path]) -> list[TrainedRun]:
+    """The runs of an ensemble, checked to be playable as one: the same codec, the same model inputs
+    and window, and the same split (piece names), so the bundle's split and figures hold for all."""
+    members = [load_run(p) for p in paths]
+    first = members[0]
+    for run in members[1:]:
+        config, other = first.config, run.config
+        differs = [what for what, same in (
+            ("codec (vocabularies)", run.codec == first.codec),
+            ("model inputs (voice context)", other.input_names == config.input_names),
+            ("window", other.window == config.window),
+            ("pitch encoding", (other.relative_pitch, other.duration_given_pitch)
+             == (config.relative_pitch, config.duration_given_pitch)),
+            ("split", all(sorted(run.pieces.get(s, {})) == sorted(first.pieces.get(s, {}))
+                          for s in ("train", "val", "test")))) if not same]
+        if differs:
+            raise UserError(f"{run.path}: cannot be played with {first.path} as one model: its "
+                            f"{', '.join(differs)} differ")
+    return members
+
+
+def _build_into(work: Path, members: list[TrainedRun], wanted, openings, opening_events, test_pieces,
                 name: str) -> BundleMeta:
+    source = members[0]
     side = "test" if source.pieces.get("test") else "val"
     test_rows = {k: v[:256] for k, v in list(source.rows(side).items())[:test_pieces]}
     if not test_rows:
         raise UserError(f"{source.path / 'events.npz'}: no test/ or val/ pieces to check parity on")
-    entries, figures, notes, reached = _convert_all(work, source, wanted)
+    entries, figures, notes, reached = _convert_all(work, members, wanted)
 
-    figures.update(_parity(work, entries, source, test_rows))
+    figures.update(_parity(work, entries, members, test_rows))
     step_diff = (figures["step_float32"]["max_abs_diff"] if "step_float32" in figures
-                 else reached_diff(reached, source.model, test_rows))
+                 else reached_diff(reached, members, test_rows))
     report = {"variants": figures, "test_pieces": sorted(test_rows), "notes": notes,
               "step_vs_keras_max_abs_diff": step_diff, "checks": parity.summary(figures),
               "targets": {"float32_max_abs_diff": parity.FLOAT_MAX_ABS_DIFF,
@@ -131,14 +153,18 @@ def _build_into(work: Path, source: TrainedRun, wanted, openings, opening_events
         report["edgetpu"] = _edge_tpu(work, entries)
     (work / "parity.json").write_text(json.dumps(report, indent=1))
 
+    ensemble = {"members": len(members)} if len(members) > 1 else {}
     meta = BundleMeta(
         name=name, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), codec=source.codec,
-        model=source.config.to_dict(), models=list(entries.values()),
+        model=source.config.to_dict() | ensemble, models=list(entries.values()),
         openings=_openings(source, openings, opening_events), report=test_figures(source.report),
-        # repeat-memory weights fitted by the trainer (playbach/memory.py); absent for older runs
+        # repeat-memory weights fitted by the trainer (playbach/memory.py) on the first run's
+        # model; absent for older runs
         memory=weights_from_dict(source.meta.get("memory")),
         source={"run": str(source.path), "run_json_sha256": file_sha256(source.path / "run.json"),
-                "corpus": source.meta.get("corpus")},
+                "corpus": source.meta.get("corpus")} | (
+            {"members": [{"run": str(m.path), "run_json_sha256": file_sha256(m.path / "run.json")}
+                         for m in members]} if ensemble else {}),
         parity={"step_vs_keras_max_abs_diff": step_diff,
                 "pitch_top1_agreement": {k: v.get("pitch_top1_agreement") for k, v in figures.items()},
                 "checks": report["checks"], "notes": notes},
@@ -188,21 +214,23 @@ def jsb_benchmark(bundle: Bundle, splits: tuple[str, ...] = ("valid", "test")) -
     return Benchmark(str(path), sha256, "step", figures)
 
 
-def _convert_all(work: Path, source: TrainedRun, wanted):
+def _convert_all(work: Path, members: list[TrainedRun], wanted):
     """Write every wanted model; returns (entries by (kind, variant), figures, notes, float32 step runner).
 
     A step float32, int8 or any windowed variant that fails to convert is noted, not fatal.
     """
-    cfg, trained = source.config, source.model
+    source = members[0]
+    cfg, configs, trained = source.config, [m.config for m in members], [m.model for m in members]
     train_ids = source.ids("train")
-    roles = step_roles(cfg)
-    specs = {"step": {r: ((1, size), "float32") for r, size in (input_sizes(cfg) | state_sizes(cfg)).items()},
+    states = ensemble_state_sizes(configs)
+    roles = list(cfg.input_names) + list(states)
+    specs = {"step": {r: ((1, size), "float32") for r, size in (input_sizes(cfg) | states).items()},
              "windowed": windowed_specs(cfg)}
-    outputs = list(FIELDS) + state_roles(cfg)
+    outputs = list(FIELDS) + list(states)
     io_roles = {"step": (roles, outputs), "windowed": (list(cfg.input_names), list(FIELDS))}
-    models = {"step": build_step_model(cfg, trained)}
+    models = {"step": build_ensemble_step_model(configs, trained)}
     if any(k == "windowed" for k, _ in wanted):
-        models["windowed"] = build_windowed_model(cfg, trained)
+        models["windowed"] = build_ensemble_windowed_model(configs, trained)
 
     # the float32 step model is always made: it produces the calibration states
     entries, notes, figures = {}, [], {}
@@ -213,9 +241,9 @@ def _convert_all(work: Path, source: TrainedRun, wanted):
     if ("step", "int8") in wanted:
         # int8 is made from its own twin (step.build_step_model), calibrated on the states *it* reaches
         reached_c = max(float(np.abs(sample[r]).max()) for sample in calibration.step_samples(reached, train_ids)
-                        for r in state_roles(cfg) if r.startswith("c"))
+                        for r in states if is_cell_state(r))
         clip = INT8_CELL_CLIP if reached_c > INT8_CELL_CLIP else None
-        models["step_int8"] = build_step_model(cfg, trained, for_int8=True, cell_clip=clip)
+        models["step_int8"] = build_ensemble_step_model(configs, trained, for_int8=True, cell_clip=clip)
         twin = work / "step_clipped_float32.tmp"
         twin.write_bytes(tflite.convert(models["step_int8"], specs["step"], "float32"))
         twin_entry = ModelEntry(twin.name, "step", "float32", "", -1, *tflite.io_table(twin, roles, outputs))
@@ -228,7 +256,7 @@ def _convert_all(work: Path, source: TrainedRun, wanted):
         representative = calibration.as_dataset(datasets[kind]) if variant == "int8" else None
         try:
             if (kind, variant) == ("windowed", "int8"):
-                blob = _convert_in_child(source.path, work, datasets[kind])
+                blob = _convert_in_child([m.path for m in members], work, datasets[kind])
             elif (kind, variant) == ("step", "int8"):
                 blob = tflite.convert(models["step_int8"], specs[kind], variant, representative)
             else:
@@ -261,13 +289,13 @@ def _edge_tpu(work: Path, entries: dict) -> dict:
     return check
 
 
-def _convert_in_child(run_path: Path, work: Path, samples: list[dict]) -> bytes:
+def _convert_in_child(run_paths: list[Path], work: Path, samples: list[dict]) -> bytes:
     """Windowed int8 in a separate process: its calibration segfaults in TF 2.21, which must not
     take the whole conversion down with it. Raises RuntimeError with the child's fate."""
     samples_path, out_path = work / "windowed_samples.npz", work / "windowed_int8.tmp"
     np.savez(samples_path, **{f"{i}/{k}": v for i, s in enumerate(samples) for k, v in s.items()})
     child = multiprocessing.get_context("spawn").Process(
-        target=_windowed_int8_child, args=(str(run_path), str(samples_path), str(out_path)))
+        target=_windowed_int8_child, args=([str(p) for p in run_paths], str(samples_path), str(out_path)))
     child.start()
     child.join()
     samples_path.unlink()
@@ -280,13 +308,14 @@ def _convert_in_child(run_path: Path, work: Path, samples: list[dict]) -> bytes:
     return blob
 
 
-def _windowed_int8_child(run_path: str, samples_path: str, out_path: str) -> None:
-    source = load_run(run_path)
+def _windowed_int8_child(run_paths: list[str], samples_path: str, out_path: str) -> None:
+    members = [load_run(p) for p in run_paths]
+    config = members[0].config
     with np.load(samples_path) as npz:
         count = len({key.split("/")[0] for key in npz.files})
-        samples = [{name: npz[f"{i}/{name}"] for name in source.config.input_names} for i in range(count)]
-    model = build_windowed_model(source.config, source.model)
-    Path(out_path).write_bytes(tflite.convert(model, windowed_specs(source.config), "int8",
+        samples = [{name: npz[f"{i}/{name}"] for name in config.input_names} for i in range(count)]
+    model = build_ensemble_windowed_model([m.config for m in members], [m.model for m in members])
+    Path(out_path).write_bytes(tflite.convert(model, windowed_specs(config), "int8",
                                               calibration.as_dataset(samples)))
 
 
@@ -295,9 +324,15 @@ def windowed_specs(cfg) -> dict:
     return {name: ((1, cfg.window), "int32") for name in cfg.input_names}
 
 
-def reached_diff(step_float32: StepModel, trained: keras.Model, test_rows: dict[str, np.ndarray]) -> float:
+def keras_reference(members: list[TrainedRun], rows: np.ndarray) -> list[np.ndarray]:
+    """What the bundle's model should give on one piece: the members' Keras distributions, averaged."""
+    each = [parity.keras_sequence_probs(m.model, rows, m.config.duration_given_pitch) for m in members]
+    return [np.mean([probs[j] for probs in each], axis=0) for j in range(len(FIELDS))]
+
+
+def reached_diff(step_float32: StepModel, members: list[TrainedRun], test_rows: dict[str, np.ndarray]) -> float:
     """Max |step float32 - Keras| when float32 is not itself a requested variant."""
-    return max(parity.compare(parity.keras_sequence_probs(trained, rows),
+    return max(parity.compare(keras_reference(members, rows),
                               parity.step_probs(step_float32, rows[:, :len(FIELDS)]))["max_abs_diff"]
                for rows in test_rows.values())
 
@@ -320,11 +355,12 @@ def _open(work: Path, entry: ModelEntry, codec):
     return open_entry(entry, work / entry.file, codec=codec)
 
 
-def _parity(work, entries, source: TrainedRun, test_rows) -> dict:
-    """Each model against Keras on the test rows; step models are fed the four token ids only and
-    compute any voice context themselves, as on the Pi."""
-    figures, trained, cfg = {}, source.model, source.config
-    step_reference = [parity.keras_sequence_probs(trained, rows) for rows in test_rows.values()]
+def _parity(work, entries, members: list[TrainedRun], test_rows) -> dict:
+    """Each model against Keras (the members' average) on the test rows; step models are fed the
+    four token ids only and compute any voice context themselves, as on the Pi."""
+    source = members[0]
+    figures, cfg = {}, source.config
+    step_reference = [keras_reference(members, rows) for rows in test_rows.values()]
     windows = parity.windows_of(test_rows, cfg.window, count=128)
     window_reference = None
     for (kind, variant), entry in entries.items():
@@ -334,7 +370,8 @@ def _parity(work, entries, source: TrainedRun, test_rows) -> dict:
             result = parity.compare(parity.concat(step_reference), parity.concat(got))
         elif len(windows):
             if window_reference is None:
-                batched = build_windowed_model(cfg, trained, batch_size=None)
+                batched = build_ensemble_windowed_model([m.config for m in members], [m.model for m in members],
+                                                        batch_size=None)
                 window_reference = parity.keras_window_probs(batched, windows)
             result = parity.compare(window_reference, parity.windowed_probs(model, windows))
         else:

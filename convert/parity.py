@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from playbach.events import FIELDS
+from playbach.heads import given_pitch
 from playbach.improviser import StepSource
 from playbach.runtime import WindowedModel
-from playbach.voices import input_names
+from playbach.trainer.model import keras_inputs
 
 if TYPE_CHECKING:
     import keras
@@ -26,30 +27,38 @@ EPS = 1e-7
 
 
 def compare(reference: list[np.ndarray], converted: list[np.ndarray]) -> dict:
-    """Figures for aligned (n, V) probability arrays, one per field."""
+    """Figures for aligned (n, V) probability arrays, one per field (a duration head given the
+    pitch in the windowed form: (n, pitches, V), every row compared)."""
     kl = {}
     for f, p, q in zip(FIELDS, reference, converted):
         p, q = np.clip(p, EPS, 1.0), np.clip(q, EPS, 1.0)
-        q = q / q.sum(axis=1, keepdims=True)  # int8 outputs need not sum exactly to 1
-        kl[f] = max(0.0, float(np.mean(np.sum(p * np.log(p / q), axis=1))))  # no -1e-9 from rounding
-    top1 = {f: float(np.mean(p.argmax(1) == q.argmax(1))) for f, p, q in zip(FIELDS, reference, converted)}
+        q = q / q.sum(axis=-1, keepdims=True)  # int8 outputs need not sum exactly to 1
+        kl[f] = max(0.0, float(np.mean(np.sum(p * np.log(p / q), axis=-1))))  # no -1e-9 from rounding
+    top1 = {f: float(np.mean(p.argmax(-1) == q.argmax(-1))) for f, p, q in zip(FIELDS, reference, converted)}
     return {"pitch_top1_agreement": top1["pitch"], "top1_agreement": top1,
             "mean_kl": float(np.mean(list(kl.values()))), "mean_kl_by_field": kl,
             "max_abs_diff": float(max(np.max(np.abs(p - q)) for p, q in zip(reference, converted))),
             "positions": int(len(reference[0]))}
 
 
-def keras_sequence_probs(trained: keras.Model, rows: np.ndarray) -> list[np.ndarray]:
+def keras_sequence_probs(trained: keras.Model, rows: np.ndarray, next_pitch: bool = False) -> list[np.ndarray]:
     """The Keras model's next-event probabilities after each prefix of one piece: 4 arrays (n, V).
-    `rows`: the piece's id rows as the model reads them (trainer/dataset.model_rows)."""
-    names = input_names(rows.shape[1])
-    out = trained({name: rows[None, :, j].astype(np.int32) for j, name in enumerate(names)}, training=False)
+    `rows`: the piece's id rows as the model reads them (trainer/dataset.model_rows); `next_pitch`:
+    the model's duration head reads the next note's pitch (the piece's, and id 0 after its end)."""
+    x = keras_inputs(rows[None].astype(np.int32), following_pitches(rows)[None] if next_pitch else None)
+    out = trained(x, training=False)
     return [np.asarray(out[f])[0] for f in FIELDS]
+
+
+def following_pitches(ids: np.ndarray) -> np.ndarray:
+    """The pitch id of the note after each row, 0 after the last: the row a duration head given
+    the pitch is compared at."""
+    return np.append(ids[1:, 1], 0).astype(np.int32)
 
 
 def step_probs(step_model: StepSource, ids: np.ndarray) -> list[np.ndarray]:
     step_model.reset()
-    rows = [step_model.step(event) for event in ids]
+    rows = [given_pitch(step_model.step(event), pitch) for event, pitch in zip(ids, following_pitches(ids))]
     return [np.stack([r[j] for r in rows]) for j in range(4)]
 
 
@@ -63,9 +72,7 @@ def windows_of(pieces: dict[str, np.ndarray], window: int, count: int) -> np.nda
 
 
 def keras_window_probs(windowed_keras: keras.Model, windows: np.ndarray) -> list[np.ndarray]:
-    names = input_names(windows.shape[2])
-    out = windowed_keras.predict({name: windows[:, :, j].astype(np.int32) for j, name in enumerate(names)},
-                                 batch_size=64, verbose=0)
+    out = windowed_keras.predict(keras_inputs(windows.astype(np.int32)), batch_size=64, verbose=0)
     return [np.asarray(out[f]) for f in FIELDS]
 
 

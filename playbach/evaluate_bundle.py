@@ -29,6 +29,7 @@ import numpy as np
 from playbach.bundle import Bundle, load_bundle
 from playbach.errors import UserError
 from playbach.events import FIELDS, Codec, merge_overlaps, notes_to_events, quantize_notes
+from playbach.heads import given_pitch
 from playbach.files import write_text_atomically
 from playbach.jsb import GRID, read_jsb, steps16
 from playbach.memory import RepeatMemory
@@ -139,6 +140,7 @@ def score(model, codec: Codec, pieces: list[Piece], memory_weights: np.ndarray |
         probs = None
         for event in ids:
             if probs is not None:
+                probs = given_pitch(probs, event[1])   # the duration of a note of this pitch
                 alone.add(probs, event)
                 mixed.add(memory.mix(probs), event)
             memory.observe(event)

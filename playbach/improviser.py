@@ -14,6 +14,7 @@ from typing import Protocol
 import numpy as np
 
 from playbach.errors import UserError
+from playbach.heads import DURATION, duration_given
 from playbach.events import Codec, merge_overlaps, notes_to_events, quantize_notes
 # a live change of mode bends the new key's third and sixth as move_to_key does the seed's
 from playbach.keys import _TO_MAJOR, _TO_MINOR, MODES, PROFILES, Key, key_of_events
@@ -254,7 +255,11 @@ class Improviser:
             if self.density > 0:
                 debt = self.onset_debt + onset_mean(self.codec, self.density) - self.onset_values[ids[0]]
                 self.onset_debt = float(np.clip(debt, -DEBT_LIMIT, DEBT_LIMIT))
-            ids[1] = self.unsounded_pitch(ids, heads[1])
+            pitch = self.unsounded_pitch(ids, heads[1])
+            if pitch != ids[1] and heads[DURATION].ndim == 2:   # its length is the new pitch's
+                rhythm = self.rhythm_temperature if self.rhythm_temperature >= 0 else self.temperature
+                ids[DURATION] = sample(duration_given(heads[DURATION], pitch), self.rng, rhythm, self.top_k)
+            ids[1] = pitch
             if self.settle_left > 0:
                 if self.settle_started:
                     self.settle_left -= int(self.onset_values[ids[0]])

@@ -76,7 +76,7 @@ class RepeatMemory:
         for field, probs in enumerate(head_probs):
             w = float(self.weights[field, b])
             p = np.asarray(probs, dtype=np.float64) * (1.0 - w)
-            p[guess[field]] += w
+            p[..., guess[field]] += w     # every row of a duration head given the pitch
             mixed.append(p)
         return mixed
 

@@ -3,6 +3,7 @@
     model = open_model(load_bundle("models/default"), accelerator="auto")
     model.reset()
     probs = model.step(np.array([onset_id, pitch_id, duration_id, velocity_id]))   # 4 arrays
+    probs = given_pitch(probs, pitch_of_the_next_note)   # a duration head with a row per pitch
 
 StepModel feeds one-hot inputs and carries the LSTM state between calls; WindowedModel (the
 fallback) keeps the last N events and re-reads them all each call. A model with voice context
@@ -122,11 +123,12 @@ class _Runner:
         self.context = VoiceContext(codec, len(self.event_roles) - len(FIELDS)) \
             if len(self.event_roles) > len(FIELDS) else None
         # 8-bit outputs have 256 possible codes: dequantize through a table, not arithmetic
+        # a duration head that depends on the pitch gives a row per pitch (playbach/heads.py)
         self._heads = []
         for f in FIELDS:
             index, row = self.outputs[f]
             table = _code_table(_dequantize(_all_codes(row), row), row) if row.quantized else None
-            self._heads.append((index, table))
+            self._heads.append((index, table, row.shape[1:]))
 
     def _set(self, role: str, values: np.ndarray) -> None:
         index, row = self.inputs[role]
@@ -138,8 +140,8 @@ class _Runner:
 
     def _probs(self) -> list[np.ndarray]:
         probs = []
-        for index, table in self._heads:
-            values = self.interpreter.get_tensor(index).reshape(-1)
+        for index, table, shape in self._heads:
+            values = self.interpreter.get_tensor(index).reshape(shape)
             probs.append(values.astype(np.float32, copy=False) if table is None else _lookup(values, table))
         return probs
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from playbach.heads import duration_given
+
 # exponential tilts tried for the onset head (per tick); wide enough to reach any onset vocabulary's ends
 PLAUSIBLE = 1e-6   # an onset below this share of the likeliest one's weight is never tilted into a take
 LONGEST = 4.0      # nor one longer than this many times the aimed mean onset
@@ -70,7 +72,8 @@ def sample_event(head_probs: list[np.ndarray], rng: np.random.Generator, tempera
 
     `temperature` governs pitch and velocity, `rhythm_temperature` onset and duration (None = the
     same); `pitch_allowed` masks the pitch head; `onset_mean` (ticks) tilts the onset head, whose
-    token values are `onset_values`."""
+    token values are `onset_values`. A duration head with a row per pitch (playbach/heads.py) is
+    read at the pitch drawn."""
     rhythm = temperature if rhythm_temperature is None else rhythm_temperature
     onset, pitch, duration, velocity = head_probs
     w_onset = weights(onset, rhythm, top_k)
@@ -86,7 +89,8 @@ def sample_event(head_probs: list[np.ndarray], rng: np.random.Generator, tempera
         # by stacking chords, so a take would swing between silence and clusters
         plausible &= onset_values <= max(LONGEST * onset_mean, onset_values[onset_values > 0].min(initial=0))
         w_onset = tilt_to_mean(np.where(plausible, w, 0.0), onset_values, onset_mean)
-    return np.array([draw(w_onset, rng, rhythm <= 0),
-                     draw(weights(pitch, temperature, top_k, pitch_allowed), rng, temperature <= 0),
-                     draw(weights(duration, rhythm, top_k), rng, rhythm <= 0),
+    onset_id = draw(w_onset, rng, rhythm <= 0)
+    pitch_id = draw(weights(pitch, temperature, top_k, pitch_allowed), rng, temperature <= 0)
+    return np.array([onset_id, pitch_id,
+                     draw(weights(duration_given(duration, pitch_id), rhythm, top_k), rng, rhythm <= 0),
                      draw(weights(velocity, temperature, top_k), rng, temperature <= 0)], dtype=np.int64)

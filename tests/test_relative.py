@@ -6,8 +6,8 @@ import pytest
 from playbach.events import FIELDS
 from playbach.trainer.model import ModelConfig, build_model
 from playbach.trainer.runfolder import model_config
-from playbach.trainer.relative import (MAX_INTERVAL, NUM_INTERVALS, IntervalEmbedding, PitchOneHots,
-                                       RelativeLogits, interval_ids)
+from playbach.trainer.relative import (MAX_INTERVAL, NUM_INTERVALS, DurationGivenPitch, IntervalEmbedding,
+                                       PitchOneHots, RelativeLogits, interval_ids)
 
 PITCHES = (36, 38, 40, 41, 43, 45, 47, 48, 50, 60, 62, 64, 72, 79)   # a gap wider than MAX_INTERVAL too
 
@@ -51,16 +51,21 @@ def test_pitch_onehots_shift_by_one_event():
     assert np.asarray(previous)[0, 0].sum() == 0 and np.asarray(previous)[0, 1:].argmax(-1).tolist() == [4, 1]
 
 
-@pytest.mark.parametrize("relative,voices", [(True, 2), (True, 1), (True, 0), (False, 0)])
-def test_sequence_windowed_and_step_forms_agree(relative, voices):
+@pytest.mark.parametrize("relative,voices,given_pitch", [(True, 2, True), (True, 0, True), (True, 2, False),
+                                                          (True, 1, False), (True, 0, False), (False, 0, False)])
+def test_sequence_windowed_and_step_forms_agree(relative, voices, given_pitch):
     """The step model fed one event at a time (state, and with relative pitch the previous pitch,
     carried by hand) and the windowed model on the last N events give the training model's
     distributions; with the voice context inputs (today's default), without them, and an
-    absolute-pitch config, as runs made before those have."""
+    absolute-pitch config, as runs made before those have. With the duration head given the
+    pitch, the training form is told the next pitch and the other two give a row per pitch: the
+    row of that pitch is the training form's."""
+    from playbach.heads import NEXT_PITCH, duration_given
     from playbach.trainer.step import build_step_model, build_windowed_model, input_sizes, state_sizes
 
     cfg = ModelConfig(vocab_sizes=(5, len(PITCHES), 4, 2), embed_dims=(3, 4, 3, 2), units=(8, 6), window=6,
-                      relative_pitch=relative, pitch_values=PITCHES if relative else (), voices=voices)
+                      relative_pitch=relative, pitch_values=PITCHES if relative else (), voices=voices,
+                      duration_given_pitch=given_pitch)
     trained = build_model(cfg)
     rng = np.random.default_rng(2)
     for w in trained.weights:  # past the initial near-zero weights, so the pitch paths matter
@@ -68,7 +73,9 @@ def test_sequence_windowed_and_step_forms_agree(relative, voices):
     sizes = input_sizes(cfg)   # the fields' vocabularies, then the context inputs' ids
     ids = np.stack([rng.integers(v, size=10) for v in sizes.values()], axis=1)
     names = list(sizes)
-    sequence = trained({n: ids[None, :, j].astype(np.int32) for j, n in enumerate(names)})
+    following = np.append(ids[1:, 1], 3)          # the pitch the duration head is asked about
+    extra = {NEXT_PITCH: following[None].astype(np.int32)} if given_pitch else {}
+    sequence = trained({**{n: ids[None, :, j].astype(np.int32) for j, n in enumerate(names)}, **extra})
 
     step = build_step_model(cfg, trained)
     state = {role: np.zeros((1, size), np.float32) for role, size in state_sizes(cfg).items()}
@@ -76,14 +83,44 @@ def test_sequence_windowed_and_step_forms_agree(relative, voices):
         out = step({**{n: onehot(ids[t:t + 1, j], sizes[n]) for j, n in enumerate(names)}, **state})
         state = {role: np.asarray(out[role]) for role in state}
         for f in FIELDS:
-            np.testing.assert_allclose(np.asarray(out[f])[0], np.asarray(sequence[f])[0, t], atol=1e-5)
+            got = np.asarray(out[f])[0]
+            if f == "duration" and given_pitch:
+                assert got.shape == (len(PITCHES), 4)
+                got = duration_given(got, following[t])
+            np.testing.assert_allclose(got, np.asarray(sequence[f])[0, t], atol=1e-5)
     if relative:
         assert state["prev_pitch"].argmax() == ids[-1, 1]
 
     windowed = build_windowed_model(cfg, trained)
     last = windowed({n: ids[None, :cfg.window, j].astype(np.int32) for j, n in enumerate(names)})
     for f in FIELDS:  # a window from the start of the piece: the same prefix, so the same numbers
-        np.testing.assert_allclose(np.asarray(last[f])[0], np.asarray(sequence[f])[0, cfg.window - 1], atol=1e-5)
+        got = np.asarray(last[f])[0]
+        if f == "duration" and given_pitch:
+            got = duration_given(got, following[cfg.window - 1])
+        np.testing.assert_allclose(got, np.asarray(sequence[f])[0, cfg.window - 1], atol=1e-5)
+
+
+def test_duration_given_pitch_reads_the_pitch_and_its_interval_from_the_reference():
+    """DurationGivenPitch against its formula in numpy, for every pitch at once and for the one
+    pitch the training form is told; two pitches at the same interval from different references
+    get different rows (the pitch's own embedding), and the rows are distributions."""
+    layer = DurationGivenPitch(PITCHES, durations=5, dims=4)
+    rng = np.random.default_rng(3)
+    h = rng.normal(size=(2, 6)).astype(np.float32)
+    reference = rng.integers(len(PITCHES), size=2)
+    every = np.asarray(layer(h, onehot(reference, len(PITCHES))))
+    assert every.shape == (2, len(PITCHES), 5)
+    w = {v.name: np.asarray(v) for v in layer.weights}
+    for k in range(2):
+        z = np.maximum(h[k] @ w["hidden"] + w["bias"] + w["pitch_embeddings"]
+                       + w["interval_embeddings"][interval_ids(PITCHES)[reference[k]]], 0)
+        logits = z @ w["out"] + w["out_bias"]
+        expected = np.exp(logits - logits.max(-1, keepdims=True))
+        np.testing.assert_allclose(every[k], expected / expected.sum(-1, keepdims=True), atol=1e-5)
+    told = rng.integers(len(PITCHES), size=2)
+    one = np.asarray(layer(h, onehot(reference, len(PITCHES)), onehot(told, len(PITCHES))))
+    np.testing.assert_allclose(one, every[np.arange(2), told], atol=1e-6)
+    assert not np.allclose(every[0, 1], every[0, 2])
 
 
 def test_configs_of_older_runs_mean_absolute_pitch():

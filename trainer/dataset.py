@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from playbach.events import FIELDS, Codec
-from playbach.voices import CONTEXT, SLOTS, context_names, input_names, with_context
+from playbach.trainer.model import keras_inputs
+from playbach.voices import CONTEXT, SLOTS, context_names, with_context
 
 # the context columns that hold pitch ids, moved with the pitch by transposition
 VOICE_PITCH = len(FIELDS) + CONTEXT.index("voice_pitch")
@@ -39,9 +40,10 @@ def make_windows(pieces: list[np.ndarray], window: int, stride: int) -> np.ndarr
     return np.concatenate(parts) if parts else np.zeros((0, window + 1, len(FIELDS)), dtype=np.int32)
 
 
-def to_inputs_targets(windows: np.ndarray) -> tuple[dict, dict]:
-    """Keras dicts keyed by input: inputs rows[t:t+N], targets the fields of rows[t+1:t+N+1]."""
-    x = {name: windows[:, :-1, j] for j, name in enumerate(input_names(windows.shape[2]))}
+def to_inputs_targets(windows: np.ndarray, next_pitch: bool = False) -> tuple[dict, dict]:
+    """Keras dicts keyed by input: inputs rows[t:t+N] (and with `next_pitch` the pitch of
+    rows[t+1:t+N+1]), targets the fields of rows[t+1:t+N+1]."""
+    x = keras_inputs(windows[:, :-1], windows[:, 1:, 1] if next_pitch else None)
     y = {f: windows[:, 1:, j] for j, f in enumerate(FIELDS)}
     return x, y
 
@@ -67,7 +69,8 @@ def shift_pitch(windows: np.ndarray, rng: np.random.Generator, semitones: int, p
     return out
 
 
-def random_transpose_batches(windows: np.ndarray, batch: int, semitones: int, pitch_size: int, seed: int):
+def random_transpose_batches(windows: np.ndarray, batch: int, semitones: int, pitch_size: int, seed: int,
+                             next_pitch: bool = False):
     """A Keras PyDataset: shuffled batches, every window in a fresh random key each epoch (one
     copy of each piece per epoch, so rhythm is not seen 2N+1 times as with transposed copies)."""
     import keras
@@ -83,7 +86,7 @@ def random_transpose_batches(windows: np.ndarray, batch: int, semitones: int, pi
 
         def __getitem__(self, i):
             chosen = windows[self.order[i * batch:(i + 1) * batch]]
-            return to_inputs_targets(shift_pitch(chosen, self.rng, semitones, pitch_size))
+            return to_inputs_targets(shift_pitch(chosen, self.rng, semitones, pitch_size), next_pitch)
 
         def on_epoch_end(self) -> None:
             self.order = self.rng.permutation(len(windows))

@@ -17,9 +17,8 @@ from playbach.files import write_text_atomically
 from playbach.jsb import steps16
 from playbach.memory import weights_to_dict
 from playbach.trainer import ngram, repeats
-from playbach.trainer.dataset import model_rows
+from playbach.trainer.dataset import model_rows, to_inputs_targets
 from playbach.trainer.runfolder import load_run
-from playbach.voices import input_names
 
 log = logging.getLogger(__name__)
 
@@ -31,18 +30,20 @@ def add_arguments(parser) -> None:
                              "weights in run.json (for runs trained before the memory existed)")
 
 
-def model_probs(model, pieces: list[np.ndarray], batch_size: int = 16) -> list[list[np.ndarray]]:
-    """Per piece, per field: (n-1, vocab), row t the distribution of event t+1; each piece is run
-    whole as one sequence. Pieces are padded at the end to one length and run as a batch: the
-    LSTM is causal, so the padding never changes a row that is kept."""
+def model_probs(model, pieces: list[np.ndarray], batch_size: int = 16,
+                next_pitch: bool = False) -> list[list[np.ndarray]]:
+    """Per piece, per field: (n-1, vocab), row t the distribution of event t+1 (with `next_pitch`
+    the duration given event t+1's pitch); each piece is run whole as one sequence. Pieces are
+    padded at the end to one length and run as a batch: the LSTM is causal, so the padding never
+    changes a row that is kept."""
     if not pieces:
         return []
     length, width = max(len(p) for p in pieces) - 1, pieces[0].shape[1]
-    padded = np.zeros((len(pieces), length, width), dtype=np.int32)
+    padded = np.zeros((len(pieces), length + 1, width), dtype=np.int32)
     for i, p in enumerate(pieces):
-        padded[i, :len(p) - 1] = p[:-1]
-    out = model.predict({name: padded[:, :, j] for j, name in enumerate(input_names(width))},
-                        batch_size=batch_size, verbose=0)
+        padded[i, :len(p)] = p
+    x, _ = to_inputs_targets(padded, next_pitch)
+    out = model.predict(x, batch_size=batch_size, verbose=0)
     return [[out[f][i, :len(p) - 1] for f in FIELDS] for i, p in enumerate(pieces)]
 
 
@@ -64,13 +65,16 @@ def _section(scores: dict, extra: dict | None = None) -> dict:
     return {**flat, **(extra or {})}
 
 
-def evaluate(model, codec: Codec, sides: dict[str, dict[str, np.ndarray]], voices: int = 0) -> dict:
+def evaluate(model, codec: Codec, sides: dict[str, dict[str, np.ndarray]], voices: int = 0,
+             next_pitch: bool = False) -> dict:
     """The report's "test", "test_memory", "baseline", "memory" and "memory_ngram" sections for a
     model and the run's split (values). "test" is the LSTM alone; "*_memory" adds the repeat
     memory, whose weights are fitted on validation separately for the LSTM and for the n-gram.
-    `voices`: the model reads the voice context (ModelConfig.voices)."""
+    `voices`: the model reads the voice context (ModelConfig.voices); `next_pitch`: its duration
+    head reads the note's pitch (ModelConfig.duration_given_pitch)."""
     ids = {side: [codec.encode(v) for v in pieces.values() if len(v) >= 2] for side, pieces in sides.items()}
-    lstm = {side: model_probs(model, [model_rows(codec, v, voices) for v in sides[side].values() if len(v) >= 2])
+    lstm = {side: model_probs(model, [model_rows(codec, v, voices) for v in sides[side].values() if len(v) >= 2],
+                              next_pitch=next_pitch)
             for side in ("val", "test")}
     ngram_val, ngram_test, orders = ngram_probs(ids, codec.sizes)
     replays = {side: repeats.replay(ids[side]) for side in ("val", "test")}
@@ -137,7 +141,7 @@ def format_table(result: dict) -> str:
 
 def run(args) -> int:
     run = load_run(args.run)
-    result = evaluate(run.model, run.codec, run.sides(), run.config.voices)
+    result = evaluate(run.model, run.codec, run.sides(), run.config.voices, run.config.duration_given_pitch)
     print(format_table(result))
     if args.write:
         # the report keeps its corpus, split and time sections; run.json gets the memory the converter ships

@@ -18,13 +18,21 @@ With `voices` (playbach/voices.py) context inputs follow the fields -- slot, voi
 voice_pitch, next_slot, next_position (voices 1), then chord_0..3 and next_end (voices 2): all but
 voice_pitch are embedded (embed_<name>), and the pitch head adds interval logits read from
 voice_pitch (head_voice_interval, relative_voice).
+
+With `duration_given_pitch` the duration head also reads the pitch of the note it gives the length
+of (relative.DurationGivenPitch, head_duration): the training form gets that pitch as one more
+input, next_pitch (the target's, teacher forcing); the inference forms output the duration
+distribution for every pitch, (V, durations), and the sampler reads the row of the pitch it drew.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from playbach.events import FIELDS
-from playbach.voices import context_names, context_sizes
+from playbach.heads import NEXT_PITCH
+from playbach.voices import context_names, context_sizes, input_names
 
 # embedding sizes of the context inputs; voice_pitch is read by the pitch head instead
 CONTEXT_DIMS = {"slot": 4, "voice_interval": 16, "next_slot": 4, "next_position": 8,
@@ -47,6 +55,7 @@ class ModelConfig:
     pitch_values: tuple[int, ...] = ()  # the codec's pitch vocabulary; relative_pitch needs it
     interval_dims: int = 16
     voices: int = 1                    # voice context inputs (playbach/voices.py): 0 off, 1 on, 2 with chords
+    duration_given_pitch: bool = False  # the duration head reads the next note's pitch (needs relative pitch)
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -67,8 +76,9 @@ class ModelConfig:
 
 
 def build_model(cfg: ModelConfig, batch_size: int | None = None, seq_len: int | None = None,
-                return_sequences: bool = True):
-    """Windowed model. `batch_size=1, seq_len=N, return_sequences=False` is the TFLite windowed form."""
+                return_sequences: bool = True, model_name: str = "playbach", input_prefix: str = ""):
+    """Windowed model. `batch_size=1, seq_len=N, return_sequences=False` is the TFLite windowed form.
+    `input_prefix` names its inputs apart from another model's in one graph (an ensemble's members)."""
     import keras
     from keras import layers
 
@@ -76,7 +86,7 @@ def build_model(cfg: ModelConfig, batch_size: int | None = None, seq_len: int | 
 
     inputs, embedded, pitch = [], [], None
     for name, vocab, dims in zip(FIELDS, cfg.vocab_sizes, cfg.embed_dims):
-        x = keras.Input(shape=(seq_len,), batch_size=batch_size, dtype="int32", name=name)
+        x = keras.Input(shape=(seq_len,), batch_size=batch_size, dtype="int32", name=input_prefix + name)
         inputs.append(x)
         embedded.append(layers.Embedding(vocab, dims, name=f"embed_{name}")(x))
     if cfg.voices and not cfg.relative_pitch:
@@ -84,12 +94,19 @@ def build_model(cfg: ModelConfig, batch_size: int | None = None, seq_len: int | 
     if cfg.relative_pitch and len(cfg.pitch_values) != cfg.vocab_sizes[1]:
         raise ValueError(f"relative pitch needs one pitch value per pitch id: {len(cfg.pitch_values)} values "
                          f"for a pitch vocabulary of {cfg.vocab_sizes[1]}")
+    if cfg.duration_given_pitch and not cfg.relative_pitch:
+        raise ValueError("duration_given_pitch needs relative pitch: the head reads the interval to the next pitch")
+    next_pitch = None
+    if cfg.duration_given_pitch and return_sequences:   # training: the target's pitch is an input
+        x = keras.Input(shape=(seq_len,), batch_size=batch_size, dtype="int32", name=NEXT_PITCH)
+        inputs.append(x)
+        next_pitch = relative.OneHot(cfg.vocab_sizes[1], name="next_pitch_onehot")(x)
     voice_pitch = None
     if cfg.voices:
         sizes = context_sizes(cfg.vocab_sizes[1])
         for name in context_names(cfg.voices):
             size = sizes[name]
-            x = keras.Input(shape=(seq_len,), batch_size=batch_size, dtype="int32", name=name)
+            x = keras.Input(shape=(seq_len,), batch_size=batch_size, dtype="int32", name=input_prefix + name)
             inputs.append(x)
             if name == "voice_pitch":
                 voice_pitch = relative.OneHot(size, name="voice_pitch_onehot")(x)
@@ -109,22 +126,39 @@ def build_model(cfg: ModelConfig, batch_size: int | None = None, seq_len: int | 
                         dropout=0.0, recurrent_dropout=cfg.recurrent_dropout, name=f"lstm_{i}")(h)
         if cfg.dropout:
             h = layers.Dropout(cfg.dropout, name=f"dropout_{i}")(h)
-    outputs = heads(cfg, h, pitch, voice_pitch)
-    return keras.Model(inputs, outputs, name="playbach")
+    outputs = heads(cfg, h, pitch, voice_pitch, next_pitch)
+    return keras.Model(inputs, outputs, name=model_name)
 
 
-def heads(cfg: ModelConfig, h, pitch=None, voice_pitch=None) -> dict:
+def heads(cfg: ModelConfig, h, pitch=None, voice_pitch=None, next_pitch=None) -> dict:
     """One softmax head per field on the LSTM output h; with relative pitch the pitch head also
-    reads the current pitch one-hot (and with voices the voice's). The training and the step model
-    both build theirs here."""
+    reads the current pitch one-hot (and with voices the voice's); with duration_given_pitch the
+    duration head reads `next_pitch`, or gives a row per pitch when it is None. The training and
+    the step model both build theirs here."""
     from keras import layers
 
     from playbach.trainer import relative
 
-    return {name: relative.pitch_head(h, pitch, cfg.pitch_values, voice_pitch)
-            if name == "pitch" and cfg.relative_pitch
-            else layers.Dense(vocab, activation="softmax", name=f"head_{name}")(h)
-            for name, vocab in zip(FIELDS, cfg.vocab_sizes)}
+    out = {}
+    for name, vocab in zip(FIELDS, cfg.vocab_sizes):
+        if name == "pitch" and cfg.relative_pitch:
+            out[name] = relative.pitch_head(h, pitch, cfg.pitch_values, voice_pitch)
+        elif name == "duration" and cfg.duration_given_pitch:
+            reference = pitch if voice_pitch is None else voice_pitch
+            out[name] = relative.DurationGivenPitch(cfg.pitch_values, vocab, name="head_duration")(
+                h, reference, next_pitch)
+        else:
+            out[name] = layers.Dense(vocab, activation="softmax", name=f"head_{name}")(h)
+    return out
+
+
+def keras_inputs(rows: np.ndarray, following: np.ndarray | None = None) -> dict:
+    """(batch, T, w) id rows -> the Keras model's inputs by name. `following` (batch, T): the pitch
+    id of the note after each row, for a model whose duration head reads it (playbach/heads.py)."""
+    x = {name: rows[..., j] for j, name in enumerate(input_names(rows.shape[-1]))}
+    if following is not None:
+        x[NEXT_PITCH] = following
+    return x
 
 
 def load_keras_model(path, compile: bool = False):

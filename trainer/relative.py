@@ -147,4 +147,59 @@ def pitch_head(h, pitch, pitch_values: Sequence[int], voice_pitch=None):
     return layers.Activation("softmax", name="softmax_pitch")(layers.Add(name="add_pitch")(logits))
 
 
-CUSTOM_OBJECTS = {cls.__name__: cls for cls in (PitchOneHots, OneHot, IntervalEmbedding, RelativeLogits)}
+DURATION_DIMS = 32   # the duration head's hidden layer
+
+
+class DurationGivenPitch(layers.Layer):
+    """The duration head given the next note's pitch p (its own and its interval from a reference
+    pitch: the voice's last pitch with voices, else the current event's):
+
+        softmax(out(relu(a(h) + e_pitch[p] + e_interval[interval(reference -> p)])))
+
+    A note's length depends on what the note is (a passing tone is short), which an independent
+    head cannot know. Trained on the target's pitch (teacher forcing: `next_pitch` one-hot given);
+    for inference (`next_pitch` None) it gives every pitch's distribution, (..., V, durations), so
+    one invoke still returns all a sampler needs: it draws the pitch, then the duration from its row.
+    Written as matmuls over one-hots and constant tables, like the layers above."""
+
+    def __init__(self, pitch_values: Sequence[int], durations: int, dims: int = DURATION_DIMS, **kwargs):
+        super().__init__(**kwargs)
+        self.pitch_values, self.durations, self.dims = [int(p) for p in pitch_values], int(durations), int(dims)
+        # rows i, columns j*dims..: the interval id from reference pitch i to next pitch j
+        self._by_reference = interval_ids(self.pitch_values).reshape(-1)
+
+    def build(self, h_shape, reference_shape, next_pitch_shape=None):
+        v = len(self.pitch_values)
+        self.hidden = self.add_weight(shape=(h_shape[-1], self.dims), initializer="glorot_uniform", name="hidden")
+        self.bias = self.add_weight(shape=(self.dims,), initializer="zeros", name="bias")
+        self.pitch_embeddings = self.add_weight(shape=(v, self.dims), initializer="uniform", name="pitch_embeddings")
+        self.interval_embeddings = self.add_weight(shape=(NUM_INTERVALS, self.dims), initializer="uniform",
+                                                   name="interval_embeddings")
+        self.out = self.add_weight(shape=(self.dims, self.durations), initializer="glorot_uniform", name="out")
+        self.out_bias = self.add_weight(shape=(self.durations,), initializer="zeros", name="out_bias")
+
+    def call(self, h, reference, next_pitch=None):
+        v = len(self.pitch_values)
+        table = ops.reshape(ops.take(self.interval_embeddings, self._by_reference, axis=0), (v, v * self.dims))
+        per_pitch = ops.reshape(ops.matmul(reference, table), ops.shape(reference)[:-1] + (v, self.dims))
+        per_pitch = per_pitch + self.pitch_embeddings                              # (..., V, dims)
+        hidden = ops.expand_dims(ops.matmul(h, self.hidden) + self.bias, -2)     # (..., 1, dims)
+        z = ops.relu(hidden + per_pitch)
+        if next_pitch is not None:                                               # the target's row only
+            z = ops.sum(ops.expand_dims(next_pitch, -1) * z, axis=-2)
+        # a 2-D matmul (FULLY_CONNECTED in TFLite; a 3-D one would be BATCH_MATMUL, which the Edge TPU lacks)
+        logits = ops.matmul(ops.reshape(z, (-1, self.dims)), self.out) + self.out_bias
+        return ops.softmax(ops.reshape(logits, ops.shape(z)[:-1] + (self.durations,)), axis=-1)
+
+    def compute_output_shape(self, h_shape, reference_shape, next_pitch_shape=None):
+        if next_pitch_shape is not None:
+            return tuple(h_shape[:-1]) + (self.durations,)
+        return tuple(h_shape[:-1]) + (len(self.pitch_values), self.durations)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "pitch_values": self.pitch_values, "durations": self.durations,
+                "dims": self.dims}
+
+
+CUSTOM_OBJECTS = {cls.__name__: cls for cls in (PitchOneHots, OneHot, IntervalEmbedding, RelativeLogits,
+                                                DurationGivenPitch)}

@@ -20,7 +20,7 @@ from playbach.trainer.model import ModelConfig, load_keras_model
 RUN_FILES = ("model.keras", "run.json", "events.npz")
 SPLITS = ("train", "val", "test")
 # What a run.json without a field meant: the model as it was trained before the field existed.
-BEFORE_FIELD = {"recurrent_dropout": 0.0, "relative_pitch": False, "voices": 0}
+BEFORE_FIELD = {"recurrent_dropout": 0.0, "relative_pitch": False, "voices": 0, "duration_given_pitch": False}
 
 
 def model_config(model: dict) -> ModelConfig:
@@ -54,7 +54,7 @@ class TrainedRun:
         for name, size in zip(FIELDS, self.codec.sizes):
             try:
                 rows = model.get_layer(f"embed_{name}").get_weights()[0].shape[0]
-                cols = model.get_layer(f"head_{name}").get_weights()[1].shape[0]
+                cols = model.get_layer(f"head_{name}").get_weights()[-1].shape[0]   # its output bias
             except ValueError as e:
                 raise UserError(f"{self.path / 'model.keras'}: not a playbach model ({e})") from e
             if rows != size or cols != size:

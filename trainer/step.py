@@ -69,7 +69,7 @@ INT8_CELL_CLIP = 8.0
 
 
 def build_step_model(config: ModelConfig, trained: keras.Model, for_int8: bool = False,
-                     cell_clip: float | None = None) -> keras.Model:
+                     cell_clip: float | None = None, name: str = "playbach_step", input_prefix: str = "") -> keras.Model:
     """Keras step model with the weights of `trained` (a model from build_model); outputs a dict by role.
 
     `for_int8` makes the twin that full-integer quantization is calibrated on, with two changes
@@ -88,7 +88,7 @@ def build_step_model(config: ModelConfig, trained: keras.Model, for_int8: bool =
     from playbach.trainer import relative
 
     sizes = input_sizes(config) | state_sizes(config)
-    inputs = {role: keras.Input(shape=(size,), batch_size=1, dtype="float32", name=role)
+    inputs = {role: keras.Input(shape=(size,), batch_size=1, dtype="float32", name=input_prefix + role)
               for role, size in sizes.items()}
 
     # in the training model's order: fields, context, interval
@@ -108,7 +108,9 @@ def build_step_model(config: ModelConfig, trained: keras.Model, for_int8: bool =
             c = layers.Lambda(lambda t: keras.ops.clip(t, -cell_clip, cell_clip), name=f"clip_c{i}")(c)
         outputs[f"h{i}"], outputs[f"c{i}"] = h, c
     outputs |= heads(config, x, inputs["pitch"], inputs.get("voice_pitch"))
-    model = keras.Model(inputs, outputs, name="playbach_step")
+    # inputs as a list, in role order: a dict call is matched by the tensors' names (the roles, or
+    # with an ensemble member's prefix its caller passes a list)
+    model = keras.Model(list(inputs.values()), outputs, name=name)
 
     # every layer with weights has its twin of the same name in the trained model (an LSTM's: its cell)
     for layer in model.layers:
@@ -118,13 +120,73 @@ def build_step_model(config: ModelConfig, trained: keras.Model, for_int8: bool =
     return model
 
 
-def build_windowed_model(config: ModelConfig, trained: keras.Model, batch_size: int | None = 1) -> keras.Model:
+def build_windowed_model(config: ModelConfig, trained: keras.Model, batch_size: int | None = 1,
+                         name: str = "playbach", input_prefix: str = "") -> keras.Model:
     """The training model at a fixed window N = config.window, last step only, trained weights."""
     # recurrent dropout is a no-op at inference; without it the LSTM keeps its plain fused form
     inference = replace(config, recurrent_dropout=0.0)
-    model = build_model(inference, batch_size=batch_size, seq_len=config.window, return_sequences=False)
+    model = build_model(inference, batch_size=batch_size, seq_len=config.window, return_sequences=False,
+                        model_name=name, input_prefix=input_prefix)
     model.set_weights(trained.get_weights())
     return model
+
+
+# --- ensembles: several trained runs played as one model ----------------------------------------
+
+def member_role(i: int, role: str) -> str:
+    """A state's role in an ensemble: member 0 keeps its own (h0, c0, ...), member i's are m<i>_h0 ..."""
+    return role if i == 0 else f"m{i}_{role}"
+
+
+def ensemble_state_sizes(configs: list[ModelConfig]) -> dict[str, int]:
+    """Every member's state inputs/outputs and widths, member 0 first (one member: state_sizes)."""
+    return {member_role(i, role): size for i, cfg in enumerate(configs) for role, size in state_sizes(cfg).items()}
+
+
+def is_cell_state(role: str) -> bool:
+    """An LSTM cell state c<i> of any member (the int8 builder clips those)."""
+    name = role.rsplit("_", 1)[-1] if role.startswith("m") else role
+    return name.startswith("c") and name[1:].isdigit()
+
+
+def build_ensemble_step_model(configs: list[ModelConfig], trained: list[keras.Model], for_int8: bool = False,
+                              cell_clip: float | None = None) -> keras.Model:
+    """The members' step models on the same event inputs, each carrying its own state, their four
+    distributions averaged: one invoke plays them all, and the runtime, which feeds back whatever
+    state a model has, needs nothing new. The members must read the same inputs (same codec and
+    voice context); one member is simply its step model."""
+    if len(configs) == 1:
+        return build_step_model(configs[0], trained[0], for_int8, cell_clip)
+    import keras
+    from keras import layers
+
+    sizes = input_sizes(configs[0]) | ensemble_state_sizes(configs)
+    inputs = {role: keras.Input(shape=(size,), batch_size=1, dtype="float32", name=role) for role, size in sizes.items()}
+    outputs, heads_out = {}, []
+    for i, (cfg, model) in enumerate(zip(configs, trained)):
+        # a member's inputs are named apart: Keras wants every name in the graph unique
+        member = build_step_model(cfg, model, for_int8, cell_clip, name=f"member_{i}", input_prefix=f"m{i}_in_")
+        out = member([inputs[role] for role in input_sizes(cfg)] + [inputs[member_role(i, role)] for role in state_sizes(cfg)])
+        outputs |= {member_role(i, role): out[role] for role in state_sizes(cfg)}
+        heads_out.append(out)
+    outputs |= {f: layers.Average(name=f"mean_{f}")([out[f] for out in heads_out]) for f in FIELDS}
+    return keras.Model(inputs, outputs, name="playbach_ensemble")
+
+
+def build_ensemble_windowed_model(configs: list[ModelConfig], trained: list[keras.Model],
+                                  batch_size: int | None = 1) -> keras.Model:
+    """The members' windowed models on the same N-event window, their distributions averaged."""
+    if len(configs) == 1:
+        return build_windowed_model(configs[0], trained[0], batch_size)
+    import keras
+    from keras import layers
+
+    inputs = {name: keras.Input(shape=(configs[0].window,), batch_size=batch_size, dtype="int32", name=name)
+              for name in configs[0].input_names}
+    outs = [build_windowed_model(cfg, model, batch_size, name=f"member_{i}", input_prefix=f"m{i}_in_")(
+        [inputs[name] for name in cfg.input_names]) for i, (cfg, model) in enumerate(zip(configs, trained))]
+    return keras.Model(inputs, {f: layers.Average(name=f"mean_{f}")([o[f] for o in outs]) for f in FIELDS},
+                       name="playbach_ensemble_windowed")
 
 
 class KerasStepModel:

@@ -72,6 +72,11 @@ def add_arguments(parser) -> None:
                              "interval within the voice, where and which voice comes next: playbach/voices.py); "
                              "chords: and the pitches sounding where the next note starts, and when the first "
                              "of them ends; needs --pitch relative")
+    parser.add_argument("--duration", default="given-pitch" if d.duration_given_pitch else "alone",
+                        choices=["given-pitch", "alone"],
+                        help="given-pitch: the duration head also reads the pitch of the note it times (its "
+                             "interval from the voice's last note: a passing tone is short); alone: from the "
+                             "history only; given-pitch needs --pitch relative")
     parser.add_argument("--patience", type=int, default=3, help="epochs without a better --monitor")
     parser.add_argument("--lr-decay", type=fraction, default=0.0,
                         help="multiply the learning rate by this after 2 epochs without a better --monitor "
@@ -176,11 +181,12 @@ def fit(model, cfg, train, val, args, work: Path, initial_epoch: int, best: floa
     if args.lr_decay:
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=args.monitor, mode="min", factor=args.lr_decay,
                                                            patience=2, min_lr=1e-5))
-    vx, vy = to_inputs_targets(val)
+    vx, vy = to_inputs_targets(val, cfg.duration_given_pitch)
     if args.transpose and args.augment == "random":
-        data = {"x": random_transpose_batches(train, args.batch, args.transpose, cfg.vocab_sizes[1], args.seed)}
+        data = {"x": random_transpose_batches(train, args.batch, args.transpose, cfg.vocab_sizes[1], args.seed,
+                                              cfg.duration_given_pitch)}
     else:
-        x, y = to_inputs_targets(train)
+        x, y = to_inputs_targets(train, cfg.duration_given_pitch)
         data = {"x": x, "y": y, "batch_size": args.batch, "shuffle": True}
     result = model.fit(**data, validation_data=(vx, vy), epochs=args.epochs, initial_epoch=initial_epoch,
                        callbacks=callbacks, verbose=1 if sys.stderr.isatty() else 2)
@@ -228,6 +234,8 @@ def run(args) -> int:
 
     if args.voices != "off" and args.pitch != "relative":   # before the corpus is read
         raise UserError(f"--voices {args.voices} needs --pitch relative (or --voices off)")
+    if args.duration == "given-pitch" and args.pitch != "relative":
+        raise UserError("--duration given-pitch needs --pitch relative (or --duration alone)")
     benchmark = bool(args.corpus) and looks_like_jsb(args.corpus)
     if benchmark and args.holdout:
         raise UserError(f"--holdout: {args.corpus} has its own train / valid / test split, used as is")
@@ -247,7 +255,8 @@ def run(args) -> int:
                       dropout=args.dropout, recurrent_dropout=args.recurrent_dropout, window=args.window,
                       learning_rate=args.lr, relative_pitch=relative,
                       pitch_values=tuple(codec.vocab["pitch"]) if relative else (),
-                      interval_dims=args.interval_dims, voices=list(LEVELS).index(args.voices))
+                      interval_dims=args.interval_dims, voices=list(LEVELS).index(args.voices),
+                      duration_given_pitch=args.duration == "given-pitch")
     if benchmark:
         check_windows(corpus, cfg.window)
     stride = args.stride or max(1, args.window // 2)
@@ -296,7 +305,7 @@ def run(args) -> int:
                                                     for name, v in pieces.items()})
         best_model = load_keras_model(work / "model.keras")
         t1 = time.perf_counter()
-        result = evaluate(best_model, codec, sides, cfg.voices)
+        result = evaluate(best_model, codec, sides, cfg.voices, cfg.duration_given_pitch)
         (work / "run.json").write_text(json.dumps({
             "format": RUN_FORMAT, "model": cfg.to_dict(), "codec": codec.to_dict(), "seed": args.seed,
             "corpus": corpus.source, "memory": result["memory"]}, indent=1))
