@@ -20,6 +20,10 @@ interval embedding and the relative pitch head are the training model's own laye
 
 Windowed model: the training model at batch 1 and a fixed window of N int32 ids, last step only.
 
+Several trained runs of the same inputs make one ensemble model of either form (the converter's
+`convert RUN RUN ...`): every run's network on the same inputs, each with its own state in the step
+form, their four distributions averaged.
+
 `KerasStepModel` runs the step model on the desktop with the same reset()/step() as the TFLite
 runtime on the Pi, so `playbach generate` and `playbach play` share one loop (playbach.improviser).
 """
@@ -49,20 +53,12 @@ def state_sizes(config: ModelConfig) -> dict[str, int]:
     return sizes
 
 
-def state_roles(config: ModelConfig) -> list[str]:
-    return list(state_sizes(config))
-
-
 def input_sizes(config: ModelConfig) -> dict[str, int]:
     """The step model's per-event inputs (fields, then context) and their one-hot widths."""
     sizes = dict(zip(FIELDS, config.vocab_sizes))
     context = context_sizes(config.vocab_sizes[1])
     sizes |= {name: context[name] for name in context_names(config.voices)}
     return sizes
-
-
-def step_roles(config: ModelConfig) -> list[str]:
-    return list(config.input_names) + state_roles(config)
 
 
 INT8_CELL_CLIP = 8.0
