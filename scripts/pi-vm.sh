@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The appliance, booted: an emulated Raspberry Pi 4 (arm64, Cortex-A72) with real systemd, a
-# USB MIDI synth on a virtual USB bus, and faults. Every check of issue 10 in one run.
+# USB MIDI synth on a virtual USB bus, the control page, and faults. Every check in one run.
 #
 #   sudo bash scripts/pi-vm.sh [--json OUT] [--rebuild] [--keep-vm-dir]
 #
@@ -8,10 +8,10 @@
 # 2. a bootable Debian bookworm arm64 disk image, cached in /var/cache/playbach/pi-vm (PIVM_CACHE;
 #    outside the checkout, so a fresh clone on the same machine reuses it) and keyed by a hash of
 #    everything that goes into it (packages, these scripts, the checkout files install.sh uses);
-#    playbach is installed into it by its own systemd/install.sh (scripts/pivm/build.sh);
+#    playbach is installed into it by its own systemd/install.sh --with-web (pivm/build.sh);
 # 3. qemu-system-aarch64 -M virt -cpu cortex-a72 -accel tcg, serial console, no network; the
 #    in-guest agent (scripts/pivm/agent.py) plugs a USB MIDI gadget in, records what the synth
-#    receives, runs the faults and reports on the console (scripts/pivm/driver.py reads it);
+#    receives, uses the control page (pivm/web.py), runs the faults, reports on the console;
 # 4. OUT (default bench/results/pi-vm.json) with every figure and check, and OUT's serial log
 #    beside it (OUT without .json, plus .serial.log). Exit 1 if a check fails, 2 if a step fails.
 # Needs root (mmdebstrap, chroot, mounts). Details: docs/appliance.md#the-emulated-pi-scriptspi-vmsh.
