@@ -223,12 +223,14 @@ class Player:
             # which the control socket's garbage triggers mid-loop (3 ms each here, more on a Pi)
             gc.freeze()
             self.clock = open_clock(self.s, self.output, ports)
-            if not self.output.wait(lambda: self.stop_requested,
-                                    lambda: self.notifier.watchdog(time.monotonic())):
-                return None
             keep = bool(self.s["record"] or self.s["stats"])
+            # made before the port is there: a Pi powered on before its synth answers its control
+            # socket (status, settings) while it waits, and what was set then is the take's
             self.scheduler = Scheduler(self.bundle.codec.ticks_per_quarter, self.s["bpm"],
                                        time.monotonic() + START_DELAY, keep_played=keep)
+            if not self.output.wait(lambda: self.stop_requested, self._waiting_for_port):
+                return None
+            self.scheduler.restart_at(time.monotonic() + START_DELAY)
             self.play_start = self.scheduler.origin_time
             if self.clock is not None:
                 self.clock.begin(self.scheduler)
@@ -248,6 +250,13 @@ class Player:
                     self.clock.end()
                 self.output.send(self.scheduler.stop(self.stopped_at))
             return code
+
+    def _waiting_for_port(self) -> None:
+        """While the output port is not there: keep the watchdog fed and answer the control socket."""
+        now = time.monotonic()
+        self.notifier.watchdog(now)
+        if self.control is not None:
+            self.control.serve(now, None)
 
     def _loop(self) -> None:
         s, sched, out = self.s, self.scheduler, self.output

@@ -47,6 +47,11 @@ def wait_until(condition, timeout: float = 20.0, what: str = "condition"):
         time.sleep(0.05)
 
 
+def note_ons(receiver: jack.Receiver, since: float = 0.0) -> list[float]:
+    """When each note began at the receiver (note_on with a velocity), from `since` on."""
+    return [t for t, m in receiver.taken() if t >= since and len(m) == 3 and m[0] & 0xF0 == 0x90 and m[2] > 0]
+
+
 class Rig:
     def __init__(self, server: jack.JackServer, folder: Path):
         self.server, self.folder = server, folder
@@ -108,7 +113,7 @@ class Rig:
             return status, raw, got
 
     def note_ons(self, since: float) -> list[float]:
-        return [t for t, m in self.receiver.taken() if t >= since and len(m) == 3 and m[0] & 0xF0 == 0x90 and m[2] > 0]
+        return note_ons(self.receiver, since)
 
     def close(self) -> None:
         jack.stop_process(self.web)

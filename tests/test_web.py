@@ -17,7 +17,7 @@ import time
 
 import pytest
 from fixtures_midi import assert_no_stuck_notes
-from fixtures_web import BPM, free_port, wait_until
+from fixtures_web import BPM, free_port, note_ons, wait_until
 
 pytestmark = pytest.mark.midi
 TICKS_PER_QUARTER = 4
@@ -241,6 +241,42 @@ def test_start_errors_name_what_is_wrong(web_rig, tmp_path):
                           "jack", "--accelerator", "cpu", "--control-socket", str(tmp_path / "no" / "c.sock")],
                          env=web_rig.server.env(), capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and f"control_socket {tmp_path / 'no' / 'c.sock'}: folder" in bad.stderr
+
+
+def test_a_player_waiting_for_its_synth_answers_and_keeps_what_was_set(web_rig, tmp_path):
+    """A Pi powered on before its synth: the player answers its socket at once while it waits
+    (not playing, no port), takes a tempo then, and plays at that tempo once the synth is there."""
+    from playbach.harness import jack
+
+    sock, name = tmp_path / "c.sock", f"late-synth-{os.getpid()}"
+    log = open(tmp_path / "player.log", "w")
+    player = subprocess.Popen([sys.executable, "-m", "playbach.cli", "play", "--bundle", "models/default",
+                               "--midi-api", "jack", "--port", name, "--accelerator", "cpu", "--seed", "1",
+                               "--bpm", "120", "--control-socket", str(sock)],
+                              env=web_rig.server.env(), stdout=log, stderr=subprocess.STDOUT)
+    synth = None
+    try:
+        wait_until(lambda: "no MIDI output port" in (tmp_path / "player.log").read_text(), 90, "the player to wait")
+        client = socket.socket(socket.AF_UNIX)
+        client.settimeout(5)
+        client.connect(str(sock))
+        asked = time.monotonic()
+        client.sendall(b'{"op":"status","id":1}\n{"op":"set","id":2,"changes":{"bpm":40}}\n')
+        status, changed = _lines(client, 2)
+        assert time.monotonic() - asked < 2.0
+        assert status["status"]["playing"] is False and status["status"]["port_connected"] is False
+        assert changed["ok"] and changed["live"]["bpm"] == 40.0
+        client.close()
+        synth = jack.Receiver(client=name)
+        wait_until(lambda: len(note_ons(synth)) >= 12, 60, "12 notes at the late synth")
+        distances = gaps(note_ons(synth))
+        assert on_grid(distances, 40.0) >= 0.75, f"the take should be at 40 BPM: {distances}"
+    finally:
+        jack.stop_process(player)
+        log.close()
+        if synth is not None:
+            assert_no_stuck_notes(synth.taken())
+            synth.close()
 
 
 def test_losing_the_player_shows_not_playing_and_reconnects(web_rig, browser):

@@ -260,7 +260,8 @@ def web_player_killed_check(recorder) -> dict:
 
 def web_no_synth_check(recorder, synth: MidiGadget) -> dict:
     """No synth plugged in (a Pi powered on without one): the player waits for a port, and the
-    page must still come up and say "not playing", then "playing" once the synth is plugged in.
+    page must still come up and say "not playing" at once (the player answers its socket while it
+    waits; a tempo set then is taken), then "playing" once the synth is plugged in.
     Both units are restarted with the synth out, which is what a boot without it does to their
     start jobs (before, the page's start waited for the player's, i.e. for the first note)."""
     token = _token()
@@ -292,8 +293,9 @@ def web_no_synth_check(recorder, synth: MidiGadget) -> dict:
     note = recorder.wait_note_after(t_plug, 120)
     f["plug_to_playing_s"] = playing and round(playing - t_plug, 2)
     f["plug_to_note_s"] = note and round(note - t_plug, 2)
-    f["ok"] = bool(f["web_active"] and waiting and f["web_answering"] and code == 200
-                   and st.get("playing") is False and playing and note is not None)
+    f["ok"] = bool(f["web_active"] and waiting and f["web_answering"] and code == 200 and f["status_took_s"] < 2.5
+                   and st.get("playing") is False and f["post_no_synth_status"] == 200 and playing
+                   and note is not None)
     return f
 
 
