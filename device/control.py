@@ -317,10 +317,11 @@ class ControlServer:
         extra = {"id": message["id"]} if "id" in message else {}
         if op not in wire.OPS:
             self._refuse(conn, f"unknown op {op!r}; ops: {', '.join(wire.OPS)}", **extra)
-        elif op == "subscribe":   # served here: the frames go to every subscriber
-            if not conn.subscribed:
-                conn.subscribed = True
-                self.subscribers += 1
+        elif op in ("subscribe", "unsubscribe"):   # served here: the frames go to every subscriber
+            wanted = op == "subscribe"
+            if conn.subscribed != wanted:
+                conn.subscribed = wanted
+                self.subscribers += 1 if wanted else -1
             self._reply(conn, {"ok": True, **extra})
         elif conn.pending >= PER_CLIENT:
             self._refuse(conn, f"busy: {PER_CLIENT} requests of this client already waiting", **extra)

@@ -55,7 +55,8 @@ class ClockSource(_Source):
     """Sends a script of MIDI clock: ("ticks", bpm, count), ("msg", bytes), ("pause", seconds).
 
     Ticks are due on an ideal grid (never summed sleeps) and each is sent up to `jitter` s early
-    or late, uniformly; `tick_times` are the ideal times, `log` what was sent when."""
+    or late, uniformly; `ticks` holds (when it was sent, its tempo) per tick, `log` every message
+    sent and when."""
 
     def __init__(self, client: str = "playbach-clocksrc"):
         super().__init__(client)

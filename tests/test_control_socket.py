@@ -6,20 +6,21 @@ from __future__ import annotations
 import json
 import socket
 import time
-from types import SimpleNamespace
 
 import pytest
 
 from playbach.device.control import ControlServer
 from playbach.device.control_ops import TAKE_CHUNK
+from playbach.device.scheduler import Scheduler
 
 
 class StandIn:
-    """What Ops reads of a Player for `panic` and `take`."""
+    """What Ops reads of a Player for `panic`, `take` and the frames (a real, empty scheduler)."""
 
     def __init__(self, folder):
         self.s = {"bundle": str(folder / "bundle"), "record": "", "stats": "", "program": 0, "channel": 1}
-        self.scheduler = SimpleNamespace(keep_played=False, played=[], seconds_per_tick=0.01)
+        self.scheduler = Scheduler(4, 150.0, time.monotonic())   # 150 BPM: 0.1 s a tick
+        self.paused, self.notes_played = False, 0
         self.panics = 0
 
     def panic(self) -> None:
@@ -103,3 +104,59 @@ def test_nan_is_refused_and_the_server_goes_on(rig):
     client.sendall(b'{"op":"status","id":NaN}\n{"op":"panic","id":2}\n')
     first, second = replies(server, client, 2)
     assert "not JSON" in first["error"] and second == {"ok": True, "id": 2}
+
+
+def test_subscribe_and_unsubscribe_count_the_clients_that_want_frames(rig):
+    server, client, _ = rig
+    client.sendall(b'{"op":"subscribe","id":1}\n{"op":"subscribe","id":2}\n')
+    assert [r["ok"] for r in replies(server, client, 2)] == [True, True] and server.subscribers == 1
+    client.sendall(b'{"op":"unsubscribe","id":3}\n{"op":"unsubscribe","id":4}\n')
+    assert [r["ok"] for r in replies(server, client, 2)] == [True, True] and server.subscribers == 0
+
+
+def test_the_web_link_asks_for_frames_only_while_a_page_listens(tmp_path):
+    """web/link.py against the player's real socket server (its loop in a thread): connected with
+    nobody listening, no frames are made; the first listener subscribes and hears frames; when the
+    last one leaves the link unsubscribes, and the player makes none again."""
+    import asyncio
+    import threading
+
+    from playbach.web.link import Link
+
+    player = StandIn(tmp_path)
+    server = ControlServer(str(tmp_path / "c.sock"), "", player)
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            server.serve(time.monotonic(), None)
+            server.wait(0.005)
+
+    async def until(condition, what: str) -> None:
+        for _ in range(400):
+            if condition():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    async def scenario() -> None:
+        link, heard = Link(str(tmp_path / "c.sock")), []
+        link.start()
+        await until(lambda: link.connected, "the link to connect")
+        await asyncio.sleep(0.3)   # three frames' time
+        assert server.subscribers == 0
+        link.listen(heard.append)
+        await until(lambda: any(m.get("type") == "frame" for m in heard), "a frame")
+        assert server.subscribers == 1
+        link.unlisten(heard.append)
+        await until(lambda: server.subscribers == 0, "the link to unsubscribe")
+        await link.stop()
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        asyncio.run(scenario())
+    finally:
+        stop.set()
+        thread.join()
+        server.close()

@@ -1,7 +1,8 @@
 """The web service's one connection to the player's control socket (asyncio).
 
 One connection carries the requests (pipelined, matched by id, at most IN_FLIGHT at a time,
-which the player's per-client limit allows) and the stream's frames (subscribed on connect).
+which the player's per-client limit allows) and the stream's frames, subscribed to only while a
+page listens (a frame is work in the player's loop: nobody watching, none is made).
 When the player goes away (restart, crash, not started yet) every waiting request fails with
 NotPlaying, `connected` turns False, the listeners hear it, and the link tries again every
 RETRY seconds: the web service never needs the player to be up, and never takes it down.
@@ -65,6 +66,21 @@ class Link:
             finally:
                 self.waiting.pop(number, None)
 
+    def listen(self, listener: Callable[[dict], None]) -> None:
+        """`listener` hears the frames and the link's changes from now on (the first one subscribes)."""
+        self.listeners.add(listener)
+        if len(self.listeners) == 1:
+            self._subscribe(True)
+
+    def unlisten(self, listener: Callable[[dict], None]) -> None:
+        self.listeners.discard(listener)
+        if not self.listeners:
+            self._subscribe(False)
+
+    def _subscribe(self, on: bool) -> None:
+        if self.connected and self.writer is not None:
+            self.writer.write(wire.encode({"op": "subscribe" if on else "unsubscribe"}))
+
     def _tell(self, message: dict) -> None:
         for listener in list(self.listeners):
             listener(message)
@@ -85,7 +101,8 @@ class Link:
             self.connected = True
             self._say(f"connected to the player at {self.path}")
             self._tell({"type": "link", "connected": True})
-            self.writer.write(wire.encode({"op": "subscribe"}))
+            if self.listeners:
+                self._subscribe(True)
             try:
                 await self._read(reader)
             except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as e:

@@ -232,7 +232,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
     streams.add(asyncio.current_task())
-    link.listeners.add(listener)
+    link.listen(listener)
     listener({"type": "link", "connected": link.connected})
     try:
         while True:
@@ -245,6 +245,6 @@ async def events(request: web.Request) -> web.StreamResponse:
     except (ConnectionError, asyncio.CancelledError):
         pass
     finally:
-        link.listeners.discard(listener)
+        link.unlisten(listener)
         streams.discard(asyncio.current_task())
     return response
