@@ -242,10 +242,10 @@ class ClockInput(WatchedPort):
         if not batch:
             return
         # The drain time is read here, after the messages were taken, so every one of them had
-        # arrived by then and an offset can only come out too large, never too small. (It was the
-        # loop pass's `now`, read before the port check: under load that check (JACK's port list)
-        # took tens of ms, a message arriving meanwhile gave an offset that much too small, and the
-        # minimum below kept it: every tick, so every note, ~40 ms early for OFFSET_WINDOW.)
+        # arrived by then and an offset can only come out too large, never too small. (The loop
+        # pass's `now`, read before the port check, is older: a message arriving during a slow
+        # check gave an offset too small, and the minimum below kept it, so every tick, and every
+        # note, came early for OFFSET_WINDOW.)
         now = time.monotonic()
         # a monotonic deque of the smallest offset over the window: the message drained soonest
         offset = now - self.port_clock
