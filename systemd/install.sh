@@ -4,7 +4,8 @@
 #
 #   sudo systemd/install.sh                      install (or update) and start playbach.service
 #   sudo systemd/install.sh --with-fluidsynth    ... plus the FluidSynth software synth service
-#   sudo systemd/install.sh --with-web           ... plus the control page on the LAN (port 8080, a token)
+#   sudo systemd/install.sh --with-web           ... plus the control page on the LAN (port 8080, a token;
+#                                                kept when run again without the flag)
 #   sudo systemd/install.sh --uninstall          remove all of it (config and recorded takes too)
 #   systemd/install.sh --prefix /tmp/root        install into a staging root (tests); no systemctl
 #
@@ -63,6 +64,9 @@ ETC="$ROOT/etc/playbach"
 UNIT_DIR="$ROOT/etc/systemd/system"
 RULES_DIR="$ROOT/etc/udev/rules.d"
 UNITS=(playbach.service playbach-fluidsynth.service playbach-web.service)
+# a Pi that has the control page keeps it when install.sh runs again (to update) without the flag:
+# a reinstall keeps what is installed, as it keeps the config (and pip need not run offline)
+if ((!WITH_WEB && !UNINSTALL)) && [ -s "$ETC/web-token" ]; then WITH_WEB=1; fi
 EXTRAS=device
 ((WITH_WEB)) && EXTRAS=device,web
 RULES=70-playbach.rules

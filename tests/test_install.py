@@ -103,3 +103,9 @@ def test_with_web_writes_a_private_token_once_and_enables_the_page(installed_roo
     first = token.read_text()
     assert run_install(root, "--with-web", bundle=appliance_bundle).returncode == 0
     assert token.read_text() == first, "a reinstall replaced the token"
+    # run again to update, without the flag: the page stays, and the venv is not rebuilt (no pip)
+    again = run_install(root, bundle=appliance_bundle)
+    assert again.returncode == 0, again.stderr
+    assert "venv up to date" in again.stdout and "installing the device extra" not in again.stdout
+    assert token.read_text() == first
+    assert (root / "etc/systemd/system/multi-user.target.wants/playbach-web.service").is_symlink()
