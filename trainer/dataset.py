@@ -19,7 +19,11 @@ CHORD = [len(FIELDS) + CONTEXT.index(f"chord_{v}") for v in range(SLOTS)]   # or
 
 def model_rows(codec: Codec, values: np.ndarray, voices: int) -> np.ndarray:
     """A piece's field values -> the model's id rows: token ids, and the voice context it reads."""
-    ids = codec.encode(values)
+    return rows_of_ids(codec, codec.encode(values), voices)
+
+
+def rows_of_ids(codec: Codec, ids: np.ndarray, voices: int) -> np.ndarray:
+    """A piece's token ids -> the model's id rows (the ids, then the voice context it reads)."""
     return with_context(codec, ids, len(context_names(voices))) if voices else ids
 
 

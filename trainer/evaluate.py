@@ -17,7 +17,7 @@ from playbach.files import write_text_atomically
 from playbach.jsb import steps16
 from playbach.memory import weights_to_dict
 from playbach.trainer import ngram, repeats
-from playbach.trainer.dataset import model_rows, to_inputs_targets
+from playbach.trainer.dataset import rows_of_ids, to_inputs_targets
 from playbach.trainer.runfolder import load_run
 
 log = logging.getLogger(__name__)
@@ -73,8 +73,7 @@ def evaluate(model, codec: Codec, sides: dict[str, dict[str, np.ndarray]], voice
     `voices`: the model reads the voice context (ModelConfig.voices); `next_pitch`: its duration
     head reads the note's pitch (ModelConfig.duration_given_pitch)."""
     ids = {side: [codec.encode(v) for v in pieces.values() if len(v) >= 2] for side, pieces in sides.items()}
-    lstm = {side: model_probs(model, [model_rows(codec, v, voices) for v in sides[side].values() if len(v) >= 2],
-                              next_pitch=next_pitch)
+    lstm = {side: model_probs(model, [rows_of_ids(codec, i, voices) for i in ids[side]], next_pitch=next_pitch)
             for side in ("val", "test")}
     ngram_val, ngram_test, orders = ngram_probs(ids, codec.sizes)
     replays = {side: repeats.replay(ids[side]) for side in ("val", "test")}
