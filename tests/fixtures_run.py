@@ -46,23 +46,28 @@ def cello_dir() -> Path:
     return CELLO
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> Path:
-    """Path of a finished run folder (model.keras, run.json, events.npz, report.json, ...)."""
+def train_tiny(corpus: Path, out: Path, *extra: str) -> Path:
+    """`playbach train` as tiny_run is made (its arguments, then `extra`, which may override
+    them), with the corpus parse cache kept beside `out`."""
     from playbach.cli import main
 
-    base = tmp_path_factory.mktemp("tiny_run")
-    corpus = link_pieces(base / "corpus")
     saved = os.environ.get("PLAYBACH_CACHE")
-    os.environ["PLAYBACH_CACHE"] = str(base / "cache")
+    os.environ["PLAYBACH_CACHE"] = str(out.parent / "cache")
     try:
-        rc = main(["train", "--corpus", str(corpus), "--holdout", "*-3cou*", "--out", str(base / "run"),
+        rc = main(["train", "--corpus", str(corpus), "--holdout", "*-3cou*", "--out", str(out),
                    "--units", "32", "--embed", "4", "8", "4", "2", "--window", "16", "--epochs", "2",
-                   "--batch", "32", "--seed", "0", "--recurrent-dropout", "0.1"])
+                   "--batch", "32", "--seed", "0", "--recurrent-dropout", "0.1", *extra])
     finally:
         if saved is None:
             os.environ.pop("PLAYBACH_CACHE", None)
         else:
             os.environ["PLAYBACH_CACHE"] = saved
     assert rc == 0, f"playbach train exited {rc}"
-    return base / "run"
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """Path of a finished run folder (model.keras, run.json, events.npz, report.json, ...)."""
+    base = tmp_path_factory.mktemp("tiny_run")
+    return train_tiny(link_pieces(base / "corpus"), base / "run")

@@ -2,11 +2,11 @@
 distributions are the runs' average, each run carrying its own state, played by the unchanged
 device runtime."""
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures_run import train_tiny
 
 from playbach.bundle import file_sha256, load_bundle
 from playbach.cli import main
@@ -21,19 +21,7 @@ MODELS = [("step", "float32"), ("step", "int8"), ("windowed", "float32")]
 
 def train_like_tiny_run(tiny_run: Path, out: Path, *extra: str) -> Path:
     """Another run on tiny_run's corpus and split (the same seed draws the same split)."""
-    saved = os.environ.get("PLAYBACH_CACHE")
-    os.environ["PLAYBACH_CACHE"] = str(out.parent / "cache")   # the corpus parse cache, kept private
-    try:
-        rc = main(["train", "--corpus", str(tiny_run.parent / "corpus"), "--holdout", "*-3cou*", "--out", str(out),
-                   "--embed", "4", "8", "4", "2", "--window", "16", "--epochs", "2", "--batch", "32", "--seed", "0",
-                   "--recurrent-dropout", "0.1", *extra])
-    finally:
-        if saved is None:
-            os.environ.pop("PLAYBACH_CACHE", None)
-        else:
-            os.environ["PLAYBACH_CACHE"] = saved
-    assert rc == 0
-    return out
+    return train_tiny(tiny_run.parent / "corpus", out, *extra)
 
 
 @pytest.fixture(scope="module")
