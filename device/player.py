@@ -17,7 +17,6 @@ import argparse
 import gc
 import json
 import logging
-import os
 import signal
 import threading
 import time
@@ -34,6 +33,7 @@ from playbach.memory import RepeatMemory
 from playbach.midifile import write_midi
 from playbach.device.clock import open_clock
 from playbach.device.midi_io import MidiOutput
+from playbach.device.process import process_age, set_realtime
 from playbach.device.scheduler import Scheduler
 from playbach.device.sdnotify import Notifier
 from playbach.errors import UserError
@@ -379,35 +379,13 @@ class Player:
                        max(self.s["program"], 0), self.s["channel"] - 1)
             log.info("recorded %d notes to %s", len(notes), self.s["record"])
         if self.s["stats"]:
-            write_json(self.s["stats"], {
+            write_text_atomically(self.s["stats"], json.dumps({
                 "process_start": started, "play_start": self.play_start, "stop": now,
                 "model": self.model.name, "backend": self.model.backend, "bpm": self.s["bpm"],
                 "inference_seconds": self.inference,
                 "note_ons": [[p.on_time, p.pitch] for p in played], "note_ticks": [p.start_tick for p in played],
-                **(self.clock.stats() if self.clock is not None else {})})
+                **(self.clock.stats() if self.clock is not None else {})}))
 
 
 class WatchdogAbort(Exception):
     """The play loop was interrupted by SIGABRT, which systemd's watchdog sends."""
-
-
-def process_age() -> float:
-    """Seconds since this process started (Linux: its start time in /proc, on the boot clock)."""
-    try:
-        start_ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return float("nan")
-    return time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK")
-
-
-def set_realtime(priority: int) -> None:
-    """SCHED_FIFO for this process, so a busy machine doesn't make notes late; fine to be refused."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
-        log.info("realtime scheduling at priority %d", priority)
-    except (PermissionError, OSError, AttributeError) as e:
-        log.warning("realtime priority %d refused (%s); playing with normal scheduling", priority, e)
-
-
-def write_json(path: str, data: dict) -> None:
-    write_text_atomically(path, json.dumps(data))

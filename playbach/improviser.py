@@ -246,9 +246,9 @@ class Improviser:
             heads = self.memory.mix(self.probs)
             if self.settle_left > 0 and self.key_pull is not None:
                 heads = [heads[0], heads[1] * self.key_pull / (heads[1] @ self.key_pull), *heads[2:]]
-            ids = sample_event(heads, self.rng, self.temperature, self.top_k,
-                               self.rhythm_temperature if self.rhythm_temperature >= 0 else None,
-                               self.pitch_allowed(), self.onset_values, self._onset_aim())
+            rhythm = self.rhythm_temperature if self.rhythm_temperature >= 0 else self.temperature
+            ids = sample_event(heads, self.rng, self.temperature, self.top_k, rhythm, self.pitch_allowed(),
+                               self.onset_values, self._onset_aim())
             self.chord = self.chord + 1 if self.codec.vocab["onset"][ids[0]] == 0 else 0
             if self.chord > MAX_CHORD:
                 ids[0], self.chord = self.smallest_step, 0
@@ -257,7 +257,6 @@ class Improviser:
                 self.onset_debt = float(np.clip(debt, -DEBT_LIMIT, DEBT_LIMIT))
             pitch = self.unsounded_pitch(ids, heads[1])
             if pitch != ids[1] and heads[DURATION].ndim == 2:   # its length is the new pitch's
-                rhythm = self.rhythm_temperature if self.rhythm_temperature >= 0 else self.temperature
                 ids[DURATION] = sample(duration_given(heads[DURATION], pitch), self.rng, rhythm, self.top_k)
             ids[1] = pitch
             if self.settle_left > 0:
