@@ -87,19 +87,24 @@ def onset_gaps(events: list, start: float, end: float) -> list[float]:
     return [b - a for a, b in zip(onsets, onsets[1:]) if b - a > CHORD]
 
 
+def grid_steps(gap: float, tick: float) -> int:
+    """How many 16ths of length `tick` the onset distance `gap` is, 0 if it is not within TOLERANCE of one."""
+    steps = round(gap / tick)
+    return steps if steps >= 1 and abs(gap - steps * tick) <= TOLERANCE else 0
+
+
 def on_grid(gaps: list[float], bpm: float, tpq: int) -> float:
     """The share of onset distances within TOLERANCE of a whole number of 16ths at `bpm`."""
     tick = 60.0 / (bpm * tpq)
-    return round(sum(round(g / tick) >= 1 and abs(g - round(g / tick) * tick) <= TOLERANCE for g in gaps)
-                 / max(1, len(gaps)), 3)
+    return round(sum(grid_steps(g, tick) > 0 for g in gaps) / max(1, len(gaps)), 3)
 
 
 def measured_bpm(gaps: list[float], bpm: float, tpq: int) -> float | None:
     """The tempo the synth heard: the distances on the `bpm` grid, their time over their 16ths."""
     tick = 60.0 / (bpm * tpq)
-    on = [g for g in gaps if round(g / tick) >= 1 and abs(g - round(g / tick) * tick) <= TOLERANCE]
-    ticks = sum(round(g / tick) for g in on)
-    return round(60.0 / (tpq * sum(on) / ticks), 2) if ticks else None
+    on = [(g, grid_steps(g, tick)) for g in gaps if grid_steps(g, tick)]
+    ticks = sum(steps for _, steps in on)
+    return round(60.0 / (tpq * sum(g for g, _ in on) / ticks), 2) if ticks else None
 
 
 def grid_error_ms(gaps: list[float], bpm: float, tpq: int) -> float | None:
