@@ -285,10 +285,14 @@ class FollowClock:
 
     def poll(self, now: float, scheduler, output: MidiOutput) -> None:
         self.input.poll(now)
-        self.events.clear()
         self.input.drain(self._take)
+        self.advance(now, scheduler, output)
+
+    def advance(self, now: float, scheduler, output: MidiOutput) -> None:
+        """Act on the messages taken since the last pass: start, stop, and place the scheduler."""
         f = self.follower
-        for event in self.events:
+        events, self.events = self.events, []
+        for event in events:
             if event == "stop":
                 self._silence(now, scheduler, output, "MIDI clock Stop: every note ended; waiting")
             elif event == "start":
