@@ -8,11 +8,8 @@ import os
 from pathlib import Path
 
 import pytest
-from needs import missing
+from needs import CORPUS, REPO, missing
 
-REPO = Path(__file__).resolve().parent.parent
-# The corpus folder the repository sits beside (../shared/corpus); PLAYBACH_CORPUS overrides it.
-CORPUS = Path(os.environ.get("PLAYBACH_CORPUS") or REPO.parent / "shared" / "corpus")
 CELLO = CORPUS / "cello-suites"
 TINY_PIECES = ("cs1-1pre", "cs1-2all", "cs1-3cou", "cs2-1pre", "cs2-4sar", "cs3-6gig")
 

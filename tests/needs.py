@@ -6,11 +6,19 @@ because there a skip would pass a run that tested nothing (exit 0 with dozens of
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
+from pathlib import Path
 from typing import NoReturn
 
 import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+# The corpus folder the repository sits beside (../shared/corpus); PLAYBACH_CORPUS overrides it.
+CORPUS = Path(os.environ.get("PLAYBACH_CORPUS") or REPO.parent / "shared" / "corpus")
+JSB = CORPUS / "jsb-chorales" / "Jsb16thSeparated.json"
+DEFAULT = REPO / "models" / "default"
 
 
 def under_ci() -> bool:
@@ -29,4 +37,17 @@ def need_program(name: str, package: str) -> str:
     path = shutil.which(name)
     if path is None:
         missing(f"{name} not found (Debian package {package}; scripts/setup.sh installs it)")
+    return path
+
+
+def jsb_file() -> Path:
+    """The JSB Chorales benchmark file of the shared corpus, or missing()."""
+    if not JSB.is_file():
+        missing(f"JSB chorales not found at {JSB} (set PLAYBACH_CORPUS to the corpus folder)")
+    return JSB
+
+
+def write_jsb(path: Path, document) -> Path:
+    """A JSB-format file of the test's own making."""
+    path.write_text(json.dumps(document))
     return path

@@ -13,28 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fixtures_run import CORPUS, REPO
-from needs import missing
+from needs import DEFAULT, REPO, jsb_file, write_jsb
 from playbach.cli import BUNDLE_EVALUATE, COMMANDS, main, module_name
 from playbach.errors import UserError
 from playbach.events import Note
 from playbach.jsb import read_jsb, steps16, voice_notes
-from test_player import SITECUSTOMIZE
-
-JSB = CORPUS / "jsb-chorales" / "Jsb16thSeparated.json"
-DEFAULT = REPO / "models" / "default"
-
-
-def jsb_file() -> Path:
-    if not JSB.is_file():
-        missing(f"JSB chorales not found at {JSB} (set PLAYBACH_CORPUS to the corpus folder)")
-    return JSB
-
-
-def write_jsb(path: Path, document) -> Path:
-    path.write_text(json.dumps(document))
-    return path
-
+from without_tensorflow import SITECUSTOMIZE
 
 CHORD = [[72, 67, 64, 48]]
 
@@ -172,8 +156,15 @@ def test_evaluate_reads_the_files_folder_and_a_folder_of_midi(tmp_path):
     from playbach.midifile import write_midi
 
     bundle = load_bundle(DEFAULT)
-    folder = evaluate_bundle(bundle, str(jsb_file().parent), "valid")
-    assert folder["corpus"].endswith("Jsb16thSeparated.json:valid") and folder["pieces"] == 76
+    # a folder holding a JSB file is read as that file: three of the real valid chorales suffice
+    document = json.loads(jsb_file().read_text())
+    jsb_folder = tmp_path / "jsb"
+    jsb_folder.mkdir()
+    write_jsb(jsb_folder / "Jsb16thSeparated.json", {"train": [], "test": [], "valid": document["valid"][:3]})
+    folder = evaluate_bundle(bundle, str(jsb_folder), "valid")
+    assert folder["corpus"].endswith("Jsb16thSeparated.json:valid") and folder["pieces"] == 3
+    alone = evaluate_bundle(bundle, str(jsb_folder / "Jsb16thSeparated.json"), "valid")
+    assert folder["nll"] == alone["nll"] and folder["notes"] == alone["notes"] > 0
     scale = [Note(4 * i, 60 + step, 4, 64) for i, step in enumerate((0, 2, 4, 5, 7, 9, 11, 12))]
     write_midi(scale, tmp_path / "scale.mid", 4)
     midi = evaluate_bundle(bundle, str(tmp_path), None)

@@ -11,9 +11,8 @@ import subprocess
 import pytest
 
 from playbach.bundle import load_bundle
-from test_benchmark import jsb_file, write_jsb
-from test_default_bundle import assert_measured_on_unseen_pieces
-from fixtures_run import REPO
+from benchmark_checks import assert_measured_on_unseen_pieces
+from needs import REPO, jsb_file, write_jsb
 
 
 def test_bench_script_passes_train_arguments_and_writes_the_named_result(tmp_path):

@@ -23,6 +23,7 @@ from playbach.cli import main
 from playbach.harness import jack
 from playbach.events import Note
 from playbach.midifile import read_midi, write_midi
+from without_tensorflow import SITECUSTOMIZE
 
 pytestmark = pytest.mark.midi
 PERIOD = 256 / 48000
@@ -209,17 +210,6 @@ def test_signal_silences_and_exits_within_a_second(bundle, jack_server, receiver
     assert rc == 0 and took < 1.0, (rc, took, player.log)
     assert_balanced(messages)
     assert all_notes_off(messages)[-1] >= sent
-
-
-SITECUSTOMIZE = '''
-import sys
-class Block:
-    """Importing tensorflow, keras or music21 fails, as on a Pi that doesn't have them."""
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("tensorflow", "keras", "music21"):
-            raise ImportError(f"{name} is blocked in this test")
-sys.meta_path.insert(0, Block())
-'''
 
 
 def test_plays_without_tensorflow_and_notifies_systemd(bundle, jack_server, receiver, tmp_path):
