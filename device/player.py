@@ -27,9 +27,8 @@ import numpy as np
 from playbach import settings
 from playbach.device import config
 from playbach.events import Note
-from playbach.improviser import STEERING, Improviser, choose_opening, midi_seed
+from playbach.improviser import STEERING
 from playbach.keys import parse_key
-from playbach.memory import RepeatMemory
 from playbach.midifile import write_midi
 from playbach.device.clock import open_clock
 from playbach.device.midi_io import MidiOutput
@@ -38,7 +37,6 @@ from playbach.device.scheduler import Scheduler
 from playbach.device.sdnotify import Notifier
 from playbach.errors import UserError
 from playbach.files import write_text_atomically
-from playbach.steering import fit_seed, opening_key, prefer_mode
 
 log = logging.getLogger(__name__)
 
@@ -87,39 +85,20 @@ class Player:
         """The bundle, its model and the Improviser, primed with the seed: a take ready to play
         (steering checked against the bundle); no port yet. bench/steer.py drives it offline."""
         from playbach.bundle import load_bundle
-        from playbach.runtime import open_model
+        from playbach.take import make_improviser, open_take_model
 
         s = self.s
         imports_done = time.monotonic()   # python, numpy and the player's modules are loaded by now
         imports_took = process_age()
         self.bundle = load_bundle(s["bundle"])
-        try:
-            self.model = open_model(self.bundle, s["accelerator"], s["model_kind"], s["variant"])
-        except UserError as e:
-            if s["model_kind"] != "step":
-                raise
-            # the shipped bundle's windowed model need not be the step model's variant
-            have = self.bundle.variants("windowed")
-            variant = s["variant"] if s["variant"] in have else self.bundle.most_faithful_variant("windowed")
-            log.warning("%s; falling back to the windowed %s model", e, variant)
-            self.model = open_model(self.bundle, s["accelerator"], "windowed", variant)
+        self.model = open_take_model(self.bundle, s)
         self.model.step(np.zeros(4, dtype=np.int64))   # the first invoke is slow: pay it before the clock starts
         self.model.reset()
         # how a start's time splits, for anyone timing a boot (journald stamps the line too)
         log.info("model %s on %s; started in %.2f s: python and imports %.2f s, runtime and model load %.2f s",
                  self.model.name, self.model.backend, process_age(), imports_took, time.monotonic() - imports_done)
-        rng = np.random.default_rng(None if s["seed"] < 0 else s["seed"])
-        memory = RepeatMemory(self.bundle.memory if s["max_repeat"] else None, s["max_repeat"])
-        if s["max_repeat"] and self.bundle.memory is None:
-            log.info("the bundle has no repeat-memory weights: the model plays alone")
-        self.improviser = Improviser(self.model, self.bundle.codec, rng, s["temperature"], s["top_k"], memory)
-        try:   # a pitch range the bundle's vocabulary cannot reach is refused here, before any port opens
-            self.improviser.steer(**{k: s[k] for k in STEERING})
-        except UserError as e:
-            raise UserError(f"{self.bundle.path}: {e}") from e
-        self.improviser.prime(self._seed(rng))
-        if s["key"]:   # the seed is in the key already; what the model adds first settles in it too
-            self.improviser.set_key(parse_key(s["key"]))
+        # a pitch range the bundle's vocabulary cannot reach is refused here, before any port opens
+        self.improviser = make_improviser(self.bundle, self.model, s)
 
     def _open(self, ports: ExitStack) -> None:
         s = self.s
@@ -140,23 +119,6 @@ class Player:
             self.live = ports.enter_context(LiveInput(s["midi_api"], s["input_port"],
                                                       self.bundle.codec.ticks_per_quarter, s["live_gap"],
                                                       knobs, s["retry_seconds"]))
-
-    def _seed(self, rng: np.random.Generator) -> np.ndarray:
-        """The opening (or --seed-midi), moved to `key` and into the pitch range. A random opening
-        for a key is drawn among the openings of that key's mode, so no third or sixth is bent."""
-        s, codec, key = self.s, self.bundle.codec, parse_key(self.s["key"])
-        if s["seed_midi"]:
-            seed, origin = midi_seed(s["seed_midi"], codec), s["seed_midi"]
-        else:
-            openings, names = self.bundle.openings, self.bundle.opening_names
-            if key is not None and s["opening"] == "" and openings:
-                keep = prefer_mode(openings, key.mode)
-                openings, names = [openings[i] for i in keep], [names[i] for i in keep]
-            origin, seed = choose_opening(openings, names, s["opening"], rng, str(self.bundle.path))
-        moved = f", moved from {opening_key(seed)} to {key}" if key is not None and len(seed) else ""
-        seed = fit_seed(seed, codec, key, s["pitch_min"], s["pitch_max"])
-        log.info("starting from %s (%d events%s)", origin, len(seed), moved)
-        return seed
 
     def apply(self, changes: dict[str, object]) -> dict[str, object]:
         """Change settings of the running take, without a gap: each value checked by its setting's
@@ -285,7 +247,9 @@ class Player:
             if not listening and self._room_to_generate(now):
                 self._generate()
                 continue
-            wake = min(now + MAX_SLEEP, end, sched.time_of(sched.cursor) - s["lookahead"])
+            wake = min(now + MAX_SLEEP, end)
+            if self._generating():   # else the generation wake is in the past: the loop would spin
+                wake = min(wake, sched.time_of(sched.cursor) - s["lookahead"])
             next_due = sched.next_due()
             if next_due is not None:
                 wake = min(wake, next_due)
@@ -310,9 +274,13 @@ class Player:
             due = min(due if due is not None else float("inf"), self.clock.next_wake(now))
         return due
 
+    def _generating(self) -> bool:
+        """False while paused, or following a clock that is stopped: nothing is generated."""
+        return not self.paused and (self.clock is None or self.clock.playing)
+
     def _room_to_generate(self, now: float) -> bool:
-        if self.paused or (self.clock is not None and not self.clock.playing):
-            return False   # paused, or following a clock that is stopped
+        if not self._generating():
+            return False
         lead = self.scheduler.lead(now)
         if lead >= self.s["lookahead"]:
             return False

@@ -18,22 +18,27 @@ COMMANDS = {
     "train": ("playbach.trainer.train", "train a model on a Bach corpus"),
     "evaluate": ("playbach.trainer.evaluate", "evaluate a run on its held-out test pieces, or a bundle "
                  "on a corpus: evaluate BUNDLE --corpus FILE_OR_DIR [--split test] [--json OUT]"),
-    "generate": ("playbach.trainer.generate", "write a MIDI file (and piano roll) from a run"),
+    "generate": ("playbach.trainer.generate", "write a MIDI file from a bundle (what the Pi would play) "
+                 "or from a run (and a piano roll)"),
     "convert": ("playbach.convert.build", "turn a run into a TFLite / Edge TPU bundle"),
     "play": ("playbach.device.player", "play a bundle live to a MIDI port (the Pi daemon)"),
+    "listen": ("playbach.listen", "set a bundle's takes beside held-out Bach by what a listener hears: "
+               "listen BUNDLE --corpus FILE [--split test] [--json OUT]"),
     "bench": ("playbach.harness.bench", "benchmark bundle models and the live player; JSON out"),
     "web": ("playbach.web.server", "serve the control page and its JSON API over the player's control socket"),
 }
 
 log = logging.getLogger("playbach")
-BUNDLE_EVALUATE = "playbach.evaluate_bundle"
+# commands that take a bundle folder as well as a run folder, and the core module of the bundle's
+BUNDLE_MODULES = {"evaluate": "playbach.evaluate_bundle", "generate": "playbach.generate_bundle"}
+BUNDLE_EVALUATE = BUNDLE_MODULES["evaluate"]
 
 
 def module_name(command: str, rest: list[str]) -> str:
-    """The module that runs `command`. `evaluate` of a folder holding bundle.json goes to the core's
-    bundle scorer, which needs no TensorFlow (the Pi can run it); of a run folder to the trainer's."""
-    if command == "evaluate" and any((Path(a) / "bundle.json").is_file() for a in rest if not a.startswith("-")):
-        return BUNDLE_EVALUATE
+    """The module that runs `command`. `evaluate` or `generate` of a folder holding bundle.json goes
+    to the core's module, which needs no TensorFlow (the Pi can run it); of a run folder to the trainer's."""
+    if command in BUNDLE_MODULES and any((Path(a) / "bundle.json").is_file() for a in rest if not a.startswith("-")):
+        return BUNDLE_MODULES[command]
     return COMMANDS[command][0]
 
 

@@ -5,11 +5,19 @@ output is the distribution of the next one, and through the repeat memory, which
 followed the same passage earlier in the take (playbach/memory.py). Seeds come from a bundle
 opening, a MIDI file or a phrase someone just played (that one is only listened to, not played
 back, but the memory may echo it).
+
+Planning (`plan` > 0): from the state after the last note, `plan` continuations are drawn to the
+next beat (its chord included), each note under every steering mask as a single draw is; the
+model then judges them: a candidate's weight is its mean log-probability of its pitches under the
+model's untempered pitch head, and one is kept by those weights at PLAN_TEMPERATURE. Its notes are
+played one by one; any change of steering drops what is left of it and goes on from the state
+after the last note played. A model offers save() and restore() of its state to be planned with.
 """
 from __future__ import annotations
 
 from collections import deque
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -20,7 +28,7 @@ from playbach.events import Codec, merge_overlaps, notes_to_events, quantize_not
 from playbach.keys import _TO_MAJOR, _TO_MINOR, MODES, PROFILES, Key, key_of_events
 from playbach.memory import RepeatMemory
 from playbach.midifile import read_midi
-from playbach.sampler import sample, sample_event
+from playbach.sampler import draw, sample, sample_event, weights
 from playbach.sounding import Sounding
 from playbach.settings import DEFAULTS
 from playbach.steering import onset_mean, pitch_mask
@@ -34,6 +42,8 @@ KEY_SETTLE = 8      # quarters after a live key change whose notes keep to the n
 MIDI_PITCHES = 128
 KEY_PULL = 8.0      # while it settles, the pitch head is weighted by the new key's profile to this power
 SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10, 11)}  # minor: natural + leading tone
+PLAN_TEMPERATURE = 0.1   # of the choice among candidates by their mean pitch log-probability (0 = the best)
+PLAN_EVENTS = 16         # at most this many notes in a candidate (a beat of chords stacked on chords)
 
 
 class StepSource(Protocol):
@@ -45,9 +55,25 @@ class StepSource(Protocol):
     def step(self, ids: np.ndarray) -> list[np.ndarray]:
         """One event's token ids (4,) in; the next event's four distributions out."""
 
+    # optional: a model with these can be planned with (save() -> state, restore(state))
+    # def save(self) -> Any: ...
+    # def restore(self, state: Any) -> None: ...
+
 
 # what steer() changes; the player's live control path sends these (device/player.py)
-STEERING = ("temperature", "rhythm_temperature", "top_k", "pitch_min", "pitch_max", "density")
+STEERING = ("temperature", "rhythm_temperature", "top_k", "pitch_min", "pitch_max", "density", "plan")
+
+
+@dataclass
+class Snapshot:
+    """Everything the Improviser's next draw depends on, after some note: restored to try another
+    continuation from the same point."""
+    model: Any
+    memory: tuple[np.ndarray, np.ndarray]
+    sounding: tuple[np.ndarray, int]
+    recent: tuple
+    probs: list[np.ndarray] | None
+    counters: tuple[int, float, int, bool]     # chord, onset_debt, settle_left, settle_started
 
 
 class Improviser:
@@ -59,6 +85,9 @@ class Improviser:
         self.rhythm_temperature = DEFAULTS.rhythm_temperature    # < 0: the same as temperature
         self.pitch_min, self.pitch_max = DEFAULTS.pitch_min, DEFAULTS.pitch_max
         self.density = DEFAULTS.density
+        self.plan = DEFAULTS.plan if hasattr(model, "save") else 0   # candidates per beat; 0 = off
+        self.planned: deque[tuple[np.ndarray, Snapshot]] = deque()   # the kept candidate's notes to come
+        self.last_played: Snapshot | None = None                     # the state after the last note played
         self.onset_debt = 0.0    # ticks the take is behind (+) or ahead of its density aim
         self.range_mask: np.ndarray | None = None                 # None: every pitch
         self.onset_values = np.asarray(codec.vocab["onset"], dtype=np.float64)
@@ -88,8 +117,11 @@ class Improviser:
         unknown = set(changes) - set(STEERING)
         if unknown:
             raise ValueError(f"Improviser.steer: not a steering setting: {sorted(unknown)}")
+        if changes.get("plan", 0) > 0 and not hasattr(self.model, "save"):
+            raise UserError(f"plan = {changes['plan']}: the model {type(self.model).__name__} cannot be planned with")
         low, high = changes.get("pitch_min", self.pitch_min), changes.get("pitch_max", self.pitch_max)
         pitch_mask(self.codec, low, high)    # the UserError for a range the vocabulary cannot reach
+        self.drop_plan()
         offsets, mask = self._fit(self.offsets, low, high)
         # one assignment for the mask, so a sample never sees half a change
         self.offsets, self.emitted, self.range_mask = offsets, self._emitted(offsets), mask
@@ -153,6 +185,7 @@ class Improviser:
         8 quarters on was its last 32 notes' key at 13 of 48 points of 12 takes: it modulates that often).
         The model keeps being fed its own tokens and stays free to modulate after that; the
         transposition stays, so it modulates from the new key."""
+        self.drop_plan()
         offsets = np.zeros(12, dtype=np.int64)
         current = self.key_in_force() if key is not None else None
         if key is not None and current is not None:
@@ -215,6 +248,7 @@ class Improviser:
         self.memory.reset()
         self.sounding.reset()
         self.recent.clear()
+        self.planned.clear()
         self.probs = None
         self.offsets, self.emitted, self.key = np.zeros(12, dtype=np.int64), self.pitch_values.copy(), None
         self.scale_mask, self.settle_left = None, 0
@@ -228,6 +262,7 @@ class Improviser:
         """Set the model's state from what someone played; the next event answers it."""
         self.model.reset()
         self.memory.reset()
+        self.drop_plan()
         self.sounding.reset()   # what someone played sounds on their instrument, not on our port
         self.pending.clear()
         events = np.array(events, dtype=np.int64).reshape(-1, 4)
@@ -240,35 +275,106 @@ class Improviser:
         """The next event's values (onset delta, pitch, duration, velocity)."""
         if self.pending:
             ids = self.pending.popleft()
-        elif self.probs is None:
-            raise RuntimeError("Improviser.next_event before prime() or listen()")
-        else:
-            heads = self.memory.mix(self.probs)
-            if self.settle_left > 0 and self.key_pull is not None:
-                heads = [heads[0], heads[1] * self.key_pull / (heads[1] @ self.key_pull), *heads[2:]]
-            rhythm = self.rhythm_temperature if self.rhythm_temperature >= 0 else self.temperature
-            ids = sample_event(heads, self.rng, self.temperature, self.top_k, rhythm, self.pitch_allowed(),
-                               self.onset_values, self._onset_aim())
-            self.chord = self.chord + 1 if self.codec.vocab["onset"][ids[0]] == 0 else 0
-            if self.chord > MAX_CHORD:
-                ids[0], self.chord = self.smallest_step, 0
-            if self.density > 0:
-                debt = self.onset_debt + onset_mean(self.codec, self.density) - self.onset_values[ids[0]]
-                self.onset_debt = float(np.clip(debt, -DEBT_LIMIT, DEBT_LIMIT))
-            pitch = self.unsounded_pitch(ids, heads[1])
-            if pitch != ids[1] and heads[DURATION].ndim == 2:   # its length is the new pitch's
-                ids[DURATION] = sample(duration_given(heads[DURATION], pitch), self.rng, rhythm, self.top_k)
-            ids[1] = pitch
-            if self.settle_left > 0:
-                if self.settle_started:
-                    self.settle_left -= int(self.onset_values[ids[0]])
-                self.settle_started = True
             event = self.codec.decode(ids)[0]
-            event[1] = self.emitted[ids[1]]
+            event[1] = self._emit_seed(event[1])
             return self._played(ids, event)
+        if self.probs is None:
+            raise RuntimeError("Improviser.next_event before prime() or listen()")
+        if self.plan <= 0:
+            ids, event, _ = self._draw()
+            return self._played(ids, event)
+        if not self.planned:
+            self._plan_beat()
+        event, self.last_played = self.planned.popleft()
+        return event
+
+    def _heads(self) -> list[np.ndarray]:
+        """The next event's distributions as drawn from: the model's, the memory mixed in, and
+        while a live key settles the pitch head pulled toward it."""
+        heads = self.memory.mix(self.probs)
+        if self.settle_left > 0 and self.key_pull is not None:
+            heads = [heads[0], heads[1] * self.key_pull / (heads[1] @ self.key_pull), *heads[2:]]
+        return heads
+
+    def _draw(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """The next event drawn under every steering mask: its ids, its emitted values and the
+        probability of its pitch under the untempered, unmasked pitch head. Steps no model."""
+        heads = self._heads()
+        rhythm = self.rhythm_temperature if self.rhythm_temperature >= 0 else self.temperature
+        ids = sample_event(heads, self.rng, self.temperature, self.top_k, rhythm, self.pitch_allowed(),
+                           self.onset_values, self._onset_aim())
+        self.chord = self.chord + 1 if self.codec.vocab["onset"][ids[0]] == 0 else 0
+        if self.chord > MAX_CHORD:
+            ids[0], self.chord = self.smallest_step, 0
+        if self.density > 0:
+            debt = self.onset_debt + onset_mean(self.codec, self.density) - self.onset_values[ids[0]]
+            self.onset_debt = float(np.clip(debt, -DEBT_LIMIT, DEBT_LIMIT))
+        pitch = self.unsounded_pitch(ids, heads[1])
+        if pitch != ids[1] and heads[DURATION].ndim == 2:   # its length is the new pitch's
+            ids[DURATION] = sample(duration_given(heads[DURATION], pitch), self.rng, rhythm, self.top_k)
+        ids[1] = pitch
+        if self.settle_left > 0:
+            if self.settle_started:
+                self.settle_left -= int(self.onset_values[ids[0]])
+            self.settle_started = True
         event = self.codec.decode(ids)[0]
-        event[1] = self._emit_seed(event[1])
-        return self._played(ids, event)
+        event[1] = self.emitted[ids[1]]
+        return ids, event, float(heads[1][pitch])
+
+    # --- planning ------------------------------------------------------------------------------
+    def _plan_beat(self) -> None:
+        """Draw `plan` candidates to the next beat from the state after the last note; keep one
+        by the model's own judgement of its pitches (see the module doc) in self.planned."""
+        start = self._save()
+        tpq = self.codec.ticks_per_quarter
+        beat = (self.sounding.now // tpq + 1) * tpq     # the next beat after the last note's onset
+        candidates, scores = [], []
+        for _ in range(self.plan):
+            self._restore(start)
+            notes, logp = self._candidate(beat)
+            candidates.append(notes)
+            scores.append(logp / len(notes))
+        w = weights(np.exp(scores), PLAN_TEMPERATURE)
+        self.planned = deque(candidates[draw(w, self.rng, PLAN_TEMPERATURE <= 0)])
+        self.last_played = start
+        self._restore(self.planned[-1][1])
+
+    def _candidate(self, beat: int) -> tuple[list[tuple[np.ndarray, Snapshot]], float]:
+        """Notes drawn and played until one would start after tick `beat` (that one is dropped),
+        each with the state after it, and their summed pitch log-probability."""
+        notes: list[tuple[np.ndarray, Snapshot]] = []
+        logp = 0.0
+        while len(notes) < PLAN_EVENTS:
+            ids, event, p = self._draw()
+            if notes and self.sounding.now + int(event[0]) > beat:
+                self._restore(notes[-1][1])   # the draw moved the chord and density counters
+                break
+            logp += np.log(max(p, 1e-12))
+            self._played(ids, event)
+            notes.append((event, self._save()))
+        return notes, logp
+
+    def drop_plan(self) -> None:
+        """Forget the notes planned and not played yet: what follows is drawn afresh (under the
+        steering in force) from the state after the last note played."""
+        if self.planned:
+            self.planned.clear()
+            self._restore(self.last_played)
+
+    def _save(self) -> Snapshot:
+        # the memory's arrays are replaced, never changed in place, by observe(): a reference holds them
+        return Snapshot(self.model.save(), (self.memory.events, self.memory.runs),
+                        (self.sounding.ends.copy(), self.sounding.now), tuple(self.recent), self.probs,
+                        (self.chord, self.onset_debt, self.settle_left, self.settle_started))
+
+    def _restore(self, s: Snapshot) -> None:
+        self.model.restore(s.model)
+        self.memory.events, self.memory.runs = s.memory
+        self.sounding.ends[:], self.sounding.now = s.sounding
+        self.recent.clear()
+        self.recent.extend(s.recent)
+        self.probs = s.probs
+        self.chord, self.onset_debt, self.settle_left, self.settle_started = s.counters
 
     def _played(self, ids: np.ndarray, event: np.ndarray) -> np.ndarray:
         """`event` (emitted values) is the take's next: note it, and step the model on `ids`."""
@@ -301,7 +407,7 @@ def choose_opening(openings: list[np.ndarray], names: list[str], wanted: str, rn
         raise UserError(f"{bundle_path}: the bundle has no openings; give --seed-midi FILE")
     if wanted == "":
         i = int(rng.integers(len(openings)))
-    elif wanted.isdigit() and int(wanted) < len(openings):
+    elif wanted.isascii() and wanted.isdigit() and int(wanted) < len(openings):
         i = int(wanted)
     else:
         matches = [i for i, n in enumerate(names) if wanted.lower() in n.lower()]

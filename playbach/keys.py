@@ -58,13 +58,19 @@ def find_key(pitches: np.ndarray, weights: np.ndarray | None = None, profiles: s
     pitches = np.asarray(pitches, dtype=np.int64)
     hist = np.bincount(pitches % 12, weights=None if weights is None else np.asarray(weights, float),
                        minlength=12).astype(float)
+    return key_of_histogram(hist, profiles)[0]
+
+
+def key_of_histogram(hist: np.ndarray, profiles: str = "krumhansl") -> tuple[Key, float]:
+    """The key whose profile best correlates with a 12-bin pitch-class histogram, and that
+    correlation (how clearly the notes say the key: 1 = exactly the profile's shape)."""
     best, best_r = Key(0, "major"), -np.inf
     for mode, profile in zip(MODES, PROFILES[profiles]):
         for tonic in range(12):
             r = np.corrcoef(hist, np.roll(profile, tonic))[0, 1]
             if r > best_r:
                 best, best_r = Key(tonic, mode), r
-    return best
+    return best, float(best_r)
 
 
 def key_of_events(events: np.ndarray, profiles: str = "krumhansl") -> Key:

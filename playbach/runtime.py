@@ -181,6 +181,17 @@ class StepModel(_Runner):
         self.load(ids)
         return self.advance()
 
+    def save(self) -> tuple:
+        """The carried state (a copy), for restore(): the Improviser tries continuations from one point."""
+        return ([self.interpreter.get_tensor(self.inputs[r][0]) for r in self.state_roles],
+                self.context.save() if self.context else None)
+
+    def restore(self, state: tuple) -> None:
+        for role, value in zip(self.state_roles, state[0]):
+            self.interpreter.set_tensor(self.inputs[role][0], value)
+        if self.context:
+            self.context.restore(state[1])
+
     def load(self, ids: np.ndarray) -> None:
         """Set the inputs of one event (the first half of step: calibration reads them here)."""
         for (template, on), role, i in zip(self._onehot, self.event_roles, self._rows(ids).tolist()):
@@ -213,6 +224,14 @@ class WindowedModel(_Runner):
         self.history: deque = deque(maxlen=self.window)
         if self.context:
             self.context.reset()
+
+    def save(self) -> tuple:
+        return tuple(self.history), self.context.save() if self.context else None
+
+    def restore(self, state: tuple) -> None:
+        self.history = deque(state[0], maxlen=self.window)
+        if self.context:
+            self.context.restore(state[1])
 
     def step(self, ids: np.ndarray) -> list[np.ndarray]:
         self.history.append(self._rows(ids))

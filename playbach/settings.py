@@ -92,6 +92,8 @@ class Settings:
     density: float = setting(0.0, "notes per quarter to aim at, by reweighting the onset head (0 = the "
                              "model's own)", low=0.0, high=16.0)
     top_k: int = setting(0, "sample from the k likeliest tokens only (0 = all)", low=0, high=100000)
+    plan: int = setting(8, "planning: continuations to the next beat drawn from the model's state, one kept by "
+                        "the model's own likelihood of their pitches (0 = off: one note at a time)", low=0, high=64)
     max_repeat: int = setting(64, "repeat memory: longest run of events a take copies from its own past "
                               "(0 = memory off)", low=0, high=100000)
     seed: int = setting(-1, "random seed for a reproducible take (-1 = random)", low=-1, high=2**32 - 1)
@@ -112,6 +114,8 @@ class Settings:
     cc_density: int = setting(17, "CC number that sets density live (-1 = off)", low=-1, high=127)
     cc_pitch_min: int = setting(18, "CC number that sets pitch_min live (-1 = off)", low=-1, high=127)
     cc_pitch_max: int = setting(19, "CC number that sets pitch_max live (-1 = off)", low=-1, high=127)
+    cc_plan: int = setting(-1, "CC number that sets plan live (CC 0 = off .. 127 = 16 candidates; -1 = off)",
+                           low=-1, high=127)
     cc_key: int = setting(-1, "CC number that sets the key live: CC value v -> the (v * 24 // 128)th of C major, "
                           "C minor, C# major, ... B minor (-1 = off)", low=-1, high=127)
     lookahead: float = setting(0.5, "seconds of music generated ahead of the clock", low=0.05, high=10.0)
@@ -202,7 +206,7 @@ KEY_CHOICES = tuple(f"{tonic} {mode}" for tonic in SPELLING for mode in MODES)
 KNOBS = (Knob("cc_temperature", "temperature", 0.1, 2.0), Knob("cc_tempo", "bpm", 40.0, 200.0),
          Knob("cc_rhythm_temperature", "rhythm_temperature", 0.1, 2.0), Knob("cc_density", "density", 0.0, 4.0),
          Knob("cc_pitch_min", "pitch_min", 0, 127), Knob("cc_pitch_max", "pitch_max", 0, 127),
-         Knob("cc_key", "key", 0, 23, KEY_CHOICES))
+         Knob("cc_plan", "plan", 0, 16), Knob("cc_key", "key", 0, 23, KEY_CHOICES))
 
 
 def check_together(values: dict[str, Any], where: str) -> None:

@@ -116,6 +116,13 @@ class VoiceContext:
     def reset(self) -> None:
         self.tracker.reset()
 
+    def save(self) -> dict:
+        """The tracker's state (a copy), for restore()."""
+        return {k: list(v) if isinstance(v, list) else v for k, v in vars(self.tracker).items()}
+
+    def restore(self, state: dict) -> None:
+        vars(self.tracker).update({k: list(v) if isinstance(v, list) else v for k, v in state.items()})
+
     def feed(self, ids: np.ndarray) -> np.ndarray:
         """(4,) token ids of this event -> (width,) context ids, in CONTEXT order."""
         onset, pitch, duration = (int(i) for i in np.asarray(ids).reshape(-1)[:3])

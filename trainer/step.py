@@ -206,6 +206,15 @@ class KerasStepModel:
         if self.context:
             self.context.reset()
 
+    def save(self) -> tuple:
+        """The carried state, for restore() (step() replaces self.state, never changes it in place)."""
+        return self.state, self.context.save() if self.context else None
+
+    def restore(self, state: tuple) -> None:
+        self.state = state[0]
+        if self.context:
+            self.context.restore(state[1])
+
     def step(self, ids: np.ndarray) -> list[np.ndarray]:
         row = self.context.row(ids) if self.context else np.asarray(ids, dtype=np.int64).reshape(len(FIELDS))
         inputs = dict(self.state)
