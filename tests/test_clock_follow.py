@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from playbach.device.clock import LOSS_SECONDS, PPQ, Follower
+from playbach.device.follower import LOSS_SECONDS, PPQ, Follower
 
 TICK, START, CONTINUE, STOP = [0xF8], [0xFA], [0xFB], [0xFC]
 

@@ -1,0 +1,257 @@
+"""Following a MIDI clock, the logic without ports: messages and their arrival times in, the
+transport state and a tick-to-time map out (device/clock.py drives the scheduler with it).
+
+A drum machine or DAW sends 24 ticks (0xF8) per quarter, Start (0xFA), Stop (0xFC), Continue
+(0xFB) and Song Position Pointer (0xF2, in 16ths). `TempoFit` is a least-squares line through the
+recent ticks (up to 2 beats of them), so ±1 ms of jitter and JACK's period quantization average
+out, restarted from the last few ticks when the ticks leave the line for good (a tempo jump), so
+a new tempo is taken within a beat. Before it has two ticks it runs through the one it has at the
+default tempo: the first tick after Start is song position 0, and nothing has a time before it.
+
+The song position is counted in tick periods, not ticks received: MIDI over DIN or USB drops a
+byte now and then, and a tick arriving about two (or three) of the line's periods after the last
+one is counted as that many, so a lost tick moves no later note. Two such gaps in a row are a
+slower tempo instead, and the first is counted again as one period.
+"""
+from __future__ import annotations
+
+import logging
+from collections import deque
+
+log = logging.getLogger(__name__)
+
+PPQ = 24                       # MIDI clock ticks per quarter
+TICK, START, CONTINUE, STOP, SPP = 0xF8, 0xFA, 0xFB, 0xFC, 0xF2
+BPM_LOW, BPM_HIGH = 20.0, 400.0
+LOSS_SECONDS = 2.0             # no tick for this long while following: stop and wait
+FIT_TICKS = 48                 # the line is fitted through at most this many ticks (2 beats)
+JUMP_TICKS = 2                 # this many ticks in a row off the line: a new tempo, refit from them
+JUMP_SECONDS = 0.004           # ... by more than this (JACK periods and ±1 ms jitter stay inside)
+GAP_TICKS = 4                  # more than this many tick periods without a tick: a pause
+LOST_SLACK = 0.3               # a gap within this many periods of a whole number >= 2: ticks were lost
+
+
+class TempoFit:
+    """Time of tick n as a + b*n, fitted by least squares through the recent (n, time) pairs.
+
+    With fewer than two ticks in, the line runs through the one there is at the period it last
+    had (the default tempo's before any), so a tick's own time is never lost while waiting."""
+
+    def __init__(self, default_period: float) -> None:
+        self.points: deque[tuple[int, float]] = deque(maxlen=FIT_TICKS)
+        self.a, self.b = 0.0, 0.0
+        self.default_period = default_period
+        self.off_line = 0           # consecutive ticks far from the line, all on one side
+        self.side = 0
+
+    @property
+    def ready(self) -> bool:
+        return len(self.points) >= 2 and self.b > 0
+
+    @property
+    def period(self) -> float:
+        return self.b if self.b > 0 else self.default_period
+
+    def bpm(self) -> float:
+        return 60.0 / (self.period * PPQ)
+
+    def time_of(self, n: float) -> float:
+        if self.ready or not self.points:
+            return self.a + self.period * n
+        last_n, last_t = self.points[-1]
+        return last_t + (n - last_n) * self.period
+
+    def reset(self) -> None:
+        self.points.clear()
+        self.off_line = 0
+
+    def recount_last(self, n: int) -> None:
+        """The last tick is number n after all, and the tempo changed at the one before it."""
+        keep = list(self.points)[-2:]
+        keep[-1] = (n, keep[-1][1])
+        self.points.clear()
+        self.points.extend(keep)
+        self.off_line = 0
+        self._fit()
+
+    def add(self, n: int, t: float) -> None:
+        if len(self.points) >= 4:
+            residual = t - self.time_of(n)
+            side = 1 if residual > 0 else -1
+            if abs(residual) > JUMP_SECONDS:
+                self.off_line = self.off_line + 1 if side == self.side else 1
+                self.side = side
+            else:
+                self.off_line = 0
+            if self.off_line >= JUMP_TICKS:
+                # the tempo changed: keep only the ticks since the change (and the one before it)
+                keep = list(self.points)[-JUMP_TICKS:]
+                self.points.clear()
+                self.points.extend(keep)
+                self.off_line = 0
+        self.points.append((n, t))
+        self._fit()
+
+    def _fit(self) -> None:
+        k = len(self.points)
+        if k < 2:
+            return
+        n0, t0 = self.points[0]
+        xs = [n - n0 for n, _ in self.points]
+        ys = [t - t0 for _, t in self.points]
+        mx, my = sum(xs) / k, sum(ys) / k
+        sxx = sum((x - mx) ** 2 for x in xs)
+        if sxx <= 0:
+            return
+        self.b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+        self.a = t0 + my - self.b * (mx + n0)
+
+
+class Follower:
+    """MIDI clock messages in, transport state and a tick-to-time map out. No I/O: testable alone.
+
+    `feed(data, t)` takes one raw message and its arrival time; it returns "start" (Start or
+    Continue: the next tick is song position `position`), "stop", or None. Ticks at an absurd
+    tempo and malformed SPPs are ignored with one log line (per episode), never raised.
+    """
+
+    def __init__(self, bpm: float) -> None:
+        self.fit = TempoFit(60.0 / (bpm * PPQ))
+        self.count = 0                 # tick periods so far, lost ticks included (the fit's x axis)
+        self.skipped = 0               # ticks the last accepted one was counted past (lost on the way)
+        self.running = False
+        self.position = 0              # song position (clock ticks) of the next tick
+        self.base: tuple[int, int] | None = None   # (tick count, song position) while running
+        self.last_tick: float | None = None         # arrival of the last accepted tick
+        self.last_raw: float | None = None          # arrival of the last tick, accepted or not
+        self.intervals: deque[float] = deque(maxlen=4)
+        self.absurd_logged = False
+        self.tempo_log: list[tuple[float, float]] | None = None   # (time, bpm) per tick, for --stats
+
+    @property
+    def bpm(self) -> float:
+        return self.fit.bpm()
+
+    def feed(self, data: list[int], t: float) -> str | None:
+        status = data[0] if data else 0
+        if status == TICK:
+            self._tick(t)
+        elif status == START:
+            self.position = 0
+            return self._start()
+        elif status == CONTINUE:
+            return self._start()
+        elif status == STOP:
+            return self._stop()
+        elif status == SPP:
+            self._spp(data)
+        return None
+
+    def _start(self) -> str:
+        self.running, self.base = True, None   # the next accepted tick is `position`
+        return "start"
+
+    def _stop(self) -> str | None:
+        was = self.running
+        if self.base is not None:
+            self.position = self.song_position(self.count) + 1
+        self.running, self.base = False, None
+        return "stop" if was else None
+
+    def _spp(self, data: list[int]) -> None:
+        if len(data) != 3 or data[1] > 0x7F or data[2] > 0x7F:
+            log.warning("malformed Song Position Pointer %s: ignored", bytes(data).hex(" "))
+            return
+        sixteenths = data[1] | (data[2] << 7)
+        self.position = sixteenths * PPQ // 4
+        if self.running and self.base is not None:   # a jump while running: the next tick is there
+            self.base = (self.count + 1, self.position)
+
+    def _pause_before(self, t: float, last: float | None) -> bool:
+        """More than GAP_TICKS tick periods (at the fitted tempo, else the slowest allowed one)
+        since `last`: the clock stopped ticking (e.g. between Stop and Continue), however briefly."""
+        period = self.fit.b if self.fit.ready else 60.0 / (PPQ * BPM_LOW)
+        return last is not None and t - last > GAP_TICKS * period
+
+    def _tick(self, t: float) -> None:
+        if not self._plausible(t):
+            return
+        if self._pause_before(t, self.last_tick):
+            self.fit.reset()   # the old line says nothing about when the resumed ticks come
+            self.skipped = 0
+        periods = self._periods_since_last(t)   # may count the last tick again first
+        self.count += periods
+        self.last_tick = t
+        self.fit.add(self.count, t)
+        if self.running and self.base is None:
+            self.base = (self.count, self.position)
+        if self.tempo_log is not None and self.fit.ready:
+            self.tempo_log.append((t, self.fit.bpm()))
+
+    def _plausible(self, t: float) -> bool:
+        """False for a tick of a clock outside BPM_LOW-BPM_HIGH (the mean of the last intervals,
+        from two on, so an absurd clock never gets a line of its own), logged once per episode."""
+        if self.last_raw is not None and not self._pause_before(t, self.last_raw):
+            self.intervals.append(t - self.last_raw)   # a pause is not a tempo
+        self.last_raw = t
+        if len(self.intervals) < 2:
+            return True
+        bpm = 60.0 / (PPQ * max(sum(self.intervals) / len(self.intervals), 1e-9))
+        if not BPM_LOW <= bpm <= BPM_HIGH:
+            if not self.absurd_logged:
+                log.warning("MIDI clock at %.0f BPM is outside %g-%g BPM: its ticks are ignored",
+                            bpm, BPM_LOW, BPM_HIGH)
+                self.absurd_logged = True
+            return False
+        self.absurd_logged = False
+        return True
+
+    def _periods_since_last(self, t: float) -> int:
+        """Tick periods from the last accepted tick to this one: 1, or more when ticks were lost
+        on the way (MIDI drops a byte now and then): a gap of about a whole number of the line's
+        periods. Measured from where the line puts the last tick (its jitter averaged out), or
+        from its arrival while the line is being left (a tempo change). Two such gaps in a row
+        are a slower tempo, not lost ticks: the first is then counted again as one period."""
+        if not self.fit.ready or self.last_tick is None:
+            return 1
+        since = self.last_tick if self.fit.off_line else self.fit.time_of(self.count)
+        periods = (t - since) / self.fit.b
+        whole = round(periods)
+        if whole < 2 or abs(periods - whole) > LOST_SLACK:
+            self.skipped = 0
+            return 1
+        if self.skipped:
+            self._recount_last()
+            return 1
+        self.skipped = whole - 1
+        return whole
+
+    def _recount_last(self) -> None:
+        was, self.count = self.count, self.count - self.skipped
+        if self.base is not None and self.base[0] == was:
+            self.base = (self.count, self.base[1])
+        self.fit.recount_last(self.count)
+        self.skipped = 0
+
+    def quiet(self, now: float) -> bool:
+        """No tick for more than GAP_TICKS of the line's periods: the clock has stopped ticking
+        (lost ticks leave shorter gaps), so nothing after its last tick is due yet."""
+        return self.last_tick is not None and now - self.last_tick > GAP_TICKS * self.fit.period
+
+    def song_position(self, count: float) -> float:
+        """Song position (clock ticks) of tick number `count` while running."""
+        n, p = self.base
+        return p + (count - n)
+
+    def time_of_position(self, position: float) -> float:
+        """When song position `position` is (was) due, from the fitted line."""
+        n, p = self.base
+        return self.fit.time_of(n + (position - p))
+
+    def lost(self, now: float) -> bool:
+        """True once when no tick came for LOSS_SECONDS while running (then it is stopped)."""
+        if self.running and now - (self.last_tick if self.last_tick is not None else now) > LOSS_SECONDS:
+            self._stop()
+            self.fit.reset()
+            return True
+        return False
