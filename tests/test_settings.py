@@ -52,3 +52,10 @@ def test_settings_table_is_rewritten_between_its_markers_only():
     assert settings.rewrite_table(once, "doc.md") == once
     with pytest.raises(UserError, match="doc.md: no settings table markers"):
         settings.rewrite_table("no markers", "doc.md")
+
+
+def test_the_documented_settings_table_is_the_generated_one():
+    """A setting added or changed without `python -m playbach.settings --markdown` fails here."""
+    for name in settings.DOCS_WITH_TABLE:
+        text = (settings.REPO_ROOT / name).read_text()
+        assert settings.rewrite_table(text, name) == text, f"{name}: run python -m playbach.settings --markdown"
