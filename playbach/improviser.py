@@ -43,6 +43,8 @@ MIDI_PITCHES = 128
 KEY_PULL = 8.0      # while it settles, the pitch head is weighted by the new key's profile to this power
 SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10, 11)}  # minor: natural + leading tone
 PLAN_TEMPERATURE = 0.1   # of the choice among candidates by their mean pitch log-probability (0 = the best)
+PLAN_BEATS = 1
+PLAN_MEAN = True
 PLAN_EVENTS = 16         # at most this many notes in a candidate (a beat of chords stacked on chords)
 
 
@@ -327,13 +329,13 @@ class Improviser:
         by the model's own judgement of its pitches (see the module doc) in self.planned."""
         start = self._save()
         tpq = self.codec.ticks_per_quarter
-        beat = (self.sounding.now // tpq + 1) * tpq     # the next beat after the last note's onset
+        beat = (self.sounding.now // tpq + PLAN_BEATS) * tpq     # the next beat after the last note's onset
         candidates, scores = [], []
         for _ in range(self.plan):
             self._restore(start)
             notes, logp = self._candidate(beat)
             candidates.append(notes)
-            scores.append(logp / len(notes))
+            scores.append(logp / len(notes) if PLAN_MEAN else logp)
         w = weights(np.exp(scores), PLAN_TEMPERATURE)
         self.planned = deque(candidates[draw(w, self.rng, PLAN_TEMPERATURE <= 0)])
         self.last_played = start
