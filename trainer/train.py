@@ -12,11 +12,14 @@ leaves nothing behind. The run folder (the converter reads it):
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import shutil
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,6 +30,7 @@ from playbach.errors import UserError
 from playbach.files import publish
 from playbach.jsb import looks_like_jsb
 from playbach.trainer.corpus import Corpus, check_windows, jsb_corpus, load_corpus, token_counts
+from playbach.trainer import distribute
 from playbach.trainer.dataset import make_windows, model_rows, random_transpose_batches, to_inputs_targets
 from playbach.trainer.model import ModelConfig, load_keras_model
 from playbach.trainer.runfolder import model_config
@@ -92,6 +96,13 @@ def add_arguments(parser) -> None:
                              "each window moved by a fresh random shift every epoch (random)")
     parser.add_argument("--workers", type=int, default=2, help="parsing processes")
     parser.add_argument("--resume", help="checkpoint.keras (or its run folder) to continue from")
+    parser.add_argument("--distribute", choices=distribute.MODES,
+                        help="train on several devices through tf.distribute (--batch stays the global "
+                             "batch): mirrored, every GPU of this machine; multi-worker, one process per "
+                             "machine as TF_CONFIG says, the chief writes the run (docs/trainer.md)")
+    parser.add_argument("--cpu-devices", type=int, default=1,
+                        help="with --distribute mirrored: split the CPU into N logical devices, one "
+                             "replica each (the distributed path on a machine without a GPU)")
 
 
 # --- the run's data ----------------------------------------------------------------------------
@@ -165,18 +176,26 @@ def fit(model, cfg, train, val, args, work: Path, initial_epoch: int, best: floa
         def __init__(self):
             super().__init__()
             self.best = best if best is not None else float("inf")
+            self.steps = []   # batches per epoch, as run: the global batch's proof
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.steps.append(0)
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.steps[-1] += 1
 
         def on_epoch_end(self, epoch, logs=None):
             self.best = min(self.best, float(logs[args.monitor]))
             (work / "train_state.json").write_text(json.dumps(
                 {"epoch": epoch + 1, "best_val_loss": self.best, "monitor": args.monitor, "seed": args.seed}))
 
+    state = SaveState()
     callbacks = [
         keras.callbacks.EarlyStopping(monitor=args.monitor, mode="min", patience=args.patience),
         keras.callbacks.ModelCheckpoint(work / "model.keras", monitor=args.monitor, mode="min",
                                         save_best_only=True, initial_value_threshold=best),
         keras.callbacks.ModelCheckpoint(work / "checkpoint.keras"),
-        SaveState(),
+        state,
     ]
     if args.lr_decay:
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=args.monitor, mode="min", factor=args.lr_decay,
@@ -185,12 +204,15 @@ def fit(model, cfg, train, val, args, work: Path, initial_epoch: int, best: floa
     if args.transpose and args.augment == "random":
         data = {"x": random_transpose_batches(train, args.batch, args.transpose, cfg.vocab_sizes[1], args.seed,
                                               cfg.duration_given_pitch)}
+    elif args.distribute:
+        data = {"x": distribute.batches(*to_inputs_targets(train, cfg.duration_given_pitch), args.batch, args.seed)}
     else:
         x, y = to_inputs_targets(train, cfg.duration_given_pitch)
         data = {"x": x, "y": y, "batch_size": args.batch, "shuffle": True}
-    result = model.fit(**data, validation_data=(vx, vy), epochs=args.epochs, initial_epoch=initial_epoch,
+    validation = distribute.batches(vx, vy, args.batch, None) if args.distribute else (vx, vy)
+    result = model.fit(**data, validation_data=validation, epochs=args.epochs, initial_epoch=initial_epoch,
                        callbacks=callbacks, verbose=1 if sys.stderr.isatty() else 2)
-    return {k: [float(v) for v in vs] for k, vs in result.history.items()}
+    return {**{k: [float(v) for v in vs] for k, vs in result.history.items()}, "steps": state.steps}
 
 
 def best_epoch(history: dict, monitor: str) -> int:
@@ -199,7 +221,7 @@ def best_epoch(history: dict, monitor: str) -> int:
 
 
 def write_report(work: Path, corpus: Corpus, split: Split, result: dict, times: dict, args,
-                 cfg: ModelConfig, codec: Codec, n_windows: int, history: dict) -> dict:
+                 cfg: ModelConfig, codec: Codec, n_windows: int, history: dict, replicas: int = 1) -> dict:
     counts = token_counts(corpus)
     report = {
         "corpus": {"source": corpus.source, "pieces": len(corpus.pieces), "events": corpus.events,
@@ -216,7 +238,8 @@ def write_report(work: Path, corpus: Corpus, split: Split, result: dict, times: 
                   "dropped_train_pieces": corpus.dropped, "melody_shared": corpus.melody_shared},
         "training": {"monitor": args.monitor, "patience": args.patience, "batch": args.batch,
                      "stride": args.stride or max(1, args.window // 2), "max_epochs": args.epochs,
-                     "lr_decay": args.lr_decay, "best_epoch": best_epoch(history, args.monitor)},
+                     "lr_decay": args.lr_decay, "best_epoch": best_epoch(history, args.monitor),
+                     "distribute": args.distribute, "replicas": replicas},
         "vocab_sizes": dict(zip(FIELDS, codec.sizes)),
         "model": cfg.to_dict(),
         **result,
@@ -224,6 +247,20 @@ def write_report(work: Path, corpus: Corpus, split: Split, result: dict, times: 
     }
     (work / "report.json").write_text(json.dumps(report, indent=2))
     return report
+
+
+def work_folder(out: Path, task: distribute.Task | None) -> Path:
+    """Where this process builds the run: `.NAME.tmp` beside --out, renamed to it at the end; or, on
+    a worker that is not the chief, a temp folder: it runs the chief's callbacks too (the replicas
+    stay in step), writes there, and removes it."""
+    if task is not None and not task.chief:
+        return Path(tempfile.mkdtemp(prefix=f"playbach-{task.role}{task.index}-"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = out.with_name(f".{out.name}.tmp")
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir()
+    return work
 
 
 def run(args) -> int:
@@ -237,6 +274,7 @@ def run(args) -> int:
     if args.duration == "given-pitch" and args.pitch != "relative":
         raise UserError("--duration given-pitch needs --pitch relative (or --duration alone)")
     benchmark = bool(args.corpus) and looks_like_jsb(args.corpus)
+    task = distribute.check(args, os.environ)   # a broken TF_CONFIG fails before the corpus is read
     if benchmark and args.holdout:
         raise UserError(f"--holdout: {args.corpus} has its own train / valid / test split, used as is")
     if benchmark:
@@ -269,22 +307,25 @@ def run(args) -> int:
     from playbach.trainer.evaluate import evaluate
     from playbach.trainer.model import build_model, compile_model
 
+    strategy = distribute.make_strategy(args.distribute, args.cpu_devices) if args.distribute else None
+    replicas = strategy.num_replicas_in_sync if strategy else 1
+    if strategy:
+        log.info("global batch %d: %d windows on each of %d replicas", args.batch,
+                 distribute.check_batch(args.batch, replicas), replicas)
     keras.utils.set_random_seed(args.seed)
     old_history, initial_epoch, best = {}, 0, None
-    if args.resume:
-        model, state, old_history, old_run = resume_state(args.resume, cfg, codec)
-        initial_epoch = int(state["epoch"])
-        same_monitor = state.get("monitor", "val_loss") == args.monitor  # else its best means another loss
-        best = state.get("best_val_loss") if same_monitor else None
-    else:
-        model = build_model(cfg)
-        compile_model(model, cfg)
+    with strategy.scope() if strategy else contextlib.nullcontext():   # the model's variables on every replica
+        if args.resume:
+            model, state, old_history, old_run = resume_state(args.resume, cfg, codec)
+            initial_epoch = int(state["epoch"])
+            same_monitor = state.get("monitor", "val_loss") == args.monitor  # else its best means another loss
+            best = state.get("best_val_loss") if same_monitor else None
+        else:
+            model = build_model(cfg)
+            compile_model(model, cfg)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = out.with_name(f".{out.name}.tmp")
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir()
+    chief = task is None or task.chief
+    work = work_folder(out, task)
     # a `kill` (SIGTERM) unwinds like an exception, so the temp folder is removed too
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
@@ -295,6 +336,10 @@ def run(args) -> int:
         t0 = time.perf_counter()
         history = fit(model, cfg, train_w, val_w, args, work, initial_epoch, best)
         train_s = time.perf_counter() - t0
+        if not chief:
+            shutil.rmtree(work)
+            log.info("%s %d done: the chief writes %s", task.role, task.index, out)
+            return 0
         history = {k: old_history.get(k, [])[:initial_epoch] + v for k, v in history.items()}
         (work / "history.json").write_text(json.dumps(history))
         save_curves(history, work / "curves.png")
@@ -311,7 +356,8 @@ def run(args) -> int:
             "corpus": corpus.source, "memory": result["memory"]}, indent=1))
         times = {"parse_s": corpus.parse_s, "train_s": train_s, "evaluate_s": time.perf_counter() - t1,
                  "epochs": len(history.get("loss", [])), "total_s": time.perf_counter() - started}
-        report = write_report(work, corpus, split, result, times, args, cfg, codec, len(train_w), history)
+        report = write_report(work, corpus, split, result, times, args, cfg, codec, len(train_w), history,
+                              replicas)
         publish(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
