@@ -12,14 +12,14 @@
 # 4. a JACK server on the dummy driver inside the root (there is no ALSA sequencer, /dev/snd/seq,
 #    in a chroot without a sound card) and jack_midi_dump as the receiving synth;
 # 5. `playbach play --record take.mid --seconds N` from the bundle into that port;
-# 6. a JSON summary on stdout and in bench/aarch64.json.
+# 6. a JSON summary on stdout and in bench/results/aarch64.json.
 # Needs root (mmdebstrap, chroot, mounts). Heavy: run nothing else big alongside it.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ROOT=$REPO/.cache/aarch64-root
 OUTDIR=$REPO/.cache/aarch64-out
-RESULT=$REPO/bench/aarch64.json
+RESULT=$REPO/bench/results/aarch64.json
 SUITE=bookworm
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
 PACKAGES=python3,python3-venv,ca-certificates,libasound2,jackd2
