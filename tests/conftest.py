@@ -20,7 +20,7 @@ pytest_plugins = ["fixtures_run", "fixtures_bundle", "fixtures_midi", "fixtures_
 
 # fixtures that train, convert, pip-install or start jackd/FluidSynth (directly or through another)
 SLOW_FIXTURES = {"tiny_run", "tiny_bundle", "bundle_copy", "play_bundle", "installed_root",
-                 "jack_server", "fluidsynth", "receiver"}
+                 "jack_server", "fluidsynth", "receiver", "distributed_runs"}
 SLOW_PROGRAMS = {"jackd", "fluidsynth", "install.sh"}
 
 
