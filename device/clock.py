@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 OFFSET_WINDOW = 2.0            # seconds over which the port clock's offset is the smallest seen
 POLL_SECONDS = 0.004           # the loop drains the clock port at least this often while following
+FIRST_TICK_POLL = 0.001        # ... and this often between Start (or Continue) and its first tick
+FIRST_TICK_WAIT = 0.5          # ... for at most this long
+READY_AHEAD = 0.1              # until the first tick, song position `position` is kept this far ahead
 
 
 class ClockInput(WatchedPort):
@@ -98,6 +101,7 @@ class FollowClock:
         self.playing = False     # the scheduler runs on the clock: generate and send
         self.follows = True
         self.events: list[str] = []
+        self.started = float("-inf")   # when the last Start or Continue was taken
 
     def begin(self, scheduler) -> None:
         pass   # nothing plays before the clock's Start or Continue
@@ -109,6 +113,9 @@ class FollowClock:
         self.input.close()
 
     def next_wake(self, now: float) -> float:
+        f = self.follower
+        if f.running and f.base is None and now - self.started < FIRST_TICK_WAIT:
+            return now + FIRST_TICK_POLL   # the first chord leaves as soon as its tick is seen
         return now + POLL_SECONDS
 
     def poll(self, now: float, scheduler, output: MidiOutput) -> None:
@@ -124,17 +131,24 @@ class FollowClock:
             if event == "stop":
                 self._silence(now, scheduler, output, "MIDI clock Stop: every note ended; waiting")
             elif event == "start":
+                self.started = now
                 log.info("MIDI clock %s at song position %d (%.2f quarters)", "Start" if f.position == 0
                          else "Continue", f.position, f.position / PPQ)
         if f.lost(now):
             self._silence(now, scheduler, output, f"no MIDI clock for {LOSS_SECONDS:g} s: every note ended; "
                                                   "waiting for Start or Continue")
-        if f.running and f.base is not None:
-            tpq = scheduler.ticks_per_quarter
-            if not self.playing:
-                # music resumes on the next beat at or after where the clock is: the beat phase is the song's
-                scheduler.cursor = math.ceil(f.song_position(f.count) / PPQ) * tpq
-                self.playing = True
+        if not f.running:
+            return
+        tpq = scheduler.ticks_per_quarter
+        if not self.playing:
+            # music resumes on the next beat at or after where the clock is: the beat phase is the song's
+            position = f.position if f.base is None else f.song_position(f.count)
+            scheduler.cursor = math.ceil(position / PPQ) * tpq
+            self.playing = True
+        if f.base is None:
+            # Start or Continue, no tick yet: the first notes are made ready but none is due
+            scheduler.anchor(f.position * tpq / PPQ, now + READY_AHEAD, f.bpm)
+        else:
             position = f.song_position(f.count)
             if f.quiet(now):   # the clock stopped ticking: the music waits a few ticks on
                 hold = position + GAP_TICKS

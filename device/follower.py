@@ -124,6 +124,7 @@ class Follower:
         self.base: tuple[int, int] | None = None   # (tick count, song position) while running
         self.last_tick: float | None = None         # arrival of the last accepted tick
         self.last_raw: float | None = None          # arrival of the last tick, accepted or not
+        self.heard: float | None = None             # arrival of the last accepted tick, Start or Continue
         self.intervals: deque[float] = deque(maxlen=4)
         self.absurd_logged = False
         self.tempo_log: list[tuple[float, float]] | None = None   # (time, bpm) per tick, for --stats
@@ -138,17 +139,18 @@ class Follower:
             self._tick(t)
         elif status == START:
             self.position = 0
-            return self._start()
+            return self._start(t)
         elif status == CONTINUE:
-            return self._start()
+            return self._start(t)
         elif status == STOP:
             return self._stop()
         elif status == SPP:
             self._spp(data)
         return None
 
-    def _start(self) -> str:
+    def _start(self, t: float) -> str:
         self.running, self.base = True, None   # the next accepted tick is `position`
+        self.heard = t
         return "start"
 
     def _stop(self) -> str | None:
@@ -181,7 +183,7 @@ class Follower:
             self.skipped = 0
         periods = self._periods_since_last(t)   # may count the last tick again first
         self.count += periods
-        self.last_tick = t
+        self.last_tick = self.heard = t
         self.fit.add(self.count, t)
         if self.running and self.base is None:
             self.base = (self.count, self.position)
@@ -249,8 +251,9 @@ class Follower:
         return self.fit.time_of(n + (position - p))
 
     def lost(self, now: float) -> bool:
-        """True once when no tick came for LOSS_SECONDS while running (then it is stopped)."""
-        if self.running and now - (self.last_tick if self.last_tick is not None else now) > LOSS_SECONDS:
+        """True once when no tick came for LOSS_SECONDS while running, counted from the last tick
+        or the Start or Continue after it (then it is stopped)."""
+        if self.running and self.heard is not None and now - self.heard > LOSS_SECONDS:
             self._stop()
             self.fit.reset()
             return True

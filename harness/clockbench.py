@@ -1,12 +1,16 @@
 """The rig benchmark: `playbach play` following a real JACK MIDI clock, sending one, and under a
 flood on its input; JSON out (atomically), as `python -m playbach.harness.clockbench BUNDLE`.
 
-follow  A clock source of our own (harness/rig.py) sends Start and ticks with ±1 ms jitter at
-        100 BPM, then 140 BPM. Each note_on at the bench's receiver is put against the tick it
-        belongs to (the nearest one sent): its distance from that tick's send time, and the same
-        net of the transport's own latency (a probe straight to the receiver, as the live bench).
-        The player's --stats hold its tempo estimate per tick: how many beats after the jump it
-        stays within 1 % of 140.
+follow  Listens as the drummer does. A clock source of our own (harness/rig.py) sends Start, then
+        24 ticks a quarter with ±1 ms uniform jitter, every 200th tick not sent at all, then Stop:
+        one take at 100 -> 140 -> 90 BPM (16 beats each), one steady 5-minute take at 120 BPM,
+        each with a fresh player (--opening 0). Every note_on at the receiver is placed on the
+        source's own grid (its ticks counted where it sends them, the unsent ones included;
+        harness/clockgrid.py): on a 16th or not, at the position the player meant (its --stats)
+        or not, its distance from that tick's send time, and the same net of the transport's own
+        latency (a probe straight to the receiver, as the live bench); per part of the take (the
+        first 4 beats, the beat after a tempo change, the beat after a lost tick, the rest), and
+        the notes in the first 0.6 quarter against the opening's first chord.
 send    The player sends its clock at 120 BPM to a receiver that keeps clock messages: the tick
         intervals' error and each tick's distance from the fitted even grid, at the receiver
         (JACK quantizes to its period: the bench runs this part at a 32-frame period) and as the
@@ -29,8 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
+from playbach.bundle import load_bundle
 from playbach.files import write_text_atomically
-from playbach.harness import jack
+from playbach.harness import clockgrid, jack
 from playbach.harness.livebench import Probe, _match, _ms, _rss_kb, _transport
 from playbach.harness.rig import PPQ, ClockSource, Flood
 
@@ -70,55 +75,92 @@ def _outputs() -> list[str]:
         probe.delete()
 
 
-def follow(bundle, tmp: Path, beats_each: int = 24, jitter: float = 0.001) -> dict:
-    with jack.JackServer(f"playbach-clockf-{os.getpid()}", tmp, period=128):
-        receiver = jack.Receiver(client="playbach-bench")
-        source = ClockSource()
-        seconds = beats_each * (60 / 100 + 60 / 140) + 4
-        proc, stats_path = _player(bundle, tmp, "--clock", "follow", "--clock-port", "playbach-clocksrc",
-                                   "--port", receiver.name, "--seconds", seconds)
-        _wait_port("playbach-clock")   # the player's clock input is there
-        time.sleep(1.0)
-        probe = Probe(receiver.name)
-        time.sleep(0.5)   # the probe's connection is made: its first message is not lost (pairs stay in order)
-        probe.thread.start()
-        source.run([("ticks", 100, PPQ * 2), ("msg", [0xFA]), ("ticks", 100, PPQ * beats_each),
-                    ("ticks", 140, PPQ * beats_each), ("msg", [0xFC])], jitter=jitter)
-        source.wait()
-        time.sleep(0.3)
-        probe.stop()
-        proc.terminate()
-        stats = _finish(proc, stats_path)
-        messages = receiver.taken()
-        receiver.close()
-        source.close()
-    start = next(t for t, m in source.log if m == [0xFA])
-    ticks = [(t, bpm) for t, bpm in source.ticks if t > start]
-    times = np.array([t for t, _ in ticks])
-    jump = next(t for t, bpm in ticks if bpm == 140)
-    ons = [t for t, m in messages if m[0] & 0xF0 == 0x90 and m[2] > 0]
-    nearest = [int(np.argmin(np.abs(times - t))) for t in ons]
-    distance = np.array([t - times[i] for t, i in zip(ons, nearest)])
-    transport = np.array(_transport(probe, messages))
-    tempo = stats.get("clock_tempo", [])
-    after = [(t, bpm) for t, bpm in tempo if t >= jump]
-    settled = next((i for i in range(len(after)) if all(abs(b - 140) <= 1.4 for _, b in after[i:])), None)
-    dist_ms, trans_ms = _ms(distance), _ms(transport)
-    worst = np.argsort(distance)[-8:][::-1]
-    return {
-        "jack_period_ms": round(128 / 48, 2), "jitter_ms": jitter * 1e3, "bpm": [100, 140],
-        "notes": len(ons), "notes_on_16th_ticks": sum(i % 6 == 0 for i in nearest),
-        "onset_from_tick_ms": dist_ms, "transport_ms": trans_ms,
-        "onset_from_tick_beyond_transport_ms": {k: round(dist_ms[k] - trans_ms[k], 3) for k in ("median", "p99", "max")},
-        "worst_onsets": [[round((ons[i] - jump) * 140 / 60, 2), nearest[i] % 6, round(float(distance[i]) * 1e3, 2)]
-                         for i in worst],   # (beats after the jump, tick % 6, ms from the tick)
-        "off_grid": [[round((t - jump) * 140 / 60, 2), i % 6, round((t - times[i]) * 1e3, 2)]
-                     for t, i in zip(ons, nearest) if i % 6][:20],
-        "tempo_before_jump_bpm": round(float(np.median([b for t, b in tempo if jump - 5 < t < jump])), 3),
-        "beats_after_jump_within_1pct": None if settled is None else round((after[settled][0] - jump) * 140 / 60, 2),
-        "tempo_trace_after_jump": [[round((t - jump) * 140 / 60, 2), round(b, 2)] for t, b in after[:72:3]],
-        "tempo_after_jump_bpm": round(float(np.median([b for _, b in after[-100:]])), 3) if after else None,
-    }
+TEMPO_RUN = (100, 140, 90)   # BPM, BEATS_EACH beats each
+BEATS_EACH = 16
+STEADY_BPM = 120
+
+
+def follow(bundle, tmp: Path, period: int = 64, jitter: float = 0.001, lost_every: int = 200,
+           steady_seconds: float = 300) -> dict:
+    tempo_run = [("msg", [0xFA])] + [("ticks", bpm, PPQ * BEATS_EACH) for bpm in TEMPO_RUN] + [("msg", [0xFC])]
+    steady = [("msg", [0xFA]), ("ticks", STEADY_BPM, round(PPQ * STEADY_BPM * steady_seconds / 60)), ("msg", [0xFC])]
+    with jack.JackServer(f"playbach-clockf-{os.getpid()}", tmp, period=period):
+        takes = {name: _take(bundle, tmp, script, jitter, lost_every)
+                 for name, script in (("tempo_run", tempo_run), ("steady", steady))}
+    opening = load_bundle(bundle).openings[0]
+    tpq = load_bundle(bundle).codec.ticks_per_quarter
+    onsets = np.cumsum(np.asarray(opening)[:, 0])
+    return {"jack_period_ms": round(period / 48, 3), "jitter_ms": jitter * 1e3, "lost_every": lost_every,
+            "tempo_run_bpm": TEMPO_RUN, "beats_each": BEATS_EACH, "steady_bpm": STEADY_BPM,
+            "steady_seconds": steady_seconds,
+            "opening": {"index": 0, "first_chord": int(np.sum(onsets == 0)),
+                        "notes_in_first_0_6_quarter": int(np.sum(onsets < 0.6 * tpq))},
+            "summary": {"on_a_16th": min(t["on_a_16th"] for t in takes.values()),
+                        "at_intended_position": min(t["at_intended_position"] for t in takes.values()),
+                        "p99_beyond_transport_ms": max(t["all"]["beyond_transport_ms"]["p99"] for t in takes.values()),
+                        "notes_in_first_0_6_quarter": {k: t["notes_in_first_0_6_quarter"] for k, t in takes.items()}},
+            **takes}
+
+
+def _take(bundle, tmp: Path, script: list, jitter: float, lost_every: int) -> dict:
+    """A fresh player following a clock source of our own (Start, the script, Stop) into the
+    receiver; its onsets against the source's grid (harness/clockgrid.py)."""
+    load = os.getloadavg()
+    receiver = jack.Receiver(client=f"playbach-bench-{time.monotonic_ns()}")
+    source = ClockSource(client=f"drum-{time.monotonic_ns()}")   # not a name the player's port contains
+    seconds = sum(step[2] * 60 / (step[1] * PPQ) for step in script if step[0] == "ticks")
+    proc, stats_path = _player(bundle, tmp, "--clock", "follow", "--clock-port", source.name.split(":")[0],
+                               "--port", receiver.name, "--seconds", round(seconds + 10), "--opening", "0")
+    _wait_port("playbach-clock")   # the player's clock input is there
+    time.sleep(1.0)
+    probe = Probe(receiver.name)
+    time.sleep(0.5)   # the probe's connection is made: its first message is not lost (pairs stay in order)
+    probe.thread.start()
+    source.run(script, jitter=jitter, drop_every=lost_every)
+    source.wait()
+    time.sleep(0.3)
+    probe.stop()
+    proc.terminate()
+    stats = _finish(proc, stats_path)
+    messages = receiver.taken()
+    receiver.close()
+    source.close()
+    start = next(i for m, i in source.marks if m == [0xFA])
+    ons = [(t, m[1]) for t, m in messages if m[0] & 0xF0 == 0x90 and m[2] > 0]
+    tpq = load_bundle(bundle).codec.ticks_per_quarter
+    intended = _intended(ons, stats, PPQ // tpq)
+    result = clockgrid.measure(source.grid, start, [t for t, _ in ons], _transport(probe, messages), intended)
+    result["tempo"] = _tempo_changes(source.grid, start, stats.get("clock_tempo", []))
+    result["load_average_before"] = load
+    return result
+
+
+def _intended(ons: list[tuple[float, int]], stats: dict, ticks_per_step: int) -> list[int | None]:
+    """The song position (clock ticks) the player meant each received note_on for: its own record
+    of the note of that pitch scheduled nearest in time (within 50 ms), else None."""
+    by_pitch: dict[int, list[tuple[float, int]]] = {}
+    for (t, pitch), tick in zip(stats["note_ons"], stats["note_ticks"]):
+        by_pitch.setdefault(pitch, []).append((t, tick))
+    out = []
+    for t, pitch in ons:
+        near = min(by_pitch.get(pitch, []), key=lambda c: abs(c[0] - t), default=None)
+        out.append(near[1] * ticks_per_step if near is not None and abs(near[0] - t) < 0.05 else None)
+    return out
+
+
+def _tempo_changes(grid: list, start: int, tempo: list) -> list[dict]:
+    """Per tempo change of the source: beats after it until the player's tempo stays within 1 %."""
+    out = []
+    for i in range(start + 1, len(grid)):
+        if grid[i][2] == grid[i - 1][2]:
+            continue
+        at, bpm = grid[i][0], grid[i][2]
+        until = next((g[0] for g in grid[i:] if g[2] != bpm), float("inf"))
+        after = [(t, b) for t, b in tempo if at <= t < until]
+        settled = next((j for j in range(len(after)) if all(abs(b - bpm) <= bpm / 100 for _, b in after[j:])), None)
+        out.append({"from_bpm": grid[i - 1][2], "to_bpm": bpm,
+                    "beats_until_within_1pct": None if settled is None else round((after[settled][0] - at) * bpm / 60, 2)})
+    return out
 
 
 def _even(times) -> dict:
@@ -195,17 +237,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("bundle")
     p.add_argument("--out", default="bench/results/clock.json")
     p.add_argument("--parts", default="follow,send,flood")
+    p.add_argument("--period", type=int, default=64, help="JACK period (frames at 48 kHz) of the follow part")
+    p.add_argument("--steady-seconds", type=float, default=300, help="length of the follow part's steady take")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    result = {"load_average_before": os.getloadavg()}
+    out = Path(a.out)
+    result = _previous(out)   # the parts not run now keep their last figures
     with tempfile.TemporaryDirectory() as tmp:
         for part in a.parts.split(","):
-            result[part] = {"follow": follow, "send": send, "flood": flood}[part](a.bundle, Path(tmp))
+            before = os.getloadavg()
+            if part == "follow":
+                result[part] = follow(a.bundle, Path(tmp), period=a.period, steady_seconds=a.steady_seconds)
+            else:
+                result[part] = {"send": send, "flood": flood}[part](a.bundle, Path(tmp))
+            result[part]["load_average"] = {"before": before, "after": os.getloadavg()}
             print(part, json.dumps(result[part], indent=1), flush=True)
-    result["load_average_after"] = os.getloadavg()
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomically(Path(a.out), json.dumps(result, indent=1) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(out, json.dumps(result, indent=1) + "\n")
     return 0
+
+
+def _previous(path: Path) -> dict:
+    """The last results, each part with the load average it was measured under."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    load = {"before": old.pop("load_average_before", None), "after": old.pop("load_average_after", None)}
+    for part in old.values():
+        if isinstance(part, dict):
+            part.setdefault("load_average", load)
+    return old
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ sending from a thread (SCHED_FIFO when allowed, so the source's own timing is no
     src = ClockSource()                  # port 'playbach-clocksrc:out'
     src.run([("msg", [0xFA]), ("ticks", 100, 480), ("ticks", 140, 480), ("msg", [0xFC])], jitter=0.001)
     src.log                              # (monotonic send time, message) of everything sent
+    src.grid                             # (due, sent or None, bpm) of every tick, lost ones too
     flood = Flood(); flood.run(seconds=10, rate=20000)
 """
 from __future__ import annotations
@@ -55,23 +56,29 @@ class ClockSource(_Source):
     """Sends a script of MIDI clock: ("ticks", bpm, count), ("msg", bytes), ("pause", seconds).
 
     Ticks are due on an ideal grid (never summed sleeps) and each is sent up to `jitter` s early
-    or late, uniformly; `ticks` holds (when it was sent, its tempo) per tick, `log` every message
-    sent and when."""
+    or late, uniformly; every `drop_every`-th tick is not sent at all (a byte lost on the way).
+    `ticks` holds (when it was sent, its tempo) per tick sent, `grid` (when it was due, when it was
+    sent or None, its tempo) per tick the source counted, `log` every message sent and when, and
+    `marks` (message, how many ticks the source had counted when it was sent)."""
 
     def __init__(self, client: str = "playbach-clocksrc"):
         super().__init__(client)
-        self.ticks: list[tuple[float, float]] = []   # (send time, bpm) of each tick
+        self.ticks: list[tuple[float, float]] = []   # (send time, bpm) of each tick sent
+        self.grid: list[tuple[float, float | None, float]] = []
+        self.marks: list[tuple[list[int], int]] = []
 
-    def run(self, script: list[tuple], jitter: float = 0.0, seed: int = 0, lead: float = 0.05) -> None:
-        self._start(self._run, script, jitter, seed, lead)
+    def run(self, script: list[tuple], jitter: float = 0.0, seed: int = 0, lead: float = 0.05,
+            drop_every: int = 0) -> None:
+        self._start(self._run, script, jitter, seed, lead, drop_every)
 
-    def _run(self, script, jitter, seed, lead) -> None:
+    def _run(self, script, jitter, seed, lead, drop_every) -> None:
         _realtime()
         rng = random.Random(seed)
         due = time.monotonic() + lead
         for step in script:
             if step[0] == "msg":
                 self.send(list(step[1]))
+                self.marks.append((list(step[1]), len(self.grid)))
             elif step[0] == "pause":
                 time.sleep(step[1])
                 due = time.monotonic()
@@ -82,8 +89,12 @@ class ClockSource(_Source):
                     delay = at - time.monotonic()
                     if delay > 0:
                         time.sleep(delay)
-                    self.send([0xF8])
-                    self.ticks.append((self.log[-1][0], bpm))
+                    if drop_every and (len(self.grid) + 1) % drop_every == 0:
+                        self.grid.append((due, None, bpm))
+                    else:
+                        self.send([0xF8])
+                        self.ticks.append((self.log[-1][0], bpm))
+                        self.grid.append((due, self.log[-1][0], bpm))
                     due += 60.0 / (bpm * PPQ)
 
 

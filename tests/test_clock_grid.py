@@ -204,12 +204,23 @@ def test_a_clock_that_stops_mid_take_holds_then_ends_every_note(caplog):
     assert not output.sounding and not sched.sounding and not clock.playing
 
 
-def test_start_without_ticks_plays_nothing(caplog):
-    src = Source().send(START).wait(3.0)
+def test_start_without_ticks_plays_nothing_and_gives_up_after_the_loss_time(caplog):
+    src = Source().send(START).wait(LOSS_SECONDS + 1)
     with caplog.at_level(logging.INFO):
-        played, clock, sched, _ = play(src, src.t)
-    assert not played and not sched.queue and not clock.playing
-    assert any("MIDI clock Start at song position 0" in r.getMessage() for r in caplog.records)
+        played, clock, sched, output = play(src, src.t)
+    assert not played and not sched.queue and not clock.playing and not output.sounding
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("MIDI clock Start at song position 0" in m for m in lines)
+    assert sum("no MIDI clock for 2 s" in m for m in lines) == 1, lines
+
+
+def test_start_after_a_silent_clock_plays_from_its_first_tick():
+    """A drum machine that stops ticking while stopped: Start long after the last tick, its first
+    tick a moment later, is a take (not a clock lost for the seconds before the Start)."""
+    src = Source().ticks(120, PPQ * 2).send(STOP).wait(LOSS_SECONDS + 1).send(START).wait(0.01).ticks(120, PPQ * 4)
+    played, _, _, _ = play(src, src.t)
+    assert played and min(t for t, _ in played) >= src.grid[0]
+    assert max(abs(e) for e, _ in errors(played, src.grid)) < 0.001
 
 
 def test_ticks_before_start_give_the_tempo_and_nothing_plays_until_start():
@@ -253,3 +264,24 @@ def test_any_message_stream_is_taken_without_a_burst_or_a_stuck_note(stream):
     assert not played or (starts and min(t for t, _ in played) >= starts[0])
     if src.messages and src.messages[-1][1] == STOP:
         assert not output.sounding and not sched.sounding
+
+
+def test_the_benchs_measure_counts_on_the_sources_grid():
+    """harness/clockgrid.py, which the clock bench (and any rig that hears the notes) measures
+    with: positions come from the source's count, an unsent tick included, so a note one tick
+    late after a lost tick is off its 16th, and a cluster at Start is counted."""
+    from playbach.harness import clockgrid
+
+    period = 60 / (120 * PPQ)
+    grid = [(T0 + i * period, None if i == 100 else T0 + i * period + 0.0002, 120.0) for i in range(400)]
+    start = 4
+    times = [T0 + (start + p) * period + 0.003 for p in range(0, 396, SIXTEENTH)]
+    times[-1] += period                                   # one note a tick late
+    burst = [T0 + start * period + 0.001] * 5             # five more notes at Start
+    m = clockgrid.measure(grid, start, sorted(burst + times), [0.002] * 10)
+    assert m["notes"] == len(times) + 5 and m["ticks_not_sent"] == 1 and m["ticks_counted"] == 396
+    assert m["on_a_16th"] == pytest.approx(1 - 1 / m["notes"], abs=1e-4)
+    assert m["off_16th"][0][0] == 390 + 1
+    assert m["notes_in_first_0_6_quarter"] == 5 + 3       # 0.6 quarter holds the 16ths 0, 1, 2
+    assert m["settled"]["onset_from_tick_ms"]["median"] == pytest.approx(2.8, abs=0.01)
+    assert m["all"]["beyond_transport_ms"]["median"] == pytest.approx(0.8, abs=0.01)
