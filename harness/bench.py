@@ -3,11 +3,14 @@
 Each model runs through playbach.runtime -- the interpreter, one-hot feeding, int8
 (de)quantization and state carrying the Pi uses -- on the bundle's openings, one event per call,
 one thread. Edge TPU models are skipped (no Coral here); `--live-seconds` adds the live playing
-benchmark (playbach.harness.livebench) under "live". Needs no TensorFlow.
+benchmark (playbach.harness.livebench) under "live". Under "per_note", the model work per emitted
+note of the player's own Improviser (its default settings) with planning on and off: planning draws
+several continuations of each beat, so a note costs several model steps. Needs no TensorFlow.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import platform
@@ -24,12 +27,15 @@ from playbach.files import write_text_atomically
 log = logging.getLogger(__name__)
 WARMUP = 20
 AIM = 50.0  # int8 step vs float32 windowed, times less per event
+AIM_MS_PER_NOTE = 2.0   # model work per emitted note with planning on, one thread
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", help="bundle folder (playbach convert --out)")
     parser.add_argument("--out", default="bench.json", help="JSON to write (default bench.json)")
     parser.add_argument("--events", type=int, default=2000, help="events timed per model (default 2000)")
+    parser.add_argument("--per-note-events", type=int, default=1000,
+                        help="notes the Improviser draws for the per-note figure (default 1000; 0 = skip)")
     parser.add_argument("--live-seconds", type=float, default=0, help="also play live for N seconds")
     parser.add_argument("--port", default=None, help="MIDI output port for the live benchmark")
     settings.add_arguments(parser, ("bpm",))   # the live benchmark's tempo: the player's default
@@ -39,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     settings.check_arguments(args, ("bpm",))
     result = bench_bundle(args.bundle, args.events)
+    if args.per_note_events > 0:
+        result["per_note"] = per_note(args.bundle, args.per_note_events)
     if args.live_seconds:
         from playbach.harness.livebench import run_live_bench  # needs rtmidi and JACK: only when asked
 
@@ -76,6 +84,32 @@ def bench_bundle(path: str | Path, events: int = 2000) -> dict:
               "model": bundle.meta.model}
     result["speedup"] = _speedups(rows)
     return result
+
+
+def per_note(path: str | Path, events: int, seed: int = 0) -> dict:
+    """Seconds of Improviser work per emitted note (model steps, sampling, planning) over `events`
+    notes after the opening, with the default settings, planning off and on (settings.DEFAULTS.plan):
+    the mean (what the player's lookahead must hold) and the slowest single call (a beat planned at once)."""
+    from playbach.take import make_improviser, open_take_model
+
+    bundle, out = load_bundle(path), {}
+    for plan in (0, settings.DEFAULTS.plan):
+        s = {**dataclasses.asdict(settings.DEFAULTS), "accelerator": "cpu", "seed": seed, "plan": plan}
+        improviser = make_improviser(bundle, open_take_model(bundle, s), s)
+        for _ in range(len(improviser.pending) + WARMUP):
+            improviser.next_event()
+        calls = np.empty(events)
+        for i in range(events):
+            start = time.perf_counter()
+            improviser.next_event()
+            calls[i] = time.perf_counter() - start
+        out[f"plan={plan}"] = {"plan": plan, "notes": events, "ms_per_note": float(calls.mean() * 1e3),
+                               "slowest_call_ms": float(calls.max() * 1e3),
+                               "p99_call_ms": float(np.percentile(calls, 99) * 1e3)}
+        log.info("per note, plan %d: %.3f ms (slowest call %.2f ms)", plan, out[f"plan={plan}"]["ms_per_note"],
+                 out[f"plan={plan}"]["slowest_call_ms"])
+    out["aim_ms_per_note"] = AIM_MS_PER_NOTE
+    return out
 
 
 def _speedups(rows: list[dict]) -> dict:

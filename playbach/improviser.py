@@ -8,10 +8,12 @@ back, but the memory may echo it).
 
 Planning (`plan` > 0): from the state after the last note, `plan` continuations are drawn to the
 next beat (its chord included), each note under every steering mask as a single draw is; the
-model then judges them: a candidate's weight is its mean log-probability of its pitches under the
-model's untempered pitch head, and one is kept by those weights at PLAN_TEMPERATURE. Its notes are
-played one by one; any change of steering drops what is left of it and goes on from the state
-after the last note played. A model offers save() and restore() of its state to be planned with.
+model then judges them: a candidate's score is the mean log-probability of its pitches under the
+model's untempered pitch head (the memory mixed in), plus the expected log-probability of the pitch
+of the note after it (judged without drawing it, from the state the candidate leads to); one is
+kept by exp(score / PLAN_TEMPERATURE). Its notes are played one by one; any change of steering
+drops what is left of it and goes on from the state after the last note played. A model offers
+save() and restore() of its state to be planned with; one without them plays unplanned.
 """
 from __future__ import annotations
 
@@ -42,9 +44,7 @@ KEY_SETTLE = 8      # quarters after a live key change whose notes keep to the n
 MIDI_PITCHES = 128
 KEY_PULL = 8.0      # while it settles, the pitch head is weighted by the new key's profile to this power
 SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10, 11)}  # minor: natural + leading tone
-PLAN_TEMPERATURE = 0.1   # of the choice among candidates by their mean pitch log-probability (0 = the best)
-PLAN_BEATS = 1
-PLAN_MEAN = True
+PLAN_TEMPERATURE = 0.1   # of the choice among candidates by their score (0 = always the best)
 PLAN_EVENTS = 16         # at most this many notes in a candidate (a beat of chords stacked on chords)
 
 
@@ -329,13 +329,16 @@ class Improviser:
         by the model's own judgement of its pitches (see the module doc) in self.planned."""
         start = self._save()
         tpq = self.codec.ticks_per_quarter
-        beat = (self.sounding.now // tpq + PLAN_BEATS) * tpq     # the next beat after the last note's onset
+        beat = (self.sounding.now // tpq + 1) * tpq     # the next beat after the last note's onset
         candidates, scores = [], []
         for _ in range(self.plan):
             self._restore(start)
             notes, logp = self._candidate(beat)
             candidates.append(notes)
-            scores.append(logp / len(notes) if PLAN_MEAN else logp)
+            # the note after the candidate, judged without drawing it: the model's expected
+            # log-probability of its pitch (how sure the model is of what the candidate leads to)
+            following = np.asarray(self.memory.mix(self.probs)[1], dtype=np.float64)
+            scores.append(logp / len(notes) + float(following @ np.log(np.maximum(following, 1e-12))))
         w = weights(np.exp(scores), PLAN_TEMPERATURE)
         self.planned = deque(candidates[draw(w, self.rng, PLAN_TEMPERATURE <= 0)])
         self.last_played = start

@@ -126,3 +126,11 @@ def test_any_opening_value_gives_an_opening_or_the_list(wanted):
     assert name in names and np.array_equal(events, openings[names.index(name)])
     if wanted.isascii() and wanted.isdigit() and int(wanted) < 3:
         assert name == names[int(wanted)]
+
+
+def test_the_bench_times_model_work_per_note_with_planning_on_and_off():
+    from playbach.harness.bench import per_note
+    figures = per_note(DEFAULT, 40)
+    off, on = figures["plan=0"], figures[f"plan={settings.DEFAULTS.plan}"]
+    assert off["notes"] == on["notes"] == 40
+    assert 0 < off["ms_per_note"] < on["ms_per_note"] <= on["slowest_call_ms"]   # several steps a note
