@@ -10,7 +10,8 @@
 #   systemd/install.sh --prefix /tmp/root        install into a staging root (tests); no systemctl
 #
 # What goes where (under --prefix / $DESTDIR when given):
-#   /opt/playbach/venv            a venv with the device extra only (numpy, mido, rtmidi, LiteRT; no TensorFlow)
+#   /opt/playbach/venv            a venv with the device extra only (numpy, mido, rtmidi, LiteRT; no TensorFlow);
+#                                 on the Pi it also sees Debian's python3-rtmidi (docs/appliance.md#python-on-the-pi)
 #   /opt/playbach/models/default  the model bundle (--bundle, default models/default), read-only
 #   /opt/playbach/docs/           appliance.md (the units' Documentation=)
 #   /etc/playbach/config.toml     settings; never overwritten once there
@@ -127,10 +128,18 @@ check_python() {
     command -v "$PYTHON" >/dev/null || die "no '$PYTHON' (give --python PATH)"
     "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
         || die "$PYTHON is $("$PYTHON" -V 2>&1); playbach needs Python 3.11 or newer"
+    local release=""
+    [ ! -r "$ROOT/etc/os-release" ] || release="$(. "$ROOT/etc/os-release" && echo "${PRETTY_NAME:-}")"
+    say "$("$PYTHON" -V 2>&1)${release:+ on $release}"
 }
 
 # --- the venv: the device extra only --------------------------------------------------
 # A hash of the package's sources decides whether pip runs again (idempotent and fast).
+# On the Pi (a live install) the venv sees Debian's packages (--system-site-packages): python-rtmidi
+# has no wheel for every Python that Raspberry Pi OS ships (none for 3.13), and the Pi has no
+# compiler, so Debian's python3-rtmidi, built for this Python and this ALSA, is used where its
+# version is enough; pip fetches only what Debian lacks or has too old. A staging root (--prefix)
+# gets a self-contained venv: the host's own packages are not the Pi's.
 # The package's code folders, as setup.cfg's package_dir names them (a folder added there is
 # copied and hashed without touching this script).
 code_dirs() {
@@ -155,20 +164,39 @@ install_venv() {
         say "venv up to date ($venv)"
         return
     fi
-    [ -x "$venv/bin/python" ] || "$PYTHON" -m venv "$venv"
+    if [ ! -x "$venv/bin/python" ]; then
+        local site=()
+        ((LIVE)) && site=(--system-site-packages)
+        "$PYTHON" -m venv "${site[@]}" "$venv"
+    fi
     # build from a copy: pip would otherwise leave build/ and *.egg-info in the checkout
     local src="$WORK/src"
     mkdir -p "$src"
     cp -R "$REPO/setup.cfg" "$REPO/pyproject.toml" "$REPO/README.md" "$src/"
     for d in $(code_dirs); do cp -R "$REPO/$d" "$src/"; done
     find "$src" -name __pycache__ -prune -exec rm -rf {} +
-    say "installing the device extra into $venv (pip)"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$src[$EXTRAS]"
+    pip_install "$venv" "$src[$EXTRAS]" "$stamp"
     if "$venv/bin/python" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("tensorflow") is None)'; then
         die "TensorFlow ended up in $venv; the device extra must not pull it in"
     fi
     "$venv/bin/playbach" play --help >/dev/null || die "$venv/bin/playbach does not run"
     echo "$want" >"$stamp"
+}
+
+# An update of playbach's own code needs no network: every dependency is in the venv already and
+# the setuptools kept there builds the package (--no-index, no build isolation). A new venv or a
+# new dependency goes to PyPI, and only for what is not installed (binary wheels only: no compiler).
+pip_install() {
+    local venv="$1" req="$2" stamp="$3"
+    local pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
+    if [ -f "$stamp" ] && "${pip[@]}" --no-index --no-build-isolation "$req" 2>"$WORK/pip-offline.log"; then
+        say "updated the venv from what it holds (no network) ($venv)"
+        return
+    fi
+    say "installing the device extra into $venv (pip)"
+    "${pip[@]}" --only-binary=:all: "setuptools>=64" wheel \
+        && "${pip[@]}" --only-binary=:all: --no-build-isolation "$req" \
+        || die "pip could not install the device extra into $venv (the first install, or a new dependency, needs PyPI)"
 }
 
 # --- files -----------------------------------------------------------------------------
@@ -251,7 +279,9 @@ fi
 
 check_python
 if [ "$LIVE" -eq 1 ]; then
-    apt_install python3-venv
+    # python3-rtmidi: Debian's build for this Python and ALSA (python-rtmidi has no wheel for
+    # every Python Pi OS ships, and the Pi has no compiler)
+    apt_install python3-venv python3-rtmidi
     if ((WITH_FLUIDSYNTH)); then
         # any General MIDI soundfont the unit's default path points to will do (e.g. the 6 MB
         # timgm6mb-soundfont); fluid-soundfont-gm (140 MB) only when there is none

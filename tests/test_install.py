@@ -1,9 +1,13 @@
 """systemd/install.sh into a temporary root: a device-only venv (no TensorFlow), idempotent,
-an edited config kept, and --uninstall leaving nothing behind."""
+an edited config kept, --uninstall leaving nothing behind, and an update without the network.
+
+The live install on Debian (apt's python3-rtmidi seen from the venv, trixie and bookworm) needs
+root and a Debian system: scripts/pi-vm.sh --suite trixie|bookworm runs it, booted."""
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -109,3 +113,55 @@ def test_with_web_writes_a_private_token_once_and_enables_the_page(installed_roo
     assert "venv up to date" in again.stdout and "installing the device extra" not in again.stdout
     assert token.read_text() == first
     assert (root / "etc/systemd/system/multi-user.target.wants/playbach-web.service").is_symlink()
+
+
+def copy_of(installed_root: Path, tmp_path: Path) -> Path:
+    """A private copy of the session's install (not its verify helpers under usr/)."""
+    root = tmp_path / "root"
+    shutil.copytree(installed_root, root, symlinks=True, ignore=lambda d, names:
+                    ["usr"] if Path(d) == installed_root else [])
+    return root
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """pip with no way to fetch anything: an index nothing listens on, no config files (this
+    machine's may name local wheel folders), no find-links from the environment."""
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_RETRIES", "0")
+    for name in ("PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_a_staging_venv_does_not_see_the_host_packages(installed_root):
+    # the Debian packages a live install relies on are the Pi's, not this machine's
+    cfg = (installed_root / "opt/playbach/venv/pyvenv.cfg").read_text()
+    assert "include-system-site-packages = false" in cfg, cfg
+
+
+def test_an_update_of_the_code_installs_without_the_network(installed_root, appliance_bundle, tmp_path, offline):
+    root = copy_of(installed_root, tmp_path)
+    stamp = root / "opt/playbach/venv/.playbach-source"
+    # the stamp is the hash of the code install.sh last installed: another one is what an
+    # updated checkout (git pull, then no network) looks like to install.sh
+    stale = "0" * 64 + " device\n"
+    stamp.write_text(stale)
+    done = run_install(root, bundle=appliance_bundle)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "(no network)" in done.stdout and "installing the device extra" not in done.stdout, done.stdout
+    assert stamp.read_text() != stale and re.fullmatch(r"[0-9a-f]{64} device\n", stamp.read_text())
+    runs = subprocess.run([str(root / "opt/playbach/venv/bin/playbach"), "play", "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert runs.returncode == 0, runs.stderr
+
+
+def test_a_new_dependency_without_the_network_fails_clearly_and_changes_nothing(
+        installed_root, appliance_bundle, tmp_path, offline):
+    root = copy_of(installed_root, tmp_path)
+    before = snapshot(root)
+    # --with-web needs aiohttp, which the venv does not hold: only PyPI has it
+    done = run_install(root, "--with-web", bundle=appliance_bundle)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "needs PyPI" in done.stderr and str(root / "opt/playbach/venv") in done.stderr, done.stderr
+    assert snapshot(root) == before
