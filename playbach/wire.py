@@ -8,12 +8,14 @@ frames are not limited here, the reader of each end bounds what it keeps (MAX_RE
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 DEFAULT_SOCKET = "/run/playbach/control.sock"
 MAX_REQUEST = 8192            # bytes of one request line, newline included
 MAX_REPLY = 4 * 1024 * 1024   # bytes of one reply line the web's client reads (a long take)
 MAX_CLIENTS = 8               # connections the player serves at once; more are told so and closed
+MAX_DEPTH = 32                # nesting of arrays and objects in one message
 OPS = ("status", "set", "pause", "play", "panic", "restart", "take", "subscribe", "unsubscribe")
 
 
@@ -23,15 +25,39 @@ def encode(message: dict[str, Any]) -> bytes:
 
 
 def decode(line: bytes) -> dict[str, Any]:
-    """One line as a message; ValueError saying what is wrong with it."""
+    """One line as a message; ValueError saying what is wrong with it. Only what encode() can
+    write back is accepted (a request's `id` is echoed): no NaN, no number beyond a float, no
+    nesting deeper than MAX_DEPTH (json's recursion would end the reader, not the request)."""
     try:
-        message = json.loads(line, parse_constant=_not_json)   # NaN echoed in an id could not be encoded back
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        message = json.loads(line, parse_constant=_not_json, parse_float=_finite)
+    except RecursionError:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
+    except (UnicodeDecodeError, ValueError) as e:   # JSONDecodeError, and int's digit limit
         raise ValueError(f"not JSON ({e})") from e
     if not isinstance(message, dict):
         raise ValueError("not a JSON object")
+    if depth(message) > MAX_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
     return message
 
 
+def depth(value: Any) -> int:
+    """How deeply arrays and objects nest in `value` (a scalar: 0), counted without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        value, level = stack.pop()
+        if isinstance(value, (dict, list)):
+            deepest = max(deepest, level)
+            stack.extend((v, level + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return deepest
+
+
 def _not_json(name: str) -> Any:
-    raise json.JSONDecodeError(f"{name} is not JSON", name, 0)
+    raise json.JSONDecodeError(f"{name} is not a JSON number", name, 0)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise json.JSONDecodeError(f"{text} is out of range", text, 0)
+    return value
