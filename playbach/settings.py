@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 import tomllib
 import typing
@@ -167,6 +168,8 @@ class Key:
         ok = isinstance(value, self.type) and not (self.type is not bool and isinstance(value, bool))
         if self.type is float and isinstance(value, int) and not isinstance(value, bool):
             value, ok = float(value), True   # TOML `bpm = 90` means 90.0
+        if self.type is float and ok and not math.isfinite(value):
+            ok = False   # NaN passes every comparison: `bpm = nan` would play nothing, forever
         if not ok or (self.choices and value not in self.choices) or \
                 (self.low is not None and value < self.low) or (self.high is not None and value > self.high) or \
                 (self.rule is not None and not self.rule(value)):
@@ -259,8 +262,12 @@ def read_file(path: Path) -> dict[str, Any]:
             data = tomllib.load(f)
     except OSError as e:
         raise UserError(f"{path}: cannot read config file ({e.strerror})") from e
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); TOML files are UTF-8") from e
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{path}: not valid TOML ({e})") from e
+    except RecursionError:
+        raise UserError(f"{path}: not valid TOML (nested too deeply)") from None
     data = data["play"] if isinstance(data.get("play"), dict) else data
     values = {}
     for name, value in data.items():
