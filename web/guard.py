@@ -53,7 +53,10 @@ class Guard:
         self.buckets: dict[str, tuple[float, float]] = {}
 
     def token_ok(self, given: str | None) -> bool:
-        return given is not None and hmac.compare_digest(given.encode(), self.token)
+        try:   # a header's bytes that are not UTF-8 reach us as lone surrogates: not the token
+            return given is not None and hmac.compare_digest(given.encode(), self.token)
+        except UnicodeEncodeError:
+            return False
 
     def locked_out(self, who: str, now: float) -> bool:
         fails = self.fails.get(who)

@@ -24,7 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
-from playbach import settings
+from playbach import settings, wire
 from playbach.errors import UserError
 from playbach.web.guard import COOKIE, Guard, read_token
 from playbach.web.link import Link, NotPlaying
@@ -122,21 +122,13 @@ def fail(status: int, error: str) -> web.Response:
 
 
 async def body(request: web.Request) -> dict:
-    """The request's JSON object, or an HTTP error saying what is wrong with it."""
+    """The request's JSON object, or a 400 saying what is wrong with it: the control socket's own
+    rules (playbach/wire.py: an object, no NaN, no number beyond a float, nesting bounded), so
+    whatever passes here can be sent on to the player."""
     try:
-        data = json.loads(await request.read(), parse_constant=_not_json)   # NaN, Infinity: not JSON
-    except web.HTTPRequestEntityTooLarge:
-        raise
-    except (ValueError, UnicodeDecodeError) as e:
+        return wire.decode(await request.read())
+    except ValueError as e:
         raise web.HTTPBadRequest(text=json.dumps({"error": f"malformed JSON: {e}"}), content_type="application/json")
-    if not isinstance(data, dict):
-        raise web.HTTPBadRequest(text=json.dumps({"error": "the body must be a JSON object"}),
-                                 content_type="application/json")
-    return data
-
-
-def _not_json(word: str) -> None:
-    raise ValueError(f"{word} is not a JSON number")
 
 
 async def call(request: web.Request, op: str, timeout: float = 5.0, **args: Any) -> web.Response:
