@@ -6,14 +6,9 @@ followed the same passage earlier in the take (playbach/memory.py). Seeds come f
 opening, a MIDI file or a phrase someone just played (that one is only listened to, not played
 back, but the memory may echo it).
 
-Planning (`plan` > 0): from the state after the last note, `plan` continuations are drawn to the
-next beat (its chord included), each note under every steering mask as a single draw is; the
-model then judges them: a candidate's score is the mean log-probability of its pitches under the
-model's untempered pitch head (the memory mixed in), plus the expected log-probability of the pitch
-of the note after it (judged without drawing it, from the state the candidate leads to); one is
-kept by exp(score / PLAN_TEMPERATURE). Its notes are played one by one; any change of steering
-drops what is left of it and goes on from the state after the last note played. A model offers
-save() and restore() of its state to be planned with; one without them plays unplanned.
+Planning (`plan` > 0, playbach/planning.py): several continuations of the next beat are drawn
+from the model's state and one is kept by the model's own judgement; a model offers save() and
+restore() of its state to be planned with (one without them plays unplanned).
 """
 from __future__ import annotations
 
@@ -30,7 +25,8 @@ from playbach.events import Codec, merge_overlaps, notes_to_events, quantize_not
 from playbach.keys import _TO_MAJOR, _TO_MINOR, MODES, PROFILES, Key, key_of_events
 from playbach.memory import RepeatMemory
 from playbach.midifile import read_midi
-from playbach.sampler import draw, sample, sample_event, weights
+from playbach.planning import Planner
+from playbach.sampler import sample, sample_event
 from playbach.sounding import Sounding
 from playbach.settings import DEFAULTS
 from playbach.steering import onset_mean, pitch_mask
@@ -44,8 +40,6 @@ KEY_SETTLE = 8      # quarters after a live key change whose notes keep to the n
 MIDI_PITCHES = 128
 KEY_PULL = 8.0      # while it settles, the pitch head is weighted by the new key's profile to this power
 SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10, 11)}  # minor: natural + leading tone
-PLAN_TEMPERATURE = 0.1   # of the choice among candidates by their score (0 = always the best)
-PLAN_EVENTS = 16         # at most this many notes in a candidate (a beat of chords stacked on chords)
 
 
 class StepSource(Protocol):
@@ -88,8 +82,7 @@ class Improviser:
         self.pitch_min, self.pitch_max = DEFAULTS.pitch_min, DEFAULTS.pitch_max
         self.density = DEFAULTS.density
         self.plan = DEFAULTS.plan if hasattr(model, "save") else 0   # candidates per beat; 0 = off
-        self.planned: deque[tuple[np.ndarray, Snapshot]] = deque()   # the kept candidate's notes to come
-        self.last_played: Snapshot | None = None                     # the state after the last note played
+        self.planner = Planner()
         self.onset_debt = 0.0    # ticks the take is behind (+) or ahead of its density aim
         self.range_mask: np.ndarray | None = None                 # None: every pitch
         self.onset_values = np.asarray(codec.vocab["onset"], dtype=np.float64)
@@ -250,7 +243,7 @@ class Improviser:
         self.memory.reset()
         self.sounding.reset()
         self.recent.clear()
-        self.planned.clear()
+        self.planner.reset()
         self.probs = None
         self.offsets, self.emitted, self.key = np.zeros(12, dtype=np.int64), self.pitch_values.copy(), None
         self.scale_mask, self.settle_left = None, 0
@@ -285,10 +278,7 @@ class Improviser:
         if self.plan <= 0:
             ids, event, _ = self._draw()
             return self._played(ids, event)
-        if not self.planned:
-            self._plan_beat()
-        event, self.last_played = self.planned.popleft()
-        return event
+        return self.planner.next_event(self)
 
     def _heads(self) -> list[np.ndarray]:
         """The next event's distributions as drawn from: the model's, the memory mixed in, and
@@ -323,49 +313,11 @@ class Improviser:
         event[1] = self.emitted[ids[1]]
         return ids, event, float(heads[1][pitch])
 
-    # --- planning ------------------------------------------------------------------------------
-    def _plan_beat(self) -> None:
-        """Draw `plan` candidates to the next beat from the state after the last note; keep one
-        by the model's own judgement of its pitches (see the module doc) in self.planned."""
-        start = self._save()
-        tpq = self.codec.ticks_per_quarter
-        beat = (self.sounding.now // tpq + 1) * tpq     # the next beat after the last note's onset
-        candidates, scores = [], []
-        for _ in range(self.plan):
-            self._restore(start)
-            notes, logp = self._candidate(beat)
-            candidates.append(notes)
-            # the note after the candidate, judged without drawing it: the model's expected
-            # log-probability of its pitch (how sure the model is of what the candidate leads to)
-            following = np.asarray(self.memory.mix(self.probs)[1], dtype=np.float64)
-            scores.append(logp / len(notes) + float(following @ np.log(np.maximum(following, 1e-12))))
-        w = weights(np.exp(scores), PLAN_TEMPERATURE)
-        self.planned = deque(candidates[draw(w, self.rng, PLAN_TEMPERATURE <= 0)])
-        self.last_played = start
-        self._restore(self.planned[-1][1])
-
-    def _candidate(self, beat: int) -> tuple[list[tuple[np.ndarray, Snapshot]], float]:
-        """Notes drawn and played until one would start after tick `beat` (that one is dropped),
-        each with the state after it, and their summed pitch log-probability."""
-        notes: list[tuple[np.ndarray, Snapshot]] = []
-        logp = 0.0
-        while len(notes) < PLAN_EVENTS:
-            ids, event, p = self._draw()
-            if notes and self.sounding.now + int(event[0]) > beat:
-                self._restore(notes[-1][1])   # the draw moved the chord and density counters
-                break
-            logp += np.log(max(p, 1e-12))
-            self._played(ids, event)
-            notes.append((event, self._save()))
-        return notes, logp
-
     def drop_plan(self) -> None:
-        """Forget the notes planned and not played yet: what follows is drawn afresh (under the
-        steering in force) from the state after the last note played."""
-        if self.planned:
-            self.planned.clear()
-            self._restore(self.last_played)
+        """Forget the notes planned and not played yet (playbach/planning.py)."""
+        self.planner.drop(self)
 
+    # --- what planning saves and restores -------------------------------------------------------
     def _save(self) -> Snapshot:
         # the memory's arrays are replaced, never changed in place, by observe(): a reference holds them
         return Snapshot(self.model.save(), (self.memory.events, self.memory.runs),
