@@ -25,20 +25,96 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from playbach.errors import UserError
-from playbach.events import Codec
+from playbach.events import FIELDS, Codec
 from playbach.memory import weights_from_dict, weights_to_dict
+from playbach.wire import depth
 
 FORMAT = 2                  # what `playbach convert` writes
 READS = (1, 2)              # what load_bundle accepts
 BUNDLE_JSON = "bundle.json"
 KINDS = ("step", "windowed")                          # one event in, state carried | the last N events in
 VARIANTS = ("float32", "float16", "dynamic", "int8")  # see convert/tflite.py for what each one is
+DTYPES = ("float32", "float16", "int8", "uint8", "int16", "int32", "int64", "bool")
+# the values a codec's vocabulary and an opening's events may hold, per field
+FIELD_RANGES = {"onset": (0, 1 << 20), "pitch": (0, 127), "duration": (0, 1 << 20), "velocity": (0, 127)}
+MAX_DEPTH = 32          # nesting of bundle.json (a format 2 bundle has 5 levels)
+SHAPE_MAX = 1 << 31     # a tensor dimension; -1 is a dynamic one
+
+
+# --- the checks of what bundle.json says: a bundle may come from anyone -----------------------
+def _show(value: Any) -> str:
+    return reprlib.repr(value)
+
+
+def integer(value: Any, key: str, low: int, high: int) -> int:
+    """`value` as an int in [low, high] (a float only when whole); a ValueError naming `key`."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{key!r} = {_show(value)} is not an integer in [{low}, {high}]")
+    return value
+
+
+def number(value: Any, key: str, low: float = -math.inf) -> float:
+    """`value` as a finite float from `low` up; a ValueError naming `key`."""
+    try:
+        ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) \
+            and value >= low
+    except OverflowError:   # an int beyond any float
+        ok = False
+    if not ok:
+        raise ValueError(f"{key!r} = {_show(value)} is not a finite number from {low}")
+    return float(value)
+
+
+def file_name(value: Any) -> str:
+    """A model's `file`: a plain name in the bundle folder, never a path out of it."""
+    if not isinstance(value, str) or Path(value).name != value or value in ("", ".", "..") or "\0" in value:
+        raise ValueError(f"'file' = {_show(value)} is not a file name in the bundle folder")
+    return value
+
+
+def events(rows: Any, key: str = "events") -> np.ndarray:
+    """An opening's (n, 4) field values, each in its field's range."""
+    if not isinstance(rows, list) or not all(isinstance(r, list) and len(r) == len(FIELDS) for r in rows):
+        raise ValueError(f"{key!r} must be a list of [onset, pitch, duration, velocity] rows")
+    return np.array([[integer(v, key, *FIELD_RANGES[f]) for f, v in zip(FIELDS, row)] for row in rows],
+                    dtype=np.int64).reshape(-1, len(FIELDS))
+
+
+def codec(d: Any) -> Codec:
+    """The codec, its tick and vocabulary checked (a vocabulary beyond MIDI would play garbage)."""
+    if not isinstance(d, dict) or not isinstance(d.get("vocab"), dict):
+        raise ValueError("'codec' must be an object with 'ticks_per_quarter' and 'vocab'")
+    integer(d.get("ticks_per_quarter"), "ticks_per_quarter", 1, 1 << 16)
+    for f in FIELDS:
+        values = d["vocab"].get(f)
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"'vocab' {f!r} must be a non-empty list of integers")
+        for v in values:
+            integer(v, f"vocab {f}", *FIELD_RANGES[f])
+    return Codec.from_dict(d)
+
+
+def parity(d: Any) -> dict:
+    """`parity`, with the figures most_faithful_variant() compares checked."""
+    d = dict(d or {})
+    agreement = d.get("pitch_top1_agreement", {})
+    if not isinstance(agreement, dict):
+        raise ValueError("'pitch_top1_agreement' must be an object of model: agreement")
+    for name, value in agreement.items():
+        if value is not None:
+            number(value, f"pitch_top1_agreement {name}")
+    return d
 
 
 def file_sha256(path: Path) -> str:
@@ -76,8 +152,11 @@ class Tensor:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Tensor":
-        return cls(str(d["role"]), str(d["name"]), tuple(int(s) for s in d["shape"]), str(d["dtype"]),
-                   Quantization(float(d.get("scale", 0.0)), int(d.get("zero_point", 0))))
+        if d["dtype"] not in DTYPES:
+            raise ValueError(f"'dtype' = {_show(d['dtype'])} is not one of {DTYPES}")
+        return cls(str(d["role"]), str(d["name"]), tuple(integer(s, "shape", -1, SHAPE_MAX) for s in d["shape"]),
+                   d["dtype"], Quantization(number(d.get("scale", 0.0), "scale", 0.0),
+                                            integer(d.get("zero_point", 0), "zero_point", -SHAPE_MAX, SHAPE_MAX)))
 
 
 @dataclass(frozen=True)
@@ -110,10 +189,11 @@ class ModelEntry:
             raise ValueError(f"model {d['file']!r}: kind {d['kind']!r} / variant {d['variant']!r} not in "
                              f"{KINDS} / {VARIANTS}")
         clip = d.get("cell_clip")
-        return cls(str(d["file"]), d["kind"], d["variant"], str(d["sha256"]), int(d.get("bytes", -1)),
+        return cls(file_name(d["file"]), d["kind"], d["variant"], str(d["sha256"]),
+                   integer(d.get("bytes", -1), "bytes", -1, 1 << 40),
                    tuple(Tensor.from_dict(t) for t in d.get("inputs", [])),
                    tuple(Tensor.from_dict(t) for t in d.get("outputs", [])),
-                   bool(d.get("edgetpu", False)), None if clip is None else float(clip))
+                   bool(d.get("edgetpu", False)), None if clip is None else number(clip, "cell_clip", 0.0))
 
 
 @dataclass
@@ -150,7 +230,8 @@ class SplitRecord:
     @classmethod
     def from_dict(cls, d: dict) -> "SplitRecord":
         seed = d.get("seed")
-        return cls(str(d["corpus"]), d.get("corpus_sha256"), None if seed is None else int(seed), d.get("holdout"),
+        return cls(str(d["corpus"]), d.get("corpus_sha256"), None if seed is None else integer(seed, "seed", 0, 1 << 64),
+                   d.get("holdout"),
                    tuple(map(str, d["test"])), tuple(map(str, d["valid"])), str(d["fingerprint"]),
                    {str(k): str(v) for k, v in d["train_fingerprints"].items()}, dict(d.get("dropped") or {}),
                    dict(d.get("melody_shared") or {}))
@@ -172,8 +253,10 @@ class BenchmarkFigure:
     @classmethod
     def from_dict(cls, d: dict) -> "BenchmarkFigure":
         memory = d.get("memory_nll_per_step16")
-        return cls(int(d["pieces"]), float(d["steps16"]), int(d["notes"]), float(d["nll_per_step16"]),
-                   float(d["nll_per_note"]), str(d["variant"]), None if memory is None else float(memory))
+        return cls(integer(d["pieces"], "pieces", 0, 1 << 40), number(d["steps16"], "steps16"),
+                   integer(d["notes"], "notes", 0, 1 << 40), number(d["nll_per_step16"], "nll_per_step16"),
+                   number(d["nll_per_note"], "nll_per_note"), str(d["variant"]),
+                   None if memory is None else number(memory, "memory_nll_per_step16"))
 
 
 @dataclass(frozen=True)
@@ -228,12 +311,11 @@ class BundleMeta:
     @classmethod
     def from_dict(cls, d: dict) -> "BundleMeta":
         """Raises KeyError, TypeError or ValueError on a bad document (load_bundle names the file)."""
-        openings = [Opening(str(o.get("piece", i)), np.asarray(o["events"], dtype=np.int64).reshape(-1, 4))
-                    for i, o in enumerate(d.get("openings", []))]
+        openings = [Opening(str(o.get("piece", i)), events(o["events"])) for i, o in enumerate(d.get("openings", []))]
         return cls(name=str(d.get("name", "")), created=str(d.get("created", "")),
-                   codec=Codec.from_dict(d["codec"]), model=dict(d.get("model") or {}),
+                   codec=codec(d["codec"]), model=dict(d.get("model") or {}),
                    models=[ModelEntry.from_dict(m) for m in d["models"]], openings=openings,
-                   report=d.get("report") or {}, source=d.get("source") or {}, parity=d.get("parity") or {},
+                   report=d.get("report") or {}, source=d.get("source") or {}, parity=parity(d.get("parity")),
                    memory=weights_from_dict(d.get("memory")),
                    split=SplitRecord.from_dict(d["split"]) if d.get("split") else None,
                    benchmark=Benchmark.from_dict(d["benchmark"]) if d.get("benchmark") else None,
@@ -303,20 +385,28 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
         document = json.loads(meta_path.read_text())
     except FileNotFoundError:
         raise UserError(f"{meta_path}: missing (is {path} a bundle made by `playbach convert`?)") from None
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError) as e:   # UnicodeDecodeError is a ValueError
         raise UserError(f"{meta_path}: not readable JSON ({e})") from e
+    except RecursionError:
+        document = None
+    if document is None or depth(document) > MAX_DEPTH:
+        raise UserError(f"{meta_path}: nested deeper than {MAX_DEPTH} levels; not a bundle.json")
     found = document.get("format") if isinstance(document, dict) else None
     if found not in READS or isinstance(found, bool):
         raise UserError(f"{meta_path}: unknown bundle format {found!r} (this player reads formats "
                         f"{', '.join(map(str, READS))})")
     try:
-        weights_from_dict(document.get("memory"))
-    except (KeyError, TypeError, ValueError) as e:
+        weights = weights_from_dict(document.get("memory"))
+        if weights is not None and not np.isfinite(weights).all():
+            raise ValueError("'weights' must be finite")
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise UserError(f"{meta_path}: bad \"memory\" entry ({e})") from e
     try:
         meta = BundleMeta.from_dict(document)
-    except (KeyError, TypeError, ValueError) as e:
-        raise UserError(f"{meta_path}: bad or missing entry ({e!r})") from e
+    except KeyError as e:
+        raise UserError(f"{meta_path}: missing key {e}") from e
+    except (TypeError, ValueError, AttributeError, OverflowError) as e:   # a value of the wrong kind
+        raise UserError(f"{meta_path}: bad entry: {e}") from e
     if verify:
         for entry in meta.models:
             _verify_file(path / entry.file, entry)
