@@ -106,6 +106,9 @@ class LiveInput(WatchedPort):
             self.clock += delta
             if not data or not 0x80 <= data[0] < 0xF0:
                 continue   # system messages (clock on the wrong port, SysEx, active sensing): not ours
+            if data[0] & 0xF0 not in (0x80, 0x90, 0xB0) or len(data) != 3 or max(data[1:]) > 0x7F:
+                continue   # what nothing here reads (pitch bend, aftertouch, program) or a malformed
+                # note or CC: not parsed at all (a cut-short pitch bend raised IndexError in mido)
             if data[0] & 0xF0 == 0xB0 and len(data) == 3 and data[1] in (120, 123):
                 news.panic = True   # all sound off / all notes off
                 continue
