@@ -36,6 +36,8 @@ USER_CONFIG = "playbach.toml"
 SSH_KEYS = "ssh_authorized_keys"
 ERROR_NOTE = "playbach-error.txt"
 SSH_UNIT = "ssh.service"
+# off means both: Debian's openssh-server can also be started by its socket unit
+SSH_OFF = ["systemctl", "disable", "--now", "--quiet", SSH_UNIT, "ssh.socket"]
 WEB_UNIT = "playbach-web.service"
 # key types OpenSSH's sshd accepts in authorized_keys (ssh -Q key), without the certificates
 SSH_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
@@ -173,13 +175,13 @@ def apply_ssh(card: Path, root_home: Path, run: Run = run) -> str:
     Returns 'on', 'off' or 'rejected' (a bad key file: SSH off, the keys there before stay)."""
     source = card / SSH_KEYS
     if not source.is_file():
-        run(["systemctl", "disable", "--now", "--quiet", SSH_UNIT])
+        run(SSH_OFF)
         return "off"
     try:
         keys = check_ssh_keys(source)
     except UserError as e:
         log.error("%s; SSH stays off", e)
-        run(["systemctl", "disable", "--now", "--quiet", SSH_UNIT])
+        run(SSH_OFF)
         return "rejected"
     write_private(root_home / ".ssh" / "authorized_keys", keys, 0o600)
     os.chmod(root_home / ".ssh", 0o700)

@@ -188,7 +188,7 @@ def test_no_key_file_keeps_ssh_off(tmp_path):
     card, run = tmp_path / "boot", Recorder()
     card.mkdir()
     assert firstboot.apply_ssh(card, tmp_path / "root", run) == "off"
-    assert run.calls == [["systemctl", "disable", "--now", "--quiet", "ssh.service"]]
+    assert run.calls == [firstboot.SSH_OFF]
     assert not (tmp_path / "root").exists()
 
 
@@ -207,7 +207,7 @@ def test_bad_key_file_is_named_and_ssh_stays_off(tmp_path, caplog, text, line):
     if line:
         assert f"line {line} is not an SSH public key" in caplog.text
     assert not (home / ".ssh").exists()
-    assert run.calls == [["systemctl", "disable", "--now", "--quiet", "ssh.service"]]
+    assert run.calls == [firstboot.SSH_OFF]
 
 
 @hsettings(max_examples=200, deadline=None)

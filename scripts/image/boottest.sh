@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# --boot-test (sourced by scripts/build-image.sh after the image is finished): boot a copy of it in
+# QEMU's raspi4b machine with the image's own kernel, initrd and device tree from its FAT partition
+# and its own root partition, first boot and all. QEMU 9+ has raspi4b; the build machine may be older
+# (bookworm: 7.2), so QEMU runs from a Debian trixie root (mmdebstrap, cached) by chroot.
+#
+# The copy differs from the image in what only a test needs: a card of 4 GiB (QEMU takes SD cards
+# of a power of two; the root partition grows into it at the first boot), a playbach.toml with one
+# setting changed (bpm = 72: the first boot must copy it), and a test agent unit written into the
+# copy's root with debugfs (no mount) that reports on the serial console once the player waits.
+
+HOST_ROOT=$CACHE/trixie-host
+TEST_CARD_BYTES=$((4 << 30))
+
+build_host_root() {
+    [ -x "$HOST_ROOT/usr/bin/qemu-system-aarch64" ] && return 0
+    BUILD_TMP=$HOST_ROOT.tmp
+    rm -rf --one-file-system "$BUILD_TMP"
+    log "boot test: a Debian trixie root with QEMU 10 for raspi4b (mmdebstrap, about 2 minutes)"
+    in_background mmdebstrap --variant=apt --include=qemu-system-arm --aptopt='Acquire::Languages "none"' \
+        --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
+        --dpkgopt='path-exclude=/usr/share/locale/*' trixie "$BUILD_TMP" "$MIRROR" >&2 \
+        || die "boot test: mmdebstrap of the QEMU root failed"
+    mv "$BUILD_TMP" "$HOST_ROOT"
+    BUILD_TMP=""
+}
+
+# The FAT partition's offset in the card (sfdisk's dump of partition 1), for mtools' @@offset.
+fat_offset() { sfdisk -d "$1" | awk -F'[=,]' '/^[^ ]*1 :/ {gsub(/ /, "", $2); print $2 * 512}'; }
+root_offset() { sfdisk -d "$1" | awk -F'[=,]' '/^[^ ]*2 :/ {gsub(/ /, "", $2); print $2 * 512}'; }
+
+# Kernel, initrd and device tree as the Pi's firmware would load them (config.txt names them).
+extract_boot_files() {
+    local card=$1 dir=$2 fat kernel initrd
+    fat="$card@@$(fat_offset "$card")"
+    MTOOLS_SKIP_CHECK=1 mcopy -n -i "$fat" ::config.txt ::cmdline.txt "$dir/" || die "boot test: no config.txt/cmdline.txt on the FAT"
+    kernel=$(awk -F= '/^kernel=/ {print $2}' "$dir/config.txt" | tail -1)
+    initrd=$(awk '/^initramfs / {print $2}' "$dir/config.txt" | tail -1)
+    [ -n "$kernel" ] && [ -n "$initrd" ] || die "boot test: config.txt names no kernel= or initramfs"
+    MTOOLS_SKIP_CHECK=1 mcopy -n -i "$fat" "::$kernel" "$dir/vmlinuz" && MTOOLS_SKIP_CHECK=1 mcopy -n -i "$fat" "::$initrd" "$dir/initrd.img" \
+        || die "boot test: $kernel or $initrd missing on the FAT"
+    MTOOLS_SKIP_CHECK=1 mcopy -n -i "$fat" ::bcm2711-rpi-4-b.dtb "$dir/board.dtb" 2>/dev/null \
+        || MTOOLS_SKIP_CHECK=1 mcopy -n -i "$fat" ::broadcom/bcm2711-rpi-4-b.dtb "$dir/board.dtb" \
+        || die "boot test: no bcm2711-rpi-4-b.dtb on the FAT"
+}
+
+make_test_card() {
+    local image=$1 dir=$2 card=$2/card.img agent_dir=$REPO/scripts/image
+    cp --sparse=always "$image" "$card"
+    truncate -s "$TEST_CARD_BYTES" "$card"
+    # the user's edit before the first boot: one setting, on the FAT, as a computer would make it
+    MTOOLS_SKIP_CHECK=1 mcopy -n -i "$card@@$(fat_offset "$card")" ::playbach.toml "$dir/playbach.toml"
+    sed -i 's/^bpm = .*/bpm = 72.0/' "$dir/playbach.toml"
+    MTOOLS_SKIP_CHECK=1 mcopy -o -n -i "$card@@$(fat_offset "$card")" "$dir/playbach.toml" ::playbach.toml \
+        || die "boot test: cannot write playbach.toml to the test card"
+    debugfs -w -f - "$card?offset=$(root_offset "$card")" >/dev/null 2>"$dir/debugfs.log" <<EOF
+cd /usr/local/sbin
+write $agent_dir/boottest-agent.sh playbach-boottest
+cd /etc/systemd/system
+write $agent_dir/boottest-agent.service playbach-boottest.service
+cd /etc/systemd/system/multi-user.target.wants
+symlink playbach-boottest.service /etc/systemd/system/playbach-boottest.service
+EOF
+    debugfs -R "stat /etc/systemd/system/multi-user.target.wants/playbach-boottest.service" \
+        "$card?offset=$(root_offset "$card")" >/dev/null 2>&1 || die "boot test: debugfs could not add the agent ($(cat "$dir/debugfs.log"))"
+}
+
+boot_test() {
+    local image=$1 json=$2 work=$3 build_seconds=$4 dir rc=0
+    dir=$work/boot
+    mkdir -p "$dir"
+    build_host_root
+    make_test_card "$image" "$dir"
+    extract_boot_files "$dir/card.img" "$dir"
+    mkdir -p "$HOST_ROOT/card" "$HOST_ROOT/dev" "$HOST_ROOT/proc"
+    mount --bind "$dir" "$HOST_ROOT/card" && BUILD_MOUNTS=("$HOST_ROOT/card" "${BUILD_MOUNTS[@]}")
+    mount --bind /dev "$HOST_ROOT/dev" && BUILD_MOUNTS=("$HOST_ROOT/dev" "${BUILD_MOUNTS[@]}")
+    mount -t proc proc "$HOST_ROOT/proc" && BUILD_MOUNTS=("$HOST_ROOT/proc" "${BUILD_MOUNTS[@]}")
+    log "boot test: qemu-system-aarch64 -M raspi4b (TCG), up to ${BOOT_TEST_TIMEOUT:-3600} s"
+    in_background python3 "$REPO/scripts/image/boottest.py" --host-root "$HOST_ROOT" --card-dir "$dir" \
+        --inside /card --image "$image" --json "$json" --build-seconds "$build_seconds" \
+        --timeout "${BOOT_TEST_TIMEOUT:-3600}" || rc=$?
+    # the download's size: FILE.img.xz, made after the boot so it does not slow the emulation
+    log "boot test: xz -6 of the image ($image.xz)"
+    PARTIAL=$image.xz.partial
+    in_background xz -T0 -6 -c "$image" > "$PARTIAL" || die "xz of the image failed"
+    mv -f "$PARTIAL" "$image.xz"
+    PARTIAL=""
+    python3 "$REPO/scripts/image/boottest.py" --add-xz "$image.xz" --json "$json" || rc=2
+    return "$rc"
+}
