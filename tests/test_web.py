@@ -46,8 +46,8 @@ def test_page_in_chromium_shows_notes_and_its_tempo_slider_changes_the_spacing(w
     # notes appear in the piano roll (the page counts the played notes it drew)
     wait_until(lambda: int(browser.find_element(By.ID, "roll").get_attribute("data-drawn")) >= 4, 20, "notes drawn")
     wait_until(lambda: browser.find_element(By.ID, "model").text.endswith(".tflite"), what="the model's name")
-    cookie = browser.get_cookie("playbach_token")
-    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    cookie = browser.get_cookie("playbach_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and web_rig.token not in cookie["value"]
     before = time.monotonic()
     time.sleep(4)
     fast = gaps(web_rig.note_ons(before))
@@ -119,7 +119,7 @@ def test_bad_requests_get_a_clear_4xx_and_change_nothing(web_rig, method, path, 
 
 @pytest.mark.parametrize("token", [None, "wrong-token-but-long-enough", ""])
 def test_a_missing_or_wrong_token_gets_401_and_no_hint(web_rig, token):
-    headers = {"Cookie": "playbach_token=nope"} if token == "" else {}
+    headers = {"Cookie": "playbach_session=nope"} if token == "" else {}
     got, answer, response_headers = web_rig.api("GET", "/api/status", token=None if token == "" else token,
                                                 headers=headers)
     assert got == 401 and answer == b"401: Unauthorized\n"

@@ -1,6 +1,7 @@
-"""Who may call the API: the token, its cookie, failed tokens rate-limited, cross-site POSTs
-refused, a flood of calls slowed (issue 13 item 4). An aiohttp middleware; the page itself
-(GET / and its static files) needs no token: it holds nothing secret.
+"""Who may call the API: the token, or a session the login made (web/sessions.py), failed tokens
+rate-limited, cross-site POSTs refused, a flood of calls slowed (issue 13 item 4), and only for
+a Host that names this machine (issue 22). An aiohttp middleware; the page itself (GET / and
+its static files) needs no token: it holds nothing secret.
 
 A wrong or missing token gets 401 with nothing else said (no hint of what was wrong, no
 WWW-Authenticate); FAILS wrong tokens from one address within FAIL_WINDOW seconds and it gets
@@ -19,8 +20,9 @@ from typing import Awaitable, Callable
 from aiohttp import web
 
 from playbach.errors import UserError
+from playbach.web.sessions import SESSION_DAYS, Hosts, Sessions
 
-COOKIE = "playbach_token"
+COOKIE = "playbach_session"
 FAILS, FAIL_WINDOW = 5, 60.0
 RATE, BURST = 100.0, 200.0        # API calls a second per address (the page polls far less)
 PUBLIC = ("/api/login",)          # checks the token itself (and counts its failures)
@@ -47,8 +49,10 @@ def read_token(path: str) -> str:
 
 
 class Guard:
-    def __init__(self, token: str):
+    def __init__(self, token: str, session_days: float = SESSION_DAYS, hosts: tuple[str, ...] = ()):
         self.token = token.encode()
+        self.sessions = Sessions(self.token, session_days)
+        self.hosts = Hosts(hosts)
         self.fails: dict[str, deque] = defaultdict(deque)
         self.buckets: dict[str, tuple[float, float]] = {}
 
@@ -92,15 +96,25 @@ class Guard:
             return False
         return origin.split("://", 1)[-1].rstrip("/") != request.host
 
-    def given(self, request: web.Request) -> str | None:
+    def who_is_it(self, request: web.Request) -> str:
+        """'ok' (the token, or a live session), 'none' given, 'expired' (a session of ours, too
+        old: not counted as a failure) or 'wrong'."""
         header = request.headers.get("Authorization", "")
         if header.startswith("Bearer "):
-            return header[7:].strip()
-        return request.cookies.get(COOKIE)
+            return "ok" if self.token_ok(header[7:].strip()) else "wrong"
+        cookie = request.cookies.get(COOKIE)
+        if cookie is None:
+            return "none"
+        said = self.sessions.check(cookie, time.time())
+        return {"ok": "ok", "expired": "expired"}.get(said, "wrong")
 
     @web.middleware
     async def middleware(self, request: web.Request,
                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        local = request.transport.get_extra_info("sockname") if request.transport else None
+        if not self.hosts.allows(request.host, local[0] if local else None):
+            raise web.HTTPMisdirectedRequest(text=f"this service does not answer to {request.host[:100]!r} "
+                                                  "(Host); add the name to web_hosts\n")
         if not request.path.startswith("/api/"):
             return await handler(request)
         who, now = request.remote or "?", time.monotonic()
@@ -110,9 +124,10 @@ class Guard:
             raise web.HTTPForbidden(text="cross-site request refused\n")
         if self.locked_out(who, now):
             raise web.HTTPTooManyRequests(text="too many failed tokens; wait a minute\n")
-        given = self.given(request)
-        if request.path not in PUBLIC and not self.token_ok(given):
-            if given is not None:   # a wrong token counts; none at all (a first visit) does not
-                self.failed(who, now)
-            raise web.HTTPUnauthorized(text="401: Unauthorized\n")
+        if request.path not in PUBLIC:
+            said = self.who_is_it(request)
+            if said != "ok":
+                if said == "wrong":   # a wrong token counts; none at all (a first visit) does not
+                    self.failed(who, now)
+                raise web.HTTPUnauthorized(text="401: Unauthorized\n")
         return await handler(request)

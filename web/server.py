@@ -1,6 +1,7 @@
 """`playbach web`: the control page and its JSON API, over the player's control socket.
 
     playbach web --listen HOST:PORT --control-socket PATH --web-token-file FILE
+    playbach web --rotate-token      # a new token: every session and the old token end
 
 aiohttp (asyncio): one process, no threads, a page of static files (web/static, no build step,
 nothing from a CDN) and the API of docs/control.md. The player is reached only through its
@@ -17,8 +18,13 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
+import secrets
+import shutil
 import signal
+import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +32,7 @@ from aiohttp import web
 
 from playbach import settings, wire
 from playbach.errors import UserError
+from playbach.files import replace_atomically
 from playbach.web.guard import COOKIE, Guard, read_token
 from playbach.web.link import Link, NotPlaying
 
@@ -35,7 +42,8 @@ STATIC = Path(__file__).resolve().parent / "static"
 DEFAULT_CONFIG = Path("/etc/playbach/config.toml")
 MAX_BODY = 16 * 1024          # bytes of a request body (a settings change is ~20)
 MAX_STREAMS = 16              # /api/events clients at once
-KEYS = ("control_socket", "web_token_file")
+KEYS = ("control_socket", "web_token_file", "web_session_days", "web_hosts")
+SERVICE = "playbach-web.service"
 HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
            "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"}
 
@@ -45,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", "--web-listen", dest="web_listen", default=argparse.SUPPRESS, metavar="HOST:PORT",
                         help=f"address to serve on (config web_listen; default {settings.DEFAULTS.web_listen})")
     settings.add_arguments(parser, KEYS, keep_unset=True)
+    parser.add_argument("--rotate-token", action="store_true",
+                        help="write a new token to web_token_file (mode 0600) and print it: the old token and every "
+                             "page's session stop working (the installed service is restarted to read it)")
 
 
 def load(args: argparse.Namespace) -> dict[str, Any]:
@@ -61,9 +72,38 @@ def load(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     s = load(args)
+    if getattr(args, "rotate_token", False):
+        return rotate_token(s["web_token_file"])
     token = read_token(s["web_token_file"])
     host, port = settings.host_port(s["web_listen"])
-    asyncio.run(serve(make_app(s["control_socket"], token), host, port))
+    hosts = tuple(h for h in s["web_hosts"].split(",") if h.strip())
+    asyncio.run(serve(make_app(s["control_socket"], token, s["web_session_days"], hosts), host, port))
+    return 0
+
+
+def rotate_token(path: str) -> int:
+    """A new token in `path` (0600 from its first byte, then renamed over the old): sessions are
+    signed with the token (web/sessions.py), so none survives it. The installed service reads
+    its copy of the token at start: it is restarted here when it is the installed token."""
+    token = secrets.token_urlsafe(32)
+
+    def write(tmp: Path) -> None:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            f.write(token + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    try:
+        replace_atomically(path, write)
+    except OSError as e:
+        raise UserError(f"web_token_file {path}: cannot write a new token ({e.strerror or e})") from e
+    print(f"new token written to {path} (mode 0600); the old one and every session are revoked:\n{token}")
+    if path == settings.DEFAULTS.web_token_file and shutil.which("systemctl"):
+        done = subprocess.run(["systemctl", "try-restart", SERVICE], capture_output=True, text=True)
+        print(f"restarted {SERVICE}" if done.returncode == 0 else
+              f"could not restart {SERVICE} ({done.stderr.strip()}); restart it to use the new token")
+    else:
+        print("restart `playbach web` to use it")
     return 0
 
 
@@ -84,8 +124,9 @@ async def serve(app: web.Application, host: str, port: int) -> None:
     await runner.cleanup()
 
 
-def make_app(control_socket: str, token: str) -> web.Application:
-    guard = Guard(token)
+def make_app(control_socket: str, token: str, session_days: float = settings.DEFAULTS.web_session_days,
+             hosts: tuple[str, ...] = ()) -> web.Application:
+    guard = Guard(token, session_days, hosts)
     app = web.Application(middlewares=[guard.middleware], client_max_size=MAX_BODY)
     app["link"], app["guard"], app["streams"] = Link(control_socket), guard, set()
 
@@ -143,15 +184,16 @@ async def call(request: web.Request, op: str, timeout: float = 5.0, **args: Any)
 
 
 async def login(request: web.Request) -> web.Response:
-    """The page's one question: the token, kept from then on in an HttpOnly SameSite=Strict cookie."""
+    """The page's one question: the token, answered with a session (not the token) in an HttpOnly
+    SameSite=Strict cookie that lasts web_session_days."""
     guard: Guard = request.app["guard"]
     given = (await body(request)).get("token")
     if not isinstance(given, str) or not guard.token_ok(given):
         guard.failed(request.remote or "?", asyncio.get_running_loop().time())
         raise web.HTTPUnauthorized(text="401: Unauthorized\n")
     response = web.Response(status=204)
-    response.set_cookie(COOKIE, given, httponly=True, samesite="Strict", path="/", max_age=365 * 86400,
-                        secure=request.secure)
+    response.set_cookie(COOKIE, guard.sessions.new(time.time()), httponly=True, samesite="Strict", path="/",
+                        max_age=round(guard.sessions.seconds), secure=request.secure)
     return response
 
 

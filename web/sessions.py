@@ -1,0 +1,84 @@
+"""The page's sessions and the names the service answers to (issue 22 item 5).
+
+A session is what the page's cookie holds after a login: a random id, when it expires, and an
+HMAC of both keyed by the token -- never the token itself. Nothing is stored (the service may
+write nothing, and a session must outlive a restart), so a new token (`playbach web
+--rotate-token`) ends every session at once: their MACs no longer match.
+
+The Host header must name this machine: its hostname, hostname.local, localhost, the address
+the request came in on, or a name in `web_hosts` ('*': any). A page on another site that rebinds
+its own name to the Pi's address sends its own name as Host, and is refused before any token
+or failed-token count is looked at.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import secrets
+import socket
+from typing import Iterable
+
+SESSION_DAYS = 30.0
+
+
+class Sessions:
+    def __init__(self, token: bytes, days: float = SESSION_DAYS):
+        self.key = hmac.new(token, b"playbach-web sessions", hashlib.sha256).digest()
+        self.seconds = days * 86400.0
+
+    def _mac(self, sid: str, expires: int) -> str:
+        return hmac.new(self.key, f"{sid}.{expires}".encode(), hashlib.sha256).hexdigest()
+
+    def new(self, now: float) -> str:
+        """A cookie value for a new session from `now` (wall-clock seconds)."""
+        sid, expires = secrets.token_urlsafe(18), int(now + self.seconds)
+        return f"{sid}.{expires}.{self._mac(sid, expires)}"
+
+    def check(self, value: str, now: float) -> str:
+        """'ok', 'expired' (made by us, too old) or 'forged' (not made with this token)."""
+        sid, _, rest = value.partition(".")
+        expires, _, mac = rest.partition(".")
+        if not (expires.isascii() and expires.isdigit() and len(expires) < 16 and mac.isascii()):
+            return "forged"
+        if not hmac.compare_digest(mac.encode(), self._mac(sid, int(expires)).encode()):
+            return "forged"
+        return "ok" if now < int(expires) else "expired"
+
+
+def host_name(header: str) -> str:
+    """A Host header's name without its port, lower case: '[::1]:8080' -> '::1'."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:].partition("]")[0]
+    name, colon, port = header.rpartition(":")
+    return name.rstrip(".") if colon and port.isdigit() and ":" not in name else header.rstrip(".")
+
+
+class Hosts:
+    """The names this service answers to."""
+
+    def __init__(self, extra: Iterable[str] = ()):
+        extra = {h.strip().lower().rstrip(".") for h in extra if h.strip()}
+        self.any = "*" in extra
+        me = socket.gethostname().lower()
+        self.names = {"localhost", "127.0.0.1", "::1", me, f"{me}.local", *extra}
+
+    def allows(self, header: str, local_address: str | None) -> bool:
+        """Whether `header` names this machine; `local_address`: where the request came in."""
+        if self.any:
+            return True
+        name = host_name(header)
+        if name in self.names or name == (local_address or "").lower():
+            return True
+        # the address it came in on, written another way (::ffff:192.168.1.2 for 192.168.1.2)
+        ip = _plain(name)
+        return ip is not None and local_address is not None and ip == _plain(local_address)
+
+
+def _plain(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return None
+    return ip.ipv4_mapped or ip if isinstance(ip, ipaddress.IPv6Address) else ip
