@@ -131,9 +131,10 @@ class FollowClock:
             if event == "stop":
                 self._silence(now, scheduler, output, "MIDI clock Stop: every note ended; waiting")
             elif event == "start":
+                what = "Start" if f.position == 0 else "Continue"
+                self._silence(now, scheduler, output, f"MIDI clock {what} while playing: every note ended")
                 self.started = now
-                log.info("MIDI clock %s at song position %d (%.2f quarters)", "Start" if f.position == 0
-                         else "Continue", f.position, f.position / PPQ)
+                log.info("MIDI clock %s at song position %d (%.2f quarters)", what, f.position, f.position / PPQ)
         if f.lost(now):
             self._silence(now, scheduler, output, f"no MIDI clock for {LOSS_SECONDS:g} s: every note ended; "
                                                   "waiting for Start or Continue")

@@ -188,6 +188,15 @@ def test_continue_and_song_position_pointer_place_the_notes():
     assert f.song_position(f.count) == src.last_position()
 
 
+def test_start_while_playing_starts_the_song_again():
+    src = Source(drop_every=200).send(START).ticks(120, PPQ * 4).send(START).ticks(120, PPQ * 4)
+    again = [t for t, m in src.messages if m == START][1]
+    played, _, _, _ = play(src, src.t)
+    second = [(t, tick) for t, tick in played if t >= again]
+    assert second and min(tick for _, tick in second) < TPQ, "the song did not start from its beginning"
+    assert max(abs(e) for e, _ in errors(second, src.grid)) < 0.001
+
+
 # --- bad input: a clock that stops, Start without ticks, ticks before Start, 1000 BPM -----------
 
 def test_a_clock_that_stops_mid_take_holds_then_ends_every_note(caplog):
