@@ -2,7 +2,9 @@
 
 The run's Keras model is rebuilt as a step model (trainer/step.py) and driven by the player's own
 Improviser (playbach/improviser.py): the same repeat memory, sampler and chord guard, so a seeded
-desktop take and the same seeded take from the converted float32 bundle agree event for event.
+desktop take and the same seeded take from the converted float32 bundle agree event for event
+(planning included: the Keras step model saves and restores its state as the TFLite one does).
+`playbach generate BUNDLE` (a folder holding bundle.json) is the core's playbach/generate_bundle.py.
 """
 from __future__ import annotations
 
