@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from fixtures_run import link_chorales
 from playbach.cli import main
 from playbach.errors import UserError
-from playbach.trainer.distribute import Task, check_batch, parse_tf_config
+from playbach.trainer.distribute import Task, check_batch, first_batch, parse_tf_config
 
 # --- TF_CONFIG, checked before anything is read --------------------------------------------------
 
@@ -81,6 +81,14 @@ def test_the_global_batch_must_split_evenly():
     assert check_batch(32, 2) == 16 and check_batch(7, 1) == 7
     with pytest.raises(UserError, match="--batch 33 does not split evenly over 2 replicas"):
         check_batch(33, 2)
+
+
+def test_a_first_batch_smaller_than_the_batch_splits_evenly():
+    assert first_batch(100, 32, 2, "validation") == 32     # the global batch when there are enough windows
+    assert first_batch(13, 32, 2, "validation") == 12      # 6 + 6, then a last batch of 1
+    assert first_batch(13, 32, 4, "validation") == 12 and first_batch(2, 32, 2, "training") == 2
+    with pytest.raises(UserError, match="3 validation windows cannot be split over 4 replicas"):
+        first_batch(3, 32, 4, "validation")
 
 
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
@@ -157,11 +165,16 @@ def test_fuzzed_good_clusters_have_exactly_one_chief(cluster):
 CHORALES = 10
 TINY = ["--units", "32", "--embed", "4", "8", "4", "2", "--window", "16", "--epochs", "3", "--batch", "32",
         "--seed", "0", "--workers", "1"]
-# Final losses of this run, one device vs two replicas; see docs/trainer.md for the seed spread
-# they come from.
-VAL_TOLERANCE = 0.15
-TRAIN_TOLERANCE = 0.10
-SAME_REPLICAS = 0.01    # mirrored over 2 devices vs 2 workers: the same sums, only the all-reduce differs
+# The last epoch's losses (nats per event, four heads summed), one device vs two replicas: 4 standard
+# deviations of the difference of two runs of this command that differ only in their training
+# randomness (initialisation, shuffle, dropout), measured over 10 such runs (docs/trainer.md,
+# "Training on several devices"). A global batch that doubled on two replicas halves the steps and
+# misses by several times this.
+VAL_TOLERANCE = 0.25
+TRAIN_TOLERANCE = 0.16
+# mirrored over 2 devices vs 2 workers: the same batches, splits and seeds, the same sums (an
+# all-reduce of two values does not depend on its order): only a broken split can tell them apart
+SAME_REPLICAS = 0.01
 
 
 def free_ports(n: int) -> list[int]:

@@ -160,15 +160,28 @@ def check_batch(batch: int, replicas: int) -> int:
     return batch // replicas
 
 
-def batches(x: dict, y: dict, batch: int, seed: int | None):
+def batches(x: dict, y: dict, batch: int, replicas: int, seed: int | None, what: str):
     """A tf.data pipeline of global batches (shuffled anew each epoch when `seed` is given) that
     tf.distribute splits between replicas. Every worker reads all of it and keeps its share of
     each batch (DATA sharding): the shuffle is seeded, so all workers see the same order."""
     import tensorflow as tf
 
+    windows = len(next(iter(x.values())))
     data = tf.data.Dataset.from_tensor_slices((x, y))
     if seed is not None:
-        data = data.shuffle(len(next(iter(x.values()))), seed=seed, reshuffle_each_iteration=True)
+        data = data.shuffle(windows, seed=seed, reshuffle_each_iteration=True)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return data.batch(batch).with_options(options)
+    return data.batch(first_batch(windows, batch, replicas, what)).with_options(options)
+
+
+def first_batch(windows: int, batch: int, replicas: int, what: str) -> int:
+    """`batch`, or with fewer windows than that, the most that split evenly over the replicas: Keras
+    learns the input shapes by reducing the first batch over the replicas, which needs every share of
+    it the same size (a last, smaller batch may split unevenly)."""
+    if windows >= batch:
+        return batch
+    if windows < replicas:
+        raise UserError(f"{windows} {what} windows cannot be split over {replicas} replicas: use fewer devices "
+                        f"or more music")
+    return windows - windows % replicas

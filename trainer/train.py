@@ -166,7 +166,36 @@ def resume_state(checkpoint: str, cfg: ModelConfig, codec: Codec):
 
 # --- training ---------------------------------------------------------------------------------
 
-def fit(model, cfg, train, val, args, work: Path, initial_epoch: int, best: float | None) -> dict:
+def training_data(train: np.ndarray, val: np.ndarray, cfg: ModelConfig, args, replicas: int) -> tuple[dict, object]:
+    """model.fit's training data arguments and its validation data: arrays on one device, tf.data
+    global batches under --distribute."""
+    vx, vy = to_inputs_targets(val, cfg.duration_given_pitch)
+    validation = distribute.batches(vx, vy, args.batch, replicas, None, "validation") if args.distribute else (vx, vy)
+    if args.transpose and args.augment == "random":
+        return {"x": random_transpose_batches(train, args.batch, args.transpose, cfg.vocab_sizes[1], args.seed,
+                                              cfg.duration_given_pitch)}, validation
+    x, y = to_inputs_targets(train, cfg.duration_given_pitch)
+    if args.distribute:
+        return {"x": distribute.batches(x, y, args.batch, replicas, args.seed, "training")}, validation
+    return {"x": x, "y": y, "batch_size": args.batch, "shuffle": True}, validation
+
+
+def start_model(args, cfg: ModelConfig, codec: Codec, strategy):
+    """(model, initial epoch, best monitored loss, old history, old run folder): a new compiled
+    model, or the checkpoint --resume names; under a strategy its variables live on every replica."""
+    from playbach.trainer.model import build_model, compile_model
+
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        if not args.resume:
+            model = build_model(cfg)
+            compile_model(model, cfg)
+            return model, 0, None, {}, None
+        model, state, old_history, old_run = resume_state(args.resume, cfg, codec)
+    same_monitor = state.get("monitor", "val_loss") == args.monitor  # else its best means another loss
+    return model, int(state["epoch"]), state.get("best_val_loss") if same_monitor else None, old_history, old_run
+
+
+def fit(model, cfg, train, val, args, work: Path, initial_epoch: int, best: float | None, replicas: int = 1) -> dict:
     """Keras fit with early stopping and both checkpoints; returns this call's history."""
     import keras
 
@@ -200,16 +229,7 @@ def fit(model, cfg, train, val, args, work: Path, initial_epoch: int, best: floa
     if args.lr_decay:
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=args.monitor, mode="min", factor=args.lr_decay,
                                                            patience=2, min_lr=1e-5))
-    vx, vy = to_inputs_targets(val, cfg.duration_given_pitch)
-    if args.transpose and args.augment == "random":
-        data = {"x": random_transpose_batches(train, args.batch, args.transpose, cfg.vocab_sizes[1], args.seed,
-                                              cfg.duration_given_pitch)}
-    elif args.distribute:
-        data = {"x": distribute.batches(*to_inputs_targets(train, cfg.duration_given_pitch), args.batch, args.seed)}
-    else:
-        x, y = to_inputs_targets(train, cfg.duration_given_pitch)
-        data = {"x": x, "y": y, "batch_size": args.batch, "shuffle": True}
-    validation = distribute.batches(vx, vy, args.batch, None) if args.distribute else (vx, vy)
+    data, validation = training_data(train, val, cfg, args, replicas)
     result = model.fit(**data, validation_data=validation, epochs=args.epochs, initial_epoch=initial_epoch,
                        callbacks=callbacks, verbose=1 if sys.stderr.isatty() else 2)
     return {**{k: [float(v) for v in vs] for k, vs in result.history.items()}, "steps": state.steps}
@@ -305,7 +325,6 @@ def run(args) -> int:
 
     from playbach.trainer.curves import save_curves
     from playbach.trainer.evaluate import evaluate
-    from playbach.trainer.model import build_model, compile_model
 
     strategy = distribute.make_strategy(args.distribute, args.cpu_devices) if args.distribute else None
     replicas = strategy.num_replicas_in_sync if strategy else 1
@@ -313,16 +332,7 @@ def run(args) -> int:
         log.info("global batch %d: %d windows on each of %d replicas", args.batch,
                  distribute.check_batch(args.batch, replicas), replicas)
     keras.utils.set_random_seed(args.seed)
-    old_history, initial_epoch, best = {}, 0, None
-    with strategy.scope() if strategy else contextlib.nullcontext():   # the model's variables on every replica
-        if args.resume:
-            model, state, old_history, old_run = resume_state(args.resume, cfg, codec)
-            initial_epoch = int(state["epoch"])
-            same_monitor = state.get("monitor", "val_loss") == args.monitor  # else its best means another loss
-            best = state.get("best_val_loss") if same_monitor else None
-        else:
-            model = build_model(cfg)
-            compile_model(model, cfg)
+    model, initial_epoch, best, old_history, old_run = start_model(args, cfg, codec, strategy)
 
     chief = task is None or task.chief
     work = work_folder(out, task)
@@ -334,7 +344,7 @@ def run(args) -> int:
         log.info("training on %d windows of %d events (%d validation windows), vocab %s",
                  len(train_w), cfg.window, len(val_w), dict(zip(FIELDS, codec.sizes)))
         t0 = time.perf_counter()
-        history = fit(model, cfg, train_w, val_w, args, work, initial_epoch, best)
+        history = fit(model, cfg, train_w, val_w, args, work, initial_epoch, best, replicas)
         train_s = time.perf_counter() - t0
         if not chief:
             shutil.rmtree(work)
