@@ -197,3 +197,23 @@ def test_clock_input_never_places_a_message_before_it_arrived(monkeypatch):
     assert len(got) == 3
     for estimate, arrived in zip(got, arrivals):
         assert arrived <= estimate < arrived + 0.0015, (got, arrivals)
+
+
+def test_follow_on_the_sources_grid_with_lost_ticks(bundle, jack_server, receiver, source, tmp_path):
+    """Through real JACK ports: every note on a 16th of the source's own grid (its count, the
+    ticks it left unsent included), so neither the Start nor a lost tick moves the beat."""
+    from playbach.harness import clockgrid
+
+    player = follow(bundle, jack_server, receiver, source, tmp_path)
+    source.run([("msg", [0xFA]), ("ticks", BPM, 24 * 8), ("msg", [0xFC])], jitter=0.001, drop_every=40)
+    source.wait()
+    time.sleep(0.3)
+    assert player.stop()[0] == 0, player.log
+    start = next(i for m, i in source.marks if m == [0xFA])
+    onsets = [t for t, _ in note_ons(receiver.taken())]
+    m = clockgrid.measure(source.grid, start, onsets, [0.0])
+    assert m["ticks_not_sent"] >= 4 and m["notes"] >= 8, (m, player.log)
+    assert m["on_a_16th"] == 1.0, m["off_16th"]
+    # two JACK hops (the tick in, the note out), each up to a period (256 frames here), + 2 ms
+    assert m["all"]["onset_from_tick_ms"]["max"] < (2 * 256 / 48000 + 0.002) * 1e3, m["all"]
+    assert_no_stuck_notes(receiver.taken())
