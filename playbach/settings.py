@@ -133,7 +133,7 @@ class Settings:
     web_token_file: str = setting("/etc/playbach/web-token", "file holding the control page's token "
                                   "(`playbach web`; the Pi's install.sh writes one, mode 0600)")
     web_session_days: float = setting(30.0, "days a login on the control page lasts (`playbach web`; "
-                                      "`playbach web --rotate-token` ends every one)", low=0.001, high=3650.0)
+                                      "a new token, from its rotate-token flag, ends every one)", low=0.001, high=3650.0)
     web_hosts: str = setting("", "names the control page answers to besides the Pi's hostname, hostname.local, "
                              "its addresses and localhost: comma-separated (a reverse proxy's name); '*' = any")
     log_level: str = setting("info", "logging level", ("debug", "info", "warning", "error"))
