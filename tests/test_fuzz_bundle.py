@@ -4,7 +4,6 @@ UserError naming bundle.json and the key (exit 2), never an OverflowError or Rec
 matches. The document mutated is the shipped bundle's (models/default)."""
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
@@ -23,7 +22,7 @@ from playbach.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = json.loads((REPO / "models" / "default" / BUNDLE_JSON).read_text())
-FUZZ = settings(max_examples=80, deadline=3000, suppress_health_check=[HealthCheck.too_slow,
+FUZZ = settings(max_examples=60, deadline=3000, suppress_health_check=[HealthCheck.too_slow,
                                                                        HealthCheck.function_scoped_fixture])
 # where a stranger's bundle.json can put something else (a path of keys and list indexes)
 PLACES = [("format",), ("codec",), ("codec", "ticks_per_quarter"), ("codec", "vocab"), ("codec", "vocab", "pitch"),
@@ -41,7 +40,7 @@ HUGE = 1e999   # json.loads("1e999") is inf; written back as the literal 1e999
 
 
 def put(document: dict, place: tuple, value) -> dict:
-    document = copy.deepcopy(document)
+    document = json.loads(json.dumps(document))   # a deep copy, faster than copy.deepcopy
     node = document
     for key in place[:-1]:
         node = node[key]

@@ -19,7 +19,7 @@ from playbach.device.flood import MAX_PHRASE
 from playbach.device.follower import Follower
 from playbach.device.live_input import LiveInput
 
-FUZZ = settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=100, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
 KNOBS = {getattr(pb_settings.DEFAULTS, k.cc): k for k in pb_settings.KNOBS if getattr(pb_settings.DEFAULTS, k.cc) >= 0}
 
 

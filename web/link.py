@@ -125,7 +125,9 @@ class Link:
                 return
             try:
                 message = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
+                continue
+            if not isinstance(message, dict):   # not the player's: a reply is always an object
                 continue
             if message.get("type") == "frame":
                 self._tell(message)
