@@ -32,6 +32,14 @@ def snapshot(root: Path) -> dict[str, str]:
     return seen
 
 
+def copy_of(installed_root: Path, tmp_path: Path) -> Path:
+    """A private copy of the session's install (not its verify helpers under usr/)."""
+    root = tmp_path / "root"
+    shutil.copytree(installed_root, root, symlinks=True, ignore=lambda d, names:
+                    ["usr"] if Path(d) == installed_root else [])
+    return root
+
+
 def test_venv_holds_the_device_extra_and_no_tensorflow(installed_root):
     python = installed_root / "opt/playbach/venv/bin/python"
     probe = ("import importlib.util as u\n"
@@ -55,11 +63,7 @@ def test_bundle_and_config_are_installed_readable(installed_root, appliance_bund
 
 def test_install_twice_changes_nothing_keeps_an_edited_config_and_uninstall_removes_all(
         installed_root, appliance_bundle, tmp_path):
-    root = tmp_path / "root"
-    # a copy of the session's install (not its verify helpers under usr/); a fresh pip run is
-    # what the session fixture already did
-    shutil.copytree(installed_root, root, symlinks=True, ignore=lambda d, names:
-                    ["usr"] if Path(d) == installed_root else [])
+    root = copy_of(installed_root, tmp_path)   # a fresh pip run is what the session fixture did
     before = snapshot(root)
 
     again = run_install(root, bundle=appliance_bundle)
@@ -91,9 +95,7 @@ def test_install_refuses_a_folder_that_is_not_a_bundle(tmp_path):
 
 
 def test_with_web_writes_a_private_token_once_and_enables_the_page(installed_root, appliance_bundle, tmp_path):
-    root = tmp_path / "root"
-    shutil.copytree(installed_root, root, symlinks=True, ignore=lambda d, names:
-                    ["usr"] if Path(d) == installed_root else [])
+    root = copy_of(installed_root, tmp_path)
     done = run_install(root, "--with-web", bundle=appliance_bundle)   # pip adds the web extra
     assert done.returncode == 0, done.stderr
     token = root / "etc/playbach/web-token"
@@ -113,14 +115,6 @@ def test_with_web_writes_a_private_token_once_and_enables_the_page(installed_roo
     assert "venv up to date" in again.stdout and "installing the device extra" not in again.stdout
     assert token.read_text() == first
     assert (root / "etc/systemd/system/multi-user.target.wants/playbach-web.service").is_symlink()
-
-
-def copy_of(installed_root: Path, tmp_path: Path) -> Path:
-    """A private copy of the session's install (not its verify helpers under usr/)."""
-    root = tmp_path / "root"
-    shutil.copytree(installed_root, root, symlinks=True, ignore=lambda d, names:
-                    ["usr"] if Path(d) == installed_root else [])
-    return root
 
 
 @pytest.fixture
