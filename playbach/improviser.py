@@ -8,7 +8,8 @@ back, but the memory may echo it).
 
 Planning (`plan` > 0, playbach/planning.py): several continuations of the next beat are drawn
 from the model's state and one is kept by the model's own judgement; a model offers save() and
-restore() of its state to be planned with (one without them plays unplanned).
+restore() of its state to be planned with (one without them plays unplanned). While a density
+aim is set, notes are drawn one at a time: the aim is a steering of each draw.
 """
 from __future__ import annotations
 
@@ -275,7 +276,9 @@ class Improviser:
             return self._played(ids, event)
         if self.probs is None:
             raise RuntimeError("Improviser.next_event before prime() or listen()")
-        if self.plan <= 0:
+        # a density aim steers the rhythm draw by draw; planning's choice by pitch likelihood leans
+        # to candidates with chord notes and would pull against it, so the aim is met unplanned
+        if self.plan <= 0 or self.density > 0:
             ids, event, _ = self._draw()
             return self._played(ids, event)
         return self.planner.next_event(self)
