@@ -88,7 +88,8 @@ in_background() {
 }
 
 # --- host tools ---------------------------------------------------------------------------------
-HOST_PACKAGES=(mmdebstrap arch-test qemu-user-static binfmt-support dosfstools mtools fdisk e2fsprogs xz-utils python3)
+HOST_PACKAGES=(mmdebstrap arch-test qemu-user-static binfmt-support dosfstools mtools fdisk e2fsprogs xz-utils python3
+               device-tree-compiler)
 missing=()
 for p in "${HOST_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
