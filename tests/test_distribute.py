@@ -169,7 +169,7 @@ TINY = ["--units", "32", "--embed", "4", "8", "4", "2", "--window", "16", "--epo
 # deviations of the difference of two runs of this command that differ only in their training
 # randomness (initialisation, shuffle, dropout), measured over 10 such runs (docs/trainer.md,
 # "Training on several devices"). A global batch that doubled on two replicas halves the steps and
-# misses by several times this.
+# falls outside the validation tolerance (tried, docs/trainer.md).
 VAL_TOLERANCE = 0.25
 TRAIN_TOLERANCE = 0.16
 # mirrored over 2 devices vs 2 workers: the same batches, splits and seeds, the same sums (an
