@@ -27,7 +27,7 @@ GOOD = {"cluster": {"worker": ["10.0.0.1:2222", "10.0.0.2:2222"]}, "task": {"typ
 
 def test_a_good_tf_config_gives_the_task_and_the_chief():
     task = parse_tf_config(json.dumps(GOOD))
-    assert task == Task("worker", 1, GOOD["cluster"]) and not task.chief and task.workers == 2
+    assert task == Task("worker", 1, GOOD["cluster"]) and not task.chief
     assert parse_tf_config(json.dumps({**GOOD, "task": {"type": "worker", "index": 0}})).chief
     with_chief = {"cluster": {"chief": ["a:1"], "worker": ["b:1"]}, "task": {"type": "worker", "index": 0}}
     assert not parse_tf_config(json.dumps(with_chief)).chief     # with a chief, worker 0 is a worker
@@ -157,7 +157,7 @@ def test_fuzzed_near_misses_are_refused_and_good_ones_parse(cluster, data):
 def test_fuzzed_good_clusters_have_exactly_one_chief(cluster):
     tasks = [parse_tf_config(json.dumps({"cluster": cluster, "task": {"type": role, "index": i}}))
              for role, v in cluster.items() for i in range(len(v))]
-    assert sum(t.chief for t in tasks) == 1 and all(t.workers == len(tasks) for t in tasks)
+    assert sum(t.chief for t in tasks) == 1
 
 
 # --- one tiny model, three ways --------------------------------------------------------------------

@@ -40,10 +40,6 @@ class Task:
         cluster has no chief (TensorFlow's own rule)."""
         return self.role == "chief" or (self.index == 0 and "chief" not in self.cluster)
 
-    @property
-    def workers(self) -> int:
-        return sum(len(v) for v in self.cluster.values())
-
 
 def _missing(what: str) -> UserError:
     return UserError(f"--distribute multi-worker: TF_CONFIG {what}; every worker runs the same "
