@@ -49,6 +49,7 @@ EVERY_KEY = {
     "cc_temperature": ("-1", "-1", -1), "cc_tempo": ("20", "20", 20), "cc_rhythm_temperature": ("21", "21", 21),
     "cc_density": ("22", "22", 22), "cc_pitch_min": ("23", "23", 23), "cc_pitch_max": ("-1", "-1", -1),
     "cc_key": ("24", "24", 24), "lookahead": ("1", "1", 1.0),
+    "plan": ("4", "4", 4), "cc_plan": ("25", "25", 25),
     "realtime_priority": ("20", "20", 20), "retry_seconds": ("0.2", "0.2", 0.2),
     "stats": ("'s.json'", "s.json", "s.json"), "log_level": ("'debug'", "debug", "debug"),
     "control_socket": ("'/tmp/c.sock'", "/tmp/c.sock", "/tmp/c.sock"), "control_group": ("'pw'", "pw", "pw"),
