@@ -2,38 +2,48 @@
 # The appliance, booted: an emulated Raspberry Pi 4 (arm64, Cortex-A72) with real systemd, a
 # USB MIDI synth on a virtual USB bus, the control page, and faults. Every check in one run.
 #
-#   sudo bash scripts/pi-vm.sh [--json OUT] [--rebuild] [--keep-vm-dir]
+#   sudo bash scripts/pi-vm.sh [--suite trixie|bookworm] [--json OUT] [--rebuild] [--keep-vm-dir]
 #
 # 1. host tools (qemu-system-arm, mmdebstrap, qemu-user-static, binfmt-support), like setup.sh;
-# 2. a bootable Debian bookworm arm64 disk image, cached in /var/cache/playbach/pi-vm (PIVM_CACHE;
-#    outside the checkout, so a fresh clone on the same machine reuses it) and keyed by a hash of
-#    everything that goes into it (packages, these scripts, the checkout files install.sh uses);
-#    playbach is installed into it by its own systemd/install.sh --with-web (pivm/build.sh);
+# 2. a bootable Debian arm64 disk image of SUITE (trixie, the default: today's Raspberry Pi OS,
+#    Python 3.13; or bookworm, the one before, Python 3.11), cached in /var/cache/playbach/pi-vm
+#    (PIVM_CACHE; outside the checkout, so a fresh clone on the same machine reuses it), one per
+#    suite, keyed by a hash of everything that goes into it (packages, these scripts, the
+#    checkout files install.sh uses); playbach is installed into it by its own
+#    systemd/install.sh --with-web (pivm/build.sh);
 # 3. qemu-system-aarch64 -M virt -cpu cortex-a72 -accel tcg, serial console, no network; the
 #    in-guest agent (scripts/pivm/agent.py) plugs a USB MIDI gadget in, records what the synth
 #    receives, uses the control page (pivm/web.py), runs the faults, reports on the console;
-# 4. OUT (default bench/results/pi-vm.json) with every figure and check, and OUT's serial log
+# 4. OUT (default bench/results/pi-vm-SUITE.json) with every figure and check, and OUT's serial log
 #    beside it (OUT without .json, plus .serial.log). Exit 1 if a check fails, 2 if a step fails.
 # Needs root (mmdebstrap, chroot, mounts). Details: docs/appliance.md#the-emulated-pi-scriptspi-vmsh.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${PIVM_CACHE:-/var/cache/playbach/pi-vm}
-OUT=$REPO/bench/results/pi-vm.json
+SUITE=trixie
+OUT=""
 REBUILD=0
 KEEP=0
 TIMEOUT=${PIVM_TIMEOUT:-1500}   # seconds for the whole boot-and-check run: it cannot hang
 
 while [ $# -gt 0 ]; do
     case $1 in
+        --suite) SUITE="${2:?--suite needs trixie or bookworm}"; shift 2 ;;
+        --suite=*) SUITE="${1#*=}"; shift ;;
         --json) OUT=$(realpath -m "${2:?--json needs a file}"); shift 2 ;;
         --json=*) OUT=$(realpath -m "${1#*=}"); shift ;;
         --rebuild) REBUILD=1; shift ;;
         --keep-vm-dir) KEEP=1; shift ;;
-        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "pi-vm.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
+case $SUITE in
+    trixie|bookworm) ;;
+    *) echo "pi-vm.sh: --suite '$SUITE': trixie or bookworm" >&2; exit 2 ;;
+esac
+OUT=${OUT:-$REPO/bench/results/pi-vm-$SUITE.json}
 
 log() { echo "[pi-vm $(date +%T)] $*" >&2; }
 die() { echo "pi-vm.sh: FAILED: $*" >&2; exit 2; }
@@ -70,8 +80,8 @@ trap 'exit 130' INT TERM   # the EXIT trap cleans up; the driver kills its qemu 
 
 host_tools
 mkdir -p "$CACHE" "$(dirname "$OUT")"
-BASE=$CACHE/base-$(base_key)
-IMAGE=$CACHE/image-$(image_key)
+BASE=$CACHE/base-$SUITE-$(base_key)
+IMAGE=$CACHE/image-$SUITE-$(image_key)
 if [ $REBUILD = 1 ]; then rm -rf --one-file-system "$BASE" "$IMAGE"; fi
 BUILD_SECONDS=0
 if [ ! -f "$IMAGE/disk.img" ]; then
@@ -81,15 +91,19 @@ if [ ! -f "$IMAGE/disk.img" ]; then
     build_image "$IMAGE" "$BASE"
     BUILD_SECONDS=$((SECONDS - start))
     log "build: done in ${BUILD_SECONDS} s ($IMAGE)"
-    # keep only what this checkout uses: an image is 1-2 GB
-    for old in "$CACHE"/base-* "$CACHE"/image-*; do
+    # keep only what this checkout uses (each suite's): an image is 1-2 GB
+    for old in "$CACHE"/base-"$SUITE"-* "$CACHE"/image-"$SUITE"-*; do
         [ "$old" = "$BASE" ] || [ "$old" = "$IMAGE" ] || rm -rf --one-file-system "$old"
     done
 else
     log "build: cached image $IMAGE"
 fi
 
-log "boot: qemu-system-aarch64 -M virt -cpu cortex-a72 (TCG); every check in one run (up to ${TIMEOUT} s)"
-args=(--image "$IMAGE" --json "$OUT" --timeout "$TIMEOUT" --build-seconds "$BUILD_SECONDS")
+log "boot: $SUITE in qemu-system-aarch64 -M virt -cpu cortex-a72 (TCG); every check in one run (up to ${TIMEOUT} s)"
+args=(--suite "$SUITE" --image "$IMAGE" --json "$OUT" --timeout "$TIMEOUT" --build-seconds "$BUILD_SECONDS")
 [ $KEEP = 0 ] || args+=(--keep)
+# one emulated Pi at a time on a machine (the lock goes with the driver): two would share the
+# cores and every figure would be the slower for it
+exec 9>"$CACHE/.boot.lock"
+flock -n 9 || { log "boot: waiting for the other pi-vm.sh run on this machine"; flock 9; }
 exec python3 "$REPO/scripts/pivm/driver.py" "${args[@]}"

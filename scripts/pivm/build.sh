@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Build the emulated Pi's boot files, in two cached layers (sourced by scripts/pi-vm.sh, which
-# has set REPO, CACHE, log(), die() and the cleanup trap that calls build_cleanup):
+# has set REPO, CACHE, SUITE, log(), die() and the cleanup trap that calls build_cleanup):
 #
-#   base-<key>/root     Debian bookworm arm64 with kernel, systemd, udev, ALSA, Python, FluidSynth
+#   base-<suite>-<key>/root   Debian SUITE arm64 with kernel, systemd, udev, ALSA, Python, FluidSynth
 #                       (mmdebstrap under qemu-user; ~10 min; changes only with this file)
-#   image-<key>/        disk.img (ext4), vmlinuz, initrd.img: the base plus playbach installed
+#   image-<suite>-<key>/  disk.img (ext4), vmlinuz, initrd.img: the base plus playbach installed
 #                       by its own systemd/install.sh --with-web, as a Pi user would, plus the test agent
 #
 # Both are built in a "*.tmp" folder and renamed only when complete, so an interrupted or failed
 # build never leaves a cache entry that a later run would trust.
 
-SUITE=bookworm
+: "${SUITE:?pi-vm.sh sets SUITE (trixie or bookworm)}"
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
 # What a Pi OS Lite has that matters here, plus what the checks need (alsa-utils: arecord,
 # aconnect; fluidsynth and a small GM soundfont for the --with-fluidsynth path; e2fsprogs is
@@ -127,6 +127,26 @@ install_playbach() {
         || die "install: install.sh --with-web did not enable playbach-web.service in the image"
     [ "$(stat -c %a "$root/etc/playbach/web-token" 2>/dev/null)" = 600 ] \
         || die "install: install.sh --with-web did not write /etc/playbach/web-token (mode 0600)"
+    # a Pi has no compiler: nothing install.sh did may have needed (or brought) one
+    for f in gcc cc c++ aarch64-linux-gnu-gcc; do
+        [ ! -e "$root/usr/bin/$f" ] || die "install: $f is in the image: install.sh must not need a compiler"
+    done
+}
+
+# What the image runs: its Python (the venv's), and where rtmidi comes from (Debian's package or
+# pip's wheel in the venv): the `python` and `suite` of the report, and build.json's record.
+python_facts() {
+    local root=$1 venv=$1/opt/playbach/venv python rtmidi
+    python=$(sed -n 's/^version *= *//p' "$venv/pyvenv.cfg")
+    rtmidi=$(cd "$venv" && ls -d lib/python3*/site-packages/python_rtmidi-*.dist-info 2>/dev/null)
+    if [ -n "$rtmidi" ]; then
+        rtmidi="pip wheel in the venv (${rtmidi##*/})"
+    else
+        rtmidi=$(cd "$root/usr/lib/python3/dist-packages" && ls -d python_rtmidi-* 2>/dev/null)
+        [ -n "$rtmidi" ] || die "install: no python-rtmidi in the venv nor from Debian"
+        rtmidi="Debian python3-rtmidi ($rtmidi)"
+    fi
+    echo "\"suite\": \"$SUITE\", \"python\": \"$python\", \"rtmidi\": \"$rtmidi\","
 }
 
 # Test-only additions; the product's own files stay as install.sh left them, except the one
@@ -157,6 +177,7 @@ build_image() {
     cp -a "$base/root" "$root"
     install_playbach "$root"
     add_test_layer "$root"
+    local facts; facts=$(python_facts "$root")
     cp "$(ls "$root"/boot/vmlinuz-* | sort -V | tail -1)" "$BUILD_TMP/vmlinuz"
     cp "$(ls "$root"/boot/initrd.img-* | sort -V | tail -1)" "$BUILD_TMP/initrd.img"
     local mb; mb=$(du -sm "$root" | cut -f1)
@@ -164,7 +185,7 @@ build_image() {
     mkfs.ext4 -q -F -L pivm -d "$root" "$BUILD_TMP/disk.img" "$((mb * 13 / 10 + 512))M" \
         || die "build: mkfs.ext4 -d failed"
     rm -rf --one-file-system "$root"
-    { echo "{\"base\": \"$(basename "$base")\", \"root_mb\": $mb,"
+    { echo "{$facts \"base\": \"$(basename "$base")\", \"root_mb\": $mb,"
       echo " \"kernel\": \"$(basename "$(ls "$base"/root/boot/vmlinuz-* | sort -V | tail -1)")\"}"; } > "$BUILD_TMP/build.json"
     mv "$BUILD_TMP" "$dest"
     BUILD_TMP=""

@@ -80,7 +80,7 @@ class Run:
         self.image = Path(args.image)
         self.out = Path(args.json)
         self.serial_log = self.out.with_suffix(".serial.log")
-        self.work = REPO / ".cache/pi-vm/run"
+        self.work = REPO / f".cache/pi-vm/run-{args.suite}"
         self.markers: list[tuple[float, str, dict]] = []   # (host seconds since qemu start, name, data)
         self.current = "boot"                              # the step or check under way
         self.proc: subprocess.Popen | None = None
@@ -180,11 +180,12 @@ def write_atomically(path: Path, text: str) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--suite", required=True, help="the image's Debian suite (trixie, bookworm)")
     ap.add_argument("--image", required=True)
     ap.add_argument("--json", required=True)
     ap.add_argument("--timeout", type=float, default=1500)
     ap.add_argument("--build-seconds", type=float, default=0)
-    ap.add_argument("--keep", action="store_true", help="keep .cache/pi-vm/run (the disk copy) afterwards")
+    ap.add_argument("--keep", action="store_true", help="keep .cache/pi-vm/run-SUITE (the disk copy) afterwards")
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).parent))
     run = Run(args)

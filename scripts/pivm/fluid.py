@@ -15,6 +15,8 @@ SYNTH_UNIT = "playbach-fluidsynth.service"
 ENV_FILE = Path("/etc/playbach/fluidsynth.env")
 PLAYBACK_PARAMS = Path("/proc/asound/Loopback/pcm0p/sub0/hw_params")
 SILENT_DBFS = -70.0
+CODE_FILE = Path("/root/playbach/device/__init__.py")
+VENV_SITE = Path("/opt/playbach/venv/lib")
 FORMATS = {"S16_LE": ("h", 2 ** 15), "S32_LE": ("i", 2 ** 31), "FLOAT_LE": ("f", 1.0)}
 
 
@@ -31,6 +33,20 @@ def dbfs(raw: bytes, fmt: str) -> tuple[float, float]:
     return db(rms), db(peak)
 
 
+def code_update() -> str:
+    """A change to the checkout's code, as a `git pull` brings one (the VM has no network)."""
+    mark = f"# pi-vm: an update installed offline ({time.time_ns()})"
+    with CODE_FILE.open("a") as f:
+        f.write(mark + "\n")
+    return mark
+
+
+def update_installed(mark: str) -> bool:
+    """Whether the venv's copy of the changed file has the change."""
+    copies = list(VENV_SITE.glob("python3*/site-packages/playbach/device/__init__.py"))
+    return len(copies) == 1 and mark in copies[0].read_text()
+
+
 def fluidsynth_check(config: Path, synth: MidiGadget) -> dict:
     # as a Pi user without a hardware synth: unplug it, put `port` back to the shipped "",
     # point FluidSynth at the (loopback) sound card, run the installer with --with-fluidsynth
@@ -38,11 +54,14 @@ def fluidsynth_check(config: Path, synth: MidiGadget) -> dict:
     synth.remove()
     set_config_key(config, "port", '""')
     ENV_FILE.write_text("AUDIO_DEVICE=hw:Loopback,0\n")
+    # and an update of the code with it: install.sh reinstalls playbach with no network
+    mark = code_update()
     t = time.monotonic()
     # --with-web too: this Pi has the control page, and install.sh without it would pip-install
     # the venv again without the web extra (the stamp names the extras), which needs the network
     inst = run("bash", "-c", "cd /root/playbach && systemd/install.sh --with-fluidsynth --with-web", timeout=600)
-    figures: dict = {"install_rc": inst.returncode, "install_output": (inst.stdout + inst.stderr)[-600:]}
+    figures: dict = {"install_rc": inst.returncode, "install_output": (inst.stdout + inst.stderr)[-600:],
+                     "offline_update": "(no network)" in inst.stdout and update_installed(mark)}
     figures["synth_active"] = wait_for(lambda: active_state(SYNTH_UNIT) == "active", 120)
     figures["player_active"] = wait_for(lambda: active_state() == "active", 300, 1)
     port = first_port_line(journal("-u", UNIT, "-b"), t)
@@ -63,6 +82,6 @@ def fluidsynth_check(config: Path, synth: MidiGadget) -> dict:
         figures.update(ok=False, error=f"arecord failed: {rec.stderr.strip()}")
         return figures
     figures["dbfs"], figures["peak_dbfs"] = dbfs(cap.read_bytes(), fmt.group(1))
-    figures["ok"] = (inst.returncode == 0 and figures["player_active"] and "playbach-synth" in (figures["port_line"] or "")
+    figures["ok"] = (inst.returncode == 0 and figures["offline_update"] and figures["player_active"] and "playbach-synth" in (figures["port_line"] or "")
                      and figures["dbfs"] > SILENT_DBFS)
     return figures

@@ -6,6 +6,7 @@ them into seconds since qemu started (the host timestamps each console marker on
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import subprocess
@@ -27,6 +28,7 @@ HEADLINE = {
     "reboot_plays": ("reboot", lambda c: c.get("ok")),
     "bad_config_failed_cleanly": ("bad_config", lambda c: c.get("ok")),
     "fluidsynth_audio_dbfs": ("fluidsynth", lambda c: c.get("dbfs")),
+    "install_offline_update": ("fluidsynth", lambda c: c.get("offline_update")),
     "security_exposure": ("security", lambda c: c.get("exposure")),
     "udev_plug_starts_service": ("udev_plug", lambda c: c.get("ok")),
     "udev_coral_group_mode": ("udev_coral", lambda c: c.get("group") and f"{c.get('group')} {c.get('mode')}"),
@@ -74,20 +76,28 @@ def boot_split(boot: dict, offset: float) -> tuple[dict, float | None, float | N
     return split, r2(host(boot.get("ready_mono"))), r2(host(boot.get("first_note_mono")))
 
 
+def image_build(args: argparse.Namespace) -> dict:
+    """What build.sh recorded about the image (suite, the venv's Python, rtmidi's origin, sizes)."""
+    try:
+        return json.loads(Path(args.image, "build.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def environment(args: argparse.Namespace) -> dict:
     qemu = subprocess.run(["qemu-system-aarch64", "--version"], capture_output=True, text=True).stdout
-    build = Path(args.image, "build.json")
     return {"emulated": "qemu-system-aarch64 -M virt -cpu cortex-a72 (the Pi 4's core), TCG, 2 vCPUs, 1.5 GB; "
                         "an upper bound for a Pi 4, not its speed",
             "qemu": qemu.splitlines()[0] if qemu else None, "host_cpus": os.cpu_count(),
             "host_machine": platform.machine(), "host_load_avg": [round(x, 2) for x in os.getloadavg()],
-            "image": Path(args.image).name, "image_build": build.read_text().strip() if build.exists() else None}
+            "image": Path(args.image).name, "image_build": image_build(args) or None}
 
 
 def build_report(results: dict, offsets: list[float], markers: list, args: argparse.Namespace,
                  serial_log: Path, guest_dir: Path, failed_step: str | None) -> dict:
     checks: dict = dict(results.get("checks", {}))
-    r: dict = {"what": "issue 10: the appliance booted in an emulated Raspberry Pi 4 (scripts/pi-vm.sh)"}
+    r: dict = {"what": "issues 10 and 20: the appliance booted in an emulated Raspberry Pi 4 (scripts/pi-vm.sh)",
+               "suite": args.suite, "python": image_build(args).get("python")}
     if "boot" in checks and offsets:
         split, r["boot_to_ready_s"], r["boot_to_first_note_s"] = boot_split(checks["boot"], offsets[0])
         r["boot_split_s"] = split
