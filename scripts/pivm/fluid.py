@@ -62,9 +62,13 @@ def fluidsynth_check(config: Path, synth: MidiGadget) -> dict:
     inst = run("bash", "-c", "cd /root/playbach && systemd/install.sh --with-fluidsynth --with-web", timeout=600)
     figures: dict = {"install_rc": inst.returncode, "install_output": (inst.stdout + inst.stderr)[-600:],
                      "offline_update": "(no network)" in inst.stdout and update_installed(mark)}
+    # install.sh restarts the player as its last step (--no-block): the player to listen to is
+    # the one whose port line comes after install.sh has returned
+    installed = time.monotonic()
     figures["synth_active"] = wait_for(lambda: active_state(SYNTH_UNIT) == "active", 120)
+    wait_for(lambda: first_port_line(journal("-u", UNIT, "-b"), installed) is not None, 300, 2)
     figures["player_active"] = wait_for(lambda: active_state() == "active", 300, 1)
-    port = first_port_line(journal("-u", UNIT, "-b"), t)
+    port = first_port_line(journal("-u", UNIT, "-b"), installed)
     figures["port_line"] = port and port[1]
     figures["install_to_ready_s"] = round(time.monotonic() - t, 1)
     params = PLAYBACK_PARAMS.read_text() if PLAYBACK_PARAMS.exists() else ""
