@@ -76,7 +76,7 @@ cleanup() {
     [ -z "$PARTIAL" ] || rm -f "$PARTIAL"
 }
 trap cleanup EXIT
-trap 'echo "build-image.sh: interrupted; $OUT was not written" >&2; exit 130' INT TERM HUP
+trap 'echo "build-image.sh: interrupted${PARTIAL:+; $OUT was not written}" >&2; exit 130' INT TERM HUP
 # Long steps run in the background and are waited for: bash runs a trap only between commands.
 in_background() {
     "$@" &

@@ -144,4 +144,5 @@ EOF
     in_background dd if="$work/root.img" of="$out" bs=1M seek="$((FIRST_MB + FAT_MB))" conv=notrunc,sparse status=none \
         || die "image: dd failed"
     rm -f "$work/fat.img" "$work/root.img"
+    chmod 0644 "$out"   # mktemp made it 0600; an image is for anyone to flash
 }
