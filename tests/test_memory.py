@@ -137,6 +137,7 @@ def test_improviser_copies_a_repeat_then_lets_the_model_go_on(tiny_bundle):
     seed = np.concatenate([phrase, phrase[:4]])           # the repeat has begun: a run of 4
     memory = RepeatMemory(np.ones((4, NUM_BUCKETS)), max_repeat=16)
     improviser = Improviser(model, bundle.codec, np.random.default_rng(0), temperature=1.0, memory=memory)
+    improviser.plan = 0          # the memory alone: planning would weigh the copy against other beats
     improviser.prime(seed)
     played = np.array([improviser.next_event() for _ in range(len(seed) + 13)])
     # the seed comes back as given (its first onset zeroed), then the run goes 4 -> 16: 13 copied events
