@@ -17,6 +17,8 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=lib/rootfs.sh
+. "$REPO/scripts/lib/rootfs.sh"
 CACHE=${IMAGE_CACHE:-/var/cache/playbach}
 BOARD="" OUT="" JSON="" BOOT_TEST=0 WITH_WEB=0 WITH_FLUIDSYNTH=0
 
@@ -62,11 +64,6 @@ need_space "$CACHE" 6144 "the Debian roots and the work copy"
 # --- cleanup: whatever stops the build, nothing half-made stays ---------------------------------
 WORK="" BUILD_TMP="" CHILD="" PARTIAL=""
 BUILD_MOUNTS=()
-kill_tree() {
-    local child
-    for child in $(pgrep -P "$1"); do kill_tree "$child"; done
-    kill "$1" 2>/dev/null || true
-}
 cleanup() {
     local m
     [ -z "$CHILD" ] || { kill_tree "$CHILD"; wait "$CHILD" 2>/dev/null || true; }
@@ -77,15 +74,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'echo "build-image.sh: interrupted${PARTIAL:+; $OUT was not written}" >&2; exit 130' INT TERM HUP
-# Long steps run in the background and are waited for: bash runs a trap only between commands.
-in_background() {
-    "$@" &
-    CHILD=$!
-    local rc=0
-    wait "$CHILD" || rc=$?
-    CHILD=""
-    return "$rc"
-}
 
 # --- host tools ---------------------------------------------------------------------------------
 HOST_PACKAGES=(mmdebstrap arch-test qemu-user-static binfmt-support dosfstools mtools fdisk e2fsprogs xz-utils python3
@@ -99,10 +87,7 @@ if ((${#missing[@]})); then
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >&2 \
         || die "setup: apt-get install ${missing[*]} failed"
 fi
-[ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc \
-    || die "setup: cannot mount binfmt_misc (qemu-user runs the arm64 root's programs)"
-[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || update-binfmts --enable qemu-aarch64 >&2 \
-    || die "setup: update-binfmts --enable qemu-aarch64 failed"
+binfmt
 
 # shellcheck source=image/build.sh
 . "$REPO/scripts/image/build.sh"

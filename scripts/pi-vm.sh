@@ -63,16 +63,6 @@ host_tools() {
         || die "setup: apt-get install ${missing[*]} failed"
 }
 
-# arm64 programs in the build root run under qemu-user through binfmt_misc (F flag: the
-# interpreter is opened at registration, so no copy is needed inside the root).
-binfmt() {
-    [ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc \
-        || die "setup: cannot mount binfmt_misc (qemu-user needs it to build an arm64 root)"
-    [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || update-binfmts --enable qemu-aarch64 >&2 \
-        || die "setup: update-binfmts --enable qemu-aarch64 failed"
-    grep -q '^enabled' /proc/sys/fs/binfmt_misc/qemu-aarch64 || echo 1 > /proc/sys/fs/binfmt_misc/qemu-aarch64
-}
-
 # shellcheck source=pivm/build.sh
 . "$REPO/scripts/pivm/build.sh"
 trap build_cleanup EXIT

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The flashable image's layers (sourced by scripts/build-image.sh, which has set REPO, CACHE, BOARD,
-# WITH_WEB, WITH_FLUIDSYNTH, log(), die(), in_background() and the cleanup trap):
+# WITH_WEB, WITH_FLUIDSYNTH, log(), die(), the cleanup trap, and sourced scripts/lib/rootfs.sh:
+# binfmt, in_background, kill_tree, chroot_in, install_files):
 #
 #   base-<key>/root   Debian trixie arm64 as Debian's own Raspberry Pi images make it: linux-image-arm64,
 #                     raspi-firmware (the Pi's boot firmware, which copies kernel, initrd and device tree
@@ -23,7 +24,6 @@ FIRST_MB=4          # the FAT partition starts at 4 MiB, as in Debian's images
 INSTALL_EXCLUDE=(':!tests' ':!bench' ':!.ci')
 
 BUILD_MOUNTS=()
-chroot_in() { chroot "$1" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 "${@:2}"; }
 
 base_key() {
     { echo "$SUITE $MIRROR $BASE_PACKAGES"; sed -n '/^build_base()/,/^}/p' "$REPO/scripts/image/build.sh"; } \
@@ -49,11 +49,6 @@ build_base() {
     BUILD_TMP=""
 }
 
-# The files of this checkout that install.sh uses: tracked and new ones, not ignored ones.
-install_files() {
-    (cd "$REPO" && git ls-files -z --cached --others --exclude-standard -- . "${INSTALL_EXCLUDE[@]}" \
-        | while IFS= read -r -d '' f; do [ -f "$f" ] && printf '%s\0' "$f"; done)
-}
 
 # playbach's own installer inside the arm64 root, as the README tells a Pi user (pip fetches the
 # aarch64 wheels now, over the build machine's network).

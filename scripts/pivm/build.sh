@@ -23,25 +23,12 @@ INITRD_MODULES="virtio_pci virtio_mmio virtio_blk virtio_rng crc32c_generic libc
 # benchmarks, CI): a change there does not rebuild the image, a change anywhere else does.
 INSTALL_EXCLUDE=(':!tests' ':!bench' ':!.ci' ':!scripts/pivm/driver.py' ':!scripts/pivm/report.py')
 AGENT_FILES=(agent.py guest.py gadget.py recorder.py fluid.py web.py)
+# shellcheck source=../lib/rootfs.sh
+. "$REPO/scripts/lib/rootfs.sh"
 
 BUILD_MOUNTS=()
 CHILD=""
-# Long steps run in the background and are waited for: bash runs a trap only between
-# commands, so a foreground mmdebstrap or pip would hold off SIGTERM's cleanup for minutes.
-in_background() {
-    "$@" &
-    CHILD=$!
-    local rc=0
-    wait "$CHILD" || rc=$?
-    CHILD=""
-    return "$rc"
-}
 
-kill_tree() {
-    local child
-    for child in $(pgrep -P "$1"); do kill_tree "$child"; done
-    kill "$1" 2>/dev/null || true
-}
 
 build_cleanup() {
     local m
@@ -52,12 +39,6 @@ build_cleanup() {
     [ -z "${BUILD_TMP:-}" ] || rm -rf --one-file-system "$BUILD_TMP"
 }
 
-# The files of this checkout that go into the image: tracked and new ones, not ignored ones,
-# present in the work tree (so uncommitted edits are what gets tested, as with the tests).
-install_files() {
-    (cd "$REPO" && git ls-files -z --cached --others --exclude-standard -- . "${INSTALL_EXCLUDE[@]}" \
-        | while IFS= read -r -d '' f; do [ -f "$f" ] && printf '%s\0' "$f"; done | sort -z)
-}
 
 hash_files() { (cd "$REPO" && xargs -0 sha256sum | sha256sum | cut -c1-16); }
 
@@ -69,11 +50,10 @@ base_key() {
 image_key() {
     { echo "$(base_key)"
       install_files | hash_files
-      (cd "$REPO/scripts" && printf '%s\0' pi-vm.sh pivm/build.sh pivm/pivm-agent.service "${AGENT_FILES[@]/#/pivm/}" \
+      (cd "$REPO/scripts" && printf '%s\0' pi-vm.sh pivm/build.sh lib/rootfs.sh pivm/pivm-agent.service "${AGENT_FILES[@]/#/pivm/}" \
           | xargs -0 sha256sum); } | sha256sum | cut -c1-16
 }
 
-chroot_in() { chroot "$1" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 "${@:2}"; }
 
 build_base() {
     local dest=$1 root=$1.tmp/root
