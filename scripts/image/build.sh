@@ -53,30 +53,13 @@ build_base() {
 # playbach's own installer inside the arm64 root, as the README tells a Pi user (pip fetches the
 # aarch64 wheels now, over the build machine's network).
 install_playbach() {
-    local root=$1 flags=() bundle=$1/etc/ssl/certs/ca-certificates.crt
+    local root=$1 flags=()
     ((WITH_WEB)) && flags+=(--with-web)
     ((WITH_FLUIDSYNTH)) && flags+=(--with-fluidsynth)
-    mount -t proc proc "$root/proc" && BUILD_MOUNTS=("$root/proc" "${BUILD_MOUNTS[@]}")
-    mount --bind /dev "$root/dev" && BUILD_MOUNTS=("$root/dev" "${BUILD_MOUNTS[@]}")
-    cp /etc/resolv.conf "$root/etc/resolv.conf"
-    # an HTTPS-inspecting proxy's CA, where the build machine has one, for pip; not kept in the image
-    cp "$bundle" "$bundle.image-orig"
-    if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
-        cat /usr/local/share/ca-certificates/*.crt >> "$bundle"
-    fi
-    mkdir -p "$root/root/playbach"
-    install_files | (cd "$REPO" && tar --null -T - -cf -) | tar -xf - -C "$root/root/playbach"
-    log "image: systemd/install.sh ${flags[*]} inside the arm64 root (pip under qemu-user, minutes)"
-    in_background chroot_in "$root" bash -c "cd /root/playbach && systemd/install.sh ${flags[*]}" >&2 \
-        || die "image: systemd/install.sh ${flags[*]} failed inside the image (see above)"
+    install_sh_in_root "$root" "${flags[@]}"
     install -m 0644 "$REPO/docs/image.md" "$root/opt/playbach/docs/image.md"
     chroot_in "$root" apt-get clean
-    umount "$root/dev" "$root/proc"
-    BUILD_MOUNTS=()
-    rm -rf "$root/root/playbach" "$root/etc/resolv.conf" "$root/var/lib/apt/lists/"*
-    mv "$bundle.image-orig" "$bundle"
-    [ -L "$root/etc/systemd/system/multi-user.target.wants/playbach.service" ] \
-        || die "image: install.sh did not enable playbach.service"
+    rm -rf "$root/root/playbach" "$root/var/lib/apt/lists/"*
 }
 
 # What makes it this appliance rather than a Debian: name, network, boot partition, first boot.

@@ -37,3 +37,31 @@ install_files() {
     (cd "$REPO" && git ls-files -z --cached --others --exclude-standard -- . "${INSTALL_EXCLUDE[@]}" \
         | while IFS= read -r -d '' f; do [ -f "$f" ] && printf '%s\0' "$f"; done | sort -z)
 }
+
+# playbach's own installer inside the arm64 root, as the README tells a Pi user, with the build
+# machine's network (pip fetches the aarch64 wheels now). An HTTPS-inspecting proxy's CA, where
+# the host has one, is appended to the bundle pip reads (update-ca-certificates forks per
+# certificate: minutes under qemu-user) and taken out again: the root does not keep it. No /sys:
+# the host's x86 CPUs there crash TFLite's cpuinfo under qemu-user (bench/aarch64.sh).
+install_sh_in_root() {   # ROOT [install.sh flags...]
+    local root=$1 bundle=$1/etc/ssl/certs/ca-certificates.crt m
+    shift
+    mount -t proc proc "$root/proc" && BUILD_MOUNTS=("$root/proc" "${BUILD_MOUNTS[@]}")
+    mount --bind /dev "$root/dev" && BUILD_MOUNTS=("$root/dev" "${BUILD_MOUNTS[@]}")
+    cp /etc/resolv.conf "$root/etc/resolv.conf"
+    cp "$bundle" "$bundle.build-orig"
+    if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+        cat /usr/local/share/ca-certificates/*.crt >> "$bundle"
+    fi
+    mkdir -p "$root/root/playbach"
+    install_files | (cd "$REPO" && tar --null -T - -cf -) | tar -xf - -C "$root/root/playbach"
+    log "systemd/install.sh $* inside the arm64 root (pip under qemu-user, minutes)"
+    in_background chroot_in "$root" bash -c "cd /root/playbach && systemd/install.sh $*" >&2 \
+        || die "systemd/install.sh $* failed inside the arm64 root (see above)"
+    for m in "${BUILD_MOUNTS[@]}"; do umount "$m"; done
+    BUILD_MOUNTS=()
+    rm -f "$root/etc/resolv.conf"
+    mv "$bundle.build-orig" "$bundle"
+    [ -L "$root/etc/systemd/system/multi-user.target.wants/playbach.service" ] \
+        || die "install.sh did not enable playbach.service in the arm64 root"
+}

@@ -76,33 +76,11 @@ build_base() {
     BUILD_TMP=""
 }
 
-# Run playbach's own installer inside the arm64 root, as the README tells a Pi user, with the
-# network (pip fetches the aarch64 wheels now: the booted VM has no network).
+# playbach installed as a Pi user would (the booted VM has no network, so pip runs now), then
+# checked: the page's unit and token, and no compiler in the image.
 install_playbach() {
     local root=$1 f
-    mount -t proc proc "$root/proc" && BUILD_MOUNTS=("$root/proc" "${BUILD_MOUNTS[@]}")
-    mount --bind /dev "$root/dev" && BUILD_MOUNTS=("$root/dev" "${BUILD_MOUNTS[@]}")
-    # no /sys: the host's x86 CPUs there crash TFLite's cpuinfo under qemu-user (bench/aarch64.sh)
-    cp /etc/resolv.conf "$root/etc/resolv.conf"
-    # an HTTPS-inspecting proxy's CA, where the host has one, so pip inside reaches PyPI too;
-    # appended to the bundle pip reads (update-ca-certificates forks per certificate: minutes
-    # under qemu-user) and taken out again afterwards: the image does not keep it
-    local bundle=$root/etc/ssl/certs/ca-certificates.crt
-    cp "$bundle" "$bundle.pivm-orig"
-    if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
-        cat /usr/local/share/ca-certificates/*.crt >> "$bundle"
-    fi
-    mkdir -p "$root/root/playbach"
-    install_files | (cd "$REPO" && tar --null -T - -cf -) | tar -xf - -C "$root/root/playbach"
-    log "build: systemd/install.sh --with-web inside the arm64 root (pip under qemu-user, a few minutes)"
-    in_background chroot_in "$root" bash -c 'cd /root/playbach && systemd/install.sh --with-web' >&2 \
-        || die "install: systemd/install.sh --with-web failed inside the image (see above)"
-    for f in "${BUILD_MOUNTS[@]}"; do umount "$f"; done
-    BUILD_MOUNTS=()
-    rm -f "$root/etc/resolv.conf"
-    mv "$bundle.pivm-orig" "$bundle"
-    [ -L "$root/etc/systemd/system/multi-user.target.wants/playbach.service" ] \
-        || die "install: install.sh did not enable playbach.service in the image"
+    install_sh_in_root "$root" --with-web
     [ -L "$root/etc/systemd/system/multi-user.target.wants/playbach-web.service" ] \
         || die "install: install.sh --with-web did not enable playbach-web.service in the image"
     [ "$(stat -c %a "$root/etc/playbach/web-token" 2>/dev/null)" = 600 ] \
