@@ -2,15 +2,17 @@
 
 The compiler exists only for x86-64 Linux, so most machines that convert have none: then the
 check below is what tells you whether the model would map, and the conversion goes on without
-an *_edgetpu.tflite (the Pi then runs the int8 model on its CPU).
+an *_edgetpu.tflite (the Pi then runs the int8 model on its CPU); `playbach edgetpu BUNDLE`
+adds one later, on any machine that has the compiler.
 """
 from __future__ import annotations
 
 import logging
-import shutil
-import subprocess
 from collections import Counter
 from pathlib import Path
+
+from playbach.edgetpu_compile import COMPILER, compile_model, find_compiler
+from playbach.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +29,6 @@ EDGETPU_OPS = frozenset({
     "STRIDED_SLICE", "SUB", "SUM", "SQUARED_DIFFERENCE", "TANH", "TRANSPOSE", "TRANSPOSE_CONV",
 })
 EDGETPU_SOURCE = "https://coral.ai/docs/edgetpu/models-intro/#supported-operations"
-COMPILER_HINT = ("edgetpu_compiler not on PATH: no *_edgetpu.tflite built. It runs on x86-64 Linux only: "
-                 "add Coral's apt repository (https://coral.ai/docs/edgetpu/compiler/) and "
-                 "`apt-get install edgetpu-compiler`, then convert again")
 
 
 def op_check(model_path: Path) -> dict:
@@ -49,20 +48,13 @@ def op_check(model_path: Path) -> dict:
 
 
 def compile_for_edgetpu(model_path: Path) -> tuple[Path | None, str]:
-    """Run edgetpu_compiler next to the model; returns (the *_edgetpu.tflite or None, a log line)."""
-    compiler = shutil.which("edgetpu_compiler")
-    if compiler is None:
-        log.info("%s", COMPILER_HINT)
-        return None, COMPILER_HINT
-    out_dir = model_path.parent
-    result = subprocess.run([compiler, "-s", "-o", str(out_dir), str(model_path)],
-                            capture_output=True, text=True, timeout=600)
-    compiled = out_dir / f"{model_path.stem}_edgetpu.tflite"
-    log_path = out_dir / f"{model_path.stem}_edgetpu.log"
-    if not log_path.exists():  # the compiler writes one itself; keep its console output otherwise
-        log_path.write_text(result.stdout + result.stderr)
-    if result.returncode != 0 or not compiled.exists():
-        line = f"edgetpu_compiler failed (exit {result.returncode}); see {log_path.name}"
-        log.warning("%s", line)
+    """Run edgetpu_compiler next to the model when it is installed; returns (the *_edgetpu.tflite
+    or None, a line for parity.json). Never fatal: a bundle without it can get one later with
+    `playbach edgetpu BUNDLE` (playbach/edgetpu_compile.py, which this shares)."""
+    try:
+        compiled = compile_model(find_compiler(), model_path, model_path.parent)
+    except UserError as e:
+        line = f"{e}; or later: playbach edgetpu BUNDLE"
+        log.info("%s", line)
         return None, line
-    return compiled, f"edgetpu_compiler ok; log in {log_path.name}"
+    return compiled, f"{COMPILER} ok"

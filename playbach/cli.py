@@ -21,6 +21,7 @@ COMMANDS = {
     "generate": ("playbach.trainer.generate", "write a MIDI file from a bundle (what the Pi would play) "
                  "or from a run (and a piano roll)"),
     "convert": ("playbach.convert.build", "turn a run into a TFLite / Edge TPU bundle"),
+    "edgetpu": ("playbach.edgetpu_compile", "add a Coral Edge TPU model to a bundle: edgetpu BUNDLE (needs edgetpu_compiler)"),
     "play": ("playbach.device.player", "play a bundle live to a MIDI port (the Pi daemon)"),
     "listen": ("playbach.listen", "set a bundle's takes beside held-out Bach by what a listener hears: "
                "listen BUNDLE --corpus FILE [--split test] [--json OUT]"),
