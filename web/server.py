@@ -33,6 +33,7 @@ from aiohttp import web
 from playbach import settings, wire
 from playbach.errors import UserError
 from playbach.files import replace_atomically
+from playbach.web import bundles
 from playbach.web.guard import COOKIE, Guard, read_token
 from playbach.web.link import Link, NotPlaying
 
@@ -154,6 +155,7 @@ def make_app(control_socket: str, token: str, session_days: float = settings.DEF
     app.router.add_post("/api/restart", restart)
     app.router.add_get("/api/take.mid", take)
     app.router.add_get("/api/events", events)
+    bundles.add_routes(app)   # /api/bundles: list, upload (web/bundles.py)
     return app
 
 
