@@ -201,7 +201,7 @@ def install(archive: Path, tmp: Path, shipped: Path, user: Path, replace: bool =
         dest = Path(user) / name
         if dest.exists() or dest.is_symlink():
             if not replace:
-                raise Taken(f"a bundle {name!r} is installed already; send it with replace to overwrite it")
+                raise Taken(f"a bundle {name!r} is installed already (push --replace or ?replace=1 overwrites it)")
             if dest.is_symlink() or not dest.is_dir():
                 raise Taken(f"{dest} is not a bundle folder; remove it by hand")
             dest.rename(tmp / ".old")   # goes with tmp; a reader finds the old folder or the new

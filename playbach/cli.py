@@ -27,6 +27,7 @@ COMMANDS = {
                "listen BUNDLE --corpus FILE [--split test] [--json OUT]"),
     "bench": ("playbach.harness.bench", "benchmark bundle models and the live player; JSON out"),
     "web": ("playbach.web.server", "serve the control page and its JSON API over the player's control socket"),
+    "push": ("playbach.push", "put a bundle onto the Pi: push BUNDLE --to http://playbach.local:8080 --token-file F"),
 }
 
 log = logging.getLogger("playbach")
