@@ -3,6 +3,7 @@
 # USB MIDI synth on a virtual USB bus, the control page, and faults. Every check in one run.
 #
 #   sudo bash scripts/pi-vm.sh [--suite trixie|bookworm] [--json OUT] [--rebuild] [--keep-vm-dir]
+#                              [--checks NAME,...]
 #
 # 1. host tools (qemu-system-arm, mmdebstrap, qemu-user-static, binfmt-support), like setup.sh;
 # 2. a bootable Debian arm64 disk image of SUITE (trixie, the default: today's Raspberry Pi OS,
@@ -16,6 +17,8 @@
 #    receives, uses the control page (pivm/web.py), runs the faults, reports on the console;
 # 4. OUT (default bench/results/pi-vm-SUITE.json) with every figure and check, and OUT's serial log
 #    beside it (OUT without .json, plus .serial.log). Exit 1 if a check fails, 2 if a step fails.
+# --checks runs only the named checks (and boot, which they all need), for working on one; the
+# others are reported "not run" and fail the run. CI runs them all.
 # Needs root (mmdebstrap, chroot, mounts). Details: docs/appliance.md#the-emulated-pi-scriptspi-vmsh.
 set -euo pipefail
 
@@ -25,7 +28,8 @@ SUITE=trixie
 OUT=""
 REBUILD=0
 KEEP=0
-TIMEOUT=${PIVM_TIMEOUT:-1500}   # seconds for the whole boot-and-check run: it cannot hang
+CHECKS=all
+TIMEOUT=${PIVM_TIMEOUT:-2400}   # seconds for the whole boot-and-check run: it cannot hang
 
 while [ $# -gt 0 ]; do
     case $1 in
@@ -35,7 +39,9 @@ while [ $# -gt 0 ]; do
         --json=*) OUT=$(realpath -m "${1#*=}"); shift ;;
         --rebuild) REBUILD=1; shift ;;
         --keep-vm-dir) KEEP=1; shift ;;
-        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --checks) CHECKS="${2:?--checks needs names, e.g. web,udev_coral}"; shift 2 ;;
+        --checks=*) CHECKS="${1#*=}"; shift ;;
+        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "pi-vm.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -44,6 +50,16 @@ case $SUITE in
     *) echo "pi-vm.sh: --suite '$SUITE': trixie or bookworm" >&2; exit 2 ;;
 esac
 OUT=${OUT:-$REPO/bench/results/pi-vm-$SUITE.json}
+# the agent's checks after boot, in its order (scripts/pivm/agent.py)
+KNOWN_CHECKS="web stop kill9 watchdog web_player_killed unplug udev_plug udev_coral bad_config web_no_synth security clock_follow reboot fluidsynth"
+if [ "$CHECKS" != all ]; then
+    for c in ${CHECKS//,/ }; do
+        case " $KNOWN_CHECKS " in
+            *" $c "*) ;;
+            *) echo "pi-vm.sh: --checks: unknown check '$c'; known: ${KNOWN_CHECKS// /, }" >&2; exit 2 ;;
+        esac
+    done
+fi
 
 log() { echo "[pi-vm $(date +%T)] $*" >&2; }
 die() { echo "pi-vm.sh: FAILED: $*" >&2; exit 2; }
@@ -90,7 +106,8 @@ else
 fi
 
 log "boot: $SUITE in qemu-system-aarch64 -M virt -cpu cortex-a72 (TCG); every check in one run (up to ${TIMEOUT} s)"
-args=(--suite "$SUITE" --image "$IMAGE" --json "$OUT" --timeout "$TIMEOUT" --build-seconds "$BUILD_SECONDS")
+args=(--suite "$SUITE" --image "$IMAGE" --json "$OUT" --timeout "$TIMEOUT" --build-seconds "$BUILD_SECONDS"
+      --checks "$CHECKS")
 [ $KEEP = 0 ] || args+=(--keep)
 # one emulated Pi at a time on a machine (the lock goes with the driver): two would share the
 # cores and every figure would be the slower for it

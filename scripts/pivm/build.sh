@@ -5,7 +5,9 @@
 #   base-<suite>-<key>/root   Debian SUITE arm64 with kernel, systemd, udev, ALSA, Python, FluidSynth
 #                       (mmdebstrap under qemu-user; ~10 min; changes only with this file)
 #   image-<suite>-<key>/  disk.img (ext4), vmlinuz, initrd.img: the base plus playbach installed
-#                       by its own systemd/install.sh --with-web, as a Pi user would, plus the test agent
+#                       by its own systemd/install.sh --with-web, as a Pi user would, plus the test
+#                       agent's unit (its Python files are written into each run's copy of the disk
+#                       by pivm/driver.py: a change to a check does not rebuild the image)
 #
 # Both are built in a "*.tmp" folder and renamed only when complete, so an interrupted or failed
 # build never leaves a cache entry that a later run would trust.
@@ -20,9 +22,10 @@ BASE_PACKAGES=systemd,systemd-sysv,udev,kmod,linux-image-arm64,initramfs-tools,a
 # update-initramfs (a shell script, slow under qemu-user) to seconds instead of minutes.
 INITRD_MODULES="virtio_pci virtio_mmio virtio_blk virtio_rng crc32c_generic libcrc32c ext4"
 # The checkout as a Pi user clones it, less what install.sh never reads (the tests, the
-# benchmarks, CI): a change there does not rebuild the image, a change anywhere else does.
-INSTALL_EXCLUDE=(':!tests' ':!bench' ':!.ci' ':!scripts/pivm/driver.py' ':!scripts/pivm/report.py')
-AGENT_FILES=(agent.py guest.py gadget.py recorder.py fluid.py web.py)
+# benchmarks, CI, the docs, the image and VM scripts): a change there does not rebuild the
+# image, a change anywhere else does.
+INSTALL_EXCLUDE=(':!tests' ':!bench' ':!.ci' ':!docs' ':!scripts/pivm' ':!scripts/pi-vm.sh' ':!scripts/image'
+                 ':!scripts/build-image.sh')
 # shellcheck source=../lib/rootfs.sh
 . "$REPO/scripts/lib/rootfs.sh"
 
@@ -50,8 +53,7 @@ base_key() {
 image_key() {
     { echo "$(base_key)"
       install_files | hash_files
-      (cd "$REPO/scripts" && printf '%s\0' pi-vm.sh pivm/build.sh lib/rootfs.sh pivm/pivm-agent.service "${AGENT_FILES[@]/#/pivm/}" \
-          | xargs -0 sha256sum); } | sha256sum | cut -c1-16
+      (cd "$REPO/scripts" && sha256sum pivm/build.sh lib/rootfs.sh pivm/pivm-agent.service); } | sha256sum | cut -c1-16
 }
 
 
@@ -111,8 +113,8 @@ python_facts() {
 # edit a user with this synth would make: its name in `port =` (see docs/appliance.md).
 add_test_layer() {
     local root=$1 f
+    # /opt/pivm stays empty here: the driver writes the agent into each run's copy of the disk
     mkdir -p "$root/opt/pivm" "$root/var/lib/pivm" "$root/var/log/journal"
-    for f in "${AGENT_FILES[@]}"; do install -m 0644 "$REPO/scripts/pivm/$f" "$root/opt/pivm/$f"; done
     install -m 0644 "$REPO/scripts/pivm/pivm-agent.service" "$root/etc/systemd/system/"
     systemctl --root="$root" --quiet enable pivm-agent.service
     # nobody logs in, and agetty's vhangup() would cut the agent off the shared serial console

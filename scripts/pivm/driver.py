@@ -25,7 +25,12 @@ REPO = Path(__file__).resolve().parents[2]
 MARKER = re.compile(r"PIVM (\S+) (\{.*\})")
 BOOT_TIMEOUT = 400        # s from qemu's start to the agent's first marker, each boot
 QEMU_EXIT_TIMEOUT = 120   # s from the agent's "done" to qemu's exit (poweroff)
-GUEST_FILES = ("results.json", "journal.txt", "midi.log", "agent.log", "agent-errors.txt")
+GUEST_FILES = ("results.json", "journal.txt", "midi.log", "agent.log", "agent-errors.txt", "clock-take.json")
+# The agent, written into each run's copy of the disk (not built into the image: changing a
+# check does not rebuild it), with the list of checks to run when --checks names some.
+AGENT_FILES = ("agent.py", "guest.py", "gadget.py", "recorder.py", "fluid.py", "web.py", "clock.py",
+               "clockmeasure.py")
+AGENT_DIR = "/opt/pivm"
 
 
 class StepFailed(Exception):
@@ -66,6 +71,32 @@ def qemu_command(image: Path, disk: Path) -> list[str]:
             "-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con"]
 
 
+def debugfs(disk: Path, commands: list[str], write: bool = False) -> subprocess.CompletedProcess:
+    """Commands run by debugfs on the (not running) ext4 image; no mount needed."""
+    script = "\n".join(commands) + "\n"
+    return subprocess.run(["debugfs", *(["-w"] if write else []), "-f", "-", str(disk)], input=script,
+                          capture_output=True, text=True, timeout=120)
+
+
+def inject_agent(disk: Path, checks: str, work: Path) -> None:
+    """Write the agent's files (and its check list) into /opt/pivm of the disk copy, root-owned
+    0644, and read each back: a run never tests an agent other than this checkout's."""
+    here = Path(__file__).parent
+    files = {name: here / name for name in AGENT_FILES}
+    listing = work / "checks"
+    listing.write_text(checks + "\n")
+    files["checks"] = listing
+    commands = [f"cd {AGENT_DIR}"]
+    for name, src in files.items():
+        commands += [f"rm {name}", f"write {src} {name}", f"sif {name} mode 0100644", f"sif {name} uid 0",
+                     f"sif {name} gid 0"]
+    debugfs(disk, commands, write=True)
+    for name, src in files.items():
+        got = debugfs(disk, [f"cat {AGENT_DIR}/{name}"]).stdout
+        if got != src.read_text():
+            raise StepFailed(f"setup: could not write {AGENT_DIR}/{name} into {disk} with debugfs")
+
+
 def extract(disk: Path, dest: Path) -> None:
     """Copy the agent's files out of the (powered-off) ext4 image; no mount needed."""
     dest.mkdir(parents=True, exist_ok=True)
@@ -91,6 +122,7 @@ class Run:
         self.disk = self.work / "disk.img"
         # a copy per run: the cached image stays as built (sparse: a few seconds)
         subprocess.run(["cp", "--sparse=always", str(self.image / "disk.img"), str(self.disk)], check=True)
+        inject_agent(self.disk, self.args.checks, self.work)
         self.t0 = time.monotonic()
         self.proc = subprocess.Popen(qemu_command(self.image, self.disk), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -112,6 +144,8 @@ class Run:
                 raise StepFailed(f"{self.current}: the run took longer than {self.args.timeout} s")
             if name == "eof":
                 raise StepFailed(f"{self.current}: qemu exited (status {self.proc.wait()}) before the agent finished")
+            if time.monotonic() > deadline:   # markers still coming, but the run is over its time
+                raise StepFailed(f"{self.current}: the run took longer than {self.args.timeout} s")
             self.markers.append((t - self.t0, name, data))
             print(f"[pi-vm {t - self.t0:7.1f} s] {name} {summary(data)}", file=sys.stderr)
             if name == "agent":
@@ -183,8 +217,9 @@ def main() -> int:
     ap.add_argument("--suite", required=True, help="the image's Debian suite (trixie, bookworm)")
     ap.add_argument("--image", required=True)
     ap.add_argument("--json", required=True)
-    ap.add_argument("--timeout", type=float, default=1500)
+    ap.add_argument("--timeout", type=float, default=2400)
     ap.add_argument("--build-seconds", type=float, default=0)
+    ap.add_argument("--checks", default="all", help="comma-separated checks to run (iteration); default all")
     ap.add_argument("--keep", action="store_true", help="keep .cache/pi-vm/run-SUITE (the disk copy) afterwards")
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).parent))

@@ -37,14 +37,19 @@ HEADLINE = {
                           f"wrong token {c.get('wrong_token_status')}, login {c.get('login_status')}, "
                           f"cookie {c.get('cookie_status')}"),
     "web_tempo_measured_bpm": ("web", lambda c: c.get("tempo") and
-                               [c["tempo"]["before"].get("measured_bpm"), c["tempo"]["after"].get("measured_bpm")]),
+                               [c["tempo"]["onsets_before"].get("measured_bpm"),
+                                c["tempo"]["onsets_after"].get("measured_bpm")]),
+    "web_tempo_onsets_on_grid": ("web", lambda c: c.get("tempo") and c["tempo"]["onsets_after"].get("on_grid")),
     "web_player_killed_to_not_connected_s": ("web_player_killed", lambda c: c.get("to_not_connected_s")),
     "web_player_killed_to_playing_s": ("web_player_killed", lambda c: c.get("to_playing_s")),
     "web_no_synth_answers": ("web_no_synth", lambda c: c.get("ok")),
     "web_security_exposure": ("security", lambda c: (c.get("web") or {}).get("exposure")),
+    # issue 24: the player following the synth's MIDI clock, onsets on the clock source's grid
+    "clock_follow_p99_ms": ("clock_follow", lambda c: c.get("p99_beyond_transport_ms")),
+    "clock_follow_notes_on_grid": ("clock_follow", lambda c: c.get("notes_on_grid")),
 }
 ORDER = ["boot", "web", "stop", "kill9", "watchdog", "web_player_killed", "unplug", "udev_plug", "udev_coral",
-         "bad_config", "web_no_synth", "security", "reboot", "fluidsynth", "notes", "journal"]
+         "bad_config", "web_no_synth", "security", "clock_follow", "reboot", "fluidsynth", "notes", "journal"]
 
 
 def r2(x: float | None) -> float | None:
@@ -96,8 +101,8 @@ def environment(args: argparse.Namespace) -> dict:
 def build_report(results: dict, offsets: list[float], markers: list, args: argparse.Namespace,
                  serial_log: Path, guest_dir: Path, failed_step: str | None) -> dict:
     checks: dict = dict(results.get("checks", {}))
-    r: dict = {"what": "issues 10 and 20: the appliance booted in an emulated Raspberry Pi 4 (scripts/pi-vm.sh)",
-               "suite": args.suite, "python": image_build(args).get("python")}
+    r: dict = {"what": "issues 10, 20 and 24: the appliance booted in an emulated Raspberry Pi 4 (scripts/pi-vm.sh)",
+               "suite": args.suite, "python": image_build(args).get("python"), "checks_asked": args.checks}
     if "boot" in checks and offsets:
         split, r["boot_to_ready_s"], r["boot_to_first_note_s"] = boot_split(checks["boot"], offsets[0])
         r["boot_split_s"] = split

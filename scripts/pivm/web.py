@@ -6,14 +6,21 @@ the token file as root, as the Pi's owner does with `sudo cat`. What the API say
 with what the synth really receives: the tempo change is measured from the recorder's note
 onsets, not taken from the API's word.
 
-The tempo, at the synth: models/default has 4 ticks a quarter, so every onset distance is a
-whole number of 16ths, 60 / (4 * bpm) s: 167 ms at 90 BPM, 375 ms at 40 BPM. After the change
-the distances must sit on the 40 BPM grid (most of them within TOLERANCE, as tests/test_web.py
-asks on the host), their time over their 16ths must give 40 BPM, and the median distance must
-have grown with the tempo's ratio (the music's rhythm is the model's, the tempo only scales it).
-Not asked: that the 90 BPM distances are off the 40 BPM grid. Its most common distance, an
-eighth (333 ms), is 42 ms from 375, and the emulated Pi's onsets reach the synth up to ~80 ms
-off the grid (USB gadget, TCG, a loaded host): the first run's 20 ms tolerance failed on that.
+The tempo, at the synth: models/default has 4 ticks a quarter, so every onset falls on a grid
+of 16ths, 60 / (4 * bpm) s: 167 ms at 90 BPM, 375 ms at 40 BPM. After the change most onsets
+(the first of each chord) must lie within TOLERANCE of one 40 BPM grid (its phase the one that
+fits the most of them), and a line through them (time against 16th number) must give 40 BPM.
+Each onset is measured against the grid, not against the onset before it: a distance between
+two onsets carries both of their delays, and the emulated Pi delays notes (TCG on a shared
+2-core host: a guest vCPU descheduled for 100-200 ms makes the notes due then late, never early).
+On distances, one such stall cost two; one run at host load 4-10 had 43 % of its distances
+within 60 ms and failed a take that measured 39.6 BPM. An unchanged 90 BPM take cannot pass:
+its 16ths fall on 3 of the 9 phases a 40 BPM grid offers within 60 ms (9 of them last as long as
+4 of 40 BPM's), so about a third of its onsets fit, or half with the best phase (0.36-0.58 in
+200 simulated 12 s takes of 16ths to halves; 75 % asked). The line through the ones that fit
+gives about 40 BPM either way: it tells a 40 BPM take's tempo, the share tells the take. The
+distance figures are still recorded (tests/test_web.py uses them on the host, where nothing
+stalls).
 """
 from __future__ import annotations
 
@@ -107,6 +114,39 @@ def measured_bpm(gaps: list[float], bpm: float, tpq: int) -> float | None:
     return round(60.0 / (tpq * sum(g for g, _ in on) / ticks), 2) if ticks else None
 
 
+def chord_onsets(events: list, start: float, end: float) -> list[float]:
+    """The first note_on of each chord (onsets closer than CHORD belong to the one before)."""
+    out: list[float] = []
+    for t in (e.t for e in events if e.kind == "note_on" and start <= e.t <= end):
+        if not out or t - out[-1] > CHORD:
+            out.append(t)
+    return out
+
+
+def onset_grid(onsets: list[float], bpm: float, tpq: int) -> dict:
+    """Onsets against one grid of 16ths at `bpm`: its phase is the one (through an onset) that puts
+    the most onsets within TOLERANCE; the share of onsets on it, the largest error of those on it,
+    and the tempo of a least-squares line through them (time against their 16th's number)."""
+    tick = 60.0 / (bpm * tpq)
+    if len(onsets) < 2:
+        return {"onsets": len(onsets), "on_grid": 0.0, "measured_bpm": None, "max_error_ms": None}
+    def errors(phase: float) -> list[float]:
+        return [(t - phase + tick / 2) % tick - tick / 2 for t in onsets]
+    def fit(phase: float) -> tuple[int, float]:
+        on = [abs(e) for e in errors(phase) if abs(e) <= TOLERANCE]
+        return len(on), -sum(on)
+    phase = max(onsets, key=fit)
+    on = [(round((t - phase) / tick), t) for t, e in zip(onsets, errors(phase)) if abs(e) <= TOLERANCE]
+    ks, ts = [k for k, _ in on], [t for _, t in on]
+    bpm_fit = None
+    if len(set(ks)) >= 2:
+        km, tm = sum(ks) / len(ks), sum(ts) / len(ts)
+        slope = sum((k - km) * (t - tm) for k, t in on) / sum((k - km) ** 2 for k in ks)
+        bpm_fit = round(60.0 / (tpq * slope), 2) if slope > 0 else None
+    return {"onsets": len(onsets), "on_grid": round(len(on) / len(onsets), 3), "measured_bpm": bpm_fit,
+            "max_error_ms": round(max(abs(e) for e in errors(phase)) * 1e3, 1)}
+
+
 def grid_error_ms(gaps: list[float], bpm: float, tpq: int) -> float | None:
     """The largest distance of an onset distance from the `bpm` grid, ms (all of them, on it or not)."""
     tick = 60.0 / (bpm * tpq)
@@ -189,6 +229,11 @@ def web_check(recorder, playing) -> dict:
     before, after = onset_gaps(events, a, b), onset_gaps(events, changed + 1.0, c)
     f["tempo"] = {
         "ticks_per_quarter": tpq, "tolerance_ms": TOLERANCE * 1e3, "from_bpm": bpm, "to_bpm": SLOW_BPM,
+        # each onset against one grid (checked) ...
+        "onsets_before": onset_grid(chord_onsets(events, a, b), bpm, tpq),
+        "onsets_after": onset_grid(chord_onsets(events, changed + 1.0, c), SLOW_BPM, tpq),
+        "onsets_after_on_old_grid": onset_grid(chord_onsets(events, changed + 1.0, c), bpm, tpq),
+        # ... and the distances between them (recorded)
         "before": {"distances": len(before), "on_own_grid": on_grid(before, bpm, tpq),
                    "on_new_grid": on_grid(before, SLOW_BPM, tpq), "measured_bpm": measured_bpm(before, bpm, tpq),
                    "max_grid_error_ms": grid_error_ms(before, bpm, tpq),
@@ -202,7 +247,7 @@ def web_check(recorder, playing) -> dict:
     f["tempo"]["median_ratio"] = round(ma / mb, 2) if mb and ma else None   # 90 / 40 = 2.25 asked for
     code_back, answer = api("POST", "/api/settings", token, {"bpm": bpm})
     f["set_back_status"] = code_back
-    tb, ta = f["tempo"]["before"], f["tempo"]["after"]
+    ob, oa = f["tempo"]["onsets_before"], f["tempo"]["onsets_after"]
     f["ok"] = bool(
         f["active"] and f["answering"] and mode == 0o600
         and f["page"]["status"] == 200 and "text/html" in f["page"]["type"] and f["page"]["assets"]
@@ -213,14 +258,13 @@ def web_check(recorder, playing) -> dict:
         and (f["status_before"]["notes_played"] or 0) > 0 and f["events_frame"]
         and code_set == 200 and f["set_answer_live_bpm"] == SLOW_BPM
         and f["status_after"]["playing"] and f["status_after"]["bpm"] == SLOW_BPM
-        and tb["distances"] >= 5 and ta["distances"] >= 4
-        and ta["on_own_grid"] >= 0.75
-        # on the 40 BPM grid and 40 BPM by their time over their 16ths: an unchanged 90 BPM take
-        # cannot be both (its quarters, 667 ms, are 83 ms off that grid; its eighths fit it but
-        # measure 45 BPM). Nothing more is asked of the rhythm, which is the model's: the median
-        # distance went 1.23x in one run (quarters, then eighths) and 4.52x in the next (then
-        # halves, 3 s, which the 90 BPM grid fits as well); both are recorded
-        and ta["measured_bpm"] is not None and abs(ta["measured_bpm"] - SLOW_BPM) <= 1.0
+        and ob["onsets"] >= 5 and oa["onsets"] >= 5
+        # on one 40 BPM grid and 40 BPM by the line through them: an unchanged 90 BPM take
+        # cannot be both (module docstring). Nothing more is asked of the rhythm, which is the
+        # model's: the median distance went 1.23x in one run (quarters, then eighths) and 4.52x
+        # in the next (then halves, 3 s, which the 90 BPM grid fits as well); both are recorded
+        and oa["on_grid"] >= 0.75
+        and oa["measured_bpm"] is not None and abs(oa["measured_bpm"] - SLOW_BPM) <= 1.0
         and code_back == 200)
     return f
 
