@@ -3,8 +3,8 @@
     1. read and check the run folders (trainer/runfolder.py); several runs of one corpus, split
        and codec become one ensemble model whose distributions are their average (step.py)
     2. rebuild the step and windowed forms with the trained weights (step.py)
-    3. convert each requested variant (tflite.py); int8 calibrated on real training pieces with
-       the states the float32 step model reaches (calibration.py)
+    3. convert each requested variant (tflite.py; int8 through int8.py, calibrated on real
+       training pieces with the states its step model reaches: calibration.py)
     4. compare every model with Keras on the test pieces -> parity.json (parity.py)
     5. Edge TPU op check, and edgetpu_compiler if installed (edgetpu.py)
     6. bundle.json with a sha256 per file, the run's split (with content fingerprints of the
@@ -19,34 +19,29 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import multiprocessing
 import shutil
-import signal
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from playbach.bundle import (KINDS, VARIANTS, Benchmark, BenchmarkFigure, Bundle, BundleMeta, ModelEntry, Opening,
                              SplitRecord, file_sha256, load_bundle)
-from playbach.convert import calibration, edgetpu, parity, tflite
+from playbach.convert import edgetpu, int8, parity, tflite
+from playbach.convert.forms import Forms
 from playbach.errors import UserError
 from playbach.evaluate_bundle import evaluate_bundle
-from playbach.events import FIELDS
 from playbach.files import publish
 from playbach.fingerprint import CONTENT_SCHEME, content_fingerprint
 from playbach.jsb import looks_like_jsb
 from playbach.memory import weights_from_dict
-from playbach.runtime import StepModel, open_entry
+from playbach.runtime import StepModel
 from playbach.trainer.runfolder import TrainedRun, load_run
-from playbach.trainer.step import (INT8_CELL_CLIP, build_ensemble_step_model, build_ensemble_windowed_model,
-                                   ensemble_state_sizes, input_sizes, is_cell_state)
 
 log = logging.getLogger(__name__)
 
-CALIBRATION_EVENTS = 2000  # representative step inputs for int8
 ALL = [(k, v) for k in KINDS for v in VARIANTS]
 
 
@@ -140,38 +135,40 @@ def _build_into(work: Path, members: list[TrainedRun], wanted, openings, opening
     test_rows = {k: v[:256] for k, v in list(source.rows(side).items())[:test_pieces]}
     if not test_rows:
         raise UserError(f"{source.path / 'events.npz'}: no test/ or val/ pieces to check parity on")
-    entries, figures, notes, reached = _convert_all(work, members, wanted)
-
-    figures.update(_parity(work, entries, members, test_rows))
-    step_diff = (figures["step_float32"]["max_abs_diff"] if "step_float32" in figures
-                 else reached_diff(reached, members, test_rows))
-    report = {"variants": figures, "test_pieces": sorted(test_rows), "notes": notes,
-              "step_vs_keras_max_abs_diff": step_diff, "checks": parity.summary(figures),
-              "targets": {"float32_max_abs_diff": parity.FLOAT_MAX_ABS_DIFF,
-                          "int8_pitch_top1_agreement": parity.INT8_PITCH_TOP1}}
-    if ("step", "int8") in entries:
-        report["edgetpu"] = _edge_tpu(work, entries)
+    forms = Forms(members)
+    made = _convert_all(work, forms, wanted)
+    made.figures.update(parity.measure(work, made.entries, forms, test_rows))
+    report = made.parity_report(members, test_rows)
+    if ("step", "int8") in made.entries:
+        report["edgetpu"] = _edge_tpu(work, made.entries)
     (work / "parity.json").write_text(json.dumps(report, indent=1))
 
     ensemble = {"members": len(members)} if len(members) > 1 else {}
     meta = BundleMeta(
         name=name, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), codec=source.codec,
-        model=source.config.to_dict() | ensemble, models=list(entries.values()),
+        model=source.config.to_dict() | ensemble, models=list(made.entries.values()),
         openings=_openings(source, openings, opening_events), report=test_figures(source.report),
         # repeat-memory weights fitted by the trainer (playbach/memory.py) on the first run's
         # model; absent for older runs
-        memory=weights_from_dict(source.meta.get("memory")),
-        source={"run": str(source.path), "run_json_sha256": file_sha256(source.path / "run.json"),
-                "corpus": source.meta.get("corpus")} | (
-            {"members": [{"run": str(m.path), "run_json_sha256": file_sha256(m.path / "run.json")}
-                         for m in members]} if ensemble else {}),
-        parity={"step_vs_keras_max_abs_diff": step_diff,
-                "pitch_top1_agreement": {k: v.get("pitch_top1_agreement") for k, v in figures.items()},
-                "checks": report["checks"], "notes": notes},
+        memory=weights_from_dict(source.meta.get("memory")), source=source_record(members),
+        parity={"step_vs_keras_max_abs_diff": report["step_vs_keras_max_abs_diff"],
+                "pitch_top1_agreement": {k: v.get("pitch_top1_agreement") for k, v in made.figures.items()},
+                "checks": report["checks"], "notes": made.notes},
         split=split_record(source))
     # measured on the bundle as built (the played variant, through the device runtime), not on Keras
     meta.benchmark = jsb_benchmark(Bundle(work, meta))
     return meta
+
+
+def source_record(members: list[TrainedRun]) -> dict:
+    """bundle.json's `source`: the run (and an ensemble's every run) with its run.json's sha256."""
+    source = members[0]
+    record = {"run": str(source.path), "run_json_sha256": file_sha256(source.path / "run.json"),
+              "corpus": source.meta.get("corpus")}
+    if len(members) > 1:
+        record["members"] = [{"run": str(m.path), "run_json_sha256": file_sha256(m.path / "run.json")}
+                             for m in members]
+    return record
 
 
 def split_record(source: TrainedRun) -> SplitRecord:
@@ -214,68 +211,60 @@ def jsb_benchmark(bundle: Bundle, splits: tuple[str, ...] = ("valid", "test")) -
     return Benchmark(str(path), sha256, "step", figures)
 
 
-def _convert_all(work: Path, members: list[TrainedRun], wanted):
-    """Write every wanted model; returns (entries by (kind, variant), figures, notes, float32 step runner).
+@dataclass
+class Conversion:
+    """What `_convert_all` wrote into the work folder: the entries by (kind, variant), the figures
+    of models that could not be built ({"error": why}; parity adds the others'), notes for
+    bundle.json, and the float32 step model through the runtime (always made: it decides the int8
+    cell clip and stands in for Keras's own step when float32 is not a wanted variant)."""
+    entries: dict[tuple[str, str], ModelEntry] = field(default_factory=dict)
+    figures: dict[str, dict] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    step_float32: StepModel | None = None
 
-    A step float32, int8 or any windowed variant that fails to convert is noted, not fatal.
-    """
-    source = members[0]
-    cfg, configs, trained = source.config, [m.config for m in members], [m.model for m in members]
-    train_ids = source.ids("train")
-    states = ensemble_state_sizes(configs)
-    roles = list(cfg.input_names) + list(states)
-    specs = {"step": {r: ((1, size), "float32") for r, size in (input_sizes(cfg) | states).items()},
-             "windowed": windowed_specs(cfg)}
-    outputs = list(FIELDS) + list(states)
-    io_roles = {"step": (roles, outputs), "windowed": (list(cfg.input_names), list(FIELDS))}
-    models = {"step": build_ensemble_step_model(configs, trained)}
-    if any(k == "windowed" for k, _ in wanted):
-        models["windowed"] = build_ensemble_windowed_model(configs, trained)
+    def not_built(self, kind: str, variant: str, error: Exception) -> None:
+        text = str(error).strip()
+        message = f"{type(error).__name__}: {text.splitlines()[-1][:300] if text else ''}"
+        log.warning("%s %s not built: %s", kind, variant, message)
+        self.notes.append(f"{kind} {variant} not built: {message}")
+        self.figures[f"{kind}_{variant}"] = {"error": message}
 
-    # the float32 step model is always made: it produces the calibration states
-    entries, notes, figures = {}, [], {}
-    entries[("step", "float32")] = _write(work, "step", "float32",
-                                          tflite.convert(models["step"], specs["step"], "float32"), *io_roles["step"])
-    reached = _open(work, entries[("step", "float32")], source.codec)
-    datasets = {"windowed": calibration.window_samples(source.rows("train"), cfg.window)}
-    if ("step", "int8") in wanted:
-        # int8 is made from its own twin (step.build_step_model), calibrated on the states *it* reaches
-        reached_c = max(float(np.abs(sample[r]).max()) for sample in calibration.step_samples(reached, train_ids)
-                        for r in states if is_cell_state(r))
-        clip = INT8_CELL_CLIP if reached_c > INT8_CELL_CLIP else None
-        models["step_int8"] = build_ensemble_step_model(configs, trained, for_int8=True, cell_clip=clip)
-        twin = work / "step_clipped_float32.tmp"
-        twin.write_bytes(tflite.convert(models["step_int8"], specs["step"], "float32"))
-        twin_entry = ModelEntry(twin.name, "step", "float32", "", -1, *tflite.io_table(twin, roles, outputs))
-        datasets["step"] = calibration.step_samples(_open(work, twin_entry, source.codec), train_ids,
-                                                    count=CALIBRATION_EVENTS)
-        twin.unlink()
+    def parity_report(self, members: list[TrainedRun], test_rows: dict[str, np.ndarray]) -> dict:
+        """parity.json (before its Edge TPU section), from the figures parity.measure added."""
+        figures = self.figures
+        step_diff = (figures["step_float32"]["max_abs_diff"] if "step_float32" in figures
+                     else parity.reached_diff(self.step_float32, members, test_rows))
+        return {"variants": figures, "test_pieces": sorted(test_rows), "notes": self.notes,
+                "step_vs_keras_max_abs_diff": step_diff, "checks": parity.summary(figures),
+                "targets": {"float32_max_abs_diff": parity.FLOAT_MAX_ABS_DIFF,
+                            "int8_pitch_top1_agreement": parity.INT8_PITCH_TOP1}}
+
+
+def _convert_all(work: Path, forms: Forms, wanted: list[tuple[str, str]]) -> Conversion:
+    """Write every wanted model into `work`. A step float32, int8 or any windowed variant that
+    fails to convert is noted, not fatal (the windowed int8 calibration is known to crash in TF 2.21)."""
+    made = Conversion()
+    float32 = made.entries[("step", "float32")] = forms.write(
+        work, "step", "float32", tflite.convert(forms.keras("step"), forms.specs("step"), "float32"))
+    made.step_float32 = forms.open(work, float32)
     for kind, variant in wanted:
-        if (kind, variant) in entries:
+        if (kind, variant) in made.entries:
             continue
-        representative = calibration.as_dataset(datasets[kind]) if variant == "int8" else None
         try:
-            if (kind, variant) == ("windowed", "int8"):
-                blob = _convert_in_child([m.path for m in members], work, datasets[kind])
-            elif (kind, variant) == ("step", "int8"):
-                blob = tflite.convert(models["step_int8"], specs[kind], variant, representative)
+            if variant == "int8":
+                converted = int8.convert(kind, forms, work, made.step_float32)
+                blob, clip = converted.blob, converted.cell_clip
             else:
-                blob = tflite.convert(models[kind], specs[kind], variant, representative)
-        except Exception as e:  # int8 calibration of the windowed LSTM is known to crash in TF 2.21
+                blob, clip = tflite.convert(forms.keras(kind), forms.specs(kind), variant), None
+        except Exception as e:
             if kind == "step" and variant != "int8":
                 raise
-            text = str(e).strip()
-            message = f"{type(e).__name__}: {text.splitlines()[-1][:300] if text else ''}"
-            log.warning("%s %s not built: %s", kind, variant, message)
-            notes.append(f"{kind} {variant} not built: {message}")
-            figures[f"{kind}_{variant}"] = {"error": message}
+            made.not_built(kind, variant, e)
             continue
-        entries[(kind, variant)] = _write(work, kind, variant, blob, *io_roles[kind])
-        if (kind, variant) == ("step", "int8"):
-            entries[(kind, variant)] = replace(entries[(kind, variant)], cell_clip=clip)
+        made.entries[(kind, variant)] = replace(forms.write(work, kind, variant, blob), cell_clip=clip)
     if ("step", "float32") not in wanted:
-        (work / entries.pop(("step", "float32")).file).unlink()
-    return entries, figures, notes, reached
+        (work / made.entries.pop(("step", "float32")).file).unlink()
+    return made
 
 
 def _edge_tpu(work: Path, entries: dict) -> dict:
@@ -289,97 +278,10 @@ def _edge_tpu(work: Path, entries: dict) -> dict:
     return check
 
 
-def _convert_in_child(run_paths: list[Path], work: Path, samples: list[dict]) -> bytes:
-    """Windowed int8 in a separate process: its calibration segfaults in TF 2.21, which must not
-    take the whole conversion down with it. Raises RuntimeError with the child's fate."""
-    samples_path, out_path = work / "windowed_samples.npz", work / "windowed_int8.tmp"
-    np.savez(samples_path, **{f"{i}/{k}": v for i, s in enumerate(samples) for k, v in s.items()})
-    child = multiprocessing.get_context("spawn").Process(
-        target=_windowed_int8_child, args=([str(p) for p in run_paths], str(samples_path), str(out_path)))
-    child.start()
-    child.join()
-    samples_path.unlink()
-    if child.exitcode != 0 or not out_path.exists():
-        fate = (f"killed by signal {-child.exitcode} ({signal.Signals(-child.exitcode).name})"
-                if child.exitcode and child.exitcode < 0 else f"exit code {child.exitcode}")
-        raise RuntimeError(f"TFLite int8 calibration of the windowed model crashed ({fate})")
-    blob = out_path.read_bytes()
-    out_path.unlink()
-    return blob
-
-
-def _windowed_int8_child(run_paths: list[str], samples_path: str, out_path: str) -> None:
-    members = [load_run(p) for p in run_paths]
-    config = members[0].config
-    with np.load(samples_path) as npz:
-        count = len({key.split("/")[0] for key in npz.files})
-        samples = [{name: npz[f"{i}/{name}"] for name in config.input_names} for i in range(count)]
-    model = build_ensemble_windowed_model([m.config for m in members], [m.model for m in members])
-    Path(out_path).write_bytes(tflite.convert(model, windowed_specs(config), "int8",
-                                              calibration.as_dataset(samples)))
-
-
-def windowed_specs(cfg) -> dict:
-    """The windowed model's inputs: N int32 ids per event input (fields, then any voice context)."""
-    return {name: ((1, cfg.window), "int32") for name in cfg.input_names}
-
-
-def keras_reference(members: list[TrainedRun], rows: np.ndarray) -> list[np.ndarray]:
-    """What the bundle's model should give on one piece: the members' Keras distributions, averaged."""
-    each = [parity.keras_sequence_probs(m.model, rows, m.config.duration_given_pitch) for m in members]
-    return [np.mean([probs[j] for probs in each], axis=0) for j in range(len(FIELDS))]
-
-
-def reached_diff(step_float32: StepModel, members: list[TrainedRun], test_rows: dict[str, np.ndarray]) -> float:
-    """Max |step float32 - Keras| when float32 is not itself a requested variant."""
-    return max(parity.compare(keras_reference(members, rows),
-                              parity.step_probs(step_float32, rows[:, :len(FIELDS)]))["max_abs_diff"]
-               for rows in test_rows.values())
-
-
 def _openings(source: TrainedRun, count: int, events: int) -> list[Opening]:
     """The first events of held-out pieces (test, then val), as field values, to seed playing."""
     held_out = list(source.pieces.get("test", {}).items()) + list(source.pieces.get("val", {}).items())
     return [Opening(name, values[:events]) for name, values in held_out[:count]]
-
-
-def _write(work: Path, kind: str, variant: str, blob: bytes, roles_in, roles_out) -> ModelEntry:
-    path = work / f"{kind}_{variant}.tflite"
-    path.write_bytes(blob)
-    inputs, outputs = tflite.io_table(path, roles_in, roles_out)
-    log.info("%s %s: %d bytes", kind, variant, len(blob))
-    return ModelEntry(path.name, kind, variant, file_sha256(path), len(blob), inputs, outputs)
-
-
-def _open(work: Path, entry: ModelEntry, codec):
-    return open_entry(entry, work / entry.file, codec=codec)
-
-
-def _parity(work, entries, members: list[TrainedRun], test_rows) -> dict:
-    """Each model against Keras (the members' average) on the test rows; step models are fed the
-    four token ids only and compute any voice context themselves, as on the Pi."""
-    source = members[0]
-    figures, cfg = {}, source.config
-    step_reference = [keras_reference(members, rows) for rows in test_rows.values()]
-    windows = parity.windows_of(test_rows, cfg.window, count=128)
-    window_reference = None
-    for (kind, variant), entry in entries.items():
-        model = _open(work, entry, source.codec)
-        if kind == "step":
-            got = [parity.step_probs(model, rows[:, :len(FIELDS)]) for rows in test_rows.values()]
-            result = parity.compare(parity.concat(step_reference), parity.concat(got))
-        elif len(windows):
-            if window_reference is None:
-                batched = build_ensemble_windowed_model([m.config for m in members], [m.model for m in members],
-                                                        batch_size=None)
-                window_reference = parity.keras_window_probs(batched, windows)
-            result = parity.compare(window_reference, parity.windowed_probs(model, windows))
-        else:
-            result = {"error": f"no test piece has {cfg.window} events"}
-        figures[f"{kind}_{variant}"] = dict(result, bytes=entry.bytes, file=entry.file)
-        log.info("parity %s %s: %s", kind, variant, {k: result.get(k) for k in
-                                                     ("pitch_top1_agreement", "mean_kl", "max_abs_diff")})
-    return figures
 
 
 def test_figures(report: dict) -> dict:

@@ -8,19 +8,26 @@ error). Per model: pitch top-1 agreement, mean KL(keras || tflite) per field, ma
 """
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from playbach.bundle import ModelEntry
+from playbach.convert.forms import Forms
 from playbach.events import FIELDS
 from playbach.heads import given_pitch
 from playbach.improviser import StepSource
 from playbach.runtime import WindowedModel
 from playbach.trainer.model import keras_inputs
+from playbach.trainer.runfolder import TrainedRun
+from playbach.trainer.step import build_ensemble_windowed_model
 
 if TYPE_CHECKING:
     import keras
 
+log = logging.getLogger(__name__)
 FLOAT_MAX_ABS_DIFF = 1e-4
 INT8_PITCH_TOP1 = 0.97
 EPS = 1e-7
@@ -98,3 +105,42 @@ def summary(variants: dict[str, dict]) -> dict:
             ok = figures["max_abs_diff"] <= FLOAT_MAX_ABS_DIFF
             checks[name] = f"max |diff| {figures['max_abs_diff']:.2e} {'<=' if ok else '>'} {FLOAT_MAX_ABS_DIFF}"
     return checks
+
+
+def keras_reference(members: list[TrainedRun], rows: np.ndarray) -> list[np.ndarray]:
+    """What the bundle's model should give on one piece: the members' Keras distributions, averaged."""
+    each = [keras_sequence_probs(m.model, rows, m.config.duration_given_pitch) for m in members]
+    return [np.mean([probs[j] for probs in each], axis=0) for j in range(len(FIELDS))]
+
+
+def reached_diff(step_float32: StepSource, members: list[TrainedRun], test_rows: dict[str, np.ndarray]) -> float:
+    """Max |step float32 - Keras| when float32 is not itself a requested variant."""
+    return max(compare(keras_reference(members, rows), step_probs(step_float32, rows[:, :len(FIELDS)]))["max_abs_diff"]
+               for rows in test_rows.values())
+
+
+def measure(work: Path, entries: dict[tuple[str, str], ModelEntry], forms: Forms,
+            test_rows: dict[str, np.ndarray]) -> dict[str, dict]:
+    """Each model against Keras (the members' average) on the test rows; step models are fed the
+    four token ids only and compute any voice context themselves, as on the Pi."""
+    figures, cfg = {}, forms.source.config
+    step_reference = [keras_reference(forms.members, rows) for rows in test_rows.values()]
+    windows = windows_of(test_rows, cfg.window, count=128)
+    window_reference = None
+    for (kind, variant), entry in entries.items():
+        model = forms.open(work, entry)
+        if kind == "step":
+            got = [step_probs(model, rows[:, :len(FIELDS)]) for rows in test_rows.values()]
+            result = compare(concat(step_reference), concat(got))
+        elif len(windows):
+            if window_reference is None:
+                batched = build_ensemble_windowed_model(forms.configs, [m.model for m in forms.members],
+                                                        batch_size=None)
+                window_reference = keras_window_probs(batched, windows)
+            result = compare(window_reference, windowed_probs(model, windows))
+        else:
+            result = {"error": f"no test piece has {cfg.window} events"}
+        figures[f"{kind}_{variant}"] = dict(result, bytes=entry.bytes, file=entry.file)
+        log.info("parity %s %s: %s", kind, variant, {k: result.get(k) for k in
+                                                     ("pitch_top1_agreement", "mean_kl", "max_abs_diff")})
+    return figures
