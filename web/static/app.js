@@ -33,7 +33,9 @@ function render(s) {
   $("notes").textContent = s.notes_played; $("uptime").textContent = duration(s.uptime);
   if (document.activeElement !== $("tempo")) { $("tempo").value = s.bpm; $("tempo-out").textContent = s.bpm.toFixed(0); }
   if (document.activeElement !== $("temp")) { $("temp").value = s.temperature; $("temp-out").textContent = s.temperature.toFixed(2); }
-  fill($("bundle"), s.bundles, s.bundle);
+  if (document.activeElement !== $("bundle") && s.bundle !== $("bundle").dataset.playing) {
+    $("bundle").dataset.playing = s.bundle; $("bundle").value = s.bundle;
+  }
   fill($("opening"), [""].concat(s.openings), null, (o) => o || "random opening");
 }
 
@@ -46,6 +48,43 @@ function fill(select, values, chosen, label = (v) => v) {
 function duration(s) {
   const h = Math.floor(s / 3600), m = Math.floor(s / 60) % 60;
   return h ? `${h} h ${m} min` : `${m} min ${Math.floor(s % 60)} s`;
+}
+
+// The models: every bundle of the Pi from /api/bundles (web/bundles.py); the playable ones in the
+// bundle menu (New take switches), the broken ones listed with the reason.
+function showBundles(list) {
+  const rows = list.bundles, chosen = $("bundle").value || list.playing;
+  const key = JSON.stringify(rows);
+  if ($("bundle-list").dataset.rows === key) return;
+  $("bundle-list").dataset.rows = key;
+  $("bundle-list").replaceChildren(...rows.map((b) => {
+    const li = document.createElement("li");
+    li.textContent = `${b.name} (${b.where})` + (b.ok ? "" : `: does not play: ${b.error}`);
+    if (!b.ok) li.className = "broken";
+    return li;
+  }));
+  $("bundle").replaceChildren(...rows.filter((b) => b.ok).map((b) =>
+    new Option(b.where === "yours" ? `${b.name} (yours)` : b.name, b.name, false, b.name === chosen)));
+}
+
+async function loadBundles() {
+  try { const r = await api("GET", "/api/bundles"); if (r.ok) showBundles(await r.json()); } catch (e) { /* next time */ }
+}
+
+async function upload() {
+  const file = $("upload").files[0], msg = $("upload-msg");
+  if (!file) { msg.textContent = "choose a .tar.gz first"; return; }
+  msg.textContent = `sending ${file.name} (${(file.size / 1e6).toFixed(1)} MB)...`;
+  $("upload-go").disabled = true;
+  try {
+    const r = await fetch("/api/bundles" + ($("replace").checked ? "?replace=1" : ""),
+      { method: "POST", credentials: "same-origin", headers: { "Content-Type": "application/gzip" }, body: file });
+    const answer = await r.json().catch(() => ({}));
+    if (r.status === 401) showLogin();
+    if (r.ok) { msg.textContent = `installed ${answer.installed}: choose it in the menu and press New take`; showBundles({ bundles: answer.bundles }); }
+    else msg.textContent = `not installed: ${answer.error || r.status}`;
+  } catch (e) { msg.textContent = "the Pi does not answer"; }
+  $("upload-go").disabled = false;
 }
 
 async function refresh() {
@@ -113,7 +152,7 @@ function start() {
   $("login").hidden = true; $("main").hidden = false;
   if (started) return;
   started = true;
-  refresh(); listen();
+  refresh(); listen(); loadBundles();
 }
 
 async function post(path, body) {
@@ -146,7 +185,9 @@ window.addEventListener("DOMContentLoaded", () => {
     $("login-error").hidden = r.ok;
     if (r.ok) { $("token").value = ""; start(); }
   });
+  $("upload-go").addEventListener("click", upload);
   setInterval(() => { if (started) refresh(); }, 1000);
+  setInterval(() => { if (started) loadBundles(); }, 10000);   // a bundle copied in by scp shows up
   requestAnimationFrame(draw);
   api("GET", "/api/status").then((r) => { if (r.ok) { start(); r.json().then(render); } });
 });
