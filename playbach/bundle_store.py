@@ -2,8 +2,11 @@
 
 Two folders hold bundles, each bundle a folder with bundle.json, listed by folder name:
   shipped  the folder of the configured bundle (/opt/playbach/models: install.sh's, read-only)
-  user     the state folder's models/ (USER_MODELS, or $PLAYBACH_MODELS): the user's own, put
-           there by the page's upload, `playbach push`, or a copy by scp
+  user     USER_MODELS (or $PLAYBACH_MODELS): the user's own, put there by the page's upload,
+           `playbach push`, or a copy by scp. Not inside the player's state folder: systemd keeps
+           a DynamicUser's StateDirectory in /var/lib/private (0700), where neither the web
+           service (another dynamic user) nor an scp can write. install.sh makes this one
+           root:playbach-web 2775, so the web service, the player and the group's members share it.
 A shipped name always means the shipped bundle: an upload may not take one, and a user folder
 of that name is listed as shadowed. Names starting with '.' are work in progress, never listed.
 
@@ -15,7 +18,8 @@ an absolute path is refused, as is an archive over MAX_ARCHIVE bytes, unpacking 
 MAX_UNPACKED, or holding more than MAX_MEMBERS entries. The archive is unpacked into a temp
 folder inside the user folder (the same file system: the rename is atomic), checked as
 load_bundle() checks a bundle (format, schema, codec, every model's size and sha256), made
-readable by the player (another user), then renamed in. Whatever is refused leaves nothing.
+readable by all and writable by the folder's group (the player, and the next web service, are
+other dynamic users), then renamed in. Whatever is refused leaves nothing.
 """
 from __future__ import annotations
 
@@ -37,7 +41,7 @@ from playbach.bundle import BUNDLE_JSON, load_bundle
 from playbach.errors import UserError
 
 SHIPPED = Path("/opt/playbach/models")
-USER_MODELS = Path("/var/lib/playbach/models")
+USER_MODELS = Path("/var/lib/playbach-models")
 ENV = "PLAYBACH_MODELS"              # another user folder (tests, a desktop)
 MAX_ARCHIVE = 64 << 20               # bytes uploaded (the shipped bundle packs to ~8 MB)
 MAX_UNPACKED = 256 << 20             # bytes of all files unpacked
@@ -196,7 +200,7 @@ def install(archive: Path, tmp: Path, shipped: Path, user: Path, replace: bool =
     except UserError as e:   # say it as the archive's path, not the temp folder's
         raise Refused(f"not a playable bundle: {str(e).replace(str(tmp) + os.sep, '')}") from None
     for p in (folder, *folder.iterdir()):
-        p.chmod(0o755 if p.is_dir() else 0o644)   # the player is another user
+        p.chmod(0o775 if p.is_dir() else 0o664)   # the group may replace it later, everyone may read it
     with _locked(Path(user)):
         dest = Path(user) / name
         if dest.exists() or dest.is_symlink():

@@ -44,7 +44,7 @@ def test_an_archive_is_installed_readable_by_others_and_listed(place):
     assert install(place, tar_gz(folder_entries(mine))) == "mine"
     assert everything_in(user) == ["mine", "mine/bundle.json", f"mine/{MODEL}"]
     assert (user / "mine" / MODEL).read_bytes() == (mine / MODEL).read_bytes()
-    assert (user / "mine").stat().st_mode & 0o777 == 0o755 and (user / "mine" / MODEL).stat().st_mode & 0o777 == 0o644
+    assert (user / "mine").stat().st_mode & 0o777 == 0o775 and (user / "mine" / MODEL).stat().st_mode & 0o777 == 0o664
     assert bundle_store.installed_bundles(shipped, user) == ["default", "mine"]
     assert bundle_store.bundle_path("mine", shipped, user) == user / "mine"
     assert bundle_store.describe(shipped, user) == [

@@ -20,7 +20,7 @@ from playbach import bundle_store, settings
 from playbach.bundle_store import MAX_ARCHIVE, NoRoom, Refused, TooBig
 from playbach.web.link import NotPlaying
 
-FOLDERS = "bundle_folders"   # app key: (shipped, user)
+FOLDERS = web.AppKey("bundle_folders", tuple)   # (shipped, user)
 
 
 def add_routes(app: web.Application, shipped: Path | None = None, user: Path | None = None) -> None:
