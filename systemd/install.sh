@@ -6,31 +6,40 @@
 #   sudo systemd/install.sh --with-fluidsynth    ... plus the FluidSynth software synth service
 #   sudo systemd/install.sh --with-web           ... plus the control page on the LAN (port 8080, a token;
 #                                                kept when run again without the flag)
-#   sudo systemd/install.sh --uninstall          remove all of it (config and recorded takes too)
+#   sudo systemd/install.sh --bundle DIR         ... plus your bundle DIR, as /var/lib/playbach/models/NAME
+#   sudo systemd/install.sh --uninstall          remove all of it (config, your bundles and takes too)
 #   systemd/install.sh --prefix /tmp/root        install into a staging root (tests); no systemctl
 #
 # What goes where (under --prefix / $DESTDIR when given):
 #   /opt/playbach/venv            a venv with the device extra only (numpy, mido, rtmidi, LiteRT; no TensorFlow);
 #                                 on the Pi it also sees Debian's python3-rtmidi (docs/appliance.md#python-on-the-pi)
-#   /opt/playbach/models/default  the model bundle (--bundle, default models/default), read-only
+#   /opt/playbach/models/default  the shipped model bundle (models/default), read-only; always the default
+#   /var/lib/playbach/models/NAME a bundle of yours (--bundle DIR, NAME = the folder's name); never
+#                                 replaced by a later run without it, listed on the control page
 #   /opt/playbach/docs/           appliance.md (the units' Documentation=)
 #   /etc/playbach/config.toml     settings; never overwritten once there
 #   /etc/systemd/system/          playbach.service, playbach-fluidsynth.service, playbach-web.service
 #   /etc/playbach/web-token       the control page's token, mode 0600 (--with-web)
 #   /etc/udev/rules.d/            70-playbach.rules (Coral and USB MIDI)
 # The service runs as a DynamicUser in the audio group, so no user account is created.
-# Running it again is safe: it updates what changed and keeps the config.
+# Running it again is safe: it updates what changed and keeps the config and your bundles.
+# The venv and each bundle are built beside the old one and swapped in with one rename, so a
+# power cut leaves the old or the new, never neither and never a mix.
 set -euo pipefail
+# what is written here is read by the service's DynamicUser: root's umask may be 077
+umask 022
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ROOT="${DESTDIR:-}"
-BUNDLE="$REPO/models/default"
+SHIPPED="$REPO/models/default"
+BUNDLE=""   # --bundle: a bundle of the user's, installed beside the shipped one
+CONSTRAINTS="$REPO/systemd/constraints.txt"
 PYTHON="${PYTHON:-python3}"
 WITH_FLUIDSYNTH=0
 WITH_WEB=0
 UNINSTALL=0
 
-usage() { sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 die() { echo "install.sh: $*" >&2; exit 2; }
 say() { echo "install.sh: $*"; }
 
@@ -62,6 +71,8 @@ fi
 
 OPT="$ROOT/opt/playbach"
 ETC="$ROOT/etc/playbach"
+# the service's StateDirectory=: a DynamicUser's lives in /var/lib/private, linked from /var/lib
+STATE="$ROOT/var/lib/playbach"
 UNIT_DIR="$ROOT/etc/systemd/system"
 RULES_DIR="$ROOT/etc/udev/rules.d"
 UNITS=(playbach.service playbach-fluidsynth.service playbach-web.service)
@@ -152,22 +163,85 @@ print(" ".join(sorted({line.split("=")[1].strip() for line in c["options"]["pack
 source_hash() {
     # shellcheck disable=SC2046 # folder names without spaces, by construction
     (cd "$REPO" && find $(code_dirs) \( -name '*.py' -o -path '*/static/*' \) -type f -print0 | sort -z \
-        | xargs -0 cat setup.cfg pyproject.toml | sha256sum | cut -d' ' -f1)
+        | xargs -0 cat setup.cfg pyproject.toml systemd/constraints.txt | sha256sum | cut -d' ' -f1)
 }
 
+# --- swapping a folder in ----------------------------------------------------------------
+# What is being built lies in a .new folder beside its destination (the same filesystem, so a
+# rename can move it); the EXIT trap removes these folders, whatever a failed run left there.
+STAGING=("$OPT/.new" "$OPT/models/.new" "$STATE/models/.new")
+staging_for() {   # DEST -> a fresh, empty path in .new beside DEST
+    local dir
+    dir="$(dirname "$1")/.new"
+    mkdir -p "$dir"
+    rm -rf "${dir:?}/$(basename "$1")"
+    echo "$dir/$(basename "$1")"
+}
+
+# Put the folder NEW at DEST in one step: renameat2(RENAME_EXCHANGE) swaps the two names, so a
+# power cut leaves the old or the new there, never neither; the old one, now at NEW, is removed.
+# Flushed before (the new content reaches the disk before its name does) and after.
+swap_in() {   # NEW DEST
+    local new="$1" dest="$2"
+    sync -f "$new"
+    if [ ! -e "$dest" ]; then
+        mv -T "$new" "$dest"
+    elif ! "$PYTHON" - "$new" "$dest" <<'PY'
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+new, dest = (os.fsencode(p) for p in sys.argv[1:3])
+if libc.renameat2(-100, new, -100, dest, 2) != 0:   # AT_FDCWD, RENAME_EXCHANGE
+    sys.exit(f"renameat2: {os.strerror(ctypes.get_errno())}")
+PY
+    then
+        # a filesystem without RENAME_EXCHANGE: two renames, a moment with the old one aside
+        say "swapping $dest in two renames"
+        mv -T "$dest" "$new.old" && mv -T "$new" "$dest" && mv -T "$new.old" "$new"
+    fi
+    rm -rf "$new"
+    sync -f "$dest"
+}
+
+# A venv names its own path in its scripts (#!/opt/playbach/venv/bin/python, activate):
+# rewrite them when the venv moves (a copy to build in, then back to where it will run).
+relocate_venv() {   # VENV FROM TO
+    "$PYTHON" - "$@" <<'PY'
+import os, re, sys
+from pathlib import Path
+venv, old, new = sys.argv[1:4]
+at = re.compile(re.escape(old.encode()) + rb"(?=[/\"'\s]|$)", re.M)
+for path in [*Path(venv, "bin").iterdir(), Path(venv, "pyvenv.cfg")]:
+    if path.is_symlink() or not path.is_file():
+        continue
+    data = path.read_bytes()
+    if b"\0" not in data[:1024] and at.search(data):
+        mode = path.stat().st_mode
+        path.write_bytes(at.sub(new.encode(), data))
+        os.chmod(path, mode)
+PY
+}
+
+# --- the venv: the device extra only --------------------------------------------------------
+# Built beside the one in use (a copy of it when it runs, so a code update needs no network),
+# checked, then swapped in; the one in use is not touched until then.
 install_venv() {
-    local venv="$OPT/venv" stamp="$OPT/venv/.playbach-source" want
+    local venv="$OPT/venv" want new offline=0
     want="$(source_hash) $EXTRAS"
-    # a venv made by an older Python (an OS upgrade) no longer runs: make it again
-    if [ -e "$venv" ] && ! "$venv/bin/python" -c pass 2>/dev/null; then rm -rf "$venv"; fi
-    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    if [ -f "$venv/.playbach-source" ] && [ "$(cat "$venv/.playbach-source")" = "$want" ] \
+            && "$venv/bin/python" -c pass 2>/dev/null; then
         say "venv up to date ($venv)"
         return
     fi
-    if [ ! -x "$venv/bin/python" ]; then
+    new="$(staging_for "$venv")"
+    # a venv made by an older Python (an OS upgrade) no longer runs: a new one, not a copy
+    if "$venv/bin/python" -c pass 2>/dev/null; then
+        cp -a "$venv" "$new"
+        relocate_venv "$new" "$venv" "$new"
+        [ ! -f "$new/.playbach-source" ] || offline=1
+    else
         local site=()
         ((LIVE)) && site=(--system-site-packages)
-        "$PYTHON" -m venv "${site[@]}" "$venv"
+        "$PYTHON" -m venv "${site[@]}" "$new"
     fi
     # build from a copy: pip would otherwise leave build/ and *.egg-info in the checkout
     local src="$WORK/src"
@@ -175,42 +249,88 @@ install_venv() {
     cp -R "$REPO/setup.cfg" "$REPO/pyproject.toml" "$REPO/README.md" "$src/"
     for d in $(code_dirs); do cp -R "$REPO/$d" "$src/"; done
     find "$src" -name __pycache__ -prune -exec rm -rf {} +
-    pip_install "$venv" "$src[$EXTRAS]" "$stamp"
-    if "$venv/bin/python" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("tensorflow") is None)'; then
+    pip_install "$new" "$src[$EXTRAS]" "$offline" "$venv"
+    if "$new/bin/python" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("tensorflow") is None)'; then
         die "TensorFlow ended up in $venv; the device extra must not pull it in"
     fi
-    "$venv/bin/playbach" play --help >/dev/null || die "$venv/bin/playbach does not run"
-    echo "$want" >"$stamp"
+    "$new/bin/playbach" play --help >/dev/null || die "the new $venv/bin/playbach does not run"
+    echo "$want" >"$new/.playbach-source"
+    relocate_venv "$new" "$new" "$venv"
+    swap_in "$new" "$venv"
 }
 
 # An update of playbach's own code needs no network: every dependency is in the venv already and
 # the setuptools kept there builds the package (--no-index, no build isolation). A new venv or a
 # new dependency goes to PyPI, and only for what is not installed (binary wheels only: no compiler).
+# Either way at the versions pinned in systemd/constraints.txt.
 pip_install() {
-    local venv="$1" req="$2" stamp="$3"
-    local pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
-    if [ -f "$stamp" ] && "${pip[@]}" --no-index --no-build-isolation "$req" 2>"$WORK/pip-offline.log"; then
-        say "updated the venv from what it holds (no network) ($venv)"
+    local venv="$1" req="$2" offline="$3" shown="$4"
+    local pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check -c "$CONSTRAINTS")
+    if ((offline)) && "${pip[@]}" --no-index --no-build-isolation "$req" 2>"$WORK/pip-offline.log"; then
+        say "updated the venv from what it holds (no network) ($shown)"
         return
     fi
-    say "installing the device extra into $venv (pip)"
+    say "installing the device extra into $shown (pip)"
     "${pip[@]}" --only-binary=:all: "setuptools>=64" wheel \
         && "${pip[@]}" --only-binary=:all: --no-build-isolation "$req" \
-        || die "pip could not install the device extra into $venv (the first install, or a new dependency, needs PyPI)"
+        || die "pip could not install the device extra into $shown (the first install, or a new dependency, needs PyPI)"
 }
 
-# --- files -----------------------------------------------------------------------------
-install_bundle() {
-    [ -f "$BUNDLE/bundle.json" ] || die "$BUNDLE: not a model bundle (no bundle.json); give --bundle DIR"
-    local dest="$OPT/models/default" tmp="$OPT/models/.default.new"
-    mkdir -p "$OPT/models"
-    rm -rf "$tmp"
-    cp -R "$BUNDLE" "$tmp"
-    chmod -R u=rwX,go=rX "$tmp"          # root writes, the DynamicUser reads
-    rm -rf "$dest"
-    mv "$tmp" "$dest"
+# --- bundles ----------------------------------------------------------------------------------
+# Checked as the player checks it (format, every file's size and sha256), by the installed code.
+check_bundle() {   # DIR
+    "$OPT/venv/bin/python" - "$1" <<'PY' || die "$1: not a bundle the player can load (see above)"
+import sys
+from playbach.bundle import load_bundle
+from playbach.errors import UserError
+try:
+    load_bundle(sys.argv[1])
+except UserError as e:
+    sys.exit(f"install.sh: {e}")
+PY
 }
 
+# A checked bundle copied to DEST (beside, then swapped in), readable by the DynamicUser; nothing is
+# written when DEST holds it already.
+install_bundle() {   # FROM DEST
+    local from="$1" dest="$2" new
+    if [ -d "$dest" ] && diff -rq "$from" "$dest" >/dev/null 2>&1; then return 0; fi
+    new="$(staging_for "$dest")"
+    cp -R "$from" "$new"
+    find "$new" -name __pycache__ -prune -exec rm -rf {} +
+    chmod -R u=rwX,go=rX "$new"
+    mkdir -p "$(dirname "$dest")"
+    swap_in "$new" "$dest"
+    say "installed the bundle $dest"
+}
+
+# The state folder as systemd makes it for a DynamicUser (/var/lib/private/playbach, 0700 above
+# it, and the link /var/lib/playbach): made here when a bundle goes in before the first start.
+state_folder() {
+    [ -e "$STATE" ] && return 0
+    mkdir -p "$ROOT/var/lib/private/playbach"
+    chmod 0700 "$ROOT/var/lib/private"
+    ln -s private/playbach "$STATE"
+}
+
+# The user's bundle: into the state folder's models/, under its own name, beside the shipped
+# default, which it never replaces (a later run without --bundle leaves both as they are). By the
+# page's own install (`playbach push --to FOLDER`): the same names, checks and refusals as an upload.
+install_user_bundle() {
+    local name
+    name="$(basename "$(cd "$BUNDLE" && pwd)")"
+    [ "$name" != default ] || die "$BUNDLE: 'default' is the shipped bundle's name; give your folder another name"
+    check_bundle "$BUNDLE"
+    state_folder
+    "$OPT/venv/bin/playbach" push "$BUNDLE" --to "$STATE/models" --replace >/dev/null \
+        || die "$BUNDLE: not installed (the reason is above)"
+    # the state folder is the service's (systemd gives it to the DynamicUser): its bundles are too
+    if ((LIVE)); then chown -R --reference="$STATE" "$STATE/models"; fi
+    say "your bundle: /var/lib/playbach/models/$name (the shipped default stays /opt/playbach/models/default);" \
+        "play it: bundle = \"/var/lib/playbach/models/$name\" in /etc/playbach/config.toml, or choose it on the control page"
+}
+
+# --- files -----------------------------------------------------------------------------------
 install_config() {
     mkdir -p "$ETC"
     local new="$REPO/systemd/config.toml" cfg="$ETC/config.toml"
@@ -233,13 +353,17 @@ install_units() {
     install -m 0644 "$REPO/docs/control.md" "$OPT/docs/control.md"
 }
 
-# The control page's token: made once (0600, root's; the unit hands the service a copy), kept after.
+# The control page's token: made once, kept after; 0600 and root's on every run (a copy by hand or
+# an editor may have left it readable; the unit hands the service its own copy).
 install_token() {
     local token="$ETC/web-token"
-    [ -s "$token" ] && return 0
-    (umask 077 && "$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(32))' >"$token")
+    if [ ! -s "$token" ]; then
+        (umask 077 && "$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(32))' >"$token.new")
+        mv -f "$token.new" "$token"
+        say "wrote $token (mode 0600)"
+    fi
     chmod 0600 "$token"
-    say "wrote $token (mode 0600)"
+    if ((LIVE)); then chown root:root "$token"; fi
 }
 
 start_units() {
@@ -270,7 +394,7 @@ start_units() {
 }
 
 WORK="$(mktemp -d)"
-trap 'rm -rf "$WORK"' EXIT
+trap 'rm -rf "$WORK" "${STAGING[@]}"' EXIT
 
 if ((UNINSTALL)); then
     uninstall
@@ -292,10 +416,17 @@ if [ "$LIVE" -eq 1 ]; then
     # the control socket's group (playbach.service's SupplementaryGroups= needs it to exist)
     getent group playbach-web >/dev/null || groupadd --system playbach-web
 fi
-[ -f "$BUNDLE/bundle.json" ] || die "$BUNDLE: not a model bundle (no bundle.json); give --bundle DIR"
+[ -f "$SHIPPED/bundle.json" ] || die "$SHIPPED: the shipped bundle is missing from this checkout"
+if [ -n "$BUNDLE" ]; then
+    [ -f "$BUNDLE/bundle.json" ] || die "$BUNDLE: not a model bundle (no bundle.json); give --bundle DIR"
+    # the checkout's own models/default is the shipped bundle, not one of the user's
+    [ "$(cd "$BUNDLE" && pwd -P)" != "$(cd "$SHIPPED" && pwd -P)" ] || BUNDLE=""
+fi
 mkdir -p "$OPT"
 install_venv
-install_bundle
+check_bundle "$SHIPPED"
+install_bundle "$SHIPPED" "$OPT/models/default"
+if [ -n "$BUNDLE" ]; then install_user_bundle; fi
 install_config
 install_units
 if ((WITH_WEB)); then install_token; fi
