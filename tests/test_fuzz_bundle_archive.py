@@ -8,11 +8,13 @@ from __future__ import annotations
 import atexit
 import gzip
 import io
+import json
 import shutil
 import tarfile
 import tempfile
 from pathlib import Path
 
+import pytest
 from archives import MODEL, entry, everything_in, folder_entries, small_bundle, tar_gz
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -109,3 +111,42 @@ def test_the_fuzzed_archive_itself_installs(tmp_path):
     """The good archive is good: the fuzzing starts from something that passes."""
     assert install_or_refuse(tmp_path, gzip.compress(GOOD_TAR)) == "mine"
     assert tarfile.open(fileobj=io.BytesIO(GOOD_TAR)).getnames()[:2] == ["mine", "mine/bundle.json"]
+
+
+def test_upload_bodies_get_a_201_or_a_4xx_with_the_reason(tmp_path, monkeypatch):
+    """The same through the real aiohttp app (POST /api/bundles, test_fuzz_web's rig): never a 500."""
+    pytest.importorskip("aiohttp")
+    from test_fuzz_web import TOKEN, WebRig, assert_clear
+
+    user = tmp_path / "models"
+    monkeypatch.setenv("PLAYBACH_MODELS", str(user))
+    rig = WebRig(tmp_path / "web")
+
+    @settings(FUZZ, max_examples=60)
+    @given(body=st.binary(max_size=2000) | st.lists(st.tuples(st.integers(0, len(GOOD_TAR) - 1), st.integers(0, 255)),
+                                                     max_size=4).map(lambda c: changed(c)),
+           replace=st.booleans())
+    @example(body=gzip.compress(GOOD_TAR), replace=False)
+    def upload(body, replace):
+        status, answer, _ = rig.send("POST", "/api/bundles" + "?replace=1" * replace, body,
+                                     {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/gzip"})
+        assert_clear(status, answer)
+        left = everything_in(user)
+        if status == 201:
+            name = json.loads(answer)["installed"]
+            assert left[0] == name and all(p.startswith(name + "/") for p in left[1:])
+            shutil.rmtree(user / name)
+        else:
+            assert 400 <= status < 500 and json.loads(answer)["error"] and left == [], (status, answer, left)
+
+    try:
+        upload()
+    finally:
+        rig.close()
+
+
+def changed(changes: list[tuple[int, int]]) -> bytes:
+    raw = bytearray(GOOD_TAR)
+    for at, value in changes:
+        raw[at] = value
+    return gzip.compress(bytes(with_checksums(raw)))
