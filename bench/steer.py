@@ -1,10 +1,10 @@
 """Steering, measured (README "Steering"): does every steered take keep its constraints?
 
-Drives the player itself offline (device/player.py: Player.load() and Player.apply(), the live
-control path; the real TFLite runtime; no MIDI, no clock) and checks two things:
+Builds a take as the player does (playbach/take.py: Take.build() and Take.apply(), the live
+control path; the real TFLite runtime; no MIDI, no clock, no daemon) and checks two things:
 
 1. A long take (10 minutes of music at --bpm) whose steering changes every --segment seconds
-   through Player.apply(): every generated note's pitch inside the range in force when it was
+   through Take.apply(): every generated note's pitch inside the range in force when it was
    generated (and every seed note inside the starting range), the notes per quarter reached
    against each segment's density aim, and the largest onset distance right after each change
    against the take's own (no gap).
@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 
 from playbach import settings
-from playbach.device.player import Player
 from playbach.events import events_to_notes
 from playbach.files import write_text_atomically
 from playbach.keys import key_of_events, parse_key
+from playbach.take import Take
 
-# One row per segment, cycled: what Player.apply() is sent at the segment's start.
+# One row per segment, cycled: what Take.apply() is sent at the segment's start.
 SEGMENTS = (
     {"pitch_min": 55, "pitch_max": 79, "density": 0.0, "rhythm_temperature": -1.0, "temperature": 0.9},
     {"pitch_min": 60, "pitch_max": 67, "density": 2.0, "rhythm_temperature": 0.3, "temperature": 1.5},
@@ -46,17 +46,15 @@ LIVE_CHANGES = (("D minor", "F major"), ("C major", "F# major"), ("G major", "E 
 LIVE_RANGE = (48, 76)
 
 
-def player(bundle: str, **values: object) -> Player:
-    s = dataclasses.asdict(settings.DEFAULTS)
-    s.update(bundle=bundle, accelerator="cpu", **values)
+def player(bundle: str, **values: object) -> Take:
+    """A take of `bundle` on the CPU with these settings, as the player would start it."""
+    s = dataclasses.replace(settings.DEFAULTS, bundle=bundle, accelerator="cpu", **values)
     settings.check_together(s, "bench")
-    p = Player(s)
-    p.load()
-    return p
+    return Take.build(s)
 
 
 def long_take(bundle: str, minutes: float, bpm: float, segment_seconds: float, seed: int) -> dict:
-    """Steering changes every `segment_seconds` of music through Player.apply(); per-note checks."""
+    """Steering changes every `segment_seconds` of music through Take.apply(); per-note checks."""
     p = player(bundle, seed=seed, bpm=bpm, **SEGMENTS[0])
     tpq = p.bundle.codec.ticks_per_quarter
     ticks_per_second, total = bpm / 60 * tpq, minutes * 60 * bpm / 60 * tpq
@@ -66,7 +64,8 @@ def long_take(bundle: str, minutes: float, bpm: float, segment_seconds: float, s
     while tick < total:
         if tick >= (segment + 1) * segment_seconds * ticks_per_second:
             segment += 1
-            in_force = p.apply(SEGMENTS[segment % len(SEGMENTS)])
+            p.apply(SEGMENTS[segment % len(SEGMENTS)])
+            in_force = p.in_force()
         onset, pitch, duration, velocity = p.improviser.next_event().tolist()
         tick += onset
         if seed_left:
@@ -116,7 +115,7 @@ def window_keys(events: np.ndarray, tpq: int) -> dict:
 
 
 def live_key(bundle: str, start: str, to: str, seed: int, before: int = 60, after: int = 96) -> dict:
-    """A take started in `start`, sent `to` through Player.apply() after `before` events."""
+    """A take started in `start`, sent `to` through Take.apply() after `before` events."""
     p = player(bundle, seed=seed, key=start, pitch_min=LIVE_RANGE[0], pitch_max=LIVE_RANGE[1])
     tpq = p.bundle.codec.ticks_per_quarter
     played = np.array([p.improviser.next_event() for _ in range(before)])

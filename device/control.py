@@ -2,8 +2,8 @@
 socket speaking one JSON object per line (playbach/wire.py; the protocol: docs/control.md).
 
 Why no thread: a control thread holds Python's GIL while it parses and encodes, and the loop,
-waking for a note, waited for it (bench/web.py measured the onset p99 beyond transport 1.2 ms
-worse even with a 0.5 ms switch interval). Here the play loop owns everything: between notes it
+waking for a note, would wait for it (docs/control.md has the measurement). Here the play loop
+owns everything: between notes it
 waits in select() on the sockets instead of sleeping (Player._wait), so a request wakes it, and
 serve() does a piece of work (read the sockets, answer a request, make a frame, encode 500 notes
 of a take) only while the next note is further away than twice the slowest recent piece of that
@@ -19,20 +19,18 @@ the player is in it (the installed service), else 0600 (only the player's own us
 """
 from __future__ import annotations
 
-import grp
-import json
 import logging
 import os
 import selectors
 import socket
-import stat
 import time
 from collections import deque
 from pathlib import Path
 from typing import Any
 
 from playbach import wire
-from playbach.device.control_ops import Ops, TakeJob
+from playbach.device.control_ops import Controlled, Ops, TakeJob
+from playbach.device.unix_socket import bind
 from playbach.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -44,76 +42,22 @@ LINES_PER_PASS = 16   # request lines parsed per connection per pass (a flood wa
 MAX_OUTBUF = 8 * 1024 * 1024
 FRAME_OUTBUF = 256 * 1024   # above this a subscriber gets no new frame until it has read
 FRAME_EVERY = 0.1           # seconds between the stream's frames (at most 10 a second)
-BACKLOG = 16
 FIRST_COST = 0.002          # seconds assumed for a kind of work not yet timed
 MIN_COST = 0.0002           # the least a piece of work is assumed to take
 COST_HALF_LIFE = 1.0        # seconds in which a kind's slowest recent time halves while none is done
 SELECT_FDS = 1024           # select() cannot watch a descriptor from FD_SETSIZE up: refused as busy
 
 
-def open_control(player: Any) -> "ControlServer | None":
-    """The control socket the settings ask for, or None: '' turns it off, and so does the default
-    path when its folder is missing (a desktop run; the service's RuntimeDirectory= makes it).
-    A path that was asked for and cannot be made is a UserError naming it."""
-    path, group = player.s["control_socket"], player.s["control_group"]
+def open_control(path: str, group: str, player: Controlled) -> "ControlServer | None":
+    """The control socket at `path` (control_socket), or None: '' turns it off, and so does the
+    default path when its folder is missing (a desktop run; the service's RuntimeDirectory= makes
+    it). A path that was asked for and cannot be made is a UserError naming it."""
     if not path:
         return None
     if path == wire.DEFAULT_SOCKET and not Path(path).parent.is_dir():
         log.info("no control socket: %s does not exist (playbach.service makes it)", Path(path).parent)
         return None
     return ControlServer(path, group, player)
-
-
-def bind(path: str, group: str) -> socket.socket:
-    """A listening Unix socket at `path`, 0660 to `group` if we may, else 0600; a stale socket
-    file (no one listening) is replaced, a live one or any other file is refused."""
-    where = f"control_socket {path}"
-    p = Path(path)
-    if not p.parent.is_dir():
-        raise UserError(f"{where}: folder {p.parent} does not exist")
-    if p.is_symlink() or p.exists():
-        if not stat.S_ISSOCK(p.lstat().st_mode):
-            raise UserError(f"{where}: exists and is not a socket; not replacing it")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(path)
-            raise UserError(f"{where}: another player is listening there")
-        except (ConnectionRefusedError, FileNotFoundError):
-            p.unlink(missing_ok=True)   # left by a player that was killed
-        except PermissionError as e:
-            raise UserError(f"{where}: cannot replace it ({e.strerror})") from e
-        finally:
-            probe.close()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o177)   # born 0600: never a moment when others could connect
-    try:
-        sock.bind(path)
-    except OSError as e:
-        sock.close()
-        raise UserError(f"{where}: cannot create the socket ({e.strerror})") from e
-    finally:
-        os.umask(old)
-    mode = 0o600
-    try:
-        gid = grp.getgrnam(group).gr_gid if group else None
-    except KeyError:
-        gid = None
-    if gid is not None:
-        try:
-            # playbach.service makes the group the player's own, so the socket is born with it:
-            # there chown(2) is refused by the unit's syscall filter (@privileged), and not needed
-            if os.stat(path).st_gid != gid:
-                os.chown(path, -1, gid)
-            mode = 0o660
-        except PermissionError:
-            log.warning("control socket: cannot give it to group %s (not in it, or chown not allowed); "
-                        "only this user may connect", group)
-    os.chmod(path, mode)
-    sock.listen(BACKLOG)
-    sock.setblocking(False)
-    log.info("control socket %s (mode %o%s)", path, mode, f", group {group}" if mode == 0o660 else "")
-    return sock
-
 
 
 class Conn:
@@ -130,7 +74,7 @@ class ControlServer:
     """The socket and its clients, served by the play loop: serve() every pass, wait() between
     notes, each piece of work only where it fits before the next note (room())."""
 
-    def __init__(self, path: str, group: str, player: Any):
+    def __init__(self, path: str, group: str, player: Controlled):
         self.path = path
         self.listener = bind(path, group)
         self.inode = os.stat(path).st_ino
@@ -146,8 +90,8 @@ class ControlServer:
         self.more = False   # serve() stopped at a per-pass limit, not for want of room: come back at once
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)   # Player.panic() from elsewhere
         # select(), not the default epoll: epoll's and poll's timeouts are whole milliseconds rounded
-        # up (measured: 0.5 ms late at the median, Python 3.11), select()'s are microseconds, like
-        # the Event wait it stands in for; with MAX_CLIENTS + 2 descriptors its cost is nothing
+        # up, select()'s are microseconds, like the Event wait it stands in for; with MAX_CLIENTS + 2
+        # descriptors its cost is nothing
         self.sel = selectors.SelectSelector()
         self.sel.register(self.listener, selectors.EVENT_READ, "listen")
         self.sel.register(self.wake_r, selectors.EVENT_READ, "wake")
@@ -162,10 +106,8 @@ class ControlServer:
     def _cost(self, kind: str, now: float) -> float:
         """The slowest recent piece of `kind`, halved for every COST_HALF_LIFE since it was timed.
         One stall should not keep that kind out for long, so it decays with time, not only with
-        each piece done: a piece that does not fit is not done, and a per-piece decay alone kept
-        a stall's cost for as long as the notes came closer than twice it (the emulated Pi on a
-        loaded host: 'io' at 273 ms wanted 546 ms between notes, and a tempo change from the
-        page was answered after the web's 5 s timeout, a 503 for a change then made)."""
+        each piece done: a piece that does not fit is not done, so a decay per piece would keep
+        a stall's cost for as long as the notes came closer than twice it."""
         if kind not in self.cost:
             return FIRST_COST
         cost, when = self.cost[kind]
@@ -179,7 +121,6 @@ class ControlServer:
     def serve(self, now: float, deadline: float | None) -> None:
         """The control work that fits before `deadline`: read the sockets, answer up to PER_PASS
         requests, a piece of a take, a frame when one is due."""
-        self.ops.collect(now)
         self.more = False
         if self.closed or not self.room(now, deadline):
             return

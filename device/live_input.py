@@ -4,7 +4,7 @@ A person plays on a MIDI input port. While they play the model is quiet; when th
 `gap` seconds with no key down, their phrase (timed on the monotonic clock, put on the codec's
 grid at the current tempo) is handed to the player, which lets the model answer it. CC knobs set
 settings live: which CC sets which setting, over which values, is playbach.settings.KNOBS; the
-input only reports `{setting: value}` and the player applies it (Player.apply, checked there).
+input only reports `{setting: value}` and the player applies it (Take.apply checks it).
 
 No Python callback: rtmidi queues what arrives and the player's loop drains the queue with
 `poll`. (A callback would run Python in JACK's realtime thread, which then waits for the GIL;
@@ -55,6 +55,10 @@ class LiveInput(WatchedPort):
         self.phrase: list[tuple[float, int, float, int]] = []  # (start, pitch, seconds, velocity)
         self.last_activity = float("-inf")                # monotonic time of the last key event
         self.notes_guard = RateGuard(what=f"input '{wanted}'")
+
+    def regrid(self, ticks_per_quarter: int) -> None:
+        """Put phrases on another take's grid (a restart with another bundle)."""
+        self.tpq = ticks_per_quarter
 
     def _on_connect(self) -> None:
         self.client.ignore_types(sysex=True, timing=True, active_sense=True)

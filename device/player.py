@@ -1,19 +1,24 @@
-"""`playbach play`: the Pi's daemon. Loads a bundle and plays it live to a MIDI port, for hours.
+"""`playbach play`: the Pi's daemon. Plays a Take (playbach/take.py) live to a MIDI port, for hours.
 
 One loop on the monotonic clock, in one thread:
 
-    send what is due  ->  look after the port  ->  control socket  ->  pet the watchdog
-    ->  listen to live input
+    send what is due (clock ticks first, then notes)  ->  look after the port  ->  control socket
+    ->  pet the watchdog  ->  listen to live input
     ->  if less than `lookahead` seconds are generated: one more event (model step + sampling)
-    ->  else sleep until the next note is due (in select() on the control socket: a request wakes it)
+    ->  else sleep until the next note or tick is due (in select() on the control socket: a
+        request wakes it)
 
-Generation and the control socket never make a note late: each piece of their work only runs
-while the next note is further away than twice the slowest recent piece of that kind.
-SIGTERM/SIGINT end every sounding note, close the port and exit 0.
+Generation and the control socket never make a note or a sent clock tick late: each piece of
+their work only runs while the next one is further away than twice the slowest recent piece of
+that kind, and a planned beat's candidates are drawn only until the next deadline (the Improviser
+yields and is called again). The Player owns the loop, the ports, the clock and the signals; the
+take (model, Improviser, steering) is swapped whole on a restart; what was played is the take
+log's (device/take_log.py). SIGTERM/SIGINT end every sounding note, close the ports and exit 0.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import logging
@@ -21,30 +26,30 @@ import signal
 import threading
 import time
 from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, Mapping
 
-import numpy as np
-
-from playbach import settings
+from playbach import settings as pb_settings
 from playbach.device import config
-from playbach.events import Note
-from playbach.improviser import STEERING
-from playbach.keys import parse_key
-from playbach.midifile import write_midi
 from playbach.device.clock import open_clock
+from playbach.device.control import open_control
+from playbach.device.control_ops import PlayerState
 from playbach.device.midi_io import MidiOutput
 from playbach.device.process import process_age, set_realtime
-from playbach.device.scheduler import Scheduler
+from playbach.device.scheduler import START_DELAY, Scheduler, Upcoming
 from playbach.device.sdnotify import Notifier
+from playbach.device.take_log import TakeLog
 from playbach.errors import UserError
+from playbach.events import Note
 from playbach.files import write_text_atomically
+from playbach.midifile import write_midi
+from playbach.settings import Settings
+from playbach.take import Take
 
 log = logging.getLogger(__name__)
 
-START_DELAY = 0.05   # seconds from "ready" to the first note, so it is not late from the start
 MAX_SLEEP = 0.05     # the loop wakes at least this often (signals, port checks, watchdog)
 MIN_STEP_BUDGET = 0.002
-# what Player.apply() changes in a running take (CC knobs, the control path); the rest needs a restart
-LIVE_KEYS = ("bpm", "key") + STEERING
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,116 +57,150 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = config.load(args)
+    s = config.load(args)
     if logging.getLogger().level != logging.DEBUG:   # -v wins
-        logging.getLogger().setLevel(settings["log_level"].upper())
-    return Player(settings).run()
+        logging.getLogger().setLevel(s.log_level.upper())
+    for signum in (signal.SIGTERM, signal.SIGINT):   # stopped while loading: nothing is open yet
+        signal.signal(signum, _stop_loading)
+    return Player(load_take(s)).run()
+
+
+def _stop_loading(signum: int, _frame: Any) -> None:
+    log.info("%s while loading: stopping", signal.Signals(signum).name)
+    raise SystemExit(0)
+
+
+def load_take(s: Settings) -> Take:
+    """Take.build, with how a start's time splits, for anyone timing a boot (journald stamps the line too)."""
+    imports_done = time.monotonic()   # python, numpy and the player's modules are loaded by now
+    imports_took = process_age()
+    take = Take.build(s)
+    log.info("model %s on %s; started in %.2f s: python and imports %.2f s, runtime and model load %.2f s",
+             take.model.name, take.model.backend, process_age(), imports_took, time.monotonic() - imports_done)
+    return take
 
 
 class Player:
-    def __init__(self, settings: dict):
-        self.s = settings
+    """The loop, the ports, the clock and the signals around one Take at a time; the control
+    socket reaches it through device/control_ops.Controlled."""
+
+    def __init__(self, take: Take):
+        s = take.settings
+        self.take = take
         self.stop_requested = False
+        self.paused = False                 # paused through the control socket: nothing is generated
         self.notifier = Notifier()
         self.inference: list[float] = []   # seconds per generated event (kept for --stats only)
-        self.step_budget = MIN_STEP_BUDGET  # the slowest recent step: generate only with this much room
-        self.notes_played = 0
-        self.clock = None                   # MIDI clock followed or sent (device/clock.py); None = our own
+        self.step_budget = MIN_STEP_BUDGET  # the slowest recent piece of generation
         self.panic_requested = threading.Event()   # set by panic(), from any thread; also wakes the loop
-        self.control = None                 # the control socket (device/control.py), if any
-        self.paused = False                 # paused through the control socket: nothing is generated
+        self.take_log = TakeLog(keep_all=bool(s.record or s.stats))
+        # made before the port is there: a Pi powered on before its synth answers its control
+        # socket (status, settings) while it waits, and what was set then is the take's
+        self.scheduler = Scheduler(take.ticks_per_quarter, s.bpm, time.monotonic() + START_DELAY,
+                                   self.take_log.add)
+        self.play_start = self.stopped_at = 0.0
+        self.ports = ExitStack()   # closed on every way out of _play, their final note_offs delivered first
+        try:
+            if s.realtime_priority:   # only now: loading at SCHED_FIFO starved the rest of a booting Pi
+                set_realtime(s.realtime_priority)
+            self.output = self.ports.enter_context(MidiOutput(
+                s.midi_api, s.port, s.virtual_port, s.channel - 1, s.program, s.velocity_scale, s.retry_seconds))
+            self.control = open_control(s.control_socket, s.control_group, self)   # a bad path stops the start
+            if self.control is not None:
+                self.ports.enter_context(self.control)
+            self.live = self._open_live(s)
+            self.clock = open_clock(dataclasses.asdict(s), self.output, self.ports)
+        except BaseException:
+            self.ports.close()
+            raise
 
-    # --- setting up ------------------------------------------------------------------------
-    def _on_signal(self, signum, _frame) -> None:
+    def _open_live(self, s: Settings):
+        if not s.input_port:
+            return None
+        from playbach.device.live_input import LiveInput
+        knobs = {getattr(s, k.cc): k for k in pb_settings.KNOBS if getattr(s, k.cc) >= 0}
+        return self.ports.enter_context(LiveInput(s.midi_api, s.input_port, self.take.ticks_per_quarter,
+                                                  s.live_gap, knobs, s.retry_seconds))
+
+    # --- what the control socket may do (device/control_ops.Controlled) -------------------------
+    def apply(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Change settings of the running take, without a gap: all or none (a UserError naming
+        the key), from the next generated note on (tempo from now: the scheduler re-anchors).
+        Returns the live values now in force. Call it from the play loop's thread."""
+        now = self.take.apply(changes)   # all applied, or a UserError and none
+        if "bpm" in changes:
+            self.scheduler.set_bpm(now["bpm"], time.monotonic())
+        if changes:
+            log.info("live: %s: %s", " ".join(f"{k}={now[k]:g}" if isinstance(now[k], float) else f"{k}={now[k]}"
+                                              for k in changes), self.status())
+            self.notifier.status(self.status())
+        return self.in_force()
+
+    def in_force(self) -> dict[str, Any]:
+        """The live values the take plays with now (the tempo: the scheduler's, which a followed clock sets)."""
+        return {**self.take.in_force(), "bpm": self.scheduler.bpm}
+
+    def state(self) -> PlayerState:
+        return PlayerState(dataclasses.replace(self.take.settings, bpm=self.scheduler.bpm), self.paused,
+                           self.output.connected, self.take.model.name, self.take.model.backend,
+                           tuple(self.take.bundle.opening_names), self.status())
+
+    def upcoming(self) -> list[Upcoming]:
+        return self.scheduler.upcoming()
+
+    def status(self) -> str:
+        return self.take.status(self.scheduler.bpm)
+
+    def pause(self, now: float) -> None:
+        if not self.paused:
+            self.paused = True   # the loop generates nothing while paused (_generating)
+            self.output.send(self.scheduler.stop(now))
+            log.info("control: paused")
+
+    def resume(self, now: float) -> None:
+        if self.paused:
+            self.scheduler.restart_at(now + START_DELAY)
+            self.paused = False
+            log.info("control: playing")
+
+    def restart(self, bundle: str | None, opening: str | None) -> None:
+        """A new take, built whole while the old one is silent and swapped in when ready: another
+        installed bundle (a folder name beside the current one) and/or opening; live changes made
+        so far carry over. If it cannot be made, the old take plays on (a UserError)."""
+        s = self.take.settings
+        if bundle is not None:
+            s = dataclasses.replace(s, bundle=str(Path(s.bundle).parent / bundle))
+        if opening is not None:
+            s = dataclasses.replace(s, opening=opening, seed_midi="")
+        self.output.send(self.scheduler.stop(time.monotonic()))
+        try:
+            take = Take.build(s)   # a second or so without notes: "may restart the take"
+        except Exception as e:   # a broken bundle or a wrong opening
+            self.scheduler.restart_at(time.monotonic() + START_DELAY)
+            raise UserError(f"restart: {e}") from e
+        self.take = take
+        self.scheduler.restart_at(time.monotonic() + START_DELAY, take.ticks_per_quarter)
+        if self.live is not None:
+            self.live.regrid(take.ticks_per_quarter)
+        log.info("control: restarted with %s", self.status())
+
+    def panic(self) -> None:
+        """End every sounding note at once (CC 120/123 on the input, or the control path); the
+        music goes on after a short gap. Safe from any thread: the loop does it on the pass this wakes."""
+        self.panic_requested.set()
+        if self.control is not None:
+            self.control.wake()   # the loop may be waiting in the control socket's select()
+
+    # --- the loop ----------------------------------------------------------------------------
+    def _on_signal(self, signum: int, _frame: Any) -> None:
         log.info("%s: stopping", signal.Signals(signum).name)
         self.stop_requested = True
 
-    def _on_watchdog(self, _signum, _frame) -> None:
+    def _on_watchdog(self, _signum: int, _frame: Any) -> None:
         # systemd's watchdog sends SIGABRT (and SIGCONT, should we be stopped) when the loop has
         # hung: unwind from wherever it hangs, so the ports still close with every note ended
         raise WatchdogAbort("SIGABRT (the watchdog?): the play loop stopped answering")
 
-    def load(self) -> None:
-        """The bundle, its model and the Improviser, primed with the seed: a take ready to play
-        (steering checked against the bundle); no port yet. bench/steer.py drives it offline."""
-        from playbach.bundle import load_bundle
-        from playbach.take import make_improviser, open_take_model
-
-        s = self.s
-        imports_done = time.monotonic()   # python, numpy and the player's modules are loaded by now
-        imports_took = process_age()
-        self.bundle = load_bundle(s["bundle"])
-        self.model = open_take_model(self.bundle, s)
-        self.model.step(np.zeros(4, dtype=np.int64))   # the first invoke is slow: pay it before the clock starts
-        self.model.reset()
-        # how a start's time splits, for anyone timing a boot (journald stamps the line too)
-        log.info("model %s on %s; started in %.2f s: python and imports %.2f s, runtime and model load %.2f s",
-                 self.model.name, self.model.backend, process_age(), imports_took, time.monotonic() - imports_done)
-        # a pitch range the bundle's vocabulary cannot reach is refused here, before any port opens
-        self.improviser = make_improviser(self.bundle, self.model, s)
-
-    def _open(self, ports: ExitStack) -> None:
-        s = self.s
-        self.load()
-        if s["realtime_priority"]:   # only now: loading at SCHED_FIFO starved the rest of a booting Pi
-            set_realtime(s["realtime_priority"])
-        self.output = ports.enter_context(MidiOutput(s["midi_api"], s["port"], s["virtual_port"],
-                                                     s["channel"] - 1, s["program"], s["velocity_scale"],
-                                                     s["retry_seconds"]))
-        self.live = None
-        from playbach.device.control import open_control   # here, so a bad socket path stops the start
-        self.control = open_control(self)
-        if self.control is not None:
-            ports.enter_context(self.control)
-        if s["input_port"]:
-            from playbach.device.live_input import LiveInput
-            knobs = {s[k.cc]: k for k in settings.KNOBS if s[k.cc] >= 0}
-            self.live = ports.enter_context(LiveInput(s["midi_api"], s["input_port"],
-                                                      self.bundle.codec.ticks_per_quarter, s["live_gap"],
-                                                      knobs, s["retry_seconds"]))
-
-    def apply(self, changes: dict[str, object]) -> dict[str, object]:
-        """Change settings of the running take, without a gap: each value checked by its setting's
-        rules, all or none applied (a UserError naming the key otherwise), from the next generated
-        note on (tempo from now: the scheduler re-anchors). Returns the LIVE_KEYS values now in force.
-        Call it from the play loop's thread: the loop reads what it changes without a lock."""
-        checked = {}
-        for name, value in changes.items():
-            if name not in LIVE_KEYS:
-                what = "cannot change while playing" if name in settings.BY_NAME else "is not a setting"
-                raise UserError(f"live: key '{name}' {what}; live keys: {', '.join(LIVE_KEYS)}")
-            checked[name] = settings.BY_NAME[name].check(value, "live")
-        settings.check_together({**self.in_force(), **checked}, "live")
-        steer = {k: v for k, v in checked.items() if k in STEERING}
-        if steer and hasattr(self, "improviser"):
-            self.improviser.steer(**steer)     # refuses a range the model cannot play, changing nothing
-        if "key" in checked and hasattr(self, "improviser"):   # what follows moves there (never refuses)
-            self.improviser.set_key(parse_key(checked["key"]))
-        self.s.update(checked)
-        if "bpm" in checked and hasattr(self, "scheduler"):
-            self.scheduler.set_bpm(checked["bpm"], time.monotonic())
-        if checked and hasattr(self, "model"):
-            log.info("live: %s: %s", " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
-                                              for k, v in checked.items()), self.status())
-            self.notifier.status(self.status())
-        return self.in_force()
-
-    def in_force(self) -> dict[str, object]:
-        """The LIVE_KEYS values the take plays with now."""
-        values = {k: self.s[k] for k in LIVE_KEYS}
-        if hasattr(self, "scheduler"):
-            values["bpm"] = self.scheduler.bpm
-        return values
-
-    def status(self) -> str:
-        imp, bpm = self.improviser, self.scheduler.bpm if hasattr(self, "scheduler") else self.s["bpm"]
-        steering = "".join([f", key {imp.key}" if imp.key is not None else "",
-                            f", rhythm temperature {imp.rhythm_temperature:.2f}" if imp.rhythm_temperature >= 0 else "",
-                            f", pitches {imp.pitch_min}-{imp.pitch_max}" if imp.range_mask is not None else "",
-                            f", density {imp.density:g}/quarter" if imp.density > 0 else ""])
-        return f"{self.model.name} on {self.model.backend}, {bpm:g} BPM, temperature {imp.temperature:.2f}{steering}"
-
-    # --- the loop ----------------------------------------------------------------------------
     def run(self) -> int:
         started = time.monotonic()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -177,19 +216,12 @@ class Player:
         return code or 0
 
     def _play(self) -> int | None:
-        """Open, wait for the port, play until told to stop; None if stopped before playing.
+        """Wait for the port, play until told to stop; None if stopped before playing.
         The ports close on every way out of here, their final note_offs delivered first."""
-        with ExitStack() as ports:
-            self._open(ports)
+        with self.ports:
             # what is loaded lives for the whole take: out of the cyclic collector's full passes,
-            # which the control socket's garbage triggers mid-loop (3 ms each here, more on a Pi)
+            # which the control socket's garbage triggers mid-loop (a few ms each)
             gc.freeze()
-            self.clock = open_clock(self.s, self.output, ports)
-            keep = bool(self.s["record"] or self.s["stats"])
-            # made before the port is there: a Pi powered on before its synth answers its control
-            # socket (status, settings) while it waits, and what was set then is the take's
-            self.scheduler = Scheduler(self.bundle.codec.ticks_per_quarter, self.s["bpm"],
-                                       time.monotonic() + START_DELAY, keep_played=keep)
             if not self.output.wait(lambda: self.stop_requested, self._waiting_for_port):
                 return None
             self.scheduler.restart_at(time.monotonic() + START_DELAY)
@@ -221,43 +253,52 @@ class Player:
             self.control.serve(now, None)
 
     def _loop(self) -> None:
-        s, sched, out = self.s, self.scheduler, self.output
-        end = self.play_start + s["seconds"] if s["seconds"] > 0 else float("inf")
-        listening = False
+        seconds = self.take.settings.seconds
+        end = self.play_start + seconds if seconds > 0 else float("inf")
         while not self.stop_requested:
             now = time.monotonic()
             if now >= end:
                 break
-            if self.panic_requested.is_set():
-                self._panic(now)
-            if self.clock is not None:   # before the notes: a tick due now leaves first
-                self.clock.poll(now, sched, out)
-                if not self.clock.playing and not self.notifier.ready_sent:
-                    self.notifier.ready(f"{self.status()}, waiting for MIDI clock")
-            due = sched.pop_due(now)
-            if due:
-                out.send(due)
-                self.notes_played += sum(kind == "note_on" for kind, _, _ in due)
-            out.poll(now)
-            if self.control is not None:   # only the pieces that fit before the next note
-                self.control.serve(now, self._deadline(now))
-            self.notifier.watchdog(now)
-            if self.live is not None:
-                listening = self._live(now)
+            self._send_due(now)
+            listening = self._serve(now)
             if not listening and self._room_to_generate(now):
-                self._generate()
+                self._generate(now)
                 continue
-            wake = min(now + MAX_SLEEP, end)
-            if self._generating():   # else the generation wake is in the past: the loop would spin
-                wake = min(wake, sched.time_of(sched.cursor) - s["lookahead"])
-            next_due = sched.next_due()
-            if next_due is not None:
-                wake = min(wake, next_due)
-            if self.clock is not None:
-                wake = min(wake, self.clock.next_wake(now))
-            delay = wake - time.monotonic()
+            delay = self._next_wake(now, end) - time.monotonic()
             if delay > 0:
                 self._wait(delay, now)
+
+    def _send_due(self, now: float) -> None:
+        """Panic, clock ticks, then the notes due by `now`."""
+        if self.panic_requested.is_set():
+            self._panic(now)
+        if self.clock is not None:   # before the notes: a tick due now leaves first
+            self.clock.poll(now, self.scheduler, self.output)
+            if not self.clock.playing and not self.notifier.ready_sent:
+                self.notifier.ready(f"{self.status()}, waiting for MIDI clock")
+        due = self.scheduler.pop_due(now)
+        if due:
+            self.output.send(due)
+            self.take_log.sent(sum(kind == "note_on" for kind, _, _ in due))
+
+    def _serve(self, now: float) -> bool:
+        """The port, the control socket, the watchdog and live input; True while someone plays."""
+        self.output.poll(now)
+        if self.control is not None:   # only the pieces that fit before the next note or tick
+            self.control.serve(now, self._deadline(now))
+        self.notifier.watchdog(now)
+        return self._live(now) if self.live is not None else False
+
+    def _next_wake(self, now: float, end: float) -> float:
+        wake = min(now + MAX_SLEEP, end)
+        if self._generating():   # else the generation wake is in the past: the loop would spin
+            wake = min(wake, self.scheduler.time_of(self.scheduler.cursor) - self.take.settings.lookahead)
+        next_due = self.scheduler.next_due()
+        if next_due is not None:
+            wake = min(wake, next_due)
+        if self.clock is not None:
+            wake = min(wake, self.clock.next_wake(now))
+        return wake
 
     def _wait(self, delay: float, now: float) -> None:
         """Sleep until the loop's next wake: in the control socket's select() while a request could
@@ -281,22 +322,29 @@ class Player:
     def _room_to_generate(self, now: float) -> bool:
         if not self._generating():
             return False
+        lookahead = self.take.settings.lookahead
         lead = self.scheduler.lead(now)
-        if lead >= self.s["lookahead"]:
+        if lead >= lookahead:
             return False
         due = self._deadline(now)
-        # a step right now could make the next note late, unless we are about to run dry
-        return due is None or due - now > 2 * self.step_budget or lead < self.s["lookahead"] / 4
+        # a piece right now could make the next note or tick late, unless we are about to run dry
+        return due is None or due - now > 2 * self.step_budget or lead < lookahead / 4
 
-    def _generate(self) -> None:
+    def _generate(self, now: float) -> None:
+        """One more event, or a share of a planned beat: a planned call begins no piece of work
+        that could end after the next deadline (less the slowest recent piece) and then yields."""
+        due = self._deadline(now)
         t = time.perf_counter()
-        onset, pitch, duration, velocity = self.improviser.next_event().tolist()
+        event = self.take.next_event(None if due is None else due - self.step_budget)
         took = time.perf_counter() - t
-        # the slowest recent step (one stall under load should not slow generation for good)
-        self.step_budget = max(took, 0.99 * self.step_budget, MIN_STEP_BUDGET)
-        if self.s["stats"]:
+        # the slowest recent piece (one stall under load should not slow generation for good)
+        self.step_budget = max(self.take.improviser.longest_piece or took, 0.99 * self.step_budget,
+                               MIN_STEP_BUDGET)
+        if event is None:
+            return
+        if self.take.settings.stats:
             self.inference.append(took)
-        self.scheduler.add(onset, pitch, duration, velocity)
+        self.scheduler.add(*event)
         if not self.notifier.ready_sent:
             self.notifier.ready(self.status())
             log.info("playing: %s", self.status())
@@ -315,17 +363,10 @@ class Player:
             self.scheduler.clear_future(now)
         if news.phrase is not None and len(news.phrase):
             log.info("live: answering a phrase of %d notes", len(news.phrase))
-            self.improviser.listen(news.phrase)
+            self.take.improviser.listen(news.phrase)
             self.scheduler.clear_future(now)
             self.scheduler.restart_at(now + START_DELAY)
         return news.playing
-
-    def panic(self) -> None:
-        """End every sounding note at once (CC 120/123 on the input, or the control path); the
-        music goes on after a short gap. Safe from any thread: the loop does it on the pass this wakes."""
-        self.panic_requested.set()
-        if self.control is not None:
-            self.control.wake()   # the loop may be waiting in the control socket's select()
 
     def _panic(self, now: float) -> None:
         self.panic_requested.clear()
@@ -338,18 +379,16 @@ class Player:
     # --- stopping ------------------------------------------------------------------------------
     def _finish(self, started: float) -> None:
         """After the ports closed: say what was played, write the recording and the stats."""
-        now = self.stopped_at
-        played = sorted(self.scheduler.played, key=lambda p: (p.on_time, p.pitch))
-        log.info("stopped after %.1f s, %d notes played", now - self.play_start, self.notes_played)
-        if self.s["record"]:
+        s, now, played = self.take.settings, self.stopped_at, self.take_log.played()
+        log.info("stopped after %.1f s, %d notes played", now - self.play_start, self.take_log.notes_played)
+        if s.record:
             notes = [Note(p.start_tick, p.pitch, p.duration, p.velocity) for p in played]
-            write_midi(notes, self.s["record"], self.bundle.codec.ticks_per_quarter, self.s["bpm"],
-                       max(self.s["program"], 0), self.s["channel"] - 1)
-            log.info("recorded %d notes to %s", len(notes), self.s["record"])
-        if self.s["stats"]:
-            write_text_atomically(self.s["stats"], json.dumps({
+            write_midi(notes, s.record, self.take.ticks_per_quarter, s.bpm, max(s.program, 0), s.channel - 1)
+            log.info("recorded %d notes to %s", len(notes), s.record)
+        if s.stats:
+            write_text_atomically(s.stats, json.dumps({
                 "process_start": started, "play_start": self.play_start, "stop": now,
-                "model": self.model.name, "backend": self.model.backend, "bpm": self.s["bpm"],
+                "model": self.take.model.name, "backend": self.take.model.backend, "bpm": s.bpm,
                 "inference_seconds": self.inference,
                 "note_ons": [[p.on_time, p.pitch] for p in played], "note_ticks": [p.start_tick for p in played],
                 **(self.clock.stats() if self.clock is not None else {})}))

@@ -10,8 +10,30 @@ from __future__ import annotations
 import heapq
 import itertools
 from dataclasses import dataclass
+from typing import Callable, NamedTuple
 
 NOTE_OFF, NOTE_ON = 0, 1  # at the same tick a note_off leaves first, so a repeated pitch re-strikes
+START_DELAY = 0.05        # seconds from a (re)start to its first note, so that note is not late
+
+
+class Entry(NamedTuple):
+    """One queued message; a tuple, so the heap orders by tick, then kind, then serial."""
+    tick: int
+    kind: int          # NOTE_OFF or NOTE_ON
+    serial: int
+    pitch: int
+    velocity: int
+    note_id: int
+
+
+@dataclass(frozen=True)
+class Upcoming:
+    """A note sounding or scheduled, on the monotonic clock (off None while unknown)."""
+    note_id: int
+    on: float
+    off: float | None
+    pitch: int
+    velocity: int
 
 
 @dataclass(frozen=True)
@@ -22,19 +44,20 @@ class Played:
     duration: int
     velocity: int
     on_time: float   # the monotonic time the note_on was due
+    off_time: float  # and its note_off
 
 
 class Scheduler:
-    def __init__(self, ticks_per_quarter: int, bpm: float, start_time: float, keep_played: bool = False):
+    def __init__(self, ticks_per_quarter: int, bpm: float, start_time: float,
+                 on_played: Callable[[Played], None] | None = None):
         self.ticks_per_quarter = ticks_per_quarter
         self.bpm = bpm
         self.origin_time, self.origin_tick = start_time, 0.0
         self.cursor = 0                    # tick of the last added note's onset
-        self.queue: list[tuple] = []       # (tick, kind, serial, pitch, velocity, note_id)
+        self.queue: list[Entry] = []
         self.serial = itertools.count()
         self.sounding: dict[int, tuple[int, int, int]] = {}  # pitch -> (note_id, start tick, velocity)
-        self.keep_played = keep_played     # only for --record / --stats: hours of notes add up
-        self.played: list[Played] = []
+        self.on_played = on_played         # told of each note as it ends (device/take_log.py)
 
     # --- the tick <-> time map ----------------------------------------------------------------
     @property
@@ -56,8 +79,13 @@ class Scheduler:
         """Follow an outside clock (MIDI clock): `tick` is at `time`, at `bpm` from there."""
         self.origin_tick, self.origin_time, self.bpm = tick, time, bpm
 
-    def restart_at(self, time: float) -> None:
-        """Let the next added note (onset delta 0) fall at `time` (after a pause, e.g. live input)."""
+    def restart_at(self, time: float, ticks_per_quarter: int | None = None) -> None:
+        """Let the next added note (onset delta 0) fall at `time` (after a pause, e.g. live input);
+        a new take may bring another grid (`ticks_per_quarter`), once nothing is queued."""
+        if ticks_per_quarter is not None and ticks_per_quarter != self.ticks_per_quarter:
+            if self.queue or self.sounding:
+                raise RuntimeError("Scheduler.restart_at: a new grid with notes still queued")
+            self.ticks_per_quarter = ticks_per_quarter
         self.origin_tick, self.origin_time = float(self.cursor), time
 
     # --- adding and taking notes -------------------------------------------------------------
@@ -66,15 +94,23 @@ class Scheduler:
         self.cursor += int(onset)
         note_id = next(self.serial)
         start, end = self.cursor, self.cursor + max(1, int(duration))
-        heapq.heappush(self.queue, (start, NOTE_ON, note_id, int(pitch), int(velocity), note_id))
-        heapq.heappush(self.queue, (end, NOTE_OFF, note_id, int(pitch), 0, note_id))
+        heapq.heappush(self.queue, Entry(start, NOTE_ON, note_id, int(pitch), int(velocity), note_id))
+        heapq.heappush(self.queue, Entry(end, NOTE_OFF, note_id, int(pitch), 0, note_id))
 
     def lead(self, now: float) -> float:
         """How far ahead of the clock generation is, in seconds."""
         return self.time_of(self.cursor) - now
 
     def next_due(self) -> float | None:
-        return self.time_of(self.queue[0][0]) if self.queue else None
+        return self.time_of(self.queue[0].tick) if self.queue else None
+
+    def upcoming(self) -> list[Upcoming]:
+        """What sounds and what is scheduled, in that order, on the monotonic clock."""
+        offs = {e.note_id: e.tick for e in self.queue if e.kind == NOTE_OFF}
+        notes = [(nid, start, pitch, vel) for pitch, (nid, start, vel) in self.sounding.items()]
+        notes += [(e.note_id, e.tick, e.pitch, e.velocity) for e in self.queue if e.kind == NOTE_ON]
+        return [Upcoming(nid, self.time_of(on), None if offs.get(nid) is None else self.time_of(offs[nid]), pitch, vel)
+                for nid, on, pitch, vel in notes]
 
     def pop_due(self, now: float) -> list[tuple[str, int, int]]:
         """Messages due by `now` as (kind, pitch, velocity), in order; a chord's notes come together.
@@ -83,7 +119,7 @@ class Scheduler:
         note was ended that way is dropped, so every note_on gets exactly one note_off.
         """
         out = []
-        while self.queue and self.time_of(self.queue[0][0]) <= now:
+        while self.queue and self.time_of(self.queue[0].tick) <= now:
             tick, kind, _, pitch, velocity, note_id = heapq.heappop(self.queue)
             if kind == NOTE_ON:
                 if pitch in self.sounding:
@@ -96,8 +132,9 @@ class Scheduler:
 
     def _end(self, pitch: int, tick: int) -> tuple[str, int, int]:
         note_id, start, velocity = self.sounding.pop(pitch)
-        if self.keep_played:
-            self.played.append(Played(start, pitch, max(1, tick - start), velocity, self.time_of(start)))
+        if self.on_played is not None:
+            self.on_played(Played(start, pitch, max(1, tick - start), velocity, self.time_of(start),
+                                  self.time_of(max(tick, start + 1))))
         return ("note_off", pitch, 0)
 
     def stop(self, now: float) -> list[tuple[str, int, int]]:
@@ -109,8 +146,8 @@ class Scheduler:
 
     def clear_future(self, now: float) -> None:
         """Drop queued notes that have not started (sounding notes still end on time)."""
-        keep = [e for e in self.queue if e[1] == NOTE_OFF and e[3] in self.sounding
-                and self.sounding[e[3]][0] == e[5]]
+        keep = [e for e in self.queue if e.kind == NOTE_OFF and e.pitch in self.sounding
+                and self.sounding[e.pitch][0] == e.note_id]
         self.queue = keep
         heapq.heapify(self.queue)
         self.cursor = max(self.cursor, int(self.tick_at(now)))

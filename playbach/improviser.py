@@ -14,7 +14,7 @@ aim is set, notes are drawn one at a time: the aim is a steering of each draw.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -29,8 +29,7 @@ from playbach.midifile import read_midi
 from playbach.planning import Planner
 from playbach.sampler import sample, sample_event
 from playbach.sounding import Sounding
-from playbach.settings import DEFAULTS
-from playbach.steering import onset_mean, pitch_mask
+from playbach.steering import Steering, onset_mean, pitch_mask
 
 SEED_EVENTS = 32    # how much of a MIDI file seeds the model (about what a bundle opening holds)
 MAX_CHORD = 12      # a model stuck on onset 0 would stack notes forever without time passing
@@ -57,8 +56,8 @@ class StepSource(Protocol):
     # def restore(self, state: Any) -> None: ...
 
 
-# what steer() changes; the player's live control path sends these (device/player.py)
-STEERING = ("temperature", "rhythm_temperature", "top_k", "pitch_min", "pitch_max", "density", "plan")
+# what steer() changes (the live key is set_key's, the tempo the player's)
+STEERING = tuple(f.name for f in fields(Steering))
 
 
 @dataclass
@@ -75,14 +74,12 @@ class Snapshot:
 
 class Improviser:
     def __init__(self, model: StepSource, codec: Codec, rng: np.random.Generator,
-                 temperature: float = DEFAULTS.temperature, top_k: int = DEFAULTS.top_k,
+                 temperature: float = Steering.temperature, top_k: int = Steering.top_k,
                  memory: RepeatMemory | None = None):
         self.model, self.codec, self.rng = model, codec, rng
-        self.temperature, self.top_k = temperature, top_k
-        self.rhythm_temperature = DEFAULTS.rhythm_temperature    # < 0: the same as temperature
-        self.pitch_min, self.pitch_max = DEFAULTS.pitch_min, DEFAULTS.pitch_max
-        self.density = DEFAULTS.density
-        self.plan = DEFAULTS.plan if hasattr(model, "save") else 0   # candidates per beat; 0 = off
+        # a model without save() and restore() cannot be planned with
+        self.steering = Steering(temperature=temperature, top_k=top_k,
+                                 plan=Steering.plan if hasattr(model, "save") else 0)
         self.planner = Planner()
         self.onset_debt = 0.0    # ticks the take is behind (+) or ahead of its density aim
         self.range_mask: np.ndarray | None = None                 # None: every pitch
@@ -115,16 +112,23 @@ class Improviser:
             raise ValueError(f"Improviser.steer: not a steering setting: {sorted(unknown)}")
         if changes.get("plan", 0) > 0 and not hasattr(self.model, "save"):
             raise UserError(f"plan = {changes['plan']}: the model {type(self.model).__name__} cannot be planned with")
-        low, high = changes.get("pitch_min", self.pitch_min), changes.get("pitch_max", self.pitch_max)
-        pitch_mask(self.codec, low, high)    # the UserError for a range the vocabulary cannot reach
+        steering = replace(self.steering, **changes)
+        pitch_mask(self.codec, steering.pitch_min, steering.pitch_max)   # the UserError for a range it cannot reach
         self.drop_plan()
-        offsets, mask = self._fit(self.offsets, low, high)
+        offsets, mask = self._fit(self.offsets, steering.pitch_min, steering.pitch_max)
         # one assignment for the mask, so a sample never sees half a change
         self.offsets, self.emitted, self.range_mask = offsets, self._emitted(offsets), mask
-        for name, value in changes.items():
-            setattr(self, name, value)
+        self.steering = steering
         if "density" in changes:
             self.onset_debt = 0.0
+
+    @property
+    def plan(self) -> int:
+        return self.steering.plan
+
+    @plan.setter
+    def plan(self, value: int) -> None:
+        self.steer(plan=value)
 
     def pitch_allowed(self) -> np.ndarray | None:
         """The pitch tokens the next sample may choose (None = all): the one place where masks on
@@ -192,7 +196,7 @@ class Improviser:
                 degree = (emitted - key.tonic) % 12
                 emitted = emitted + np.array([table.get(d, d) - d for d in degree])
             offsets = emitted - np.arange(12)
-        offsets, mask = self._fit(offsets, self.pitch_min, self.pitch_max)
+        offsets, mask = self._fit(offsets, self.steering.pitch_min, self.steering.pitch_max)
         emitted = self._emitted(offsets)
         scale = None if key is None else np.isin((emitted - key.tonic) % 12, SCALES[key.mode])
         self.settle_left, self.settle_started = 0, False   # no half-changed mask for the next sample
@@ -208,7 +212,7 @@ class Improviser:
         pitch = int(value + self.offsets[int(value) % 12])
         if not self.offsets.any():
             return int(value)
-        low, high = max(self.pitch_min, self.pitch_values[0]), min(self.pitch_max, self.pitch_values[-1])
+        low, high = max(self.steering.pitch_min, self.pitch_values[0]), min(self.steering.pitch_max, self.pitch_values[-1])
         while pitch < low:
             pitch += 12
         while pitch > high:
@@ -227,13 +231,13 @@ class Improviser:
         allowed = ~sounding if self.pitch_allowed() is None else ~sounding & self.pitch_allowed()
         if not allowed.any():
             return int(ids[1])
-        return sample(pitch_probs, self.rng, self.temperature, self.top_k, allowed)
+        return sample(pitch_probs, self.rng, self.steering.temperature, self.steering.top_k, allowed)
 
     def _onset_aim(self) -> float | None:
         """The mean onset distance (ticks) the next sample aims at: the density's, corrected by
         what the take is behind or ahead (the tilt only sets each step's expectation; the model
         answers a tilted past with its own leanings, so without this a take drifts off the aim)."""
-        aim = onset_mean(self.codec, self.density)
+        aim = onset_mean(self.codec, self.steering.density)
         if aim is None:
             return None
         return float(np.clip(aim + DENSITY_GAIN * self.onset_debt, self.onset_values[0], self.onset_values[-1]))
@@ -248,7 +252,7 @@ class Improviser:
         self.probs = None
         self.offsets, self.emitted, self.key = np.zeros(12, dtype=np.int64), self.pitch_values.copy(), None
         self.scale_mask, self.settle_left = None, 0
-        self.range_mask = self._range_mask(self.offsets, self.pitch_min, self.pitch_max)
+        self.range_mask = self._range_mask(self.offsets, self.steering.pitch_min, self.steering.pitch_max)
         events = np.array(events, dtype=np.int64).reshape(-1, 4)
         if len(events):
             events[0, 0] = 0   # the first note starts the take (its delta was from a note not played)
@@ -267,8 +271,16 @@ class Improviser:
             self.memory.observe(ids)
             self.probs = self.model.step(ids)
 
-    def next_event(self) -> np.ndarray:
-        """The next event's values (onset delta, pitch, duration, velocity)."""
+    @property
+    def longest_piece(self) -> float | None:
+        """Seconds of the longest indivisible piece of the last next_event() (a planned beat's
+        candidate); None when the call was one piece."""
+        return self.planner.longest or None if self.steering.plan > 0 and self.steering.density <= 0 else None
+
+    def next_event(self, until: float | None = None) -> np.ndarray | None:
+        """The next event's values (onset delta, pitch, duration, velocity). With `until`
+        (time.monotonic()) planning yields before it: None, call again (playbach/planning.py)."""
+        self.planner.longest = 0.0
         if self.pending:
             ids = self.pending.popleft()
             event = self.codec.decode(ids)[0]
@@ -278,10 +290,10 @@ class Improviser:
             raise RuntimeError("Improviser.next_event before prime() or listen()")
         # a density aim steers the rhythm draw by draw; planning's choice by pitch likelihood leans
         # to candidates with chord notes and would pull against it, so the aim is met unplanned
-        if self.plan <= 0 or self.density > 0:
+        if self.steering.plan <= 0 or self.steering.density > 0:
             ids, event, _ = self._draw()
             return self._played(ids, event)
-        return self.planner.next_event(self)
+        return self.planner.next_event(self, until)
 
     def _heads(self) -> list[np.ndarray]:
         """The next event's distributions as drawn from: the model's, the memory mixed in, and
@@ -295,18 +307,19 @@ class Improviser:
         """The next event drawn under every steering mask: its ids, its emitted values and the
         probability of its pitch under the untempered, unmasked pitch head. Steps no model."""
         heads = self._heads()
-        rhythm = self.rhythm_temperature if self.rhythm_temperature >= 0 else self.temperature
-        ids = sample_event(heads, self.rng, self.temperature, self.top_k, rhythm, self.pitch_allowed(),
+        s = self.steering
+        rhythm = s.rhythm
+        ids = sample_event(heads, self.rng, s.temperature, s.top_k, rhythm, self.pitch_allowed(),
                            self.onset_values, self._onset_aim())
         self.chord = self.chord + 1 if self.codec.vocab["onset"][ids[0]] == 0 else 0
         if self.chord > MAX_CHORD:
             ids[0], self.chord = self.smallest_step, 0
-        if self.density > 0:
-            debt = self.onset_debt + onset_mean(self.codec, self.density) - self.onset_values[ids[0]]
+        if s.density > 0:
+            debt = self.onset_debt + onset_mean(self.codec, s.density) - self.onset_values[ids[0]]
             self.onset_debt = float(np.clip(debt, -DEBT_LIMIT, DEBT_LIMIT))
         pitch = self.unsounded_pitch(ids, heads[1])
         if pitch != ids[1] and heads[DURATION].ndim == 2:   # its length is the new pitch's
-            ids[DURATION] = sample(duration_given(heads[DURATION], pitch), self.rng, rhythm, self.top_k)
+            ids[DURATION] = sample(duration_given(heads[DURATION], pitch), self.rng, rhythm, s.top_k)
         ids[1] = pitch
         if self.settle_left > 0:
             if self.settle_started:

@@ -10,11 +10,15 @@ by exp(score / PLAN_TEMPERATURE) and its notes are played one by one.
 The work is spread over the notes: while a beat's notes are handed out, the next beat's
 candidates are drawn a few per note, so each call does about `plan` model steps instead of a
 whole beat's planning at once (the player's loop has a lookahead to fill, not a burst to absorb).
+Given a deadline, a call yields once the next candidate could end after it (None: call again; at
+least one candidate is drawn per call, so a take never stalls): the player's sent clock ticks
+and notes leave between the pieces. The random stream is the same however the work is split.
 A change of steering drops what was planned and not played (drop()).
 """
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -33,6 +37,8 @@ Candidate = list[tuple[np.ndarray, "Snapshot"]]   # each note's emitted values a
 
 class Planner:
     def __init__(self) -> None:
+        self.slowest = 0.0    # seconds of the slowest recent candidate (decays by 1 % a candidate)
+        self.longest = 0.0    # seconds of the longest candidate drawn in the last call
         self.reset()
 
     def reset(self) -> None:
@@ -41,15 +47,19 @@ class Planner:
         self.start: Snapshot | None = None       # the state they start from: after the last planned note
         self.last_played: Snapshot | None = None  # the state after the last note handed out
 
-    def next_event(self, imp: Improviser) -> np.ndarray:
-        """The next planned note; the next beat's candidates drawn a share at a time."""
+    def next_event(self, imp: Improviser, until: float | None = None) -> np.ndarray | None:
+        """The next planned note; the next beat's candidates drawn a share at a time. With
+        `until` (time.monotonic()), no candidate is begun that could end after it: None when the
+        beat is not chosen yet (call again)."""
+        self.longest = 0.0
         if not self.planned:
             if self.start is None:
                 self._begin(imp, imp._save())
-            self._try(imp, imp.plan - len(self.trials))
+            if not self._try(imp, imp.plan - len(self.trials), until):
+                return None
             self._choose(imp)
         event, self.last_played = self.planned.popleft()
-        self._try(imp, math.ceil((imp.plan - len(self.trials)) / (len(self.planned) + 1)))
+        self._try(imp, math.ceil((imp.plan - len(self.trials)) / (len(self.planned) + 1)), until)
         return event
 
     def drop(self, imp: Improviser) -> None:
@@ -64,16 +74,24 @@ class Planner:
         self.start, self.trials = start, []
         self.beat = (start.sounding[1] // tpq + 1) * tpq     # the next beat after the last note's onset
 
-    def _try(self, imp: Improviser, n: int) -> None:
-        """Draw and score `n` more candidates from self.start; the Improviser is left there."""
-        for _ in range(n):
+    def _try(self, imp: Improviser, n: int, until: float | None = None) -> bool:
+        """Draw and score up to `n` more candidates from self.start (the first of a call always,
+        the rest while they fit before `until`); the Improviser is left there. True if all were."""
+        done = 0
+        while done < n:
+            began = time.monotonic()
+            if self.longest > 0 and until is not None and began + self.slowest > until:
+                break
             imp._restore(self.start)
             notes, logp = self._candidate(imp)
             following = np.asarray(imp.memory.mix(imp.probs)[1], dtype=np.float64)
             score = logp / len(notes) + float(following @ np.log(np.maximum(following, 1e-12)))
             self.trials.append((notes, score))
-        if n > 0:
+            took = max(time.monotonic() - began, 1e-9)
+            self.longest, self.slowest, done = max(self.longest, took), max(took, 0.99 * self.slowest), done + 1
+        if done > 0:
             imp._restore(self.start)
+        return done >= n
 
     def _candidate(self, imp: Improviser) -> tuple[Candidate, float]:
         """Notes drawn and played until one would start after self.beat (that one is dropped),

@@ -8,11 +8,31 @@ octaves, and dropped where the range is too narrow to hold their pitch class.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from playbach.errors import UserError
 from playbach.events import Codec
 from playbach.keys import Key, key_of_events, move_to_key
+
+
+@dataclass(frozen=True)
+class Steering:
+    """What steers each draw of a take, changed live as a whole new value (dataclasses.replace).
+    These defaults are the settings' (playbach/settings.py reads them from here: one place)."""
+    temperature: float = 0.9          # of pitch and velocity; of every head while rhythm_temperature < 0
+    rhythm_temperature: float = -1.0  # of onset and duration; < 0: the same as temperature
+    top_k: int = 0                    # sample from the k likeliest tokens only (0 = all)
+    pitch_min: int = 0                # the range of pitches the model may choose
+    pitch_max: int = 127
+    density: float = 0.0              # notes per quarter to aim at (0 = the model's own)
+    plan: int = 8                     # candidates per beat (playbach/planning.py); 0 = one note at a time
+
+    @property
+    def rhythm(self) -> float:
+        """The temperature of onset and duration."""
+        return self.rhythm_temperature if self.rhythm_temperature >= 0 else self.temperature
 
 
 def pitch_mask(codec: Codec, low: int, high: int, where: str = "") -> np.ndarray:

@@ -3,28 +3,63 @@ of control work runs only where it fits before the next note, a request wakes th
 and a long take is encoded over several passes. A stand-in player: no model, no MIDI."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import time
 
 import pytest
 
+from playbach import settings
 from playbach.device.control import ControlServer
-from playbach.device.control_ops import TAKE_CHUNK
-from playbach.device.scheduler import Scheduler
+from playbach.device.control_ops import TAKE_CHUNK, Controlled, PlayerState
+from playbach.device.scheduler import Played, Scheduler, Upcoming
+from playbach.device.take_log import TakeLog
+from playbach.errors import UserError
 
 
 class StandIn:
-    """What Ops reads of a Player for `panic`, `take` and the frames (a real, empty scheduler)."""
+    """The player as the control ops see it (device/control_ops.Controlled): a real, empty
+    scheduler and take log, and the real checks of a live change; no model, no MIDI."""
 
     def __init__(self, folder):
-        self.s = {"bundle": str(folder / "bundle"), "record": "", "stats": "", "program": 0, "channel": 1}
-        self.scheduler = Scheduler(4, 150.0, time.monotonic())   # 150 BPM: 0.1 s a tick
-        self.paused, self.notes_played = False, 0
+        self.settings = dataclasses.replace(settings.DEFAULTS, bundle=str(folder / "bundle"), program=0)
+        self.take_log = TakeLog(keep_all=False)
+        self.scheduler = Scheduler(4, 150.0, time.monotonic(), self.take_log.add)   # 150 BPM: 0.1 s a tick
+        self.paused = False
         self.panics = 0
+
+    def state(self) -> PlayerState:
+        return PlayerState(dataclasses.replace(self.settings, bpm=self.scheduler.bpm), self.paused, False,
+                           "stand-in", "none", ("first", "second"), "a stand-in")
+
+    def upcoming(self) -> list[Upcoming]:
+        return self.scheduler.upcoming()
+
+    def apply(self, changes: dict) -> dict:
+        self.settings = dataclasses.replace(self.settings, **settings.check_live(changes, self.settings))
+        return {k: getattr(self.settings, k) for k in settings.LIVE}
+
+    def pause(self, now: float) -> None:
+        self.paused = True
+
+    def resume(self, now: float) -> None:
+        self.paused = False
 
     def panic(self) -> None:
         self.panics += 1
+
+    def restart(self, bundle, opening) -> None:
+        raise UserError("restart: a stand-in has no take to restart")
+
+
+def test_the_stand_in_is_what_the_ops_may_use(tmp_path):
+    """Every member of the Controlled protocol, and the Player has them all."""
+    from playbach.device.player import Player
+    members = [m for m in vars(Controlled) if not m.startswith("_")] + ["take_log"]
+    for m in members:
+        assert hasattr(StandIn(tmp_path), m), m
+        assert m == "take_log" or callable(getattr(Player, m)), m
 
 
 @pytest.fixture
@@ -81,8 +116,10 @@ def test_a_request_wakes_the_wait_and_a_quiet_socket_does_not(rig):
 def test_a_long_take_is_encoded_over_several_passes(rig):
     server, client, player = rig
     now = time.monotonic()
-    server.ops.take.extend((now - 300 + i * 0.25, 60 + i % 12, 0.2, 80) for i in range(2 * TAKE_CHUNK + 3))
-    count = len(server.ops.take)
+    for i in range(2 * TAKE_CHUNK + 3):
+        on = now - 300 + i * 0.25
+        player.take_log.add(Played(i, 60 + i % 12, 2, 80, on, on + 0.2))
+    count = len(player.take_log.recent)
     client.sendall(b'{"op":"take","id":"t"}\n')
     passes = 0
     data = b""
@@ -160,3 +197,20 @@ def test_the_web_link_asks_for_frames_only_while_a_page_listens(tmp_path):
         stop.set()
         thread.join()
         server.close()
+
+
+def test_settings_status_and_set_go_through_the_protocol(rig):
+    """`settings` lists the live settings with range, help and the value in force; `set` changes
+    them all or none; `status` and the frames read the same state."""
+    server, client, player = rig
+    client.sendall(b'{"op":"set","changes":{"bpm":120,"key":"D minor"},"id":1}\n'
+                   b'{"op":"set","changes":{"bpm":100,"pitch_min":90,"pitch_max":80},"id":2}\n'
+                   b'{"op":"settings","id":3}\n{"op":"status","id":4}\n')
+    changed, refused, listed, status = replies(server, client, 4)
+    assert changed["ok"] and changed["live"]["bpm"] == 120.0 and changed["live"]["key"] == "D minor"
+    assert not refused["ok"] and "'pitch_min' = 90 is above 'pitch_max' = 80" in refused["error"]
+    rows = {r["name"]: r for r in listed["settings"]}
+    assert list(rows) == list(settings.LIVE) and rows["key"]["value"] == "D minor"
+    assert rows["temperature"]["low"] == 0.0 and rows["temperature"]["help"].startswith("sampling temperature")
+    # bpm is the scheduler's: the stand-in's apply does not move it; the player's does (Player.apply)
+    assert status["status"]["live"]["key"] == "D minor" and status["status"]["openings"] == ["first", "second"]

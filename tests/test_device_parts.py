@@ -25,9 +25,9 @@ def parse(argv, toml_text=None, tmp_path=None):
 
 def test_defaults_file_and_flags_stack(tmp_path):
     s = parse(["--bpm", "100", "--midi-api", "jack"], 'bpm = 60\nchannel = 3\ntemperature = 1\n', tmp_path)
-    assert s["bpm"] == 100.0                      # flag beats file
-    assert s["channel"] == 3 and s["temperature"] == 1.0 and isinstance(s["temperature"], float)
-    assert s["midi_api"] == "jack" and s["accelerator"] == "auto"
+    assert s.bpm == 100.0                      # flag beats file
+    assert s.channel == 3 and s.temperature == 1.0 and isinstance(s.temperature, float)
+    assert s.midi_api == "jack" and s.accelerator == "auto"
 
 
 # The config keys users' files and systemd/config.toml rely on, each with a value other than its
@@ -71,8 +71,9 @@ def test_every_key_is_read_from_the_file_and_from_its_flag(tmp_path):
     flags = [a for k, (_, text, _) in EVERY_KEY.items() for a in ("--" + k.replace("_", "-"), text)]
     from_flags = parse(flags)
     for key, (_, _, value) in EVERY_KEY.items():
-        assert from_file[key] == value and type(from_file[key]) is type(value), (key, from_file[key])
-        assert from_flags[key] == value and type(from_flags[key]) is type(value), (key, from_flags[key])
+        got_file, got_flag = getattr(from_file, key), getattr(from_flags, key)
+        assert got_file == value and type(got_file) is type(value), (key, got_file)
+        assert got_flag == value and type(got_flag) is type(value), (key, got_flag)
 
 
 @pytest.mark.parametrize("text, words", [
@@ -122,12 +123,14 @@ def test_chord_leaves_together_and_offs_come_first():
 
 
 def test_overlapping_repeat_gets_one_note_off_each():
-    s = Scheduler(4, 120, 0.0, keep_played=True)
+    played = []
+    s = Scheduler(4, 120, 0.0, played.append)
     s.add(0, 60, 8, 90)
     s.add(2, 60, 8, 90)   # re-struck while still sounding
     msgs = s.pop_due(10.0)
     assert msgs == [("note_on", 60, 90), ("note_off", 60, 0), ("note_on", 60, 90), ("note_off", 60, 0)]
-    assert [(p.start_tick, p.duration) for p in s.played] == [(0, 2), (2, 8)]
+    assert [(p.start_tick, p.duration) for p in played] == [(0, 2), (2, 8)]
+    assert [(p.on_time, p.off_time) for p in played] == [(0.0, 0.25), (0.25, 1.25)]   # 0.125 s a tick
 
 
 def test_stop_ends_every_sounding_note():

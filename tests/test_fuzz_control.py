@@ -2,7 +2,7 @@
 socket server answers it with one reply (an error saying what was wrong, or the op's answer) or,
 for a line over the limit, refuses it and hangs up; serve() never raises into the play loop, and
 the next client is served. The server is the real one (device/control.py); the player behind it
-is test_control_socket's stand-in (no model, no MIDI) with the real Player.apply() for `set`."""
+is test_control_socket's stand-in (no model, no MIDI; the real checks of a live change for `set`)."""
 from __future__ import annotations
 
 import json
@@ -15,7 +15,6 @@ from test_control_socket import StandIn
 
 from playbach import wire
 from playbach.device.control import ControlServer
-from playbach.device.player import Player
 
 FUZZ = settings(max_examples=100, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
 
@@ -35,14 +34,7 @@ DEEP_ID = b'{"op":"status","id":' + b"[" * 900 + b"]" * 900 + b"}"   # decodes; 
 HUGE = b'{"op":"set","changes":{"bpm":1e999},"id":1e999}'     # inf: not JSON, cannot be echoed
 
 
-class Player_(StandIn):
-    """The stand-in with the player's own checks of a live change."""
-    apply, in_force = Player.apply, Player.in_force
-
-    def __init__(self, folder):
-        super().__init__(folder)
-        from playbach import settings as s
-        self.s = {**{k.name: k.default for k in s.KEYS}, **self.s}
+Player_ = StandIn   # the stand-in applies a live change with the player's own checks (settings.check_live)
 
 
 @FUZZ
@@ -115,6 +107,6 @@ def test_no_line_stops_the_player_and_the_next_request_is_answered(tmp_path):
 
     try:
         fuzz()
-        assert 10.0 <= player.s["bpm"] <= 400.0   # nothing let a bad tempo through
+        assert 10.0 <= player.settings.bpm <= 400.0   # nothing let a bad tempo through
     finally:
         server.close()

@@ -125,7 +125,7 @@ def test_login_bodies_get_a_4xx_never_a_500(rig, body):
 def test_settings_bodies_get_a_2xx_or_a_4xx_with_a_reason(rig, body):
     status, answer, _ = rig.send("POST", "/api/settings", body, AUTH)
     assert_clear(status, answer)
-    assert 10.0 <= rig.player.s["bpm"] <= 400.0
+    assert 10.0 <= rig.player.settings.bpm <= 400.0
 
 
 @FUZZ

@@ -1,5 +1,5 @@
 """Steering (issue 12 item 3): key, pitch range, density, rhythm temperature, and the live control
-path Player.apply(), on the shipped bundle through the real TFLite runtime (no MIDI, no clock)."""
+path Take.apply(), on the shipped bundle through the real TFLite runtime (no MIDI, no clock)."""
 import dataclasses
 import importlib.util
 from pathlib import Path
@@ -26,7 +26,7 @@ def bench():
 
 
 def test_a_steered_take_keeps_every_constraint(bench):
-    """Four minutes of music, steering changed through Player.apply() every 40 s (bench/steer.py's
+    """Four minutes of music, steering changed through Take.apply() every 40 s (bench/steer.py's
     schedule): every generated note in the range in force, each density aim met within 10 %."""
     take = bench.long_take(SHIPPED, minutes=4, bpm=90, segment_seconds=40, seed=0)
     assert take["generated_notes"] > 800
@@ -49,7 +49,7 @@ def test_the_take_starts_in_the_asked_key(bench):
 
 
 def test_a_live_key_change_moves_what_follows_without_a_gap(bench):
-    """D minor, then F major through Player.apply() after 60 events: the 8 quarters from the first
+    """D minor, then F major through Take.apply() after 60 events: the 8 quarters from the first
     note generated after the change are in F major on most seeds (bench/steer.py: 8 of 10 here),
     the note after the change comes no later than the take's own onsets, every note in the range."""
     takes = [bench.live_key(SHIPPED, "D minor", "F major", seed) for seed in range(6)]
@@ -61,7 +61,7 @@ def test_a_live_key_change_moves_what_follows_without_a_gap(bench):
     for _ in range(40):
         p.improviser.next_event()
     assert p.apply({"key": "F major"})["key"] == "F major"
-    assert ", key F major," in p.status() + ","      # the journal's status line says the key in force
+    assert ", key F major," in p.status(90.0) + ","      # the journal's status line says the key in force
     assert p.apply({"key": ""})["key"] == "" and not p.improviser.offsets.any()   # back to the model's own
     for bad in ("H minor", "D dorian", 3):
         with pytest.raises(UserError, match="key 'key'.*'D minor'"):
@@ -111,7 +111,7 @@ def test_apply_changes_a_take_live_and_refuses_what_it_cannot(bench):
         p.improviser.next_event()
     now = p.apply({"pitch_min": 60, "pitch_max": 72, "density": 2, "rhythm_temperature": 0.2, "bpm": 120})
     assert now["pitch_min"] == 60 and now["density"] == 2.0 and now["bpm"] == 120.0
-    assert set(now) == set(bench_live_keys())
+    assert set(now) == set(settings.LIVE)
     pitches = [p.improviser.next_event()[1] for _ in range(200)]
     assert min(pitches) >= 60 and max(pitches) <= 72
     for changes, words in [({"bundle": "x"}, "'bundle' cannot change while playing"),
@@ -124,16 +124,11 @@ def test_apply_changes_a_take_live_and_refuses_what_it_cannot(bench):
     assert p.in_force() == now      # a refused change changes nothing
 
 
-def bench_live_keys():
-    from playbach.device.player import LIVE_KEYS
-    return LIVE_KEYS
-
-
 def test_every_knob_sets_a_live_key_within_its_rules():
     """The CC map: each row's CC number is a setting, and CC 0 and 127 give values its key takes."""
     defaults = dataclasses.asdict(settings.DEFAULTS)
     for knob in settings.KNOBS:
-        assert knob.name in bench_live_keys() and knob.cc in settings.BY_NAME
+        assert knob.name in settings.LIVE and knob.cc in settings.BY_NAME
         for cc in (0, 64, 127):
             settings.BY_NAME[knob.name].check(knob.value(cc), "knob")
     key = next(k for k in settings.KNOBS if k.name == "key")

@@ -76,9 +76,9 @@ def test_installed_config_is_valid_and_points_at_the_installed_bundle(installed_
 
     path = installed_root / "etc" / "playbach" / "config.toml"
     settings = config.load(argparse.Namespace(config=str(path)))
-    assert settings["bundle"] == "/opt/playbach/models/default"
+    assert settings.bundle == "/opt/playbach/models/default"
     assert (installed_root / "opt/playbach/models/default/bundle.json").is_file()
-    assert settings["midi_api"] == "alsa"
+    assert settings.midi_api == "alsa"
 
 
 # --- udev ----------------------------------------------------------------------------------

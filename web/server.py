@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import json
 import logging
 import os
@@ -40,7 +39,6 @@ from playbach.web.link import Link, NotPlaying
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
-DEFAULT_CONFIG = Path("/etc/playbach/config.toml")
 MAX_BODY = 16 * 1024          # bytes of a request body (a settings change is ~20)
 MAX_STREAMS = 16              # /api/events clients at once
 KEYS = ("control_socket", "web_token_file", "web_session_days", "web_hosts")
@@ -50,7 +48,7 @@ HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY", "Refe
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help=f"TOML config file (default {DEFAULT_CONFIG} if it exists)")
+    parser.add_argument("--config", help=f"TOML config file (default {settings.DEFAULT_CONFIG} if it exists)")
     parser.add_argument("--listen", "--web-listen", dest="web_listen", default=argparse.SUPPRESS, metavar="HOST:PORT",
                         help=f"address to serve on (config web_listen; default {settings.DEFAULTS.web_listen})")
     settings.add_arguments(parser, KEYS, keep_unset=True)
@@ -59,26 +57,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "page's session stop working (the installed service is restarted to read it)")
 
 
-def load(args: argparse.Namespace) -> dict[str, Any]:
+def load(args: argparse.Namespace) -> settings.Settings:
     """Defaults < the config file (the player's: one file, unknown keys refused) < flags."""
-    values = dataclasses.asdict(settings.DEFAULTS)
-    path = Path(args.config) if getattr(args, "config", None) else DEFAULT_CONFIG
-    if getattr(args, "config", None) or path.exists():
-        values.update(settings.read_file(path))
-    values.update(settings.check_arguments(args, KEYS))
+    flags = settings.check_arguments(args, KEYS)
     if hasattr(args, "web_listen"):
-        values["web_listen"] = settings.BY_NAME["web_listen"].check(args.web_listen, "--listen")
-    return values
+        flags["web_listen"] = settings.BY_NAME["web_listen"].check(args.web_listen, "--listen")
+    return settings.stacked(getattr(args, "config", None), flags, "playbach web")
 
 
 def run(args: argparse.Namespace) -> int:
     s = load(args)
     if getattr(args, "rotate_token", False):
-        return rotate_token(s["web_token_file"])
-    token = read_token(s["web_token_file"])
-    host, port = settings.host_port(s["web_listen"])
-    hosts = tuple(h for h in s["web_hosts"].split(",") if h.strip())
-    asyncio.run(serve(make_app(s["control_socket"], token, s["web_session_days"], hosts), host, port))
+        return rotate_token(s.web_token_file)
+    token = read_token(s.web_token_file)
+    host, port = settings.host_port(s.web_listen)
+    hosts = tuple(h for h in s.web_hosts.split(",") if h.strip())
+    asyncio.run(serve(make_app(s.control_socket, token, s.web_session_days, hosts), host, port))
     return 0
 
 
