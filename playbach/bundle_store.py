@@ -205,8 +205,8 @@ def install(archive: Path, tmp: Path, shipped: Path, user: Path, replace: bool =
         dest = Path(user) / name
         if dest.exists() or dest.is_symlink():
             if not replace:
-                raise Taken(f"a bundle {name!r} is installed already; ask to replace it (the page's tick box, push --replace, "
-                            "?replace=1)")
+                raise Taken(f"a bundle {name!r} is installed already; ask to replace it (the page's tick box, "
+                            "push --replace, ?replace=1)")
             if dest.is_symlink() or not dest.is_dir():
                 raise Taken(f"{dest} is not a bundle folder; remove it by hand")
             dest.rename(tmp / ".old")   # goes with tmp; a reader finds the old folder or the new
