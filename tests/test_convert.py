@@ -155,11 +155,12 @@ def test_variants_option():
 
 
 def test_windowed_int8_crash_is_recorded_not_fatal(tiny_run, tmp_path):
-    """TF 2.21's int8 calibration of the windowed LSTM segfaults; the bundle is still made."""
-    out = build_bundle(tiny_run, tmp_path / "b", [("step", "int8"), ("windowed", "int8")], openings=1)
+    """TF 2.21's int8 calibration of the windowed LSTM segfaults; the bundle is still made. Beside it
+    the cheapest model (step float32): the step int8 model's own calibration is tiny_bundle's."""
+    out = build_bundle(tiny_run, tmp_path / "b", [("step", "float32"), ("windowed", "int8")], openings=1)
     meta = json.loads((out / "bundle.json").read_text())
     kinds = {(m["kind"], m["variant"]) for m in meta["models"]}
-    assert ("step", "int8") in kinds
+    assert ("step", "float32") in kinds
     if ("windowed", "int8") not in kinds:  # crashed (as in TF 2.21): the reason is written down
         assert any("windowed int8 not built" in n for n in meta["parity"]["notes"])
         assert "error" in json.loads((out / "parity.json").read_text())["variants"]["windowed_int8"]
