@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 from fixtures_midi import assert_no_stuck_notes
-from test_player import Running, note_ons, wait_until
+from fixtures_player import Running, note_ons, wait_until
 
 from playbach.bundle import load_bundle
 from playbach.device import clock as clock_module

@@ -17,7 +17,8 @@ import time
 
 import pytest
 from fixtures_midi import assert_no_stuck_notes
-from fixtures_web import BPM, free_port, note_ons, wait_until
+from fixtures_player import wait_until
+from fixtures_web import BPM, free_port, note_ons
 
 pytestmark = pytest.mark.midi
 TICKS_PER_QUARTER = 4
