@@ -3,54 +3,17 @@ of control work runs only where it fits before the next note, a request wakes th
 and a long take is encoded over several passes. A stand-in player: no model, no MIDI."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import socket
 import time
 
 import pytest
+from fixtures_control import StandIn
 
 from playbach import settings
 from playbach.device.control import ControlServer
-from playbach.device.control_ops import TAKE_CHUNK, Controlled, PlayerState
-from playbach.device.scheduler import Played, Scheduler, Upcoming
-from playbach.device.take_log import TakeLog
-from playbach.errors import UserError
-
-
-class StandIn:
-    """The player as the control ops see it (device/control_ops.Controlled): a real, empty
-    scheduler and take log, and the real checks of a live change; no model, no MIDI."""
-
-    def __init__(self, folder):
-        self.settings = dataclasses.replace(settings.DEFAULTS, bundle=str(folder / "bundle"), program=0)
-        self.take_log = TakeLog(keep_all=False)
-        self.scheduler = Scheduler(4, 150.0, time.monotonic(), self.take_log.add)   # 150 BPM: 0.1 s a tick
-        self.paused = False
-        self.panics = 0
-
-    def state(self) -> PlayerState:
-        return PlayerState(dataclasses.replace(self.settings, bpm=self.scheduler.bpm), self.paused, False,
-                           "stand-in", "none", ("first", "second"), "a stand-in")
-
-    def upcoming(self) -> list[Upcoming]:
-        return self.scheduler.upcoming()
-
-    def apply(self, changes: dict) -> dict:
-        self.settings = dataclasses.replace(self.settings, **settings.check_live(changes, self.settings))
-        return {k: getattr(self.settings, k) for k in settings.LIVE}
-
-    def pause(self, now: float) -> None:
-        self.paused = True
-
-    def resume(self, now: float) -> None:
-        self.paused = False
-
-    def panic(self) -> None:
-        self.panics += 1
-
-    def restart(self, bundle, opening) -> None:
-        raise UserError("restart: a stand-in has no take to restart")
+from playbach.device.control_ops import TAKE_CHUNK, Controlled
+from playbach.device.scheduler import Played
 
 
 def test_the_stand_in_is_what_the_ops_may_use(tmp_path):

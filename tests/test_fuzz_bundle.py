@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from test_fuzz_control import json_values
+from fixtures_control import json_values
 
 from playbach.bundle import BUNDLE_JSON, load_bundle
 from playbach.errors import UserError

@@ -2,7 +2,7 @@
 socket server answers it with one reply (an error saying what was wrong, or the op's answer) or,
 for a line over the limit, refuses it and hangs up; serve() never raises into the play loop, and
 the next client is served. The server is the real one (device/control.py); the player behind it
-is test_control_socket's stand-in (no model, no MIDI; the real checks of a live change for `set`)."""
+is tests/fixtures_control.py's stand-in (no model, no MIDI; the real checks of a live change for `set`)."""
 from __future__ import annotations
 
 import json
@@ -11,17 +11,13 @@ import time
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from test_control_socket import StandIn
+from fixtures_control import StandIn, json_values
 
 from playbach import wire
 from playbach.device.control import ControlServer
 
 FUZZ = settings(max_examples=100, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                                       max_size=4),
-                           max_leaves=20)
 requests = st.fixed_dictionaries({"op": st.sampled_from(wire.OPS) | st.text(max_size=10)},
                                  optional={"id": json_values, "changes": json_values, "seconds": json_values,
                                            "bundle": json_values, "opening": json_values})
@@ -32,9 +28,6 @@ lines = (st.binary(max_size=400) | st.text(max_size=200).map(str.encode)
 DEEP = b"[" * 5000                                             # RecursionError out of json.loads
 DEEP_ID = b'{"op":"status","id":' + b"[" * 900 + b"]" * 900 + b"}"   # decodes; its echo would not encode
 HUGE = b'{"op":"set","changes":{"bpm":1e999},"id":1e999}'     # inf: not JSON, cannot be echoed
-
-
-Player_ = StandIn   # the stand-in applies a live change with the player's own checks (settings.check_live)
 
 
 @FUZZ
@@ -83,7 +76,7 @@ def exchange(server: ControlServer, path: str, line: bytes) -> tuple[list[dict],
 
 
 def test_no_line_stops_the_player_and_the_next_request_is_answered(tmp_path):
-    player = Player_(tmp_path)
+    player = StandIn(tmp_path)
     path = str(tmp_path / "c.sock")
     server = ControlServer(path, "", player)
 

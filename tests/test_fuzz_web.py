@@ -2,89 +2,22 @@
 answer is a 2xx or a 4xx saying why, never a 500. The real aiohttp app (web/server.py) on
 127.0.0.1 in a thread, spoken to in raw HTTP (so any header bytes can be sent), its link on the
 real control socket server (device/control.py) served in another thread; the player behind that
-is the stand-in of test_fuzz_control (no model, no MIDI; the real Player.apply for settings).
+is the stand-in of tests/fixtures_control.py (no model, no MIDI; the real Player.apply for settings).
 
 The guard's rate limits are tested in tests/test_web.py; here they are reset before each example,
 or a fuzzer sending wrong tokens would only ever see 429s."""
 from __future__ import annotations
 
-import asyncio
 import json
-import secrets
-import socket
-import threading
-import time
 
 import pytest
-from fixtures_web import free_port, wait_until
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from test_fuzz_control import Player_, json_values
+from fixtures_control import TOKEN, WebRig, json_values
 
 from playbach import settings as pb_settings
-from playbach.device.control import ControlServer
-from playbach.web import server as web_server
 
 FUZZ = settings(max_examples=100, deadline=3000, suppress_health_check=[HealthCheck.too_slow])
-TOKEN = secrets.token_urlsafe(32)
-
-
-class WebRig:
-    def __init__(self, folder, token: str = TOKEN, **options):
-        folder.mkdir(parents=True, exist_ok=True)
-        self.player = Player_(folder)
-        self.control = ControlServer(str(folder / "c.sock"), "", self.player)
-        self.port = free_port()
-        self.app = web_server.make_app(str(folder / "c.sock"), token, **options)
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._play, daemon=True), threading.Thread(target=self._web, daemon=True)]
-        for t in self.threads:
-            t.start()
-        wait_until(lambda: self.app["link"].connected, 20, "the web's link to the socket")
-
-    def _play(self) -> None:
-        while not self.stop.is_set():
-            self.control.serve(time.monotonic(), None)
-            self.control.wait(0.005)
-
-    def _web(self) -> None:
-        async def main() -> None:
-            runner = web_server.web.AppRunner(self.app, access_log=None, handle_signals=False)
-            await runner.setup()
-            await web_server.web.TCPSite(runner, "127.0.0.1", self.port).start()
-            while not self.stop.is_set():
-                await asyncio.sleep(0.05)
-            await runner.cleanup()
-        asyncio.run(main())
-
-    def send(self, method: str, path: str, body: bytes = b"", headers: dict | None = None,
-             raw_headers: bytes = b"", keep_limits: bool = False) -> tuple[int, bytes, bytes]:
-        """One request in raw HTTP/1.1; (status, body, the response's headers)."""
-        guard = self.app["guard"]
-        if not keep_limits:
-            guard.fails.clear()
-            guard.buckets.clear()
-        host = "" if b"Host:" in raw_headers else f"Host: 127.0.0.1:{self.port}\r\n"
-        head = f"{method} {path} HTTP/1.1\r\n{host}Connection: close\r\n"
-        for name, value in (headers or {}).items():
-            head += f"{name}: {value}\r\n"
-        request = head.encode() + raw_headers + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
-        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
-            s.sendall(request)
-            data = b""
-            while chunk := s.recv(65536):
-                data += chunk
-        status_line, _, rest = data.partition(b"\r\n")
-        headers, _, answer = rest.partition(b"\r\n\r\n")
-        return int(status_line.split()[1]), answer, headers
-
-    def close(self) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(10)
-        self.control.close()
-
-
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory):
     rig = WebRig(tmp_path_factory.mktemp("fuzz_web"))

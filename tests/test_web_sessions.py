@@ -10,10 +10,9 @@ import socket
 import stat
 import subprocess
 import sys
-import time
 
 import pytest
-from test_fuzz_web import TOKEN, WebRig
+from fixtures_control import TOKEN, WebRig
 
 from playbach.web.guard import COOKIE
 from playbach.web.sessions import Hosts, Sessions, host_name
