@@ -17,32 +17,9 @@ import numpy as np
 
 from playbach.bundle import load_bundle
 from playbach.improviser import Improviser
-from playbach.memory import RepeatMemory
+from playbach.memory import MIN_RUN, RepeatMemory, take_repeat_figures
 from playbach.runtime import open_model
 from playbach.files import write_text_atomically
-
-MIN_RUN = 8
-
-
-def earlier_run_lengths(events: np.ndarray) -> np.ndarray:
-    """For each position i, the longest run of whole events ending at i that also ended at some j < i:
-    the repeat memory's own match length, with room never to forget (as trainer/repeats.replay)."""
-    memory = RepeatMemory(capacity=max(4096, 2 * len(events)))
-    lengths = []
-    for event in events:
-        memory.observe(event)
-        lengths.append(memory.guess()[1])
-    return np.array(lengths, dtype=np.int64)
-
-
-def take_figures(events: np.ndarray) -> dict:
-    runs = earlier_run_lengths(events)
-    inside = np.zeros(len(events), dtype=bool)
-    for i in np.nonzero(runs >= MIN_RUN)[0]:
-        inside[i - runs[i] + 1:i + 1] = True
-    return {"share_in_repeats": float(inside.mean()), "longest_repeat": int(runs.max()),
-            "run_at_end": int(runs[-1])}
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -64,7 +41,7 @@ def main() -> None:
             improviser = Improviser(model, bundle.codec, np.random.default_rng(seed), args.temperature, 0, memory)
             improviser.prime(bundle.openings[seed % len(bundle.openings)])
             events = np.array([improviser.next_event() for _ in range(args.events)])
-            rows.append({"max_repeat": max_repeat, "seed": seed, **take_figures(events)})
+            rows.append({"max_repeat": max_repeat, "seed": seed, **take_repeat_figures(events)})
             r = rows[-1]
             print(f"max_repeat {max_repeat:4d} seed {seed}: {100 * r['share_in_repeats']:5.1f} % of events in "
                   f"repeats of >= {MIN_RUN}, longest {r['longest_repeat']}, run at the end {r['run_at_end']}")

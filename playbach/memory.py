@@ -95,3 +95,28 @@ def weights_from_dict(d: dict | None) -> np.ndarray | None:
 
 def weights_to_dict(weights: np.ndarray) -> dict:
     return {"bucket_edges": list(BUCKET_EDGES), "weights": np.round(weights, 4).tolist()}
+
+
+MIN_RUN = 8   # events: a shorter run is a motif, not a copy
+
+
+def earlier_run_lengths(events: np.ndarray) -> np.ndarray:
+    """For each position i, the longest run of whole events ending at i that also ended at some j < i:
+    the repeat memory's own match length, with room never to forget (as trainer/repeats.replay)."""
+    memory = RepeatMemory(capacity=max(4096, 2 * len(events)))
+    lengths = []
+    for event in events:
+        memory.observe(event)
+        lengths.append(memory.guess()[1])
+    return np.array(lengths, dtype=np.int64)
+
+
+def take_repeat_figures(events: np.ndarray) -> dict:
+    """The share of events inside a run of >= MIN_RUN events that already occurred earlier in the
+    take, the longest such run, and the run at the last event (a looping take ends in a growing one)."""
+    runs = earlier_run_lengths(events)
+    inside = np.zeros(len(events), dtype=bool)
+    for i in np.nonzero(runs >= MIN_RUN)[0]:
+        inside[i - runs[i] + 1:i + 1] = True
+    return {"share_in_repeats": float(inside.mean()), "longest_repeat": int(runs.max()),
+            "run_at_end": int(runs[-1])}

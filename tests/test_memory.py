@@ -7,7 +7,8 @@ import pytest
 
 from playbach.bundle import load_bundle
 from playbach.improviser import Improviser
-from playbach.memory import NUM_BUCKETS, RepeatMemory, bucket_of, weights_from_dict, weights_to_dict
+from playbach.memory import (NUM_BUCKETS, RepeatMemory, bucket_of, earlier_run_lengths, take_repeat_figures,
+                             weights_from_dict, weights_to_dict)
 from playbach.runtime import open_model
 from playbach.errors import UserError
 from playbach.trainer import repeats
@@ -146,18 +147,11 @@ def test_improviser_copies_a_repeat_then_lets_the_model_go_on(tiny_bundle):
 
 
 def test_take_repeats_bench_counts_runs_that_occurred_earlier():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "bench" / "take_repeats.py"
-    spec = importlib.util.spec_from_file_location("take_repeats", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     # 20 new events, events 3..12 again (a 10-event repeat), 5 new ones
     take = events(list(range(20)) + list(range(3, 13)) + list(range(100, 105)))
-    runs = bench.earlier_run_lengths(take)
+    runs = earlier_run_lengths(take)
     assert runs[:20].tolist() == [0] * 20
     assert runs[20:30].tolist() == list(range(1, 11))
     assert runs[30:].tolist() == [0] * 5
-    figures = bench.take_figures(take)
+    figures = take_repeat_figures(take)
     assert figures == {"share_in_repeats": 10 / 35, "longest_repeat": 10, "run_at_end": 0}
