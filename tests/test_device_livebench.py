@@ -24,4 +24,6 @@ def test_live_bench_reports_every_figure(bundle):
     assert 0 < r["first_note_s"] < 30
     assert 0 < r["peak_rss_mb"] and 0 < r["rss_without_jack_shm_mb"] <= r["rss_while_playing_mb"]
     assert r["cpu_percent"] is not None and 0 <= r["cpu_percent"] < 100
-    assert r["onset_error_ms"]["median"] < 1000     # in time, give or take a busy machine
+    # in time: the typical note arrives within a few JACK periods (5.3 ms) of its time even on a
+    # loaded machine; a late player (a 16th is 125 ms here) or a figure in seconds fails
+    assert 0 < r["onset_error_ms"]["median"] < 50

@@ -100,13 +100,28 @@ def test_auto_falls_back_to_cpu_with_one_log_line(tiny_bundle, caplog):
 
 
 def test_auto_variant_on_the_cpu_is_the_most_faithful_one():
-    """The shipped bundle: int8 agrees with Keras on 0.949 of pitches, dynamic on 0.985."""
+    """The shipped bundle: dynamic agrees with Keras on more pitches than int8 (bundle.json's parity)."""
     bundle = load_bundle(Path(__file__).resolve().parent.parent / "models" / "default")
     agreement = bundle.meta.parity["pitch_top1_agreement"]
-    best = max(bundle.variants("step"), key=lambda v: agreement[f"step_{v}"])
-    assert bundle.most_faithful_variant("step") == best
-    assert open_model(bundle, "cpu").name == f"step_{best}.tflite"
+    assert agreement["step_dynamic"] > agreement["step_int8"]
+    assert bundle.most_faithful_variant("step") == "dynamic"
+    assert open_model(bundle, "cpu").name == "step_dynamic.tflite"
     assert open_model(bundle, "cpu", "step", "int8").name == "step_int8.tflite"
+
+
+@pytest.mark.parametrize("figures, chosen", [
+    ({"step_dynamic": 0.90, "step_int8": 0.99}, "int8"),      # the better figure wins, whatever the order
+    ({"step_dynamic": 0.99, "step_int8": 0.90}, "dynamic"),
+    ({"step_dynamic": 0.95, "step_int8": 0.95}, "dynamic"),   # a tie: bundle.json's order
+    ({"step_int8": 0.5}, "int8"),                             # a missing figure counts as none
+    ({}, "dynamic"),                                          # no figures at all: the order
+])
+def test_most_faithful_variant_reads_the_parity_figures(tmp_path, figures, chosen):
+    folder = Path(shutil.copytree(Path(__file__).resolve().parent.parent / "models" / "default", tmp_path / "b"))
+    meta = json.loads((folder / "bundle.json").read_text())
+    meta["parity"]["pitch_top1_agreement"] = figures
+    (folder / "bundle.json").write_text(json.dumps(meta))
+    assert load_bundle(folder).most_faithful_variant("step") == chosen
 
 
 def test_explicit_edgetpu_without_coral_is_a_user_error(bundle_copy):
