@@ -2,11 +2,9 @@
 
 Two folders hold bundles, each bundle a folder with bundle.json, listed by folder name:
   shipped  the folder of the configured bundle (/opt/playbach/models: install.sh's, read-only)
-  user     USER_MODELS (or $PLAYBACH_MODELS): the user's own, put there by the page's upload,
-           `playbach push`, or a copy by scp. Not inside the player's state folder: systemd keeps
-           a DynamicUser's StateDirectory in /var/lib/private (0700), where neither the web
-           service (another dynamic user) nor an scp can write. install.sh makes this one
-           root:playbach-web 2775, so the web service, the player and the group's members share it.
+  user     the state folder's models/ (USER_MODELS, or $PLAYBACH_MODELS where the web service
+           sees it elsewhere): the user's own, put there by the page's upload, `playbach push`,
+           install.sh --bundle, or a copy (scp, then a checked `playbach push --to FOLDER`)
 A shipped name always means the shipped bundle: an upload may not take one, and a user folder
 of that name is listed as shadowed. Names starting with '.' are work in progress, never listed.
 
@@ -41,7 +39,7 @@ from playbach.bundle import BUNDLE_JSON, load_bundle
 from playbach.errors import UserError
 
 SHIPPED = Path("/opt/playbach/models")
-USER_MODELS = Path("/var/lib/playbach-models")
+USER_MODELS = Path("/var/lib/playbach/models")
 ENV = "PLAYBACH_MODELS"              # another user folder (tests, a desktop)
 MAX_ARCHIVE = 64 << 20               # bytes uploaded (the shipped bundle packs to ~8 MB)
 MAX_UNPACKED = 256 << 20             # bytes of all files unpacked
@@ -71,6 +69,14 @@ class NoRoom(Refused):
 def user_folder() -> Path:
     """The user's bundles: $PLAYBACH_MODELS if set, else USER_MODELS."""
     return Path(os.environ.get(ENV) or USER_MODELS)
+
+
+def folders(configured: str | Path) -> tuple[Path, Path]:
+    """(shipped, user) for a player configured with the bundle `configured`: the shipped folder
+    is that bundle's, unless it is one of the user's (config bundle = /var/lib/playbach/models/NAME)."""
+    user = user_folder()
+    parent = Path(configured).resolve().parent
+    return (SHIPPED if parent == user.resolve() else parent), user
 
 
 def check_name(name: str) -> str:

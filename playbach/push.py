@@ -2,7 +2,7 @@
 
     playbach push runs/mine/bundle --to http://playbach.local:8080 --token-file ~/.playbach-token
     playbach push mine.tar.gz --to http://playbach.local:8080 --token-file F --replace
-    playbach push /tmp/mine --to /var/lib/playbach-models          # on the Pi, after an scp
+    sudo playbach push ~/mine --to /var/lib/playbach/models        # on the Pi, after an scp
 
 BUNDLE is a bundle folder (checked here first, packed as NAME.tar.gz, NAME the folder's name or
 --name) or such an archive. To a URL it is POSTed to /api/bundles with the token (what the

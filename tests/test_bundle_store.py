@@ -231,3 +231,10 @@ def test_a_user_folder_that_cannot_be_made_is_a_clear_refusal(place, tmp_path):
     with pytest.raises(bundle_store.NoRoom, match=f"{blocked / 'models'}: cannot store a bundle there"):
         with bundle_store.staging(blocked / "models"):
             pass
+
+
+def test_the_shipped_folder_is_the_configured_bundles_unless_that_is_one_of_the_users(place, monkeypatch):
+    shipped, user, _ = place
+    monkeypatch.setenv(bundle_store.ENV, str(user))
+    assert bundle_store.folders(shipped / "default") == (shipped, user)
+    assert bundle_store.folders(user / "mine") == (bundle_store.SHIPPED, user)

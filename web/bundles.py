@@ -24,8 +24,9 @@ FOLDERS = web.AppKey("bundle_folders", tuple)   # (shipped, user)
 
 
 def add_routes(app: web.Application, shipped: Path | None = None, user: Path | None = None) -> None:
-    """The routes; `shipped` defaults to the default bundle's folder, `user` to bundle_store.user_folder()."""
-    app[FOLDERS] = (Path(shipped or Path(settings.DEFAULTS.bundle).parent), Path(user or bundle_store.user_folder()))
+    """The routes; the folders default to those of a player of the default bundle (bundle_store.folders)."""
+    default_shipped, default_user = bundle_store.folders(settings.DEFAULTS.bundle)
+    app[FOLDERS] = (Path(shipped or default_shipped), Path(user or default_user))
     app.router.add_get("/api/bundles", listing)
     app.router.add_post("/api/bundles", upload)
 
