@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark: the README's cello-suite command (all courantes held out) on seeds 0, 1, 2.
+# Benchmark: the cello-suite recipe (recipes/cello.toml: all courantes held out) on seeds 0, 1, 2.
 # Each seed also draws other validation pieces, which choose the n-gram's order and stop the
 # training, so the three runs show how far the LSTM-vs-n-gram ratio moves. Runs go to
 # runs/cello-bench-s<seed> (or $1-s<seed>); figures to bench/results/train_cello.json (or $RESULT).
@@ -14,9 +14,7 @@ export TF_CPP_MIN_LOG_LEVEL=2
 mkdir -p bench/results
 for seed in 0 1 2; do
     rm -rf "$prefix-s$seed"
-    .venv/bin/playbach train --corpus "$corpus" --holdout '*-3cou*' --out "$prefix-s$seed" --seed "$seed" \
-        --stride 8 --epochs 40 --units 128 --dropout 0.6 --recurrent-dropout 0.25 --lr 2e-3 \
-        --monitor val_pitch_loss --patience 4 --voices off "$@"
+    .venv/bin/playbach train --recipe recipes/cello.toml --corpus "$corpus" --out "$prefix-s$seed" --seed "$seed" "$@"
 done
 .venv/bin/python - "$prefix" "$result" "$*" <<'PY'
 import json, os, sys

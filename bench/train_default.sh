@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark: the shipped default's training, the README's commands, from nothing to early stop.
-# The default is two runs of one configuration on the JSB benchmark's train split, seeds 0 and 1
-# (voice context with chords, more dropout, transposition by up to 6 semitones with a fresh key per
-# window each epoch, the learning rate halved on a plateau), into runs/default and runs/default-s1
+# The default is two runs of one recipe (recipes/default.toml) on the JSB benchmark's train split,
+# seeds 0 and 1, into runs/default and runs/default-s1
 # (or $1 and $1-s1), trained one after the other. Writes bench/results/train_default.json with the
 # wall time of both, the machine's load and each run's figures.
 # `playbach convert runs/default runs/default-s1 --out models/default` then makes the shipped
@@ -19,8 +18,7 @@ start=$(date +%s.%N)
 jsb=${JSB:-../shared/corpus/jsb-chorales/Jsb16thSeparated.json}
 for seed in 0 1; do
     run=$out; [ "$seed" = 0 ] || run=$out-s$seed
-    .venv/bin/playbach train --corpus "$jsb" --out "$run" --seed "$seed" --transpose 6 --augment random --epochs 80 \
-        --patience 5 --voices chords --dropout 0.35 --recurrent-dropout 0.3 --lr-decay 0.5 --duration given-pitch
+    .venv/bin/playbach train --recipe recipes/default.toml --corpus "$jsb" --out "$run" --seed "$seed"
 done
 end=$(date +%s.%N)
 .venv/bin/python - "$out" "$start" "$end" "$load_before" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'PY'

@@ -135,7 +135,7 @@ def test_resume_continues_from_the_checkpoints_epoch(tiny_run, tmp_path):
 # --- split, baseline, report --------------------------------------------------------------------
 
 def test_train_flags_default_to_the_model_config():
-    """`playbach train` with no model flags trains ModelConfig(): one set of training defaults."""
+    """`playbach train` with no model flags and no recipe trains ModelConfig(): one set of defaults."""
     import argparse
 
     from playbach.trainer import train
@@ -143,12 +143,9 @@ def test_train_flags_default_to_the_model_config():
 
     parser = argparse.ArgumentParser()
     train.add_arguments(parser)
-    a = parser.parse_args(["--out", "x"])
-    flags = dict(embed_dims=tuple(a.embed), units=tuple(a.units), dropout=a.dropout, window=a.window,
-                 recurrent_dropout=a.recurrent_dropout, learning_rate=a.lr,
-                 relative_pitch=a.pitch == "relative", interval_dims=a.interval_dims)
-    d = ModelConfig(vocab_sizes=(1, 1, 1, 1))
-    assert flags == {name: getattr(d, name) for name in flags}
+    c = train.Request.from_args(parser.parse_args(["--out", "x"])).config
+    codec = Codec(4, {"onset": [0, 1], "pitch": [60, 62], "duration": [1, 2], "velocity": [64, 65]})
+    assert c.model_config(codec) == ModelConfig(vocab_sizes=codec.sizes, pitch_values=(60, 62))
 
 
 def test_split_puts_each_piece_on_one_side_only():

@@ -100,14 +100,15 @@ def parse_tf_config(text: str | None) -> Task:
     return Task(role, index, cluster)
 
 
-def check(args, environ) -> Task | None:
-    """The flags checked together before any work; this process's Task under multi-worker, else None."""
-    if args.cpu_devices < 1 or (args.cpu_devices > 1 and args.distribute != "mirrored"):
-        raise UserError(f"--cpu-devices {args.cpu_devices}: a count of 1 or more, and more than 1 only "
+def check(request, environ) -> Task | None:
+    """The request's devices checked together before any work (a trainer.config.Request); this
+    process's Task under multi-worker, else None."""
+    if request.cpu_devices < 1 or (request.cpu_devices > 1 and request.distribute != "mirrored"):
+        raise UserError(f"--cpu-devices {request.cpu_devices}: a count of 1 or more, and more than 1 only "
                         f"with --distribute mirrored")
-    if args.distribute != "multi-worker":
+    if request.distribute != "multi-worker":
         return None
-    if args.transpose and args.augment == "random":
+    if request.config.transpose and request.config.augment == "random":
         raise UserError("--augment random draws its batches in Python, one stream per process, which the "
                         "workers cannot split: use --augment copies with --distribute multi-worker")
     return parse_tf_config(environ.get("TF_CONFIG"))
