@@ -14,7 +14,7 @@ train split and scores the valid and test splits, in nats per event, with and wi
 The "with" total scores notes *and* their voices, so it bounds from above what a model that knows
 voices would pay for the notes alone: if it is lower, the voice is information the model lacks.
 
-    .venv/bin/python bench/jsb_voice_evidence.py --out bench/results/jsb_voice_evidence.json
+    .venv/bin/python research/jsb_voice_evidence.py --out bench/results/jsb_voice_evidence.json
 """
 from __future__ import annotations
 

@@ -13,8 +13,8 @@ event's pitch. `--beat` adds two more read the same way: the slot the next event
 the 16th of the bar it will start on (counted from the piece's first note). Measured the way `playbach evaluate` measures (whole pieces, state carried, the
 first event uniform), so the figure sits beside bench/results/jsb_*.json.
 
-    nice -n 19 .venv/bin/python bench/jsb_voice_probe.py --out /tmp/voice.json
-    nice -n 19 .venv/bin/python bench/jsb_voice_probe.py --no-voice --out /tmp/control.json
+    nice -n 19 .venv/bin/python research/jsb_voice_probe.py --out /tmp/voice.json
+    nice -n 19 .venv/bin/python research/jsb_voice_probe.py --no-voice --out /tmp/control.json
     (the control: the same script without the three additions; bench/results/jsb_voice_probe.json
     holds both)
 """
@@ -145,7 +145,7 @@ def main() -> None:
                         validation_data=split_xy(val, names), callbacks=[keras.callbacks.EarlyStopping(
                             patience=args.patience, restore_best_weights=True)]).history
     train_s = time.perf_counter() - started
-    from jsb_voice_evidence import voiced_events   # bench/ is on the path when run as a script
+    from jsb_voice_evidence import voiced_events   # research/ is on the path when run as a script
     rows = json.load(open(args.corpus))["valid"]
     right = sum(int((voice_features(p.events)[:, 0] == [e[3] for e in voiced_events(r)]).sum())
                 for p, r in zip(splits["valid"], rows))
