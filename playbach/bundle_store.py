@@ -205,20 +205,26 @@ def install(archive: Path, tmp: Path, shipped: Path, user: Path, replace: bool =
         load_bundle(folder)
     except UserError as e:   # say it as the archive's path, not the temp folder's
         raise Refused(f"not a playable bundle: {str(e).replace(str(tmp) + os.sep, '')}") from None
+    try:
+        _rename_in(folder, Path(user) / name, tmp, replace)
+    except OSError as e:
+        raise NoRoom(f"{user}: cannot install {name!r} there ({e.strerror or e})") from e
+    return name
+
+
+def _rename_in(folder: Path, dest: Path, tmp: Path, replace: bool) -> None:
     for p in (folder, *folder.iterdir()):
         p.chmod(0o775 if p.is_dir() else 0o664)   # the group may replace it later, everyone may read it
-    with _locked(Path(user)):
-        dest = Path(user) / name
+    with _locked(dest.parent):
         if dest.exists() or dest.is_symlink():
             if not replace:
-                raise Taken(f"a bundle {name!r} is installed already; ask to replace it (the page's tick box, "
-                            "push --replace, ?replace=1)")
+                raise Taken(f"a bundle {dest.name!r} is installed already; ask to replace it (the page's tick "
+                            "box, push --replace, ?replace=1)")
             if dest.is_symlink() or not dest.is_dir():
                 raise Taken(f"{dest} is not a bundle folder; remove it by hand")
-            dest.rename(tmp / ".old")   # goes with tmp; a reader finds the old folder or the new
+            dest.rename(tmp / ".old")   # goes with tmp; for the moment between, no bundle of that name
         folder.rename(dest)
     _checked.pop(dest, None)
-    return name
 
 
 # --- reading an archive -----------------------------------------------------------------------
