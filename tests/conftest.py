@@ -16,8 +16,8 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-pytest_plugins = ["fixtures_run", "fixtures_bundle", "fixtures_midi", "fixtures_appliance", "fixtures_web",
-                  "fixtures_player"]
+pytest_plugins = ["fixtures_run", "fixtures_bundle", "fixtures_midi", "fixtures_player", "fixtures_appliance",
+                  "fixtures_web"]
 
 # fixtures that train, convert, pip-install or start jackd/FluidSynth (directly or through another)
 SLOW_FIXTURES = {"tiny_run", "tiny_bundle", "bundle_copy", "play_bundle", "installed_root",
