@@ -95,8 +95,16 @@ def move_to_key(events: np.ndarray, source: Key, target: Key, low: int, high: in
                  shifts[0])
     events[:, 1] += shift
     if source.mode != target.mode:
-        table = _TO_MINOR if target.mode == "minor" else _TO_MAJOR
-        degree = (events[:, 1] - target.tonic) % 12
-        for old, new in table.items():
-            events[degree == old, 1] += new - old
+        events[:, 1] = bend(events[:, 1], target)
     return events
+
+
+def bend(pitches: np.ndarray, key: Key) -> np.ndarray:
+    """Pitches in `key`'s tonic but the other mode, moved into `key`'s mode: the third and sixth
+    lowered for minor (harmonic minor: the leading tone stays), raised for major."""
+    table = _TO_MINOR if key.mode == "minor" else _TO_MAJOR
+    shift = np.zeros(12, dtype=np.int64)
+    for old, new in table.items():
+        shift[old] = new - old
+    pitches = np.asarray(pitches, dtype=np.int64)
+    return pitches + shift[(pitches - key.tonic) % 12]

@@ -32,3 +32,7 @@ class Sounding:
         exactly there is over (its note_off comes first); one begun at the last event's onset, a
         chord member, is sounding."""
         return self.ends > self.now + int(onset)
+
+    def tokens(self, onset: int, emitted: np.ndarray) -> np.ndarray:
+        """Which pitch tokens sound at `onset` (as at()), each token emitted as `emitted[token]`."""
+        return self.at(onset)[np.clip(emitted, 0, len(self.ends) - 1)]

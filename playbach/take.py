@@ -137,6 +137,6 @@ class Take:
         s = self.settings
         steering = "".join([f", key {parse_key(s.key)}" if s.key else "",
                             f", rhythm temperature {s.rhythm_temperature:.2f}" if s.rhythm_temperature >= 0 else "",
-                            f", pitches {s.pitch_min}-{s.pitch_max}" if self.improviser.range_mask is not None else "",
+                            f", pitches {s.pitch_min}-{s.pitch_max}" if self.improviser.live_key.range_mask is not None else "",
                             f", density {s.density:g}/quarter" if s.density > 0 else ""])
         return f"{self.model.name} on {self.model.backend}, {bpm:g} BPM, temperature {s.temperature:.2f}{steering}"

@@ -62,7 +62,7 @@ def test_a_live_key_change_moves_what_follows_without_a_gap(bench):
         p.improviser.next_event()
     assert p.apply({"key": "F major"})["key"] == "F major"
     assert ", key F major," in p.status(90.0) + ","      # the journal's status line says the key in force
-    assert p.apply({"key": ""})["key"] == "" and not p.improviser.offsets.any()   # back to the model's own
+    assert p.apply({"key": ""})["key"] == "" and not p.improviser.live_key.offsets.any()   # back to the model's own
     for bad in ("H minor", "D dorian", 3):
         with pytest.raises(UserError, match="key 'key'.*'D minor'"):
             p.apply({"key": bad})
