@@ -71,6 +71,32 @@ def test_player_unit_settings(installed_root):
     assert (installed_root / "etc/systemd/system/multi-user.target.wants/playbach.service").is_symlink()
 
 
+def seconds(value: str) -> float:
+    """A systemd time span of plain seconds ('120', '20s'); anything else (infinity) fails."""
+    assert re.fullmatch(r"\d+s?", value), f"{value!r} is not a finite number of seconds"
+    return float(value.rstrip("s"))
+
+
+def test_player_start_has_a_finite_timeout_and_a_bounded_stop(installed_root):
+    """A start hung in loading is aborted and restarted (tests/test_start_timeout.py has the
+    player's side: the extensions while it waits, exit 1 on SIGABRT)."""
+    one = {k: v[-1] for k, v in read_unit(unit_path(installed_root)).items()}
+    assert 30 <= seconds(one["Service.TimeoutStartSec"]) <= 600
+    assert one["Service.TimeoutStartFailureMode"] == "abort"
+    assert seconds(one["Service.TimeoutStopSec"]) <= 60
+    soft, hard = (seconds(part) for part in one["Service.LimitRTTIME"].split(":"))
+    assert 0 < soft < hard < seconds(one["Service.WatchdogSec"])
+
+
+def test_web_unit_gives_up_as_the_player_does(installed_root):
+    web = {k: v[-1] for k, v in read_unit(unit_path(installed_root, "playbach-web.service")).items()}
+    player = {k: v[-1] for k, v in read_unit(unit_path(installed_root)).items()}
+    assert web["Service.Restart"] == "on-failure"
+    for key in ("Unit.StartLimitBurst", "Unit.StartLimitIntervalSec", "Service.RestartPreventExitStatus"):
+        assert web.get(key) == player[key], f"{key}: web {web.get(key)!r}, player {player[key]!r}"
+    assert player["Service.RestartPreventExitStatus"] == "2"
+
+
 def test_installed_config_is_valid_and_points_at_the_installed_bundle(installed_root):
     from playbach.device import config
 
