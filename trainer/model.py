@@ -89,13 +89,7 @@ def build_model(cfg: ModelConfig, batch_size: int | None = None, seq_len: int | 
         x = keras.Input(shape=(seq_len,), batch_size=batch_size, dtype="int32", name=input_prefix + name)
         inputs.append(x)
         embedded.append(layers.Embedding(vocab, dims, name=f"embed_{name}")(x))
-    if cfg.voices and not cfg.relative_pitch:
-        raise ValueError("voices needs relative pitch: the pitch head reads intervals from the voice's last pitch")
-    if cfg.relative_pitch and len(cfg.pitch_values) != cfg.vocab_sizes[1]:
-        raise ValueError(f"relative pitch needs one pitch value per pitch id: {len(cfg.pitch_values)} values "
-                         f"for a pitch vocabulary of {cfg.vocab_sizes[1]}")
-    if cfg.duration_given_pitch and not cfg.relative_pitch:
-        raise ValueError("duration_given_pitch needs relative pitch: the head reads the interval to the next pitch")
+    check_inputs(cfg)
     next_pitch = None
     if cfg.duration_given_pitch and return_sequences:   # training: the target's pitch is an input
         x = keras.Input(shape=(seq_len,), batch_size=batch_size, dtype="int32", name=NEXT_PITCH)
@@ -128,6 +122,17 @@ def build_model(cfg: ModelConfig, batch_size: int | None = None, seq_len: int | 
             h = layers.Dropout(cfg.dropout, name=f"dropout_{i}")(h)
     outputs = heads(cfg, h, pitch, voice_pitch, next_pitch)
     return keras.Model(inputs, outputs, name=model_name)
+
+
+def check_inputs(cfg: ModelConfig) -> None:
+    """A ValueError for inputs that cannot work together."""
+    if cfg.voices and not cfg.relative_pitch:
+        raise ValueError("voices needs relative pitch: the pitch head reads intervals from the voice's last pitch")
+    if cfg.relative_pitch and len(cfg.pitch_values) != cfg.vocab_sizes[1]:
+        raise ValueError(f"relative pitch needs one pitch value per pitch id: {len(cfg.pitch_values)} values "
+                         f"for a pitch vocabulary of {cfg.vocab_sizes[1]}")
+    if cfg.duration_given_pitch and not cfg.relative_pitch:
+        raise ValueError("duration_given_pitch needs relative pitch: the head reads the interval to the next pitch")
 
 
 def heads(cfg: ModelConfig, h, pitch=None, voice_pitch=None, next_pitch=None) -> dict:
