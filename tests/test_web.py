@@ -106,7 +106,7 @@ def test_without_the_token_the_page_controls_nothing(web_rig, browser):
     ("GET", "/api/take.mid?minutes=abc", None, {}, 400, "minutes"),
     ("GET", "/api/take.mid?minutes=-1", None, {}, 400, "minutes"),
     ("GET", "/api/pause", None, {}, 405, ""),
-    ("GET", "/api/settings", None, {}, 405, ""),
+    ("GET", "/api/restart", None, {}, 405, ""),
     ("POST", "/api/pause", b"", {"Origin": "http://evil.example"}, 403, "cross-site"),
     ("POST", "/api/settings", {"bpm": 60}, {"Sec-Fetch-Site": "cross-site"}, 403, "cross-site"),
 ])

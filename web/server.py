@@ -143,6 +143,7 @@ def make_app(control_socket: str, token: str, session_days: float = settings.DEF
     app.router.add_static("/static/", STATIC)
     app.router.add_post("/api/login", login)
     app.router.add_get("/api/status", status)
+    app.router.add_get("/api/settings", live)
     app.router.add_post("/api/settings", change)
     for op in ("pause", "play", "panic"):
         app.router.add_post(f"/api/{op}", lambda r, op=op: call(r, op))
@@ -199,6 +200,12 @@ async def status(request: web.Request) -> web.Response:
     except NotPlaying as e:
         return web.json_response({"connected": False, "playing": False, "why": str(e)})
     return web.json_response({"connected": True, **reply.get("status", {})})
+
+
+async def live(request: web.Request) -> web.Response:
+    """The player's live settings (name, type, value, range or choices, help): the page draws one
+    control per row, so a setting made live in playbach/settings.py shows up without a page edit."""
+    return await call(request, "settings")
 
 
 async def change(request: web.Request) -> web.Response:
