@@ -79,6 +79,14 @@ class WebRig:
         for t in self.threads:
             t.start()
         wait_until(lambda: self.app["link"].connected, 20, "the web's link to the socket")
+        wait_until(self._listening, 20, "the page's port")   # the link is up before the site listens
+
+    def _listening(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            return True
+        except OSError:
+            return False
 
     def _play(self) -> None:
         while not self.stop.is_set():
