@@ -1,0 +1,261 @@
+"""device/recorder.py: the take written in segments as it is played (issue 22 item 4).
+
+Real files, a real kill, a real full tmpfs and a read-only mount (those two need root, as this
+machine's tests run); a 24-hour take on a simulated clock for the memory bound."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from playbach.device.recorder import Recorder
+from playbach.midifile import read_midi
+
+T0 = 1_796_000_000.0   # a wall-clock time (2026-11-29) for names that do not depend on today
+NAME = re.compile(r"take-\d{8}T\d{6}Z(-\d+)?\.mid")
+
+
+@dataclass
+class N:   # what the scheduler hands over as a note ends (device/scheduler.py Played)
+    pitch: int
+    velocity: int
+    on_time: float
+    off_time: float
+
+
+def notes(seconds: float, per_second: float = 4.0, start: float = 1000.0) -> list[N]:
+    """A steady stream: a note every 1/per_second s, each a quarter long at 120 BPM."""
+    step = 1.0 / per_second
+    return [N(48 + i % 36, 60 + i % 60, start + i * step, start + i * step + 0.5)
+            for i in range(int(seconds * per_second))]
+
+
+def recorder(folder: Path, segment: float, **kw) -> Recorder:
+    return Recorder(folder, segment_seconds=segment, bpm=120.0, wall_clock=lambda: T0,
+                    monotonic=lambda: 1000.0, **kw)
+
+
+def read_back(folder: Path) -> list[tuple[str, list]]:
+    files = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    assert all(NAME.fullmatch(p.name) for p in files), [p.name for p in files]
+    return [(p.name, read_midi(p)) for p in files]
+
+
+def test_segments_hold_every_note_at_its_time_named_by_when_they_began(tmp_path):
+    played = notes(125)
+    rec = recorder(tmp_path / "takes", 30.0, grace=2.0)
+    for n in played:
+        rec.add(n)
+    rec.close()
+    files = read_back(tmp_path / "takes")
+    # 0-30, 30-60, 60-90, 90-120, 120-125 s: five files, by the wall-clock time each began
+    assert [name for name, _ in files] == [time.strftime("take-%Y%m%dT%H%M%SZ.mid", time.gmtime(T0 + k * 30))
+                                           for k in range(5)]
+    got = []
+    for k, (_, held) in enumerate(files):
+        got += [(round(k * 30 + start * 0.5, 3), pitch, velocity) for start, pitch, _, velocity in held]
+    want = [(round(n.on_time - 1000.0, 3), n.pitch, n.velocity) for n in played]
+    assert sorted(got) == sorted(want)
+    assert rec.files_written == 5 and rec.dropped_slow == rec.dropped_failed == 0
+
+
+def test_a_note_sounding_across_the_boundary_stays_in_the_segment_it_began_in(tmp_path):
+    rec = recorder(tmp_path, 10.0, grace=5.0)
+    rec.add(N(60, 90, 1000.0, 1000.5))
+    rec.add(N(62, 90, 1011.0, 1011.5))     # the next segment begins; the long note has not ended
+    rec.add(N(40, 90, 1009.0, 1013.0))     # it ends now: still 10 s of segment 0 + 5 s grace
+    rec.close()
+    (_, first), (_, second) = read_back(tmp_path)
+    assert sorted(p for _, p, _, _ in first) == [40, 60] and [p for _, p, _, _ in second] == [62]
+    long = next(n for n in first if n[1] == 40)
+    assert long[0] == pytest.approx(18.0) and long[2] == pytest.approx(8.0)   # quarters at 120 BPM
+
+
+def test_a_new_take_never_overwrites_one_with_the_same_time(tmp_path):
+    for _ in range(2):
+        rec = recorder(tmp_path, 60.0)
+        for n in notes(5):
+            rec.add(n)
+        rec.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        time.strftime("take-%Y%m%dT%H%M%SZ-2.mid", time.gmtime(T0)),
+        time.strftime("take-%Y%m%dT%H%M%SZ.mid", time.gmtime(T0))]
+
+
+@pytest.mark.slow   # about 20 s: mido encodes a day of notes
+def test_a_day_of_music_is_written_with_bounded_memory(tmp_path):
+    """24 hours at 2 notes a second on a simulated clock (172,800 notes); the writer keeps up as a
+    disk does in real time, so the test waits for it now and then. What the recorder holds is
+    counted (open notes, queued segments), and the process's peak memory may not grow after the
+    first hour."""
+    rec = recorder(tmp_path, 900.0, grace=30.0)
+    peak_open, peak_queued, rss = 0, 0, []
+    for i, n in enumerate(notes(24 * 3600, 2.0)):
+        rec.add(n)
+        peak_open = max(peak_open, sum(len(s.notes) for s in rec.open.values()))
+        peak_queued = max(peak_queued, rec.queue.qsize())
+        if i % 1800 == 0:   # each simulated 15 minutes
+            while rec.queue.qsize():
+                time.sleep(0.005)
+            rss.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)   # KiB
+    rec.close(timeout=60)
+    assert rec.files_written == 96 and len(list(tmp_path.glob("take-*.mid"))) == 96
+    assert peak_open <= (900 + 30) * 2 and peak_queued <= 2, (peak_open, peak_queued)
+    assert rss[-1] - rss[4] < 16 * 1024, f"peak memory grew {rss[-1] - rss[4]} KiB from hour 1 to hour 24"
+
+
+def test_files_and_their_folder_are_fsynced(tmp_path):
+    if not shutil.which("strace"):
+        pytest.skip("strace is not installed")
+    script = textwrap.dedent(f"""
+        import sys; sys.path[:0] = {sys.path!r}
+        from dataclasses import dataclass
+        from playbach.device.recorder import Recorder
+        @dataclass
+        class N:
+            pitch: int; velocity: int; on_time: float; off_time: float
+        rec = Recorder({str(tmp_path / 'takes')!r}, segment_seconds=10.0)
+        for i in range(100):
+            rec.add(N(60, 90, i * 0.5, i * 0.5 + 0.4))
+        rec.close()
+        """)
+    done = subprocess.run(["strace", "-f", "-e", "trace=openat,fsync,rename,renameat,renameat2", sys.executable,
+                           "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    synced = fsynced_paths(done.stderr)
+    files = sorted(str(p) for p in (tmp_path / "takes").iterdir())
+    assert len(files) == 5
+    for f in files:   # the file as written beside, then renamed
+        assert str(Path(f).with_name(f".{Path(f).name}.partial")) in synced, (f, synced)
+    assert str(tmp_path / "takes") in synced, synced
+
+
+def fsynced_paths(trace: str) -> set[str]:
+    """The paths fsync(2) was called on, from `strace -f` output (threads' calls interleave)."""
+    fds: dict[tuple[str, str], str] = {}
+    pending: dict[str, str] = {}
+    synced = set()
+    for line in trace.splitlines():
+        pid = re.match(r"\[pid\s+(\d+)\]", line)
+        pid = pid.group(1) if pid else "main"
+        opened = re.search(r'openat\(AT_FDCWD, "([^"]+)"', line)
+        if opened and "<unfinished" in line:
+            pending[pid] = opened.group(1)
+        result = re.search(r"\) = (\d+)", line)
+        if opened and result:
+            fds[pid, result.group(1)] = opened.group(1)
+        elif "openat resumed" in line and result and pid in pending:
+            fds[pid, result.group(1)] = pending.pop(pid)
+        fsync = re.search(r"fsync\((\d+)", line)
+        if fsync:
+            synced.add(fds.get((pid, fsync.group(1)), "?"))
+    return synced
+
+
+@pytest.mark.parametrize("segment", [0.5])
+def test_a_kill_mid_take_loses_at_most_the_open_segments(tmp_path, segment):
+    """SIGKILL while notes are played in real time: every file on disk is whole, and every note
+    that began before the open segments is in one."""
+    out = tmp_path / "takes"
+    script = textwrap.dedent(f"""
+        import sys, time; sys.path[:0] = {sys.path!r}
+        from dataclasses import dataclass
+        from playbach.device.recorder import Recorder
+        @dataclass
+        class N:
+            pitch: int; velocity: int; on_time: float; off_time: float
+        rec = Recorder({str(out)!r}, segment_seconds={segment}, grace=0.2)
+        i = 0
+        while True:
+            now = time.monotonic()
+            rec.add(N(40 + i % 40, 90, now - 0.05, now))
+            print(now, flush=True)
+            i += 1
+            time.sleep(0.02)
+        """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    time.sleep(4.0)
+    proc.send_signal(signal.SIGKILL)
+    onsets = [float(line) - 0.05 for line in proc.communicate()[0].split()]
+    last = onsets[-1]
+    on_disk = 0
+    for _, held in read_back(out):   # every file parses: none was half-written
+        on_disk += len(held)
+    assert on_disk > 0
+    # the open segments are the last `segment + grace` seconds; the writer may lag a little
+    safe = [t for t in onsets if t < last - (segment + 0.2) - 0.5]
+    assert on_disk >= len(safe), (on_disk, len(safe), len(onsets))
+
+
+def need_root_mounts(tmp_path: Path) -> Path:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    return mnt
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mnt = need_root_mounts(tmp_path)
+    yield mnt
+    subprocess.run(["umount", str(mnt)])
+
+
+def play_through(rec: Recorder, played: list[N]) -> float:
+    """Add every note; the slowest add, in seconds."""
+    slowest = 0.0
+    for n in played:
+        t = time.perf_counter()
+        rec.add(n)
+        slowest = max(slowest, time.perf_counter() - t)
+    return slowest
+
+
+def test_a_full_disk_is_logged_once_the_music_goes_on_and_it_recovers(small_disk, caplog):
+    filler = small_disk / "filler"
+    with open(filler, "wb") as f:   # fill it up
+        try:
+            f.write(b"\0" * (1 << 20))
+        except OSError:
+            pass
+    rec = recorder(small_disk / "takes", 5.0, grace=1.0)
+    with caplog.at_level(logging.WARNING, logger="playbach.device.recorder"):
+        slowest = play_through(rec, notes(60, start=1000.0))
+        deadline = time.monotonic() + 10
+        while rec.queue.qsize() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert rec.dropped_failed >= 5 and rec.files_written == 0
+        errors = [r for r in caplog.records if "cannot write" in r.message]
+        assert len(errors) == 1 and "No space left" in errors[0].message, [r.message for r in caplog.records]
+        filler.unlink()   # room again: the next segments are written, and that is said
+        play_through(rec, notes(30, start=1060.0))
+        rec.close()
+    assert rec.files_written >= 5 and any("works again" in r.message for r in caplog.records)
+    assert slowest < 0.05, slowest   # the play loop's side never waited on the disk
+
+
+def test_a_read_only_folder_is_logged_and_the_music_goes_on(small_disk, caplog):
+    (small_disk / "takes").mkdir()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    rec = recorder(small_disk / "takes", 5.0, grace=1.0)
+    with caplog.at_level(logging.WARNING, logger="playbach.device.recorder"):
+        slowest = play_through(rec, notes(60))
+        rec.close()
+    assert rec.files_written == 0 and rec.dropped_failed + rec.dropped_slow == 12   # 60 s in 5 s segments
+    errors = [r.message for r in caplog.records if "cannot write" in r.message]
+    assert len(errors) == 1 and "Read-only file system" in errors[0], errors
+    assert slowest < 0.05
