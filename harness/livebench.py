@@ -122,8 +122,6 @@ def run_live_bench(bundle_path: str | Path, seconds: float = 60, bpm: float = DE
     The player runs as the appliance runs it (systemd/playbach.service: Nice=-10, no realtime
     scheduling) unless `realtime_priority` asks for SCHED_FIFO. `extra_args`: more player flags
     (bench/web.py gives the control socket's)."""
-    from playbach.harness import jack
-
     midi_api = midi_api or "jack"
     if port is None and midi_api != "jack":
         raise UserError("the live bench brings its own receiving port only on JACK: --midi-api jack, "
@@ -131,17 +129,16 @@ def run_live_bench(bundle_path: str | Path, seconds: float = 60, bpm: float = DE
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         env, receiver, probe = dict(os.environ), None, None
         if port is None:
-            server = jack.JackServer(f"playbach-bench-{os.getpid()}", Path(tmp), period=JACK_PERIOD)
-            stack.callback(server.stop)
-            env = server.env()
-            receiver = jack.Receiver(client="playbach-bench")
-            stack.callback(receiver.close)
+            env, receiver = _own_receiver(stack, Path(tmp))
             port = receiver.name
         stats_path = Path(tmp) / "stats.json"
         cmd = [sys.executable, "-m", "playbach.cli", "play", "--bundle", str(bundle_path), "--port", port,
                "--midi-api", midi_api, "--bpm", str(bpm), "--seconds", str(seconds), "--seed", "0",
                "--variant", variant, "--accelerator", accelerator, "--stats", str(stats_path),
                "--realtime-priority", str(realtime_priority), "--log-level", "warning", *extra_args]
+        run = dict(bundle=str(bundle_path), bpm=bpm, nice=nice, realtime_priority=realtime_priority,
+                   jack_period_ms=round(JACK_PERIOD / 48, 2) if receiver is not None else None,
+                   seconds=seconds, port=port, midi_api=midi_api)
         log.info("live bench: %s", " ".join(cmd))
         started = time.monotonic()
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -160,12 +157,29 @@ def run_live_bench(bundle_path: str | Path, seconds: float = 60, bpm: float = DE
         stats = json.loads(stats_path.read_text())
         messages = receiver.taken() if receiver is not None else []
 
-    wall = time.monotonic() - started
-    result = {
-        "bundle": str(bundle_path), "model": stats["model"], "backend": stats["backend"], "bpm": bpm,
-        "nice": nice, "realtime_priority": realtime_priority, "jack_period_ms": round(JACK_PERIOD / 48, 2)
-        if receiver is not None else None,
-        "seconds": seconds, "port": port, "midi_api": midi_api,
+    result = _summary(run, stats, cpu_window, usage, memory, time.monotonic() - started)
+    if receiver is not None:
+        result.update(_onsets(stats, messages, probe, started))
+    else:
+        result["first_note_s"] = round(stats["play_start"] - started, 3)
+    return result
+
+
+def _own_receiver(stack: ExitStack, folder: Path):
+    """A JACK server of the bench's own and a receiving port on it, closed with `stack`."""
+    from playbach.harness import jack
+
+    server = jack.JackServer(f"playbach-bench-{os.getpid()}", folder, period=JACK_PERIOD)
+    stack.callback(server.stop)
+    receiver = jack.Receiver(client="playbach-bench")
+    stack.callback(receiver.close)
+    return server.env(), receiver
+
+
+def _summary(run: dict, stats: dict, cpu_window: float | None, usage, memory: dict, wall: float) -> dict:
+    """The bench's figures that need no receiver: how it was run, the notes, inference, CPU, memory."""
+    return {
+        **run, "model": stats["model"], "backend": stats["backend"],
         "notes": len(stats["note_ons"]),
         "inference_ms": _ms(stats["inference_seconds"]),
         "cpu_percent": cpu_window,
@@ -173,11 +187,6 @@ def run_live_bench(bundle_path: str | Path, seconds: float = 60, bpm: float = DE
         "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
         **memory,
     }
-    if receiver is not None:
-        result.update(_onsets(stats, messages, probe, started))
-    else:
-        result["first_note_s"] = round(stats["play_start"] - started, 3)
-    return result
 
 
 def _watch(proc: subprocess.Popen, receiver) -> tuple[float | None, int, object, dict]:
