@@ -62,7 +62,10 @@ def add_edgetpu_model(folder: Path) -> ModelEntry:
     bundle = load_bundle(folder)           # the int8 file must be the one bundle.json lists
     source = bundle.model_entry("step", "int8")
     compiler = find_compiler()
-    work = Path(tempfile.mkdtemp(prefix=".edgetpu-", dir=folder))
+    try:
+        work = Path(tempfile.mkdtemp(prefix=".edgetpu-", dir=folder))
+    except OSError as e:
+        raise UserError(f"{folder}: cannot write the Edge TPU model there ({e})") from e
     try:
         compiled = compile_model(compiler, bundle.model_path(source), work)
         return install(bundle, source, compiled)
