@@ -42,8 +42,11 @@ CONTEXT_DIMS = {"slot": 4, "voice_interval": 16, "next_slot": 4, "next_position"
 @dataclass
 class ModelConfig:
     """A model's shape and training hyperparameters. The defaults are `playbach train`'s (its
-    flags default to them); a run.json written before a field existed is completed with what that
-    run meant by trainer/runfolder.py, never by these defaults."""
+    flags default to them, trainer/config.py); the shipped model's recipe, recipes/default.toml,
+    differs from them in voices, duration_given_pitch and the dropouts, tuned to the four-voice
+    chorales (docs/trainer.md, "Why the defaults are not the shipped recipe"). A run.json written
+    before a field existed is completed with what that run meant by trainer/runfolder.py, never by
+    these defaults."""
     vocab_sizes: tuple[int, int, int, int]
     embed_dims: tuple[int, int, int, int] = (16, 32, 16, 8)
     units: tuple[int, ...] = (256, 256)
