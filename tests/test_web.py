@@ -4,7 +4,7 @@ checked at a real JACK MIDI receiver.
 
 The tempo check reads the receiver: models/default's grid is 4 ticks a quarter, so at 40 BPM
 every onset distance is a multiple of 375 ms; at 120 BPM the take has 125 and 250 ms distances,
-which are not (the check fails if the slider did nothing).
+which are not (the check fails if the tempo control did nothing).
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def on_grid(distances: list[float], bpm: float, tolerance: float = 0.06) -> floa
     return sum(abs(d / tick - round(d / tick)) * tick < tolerance for d in distances) / max(1, len(distances))
 
 
-def test_page_in_chromium_shows_notes_and_its_tempo_slider_changes_the_spacing(web_rig, browser, tmp_path):
+def test_page_in_chromium_shows_notes_and_its_tempo_control_changes_the_spacing(web_rig, browser, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
@@ -52,13 +52,16 @@ def test_page_in_chromium_shows_notes_and_its_tempo_slider_changes_the_spacing(w
     before = time.monotonic()
     time.sleep(4)
     fast = gaps(web_rig.note_ons(before))
-    # the slider, moved from the keyboard to its minimum (40 BPM): the page POSTs {"bpm": 40}
-    slider = browser.find_element(By.ID, "tempo")
-    slider.send_keys(Keys.HOME)
+    # the tempo's number box (drawn from the player's live settings), 40 typed: the page POSTs {"bpm": 40}
+    wait_until(lambda: browser.find_elements(By.ID, "set-bpm"), 10, "the tempo control")
+    box = browser.find_element(By.ID, "set-bpm")
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys("40", Keys.ENTER)
     wait_until(lambda: web_rig.api("GET", "/api/status")[1]["bpm"] == 40.0, 10, "the tempo to reach the player")
     changed = time.monotonic()
     wait_until(lambda: browser.find_element(By.ID, "bpm").text == "40 BPM", 5, "the page to show 40 BPM")
-    browser.save_screenshot(os.environ.get("PLAYBACH_SCREENSHOT") or str(tmp_path / "page.png"))   # README's
+    browser.set_window_size(412, 1960)   # the README's: the phone's width, down to the last steering control
+    browser.save_screenshot(os.environ.get("PLAYBACH_SCREENSHOT") or str(tmp_path / "page.png"))
     time.sleep(7)
     slow = gaps(web_rig.note_ons(changed + 1.0))
     web_rig.api("POST", "/api/settings", {"bpm": BPM})

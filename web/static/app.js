@@ -1,5 +1,6 @@
 // The control page: status, a scrolling piano roll fed by /api/events (server-sent events),
-// and the controls, all through the JSON API. No framework, no build step.
+// and the controls (the steering ones drawn by steering.js), all through the JSON API. No
+// framework, no build step.
 "use strict";
 const $ = (id) => document.getElementById(id);
 const notes = new Map();          // note id -> {on, off, pitch, vel, sounded}
@@ -31,8 +32,7 @@ function render(s) {
   $("model").textContent = s.model; $("backend").textContent = s.backend;
   $("bpm").textContent = s.bpm.toFixed(0) + " BPM"; $("temperature").textContent = s.temperature.toFixed(2);
   $("notes").textContent = s.notes_played; $("uptime").textContent = duration(s.uptime);
-  if (document.activeElement !== $("tempo")) { $("tempo").value = s.bpm; $("tempo-out").textContent = s.bpm.toFixed(0); }
-  if (document.activeElement !== $("temp")) { $("temp").value = s.temperature; $("temp-out").textContent = s.temperature.toFixed(2); }
+  showLive(s.live);   // steering.js
   if (document.activeElement !== $("bundle") && s.bundle !== $("bundle").dataset.playing) {
     $("bundle").dataset.playing = s.bundle; $("bundle").value = s.bundle;
   }
@@ -152,7 +152,7 @@ function start() {
   $("login").hidden = true; $("main").hidden = false;
   if (started) return;
   started = true;
-  refresh(); listen(); loadBundles();
+  refresh(); listen(); loadBundles();   // the first status draws the steering controls
 }
 
 async function post(path, body) {
@@ -164,14 +164,7 @@ async function post(path, body) {
   } catch (e) { say("the Pi does not answer"); }
 }
 
-function slider(id, out, key, digits) {
-  $(id).addEventListener("input", () => { $(out).textContent = Number($(id).value).toFixed(digits); });
-  $(id).addEventListener("change", () => post("/api/settings", { [key]: Number($(id).value) }));
-}
-
 window.addEventListener("DOMContentLoaded", () => {
-  slider("tempo", "tempo-out", "bpm", 0);
-  slider("temp", "temp-out", "temperature", 2);
   for (const op of ["play", "pause", "panic"]) $(op).addEventListener("click", () => post("/api/" + op));
   $("restart").addEventListener("click", () => {
     const want = { bundle: $("bundle").value };
