@@ -252,8 +252,8 @@ def stuck(messages: list) -> int:
     return sum(sounding.values())
 
 
-def run(bundle: Path, tmp: Path, seconds: float, gap: float) -> dict:
-    schedule = [("quiet", 2.0)] + [(k, 2.0 + (i + 1) * (seconds + gap)) for i, k in enumerate(KINDS)]
+def run(bundle: Path, tmp: Path, seconds: float, gap: float, kinds: tuple[str, ...] = KINDS) -> dict:
+    schedule = [("quiet", 2.0)] + [(k, 2.0 + (i + 1) * (seconds + gap)) for i, k in enumerate(kinds)]
     total = schedule[-1][1] + seconds + 3.0
     sock, stats_path, log_path = str(tmp / "control.sock"), tmp / "stats.json", tmp / "player.log"
     with jack.JackServer(f"playbach-hostile-{os.getpid()}", tmp, period=64):
@@ -330,11 +330,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bundle", type=Path, default=REPO / "models" / "default")
     p.add_argument("--seconds", type=float, default=10.0, help="length of each window")
     p.add_argument("--gap", type=float, default=3.0, help="quiet seconds between windows")
+    p.add_argument("--kinds", default=",".join(KINDS), help=f"windows after the quiet one (of {','.join(KINDS)})")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "hostile.json")
     a = p.parse_args(argv)
+    kinds = tuple(a.kinds.split(","))
+    if not set(kinds) <= set(KINDS):
+        p.error(f"--kinds: unknown {sorted(set(kinds) - set(KINDS))}; known: {','.join(KINDS)}")
     before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
-        result = run(a.bundle, Path(tmp), a.seconds, a.gap)
+        result = run(a.bundle, Path(tmp), a.seconds, a.gap, kinds)
     result = {"what": "issue 22 item 2: a hostile load on the real player (bench/hostile.py)",
               "cpus": os.cpu_count(), "load_average": {"before": before, "after": os.getloadavg()}, **result}
     print(json.dumps(result, indent=1))
