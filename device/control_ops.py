@@ -149,8 +149,8 @@ class Ops:
 
 
 class TakeJob:
-    """A `take` reply encoded TAKE_CHUNK notes a piece: 20,000 notes take ~40 ms to encode on
-    the build machine (more on a Pi), longer than the room between two notes."""
+    """A `take` reply encoded TAKE_CHUNK notes a piece: a whole long take takes longer to encode
+    than the room between two notes."""
 
     def __init__(self, conn: Any, head: dict, notes: list, first: float, extra: dict):
         self.conn, self.head, self.notes, self.first, self.extra = conn, head, notes, first, extra

@@ -10,10 +10,9 @@ One loop on the monotonic clock, in one thread:
 
 Generation and the control socket never make a note or a sent clock tick late: each piece of
 their work only runs while the next one is further away than twice the slowest recent piece of
-that kind, and a planned beat's candidates are drawn only until the next deadline (the Improviser
-yields and is called again). The Player owns the loop, the ports, the clock and the signals; the
-take (model, Improviser, steering) is swapped whole on a restart; what was played is the take
-log's (device/take_log.py). SIGTERM/SIGINT end every sounding note, close the ports and exit 0.
+that kind; a planned beat's candidates are drawn only until the next deadline (then it yields).
+The Player owns the loop, the ports, the clock and the signals; the take is swapped whole on a
+restart; what was played is the take log's. SIGTERM/SIGINT end every note, close the ports, exit 0.
 """
 from __future__ import annotations
 
@@ -52,8 +51,7 @@ MAX_SLEEP = 0.05     # the loop wakes at least this often (signals, port checks,
 MIN_STEP_BUDGET = 0.002
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    config.add_arguments(parser)
+add_arguments = config.add_arguments
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,6 +89,7 @@ class Player:
         self.paused = False                 # paused through the control socket: nothing is generated
         self.notifier = Notifier()
         self.inference: list[float] = []   # seconds per generated event (kept for --stats only)
+        self.spent = 0.0                    # seconds of the event being generated, over its calls
         self.step_budget = MIN_STEP_BUDGET  # the slowest recent piece of generation
         self.panic_requested = threading.Event()   # set by panic(), from any thread; also wakes the loop
         self.take_log = TakeLog(keep_all=bool(s.record or s.stats))
@@ -197,8 +196,8 @@ class Player:
         self.stop_requested = True
 
     def _on_watchdog(self, _signum: int, _frame: Any) -> None:
-        # systemd's watchdog sends SIGABRT (and SIGCONT, should we be stopped) when the loop has
-        # hung: unwind from wherever it hangs, so the ports still close with every note ended
+        # systemd's watchdog sends SIGABRT when the loop has hung: unwind from wherever it hangs,
+        # so the ports still close with every note ended
         raise WatchdogAbort("SIGABRT (the watchdog?): the play loop stopped answering")
 
     def run(self) -> int:
@@ -340,10 +339,12 @@ class Player:
         # the slowest recent piece (one stall under load should not slow generation for good)
         self.step_budget = max(self.take.improviser.longest_piece or took, 0.99 * self.step_budget,
                                MIN_STEP_BUDGET)
+        self.spent += took
         if event is None:
             return
         if self.take.settings.stats:
-            self.inference.append(took)
+            self.inference.append(self.spent)
+        self.spent = 0.0
         self.scheduler.add(*event)
         if not self.notifier.ready_sent:
             self.notifier.ready(self.status())

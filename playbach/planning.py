@@ -46,6 +46,7 @@ class Planner:
         self.trials: list[tuple[Candidate, float]] = []   # the next beat's candidates so far, scored
         self.start: Snapshot | None = None       # the state they start from: after the last planned note
         self.last_played: Snapshot | None = None  # the state after the last note handed out
+        self.beat = 0                            # the tick the candidates end at (the next beat)
 
     def next_event(self, imp: Improviser, until: float | None = None) -> np.ndarray | None:
         """The next planned note; the next beat's candidates drawn a share at a time. With

@@ -1,9 +1,13 @@
 """One set of defaults: every setting of a take, with its type, default, allowed values and help.
 
-`Settings` is the one place a default lives. It drives the flags of `playbach play` (all of them)
-and the shared ones of `playbach generate` and the live bench (temperature, tempo, program, ...),
-the TOML config file the daemon reads (unknown key, wrong type, out of range: a UserError naming
-the file and the key), and the config table in docs/device.md, which is generated:
+`Settings` is a frozen dataclass: a take's settings are one value, and a live change makes a new
+one (dataclasses.replace). It is the one place a default lives (the steering defaults it reads
+from playbach/steering.Steering, which the Improviser holds), and each setting says there once
+whether a running take may change it and which CC knob turns it: LIVE, KNOBS, the live check
+(check_live) and the list a control page draws (live_settings) follow from that. It drives the
+flags of `playbach play` (all of them) and the shared ones of `playbach generate` and the live
+bench, the TOML config file the daemon and `playbach web` read (unknown key, wrong type, out of
+range: a UserError naming the file and the key), and the config table in docs/device.md:
 
     python -m playbach.settings --markdown     # rewrites the table between the marker comments
 """

@@ -1,7 +1,7 @@
 """Which voice an event is, read from the events before it: no voice field needed.
 
 An event knows its pitch but not its voice, so a model reading "the interval from the previous
-event" hears, inside a chord, the leap from another voice, and its voice leading suffers (issue 11).
+event" hears, inside a chord, the leap from another voice, and its voice leading suffers.
 On four-part music where every voice sounds until its next note (the JSB chorales), the voice
 follows from onsets and durations alone, by a slot rule:
 
@@ -10,8 +10,8 @@ follows from onsets and durations alone, by a slot rule:
     ended by s; events of one onset come in ascending pitch, so the bass moves first), or, with
     none free, the slot whose last pitch is nearest.
 
-On the benchmark's valid split the slot is the file's voice for 94.7 % of the events (rests and
-voice crossings are the rest). Because it needs only the history, the runtime tracks it event by
+The slot is the file's voice for most events (rests and voice crossings are where it is not;
+docs/experiments/trainer.md has the figure). Because it needs only the history, the runtime tracks it event by
 event like the model's state, and a model trained with voices (ModelConfig.voices) gets context
 inputs per event from VoiceContext, the first five of CONTEXT (level 1, on) or all ten (level 2): the trainer over whole pieces
 (with_context), the device runtime and the desktop step model one event at a time, so both read
