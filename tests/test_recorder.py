@@ -259,3 +259,17 @@ def test_a_read_only_folder_is_logged_and_the_music_goes_on(small_disk, caplog):
     errors = [r.message for r in caplog.records if "cannot write" in r.message]
     assert len(errors) == 1 and "Read-only file system" in errors[0], errors
     assert slowest < 0.05
+
+
+def test_the_record_setting_names_a_folder_or_an_older_file_path(tmp_path):
+    from playbach.device.recorder import open_recorder
+    assert open_recorder("", 120.0) is None
+    for setting, folder, prefix in ((tmp_path / "takes", tmp_path / "takes", "take"),
+                                    (tmp_path / "old" / "take.mid", tmp_path / "old", "take")):
+        rec = open_recorder(str(setting), 90.0, program=6, channel=2, segment_seconds=60.0)
+        for n in notes(10):
+            rec.add(n)
+        rec.close()
+        (written,) = folder.iterdir()
+        assert written.name.startswith(prefix + "-") and written.suffix == ".mid"
+        assert len(read_midi(written)) == 40
