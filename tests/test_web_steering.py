@@ -170,6 +170,7 @@ def test_density_changes_the_notes_per_quarter(web_rig, browser):
 
 def test_the_page_controls_are_exactly_the_players_live_settings(web_rig, browser):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
 
     open_page(web_rig, browser)
     got, answer, _ = web_rig.api("GET", "/api/settings")
@@ -201,11 +202,14 @@ def test_the_page_controls_are_exactly_the_players_live_settings(web_rig, browse
           if (path !== "/api/settings" || (init && init.method !== "GET")) return r;
           const answer = await r.json();
           answer.settings.push({name: "swing", type: "float", value: 0.25, default: 0, low: 0, high: 1, choices: null,
-                                accepts: "float in [0, 1]", help: "a setting the page was never told about", cc: -1});
+                                accepts: "float in [0, 1]", help: "a setting the page was never told about", cc: -1},
+                               {name: "legato", type: "bool", value: true, default: false, low: null, high: null,
+                                choices: null, accepts: "bool", help: "another", cc: -1});
           return new Response(JSON.stringify(answer), {status: 200, headers: {"Content-Type": "application/json"}});
         };
         loadSettings();""")
-    wait_until(lambda: len(rows(browser)) == len(settings.LIVE) + 1, 5, "the new setting's control")
+    wait_until(lambda: len(rows(browser)) == len(settings.LIVE) + 2, 5, "the new settings' controls")
     assert browser.find_element(By.ID, "set-swing-out").text == "0.25"
+    assert Select(browser.find_element(By.ID, "set-legato")).first_selected_option.text == "on"
     assert browser.find_element(By.ID, "set-swing-help").text == "a setting the page was never told about"
     assert browser.find_element(By.ID, "set-swing-slider").get_attribute("max") == "1"

@@ -9,7 +9,12 @@ const controls = new Map();       // setting name -> {row, show(value), error(te
 
 const words = (name) => name.replace(/_/g, " ");
 // "" is the one value a menu offers besides its choices when it is the default (key: no key asked)
-const choiceLabel = (v) => (v === "" ? "the model's own" : String(v));
+const choiceLabel = (v) => (v === "" ? "the model's own" : v === true ? "on" : v === false ? "off" : String(v));
+const bounded = (row) => row.low !== null && row.high !== null;
+const menuValues = (row) => {
+  const choices = row.choices || [false, true];   // a bool: off / on
+  return choices.includes(row.default) ? choices : [row.default].concat(choices);
+};
 
 function sliderStep(row) {
   if (row.type === "int") return 1;
@@ -17,39 +22,55 @@ function sliderStep(row) {
 }
 
 function shown(row, value) {
-  if (row.choices) return choiceLabel(value);
+  if (row.choices || row.type === "bool") return choiceLabel(value);
   if (row.type !== "float") return String(value);
-  return String(Number(Number(value).toFixed(Math.max(0, -Math.floor(Math.log10(sliderStep(row)))))));
+  const digits = bounded(row) ? Math.max(0, -Math.floor(Math.log10(sliderStep(row)))) : 3;
+  return String(Number(Number(value).toFixed(digits)));
 }
 
 function element(tag, props) { return Object.assign(document.createElement(tag), props); }
 
+// A menu sends the chosen value itself (a number or a bool stays one), not the option's text.
 function menu(row, id) {
-  const values = row.choices.includes(row.default) ? row.choices : [row.default].concat(row.choices);
+  const values = menuValues(row);
   const select = element("select", { id });
-  select.replaceChildren(...values.map((v) => new Option(choiceLabel(v), v)));
-  select.addEventListener("change", () => send(row, select.value));
-  return { inputs: [select], set: (v) => { select.value = v; } };
+  select.replaceChildren(...values.map((v) => new Option(choiceLabel(v), String(v))));
+  select.addEventListener("change", () => send(row, values[select.selectedIndex]));
+  const set = (v) => {   // a value in force the list lacks ('d minor' from a config file) is shown as it is
+    if (!values.includes(v)) { values.push(v); select.add(new Option(choiceLabel(v), String(v))); }
+    select.selectedIndex = values.indexOf(v);
+  };
+  return { inputs: [select], set };
 }
 
+function text(row, id) {
+  const box = element("input", { type: "text", id, title: row.accepts });
+  box.addEventListener("change", () => send(row, box.value));
+  return { inputs: [box], set: (v) => { box.value = v; } };
+}
+
+// A slider over the whole range (where there is one) and a number box for an exact value.
 function numeric(row, id) {
-  const slider = element("input", { type: "range", id: id + "-slider", min: row.low, max: row.high, step: sliderStep(row) });
-  const box = element("input", { type: "number", id, min: row.low, max: row.high, step: row.type === "int" ? 1 : "any",
-    title: row.accepts, inputMode: row.type === "int" && row.low >= 0 ? "numeric" : "decimal" });
-  slider.setAttribute("aria-labelledby", id + "-name");
-  slider.addEventListener("input", () => { box.value = slider.value; $(id + "-out").textContent = shown(row, slider.value); });
-  slider.addEventListener("change", () => send(row, Number(slider.value)));
+  const box = element("input", { type: "number", id, step: row.type === "int" ? 1 : "any", title: row.accepts,
+    inputMode: row.type === "int" && row.low >= 0 ? "numeric" : "decimal" });
+  if (row.low !== null) box.min = row.low;
+  if (row.high !== null) box.max = row.high;
   box.addEventListener("change", () => {
     const v = box.value.trim() === "" ? NaN : Number(box.value);
     if (Number.isFinite(v)) send(row, v);
     else controls.get(row.name).error(`${words(row.name)}: not a number; it takes ${row.accepts}`);
   });
+  if (!bounded(row)) return { inputs: [box], set: (v) => { box.value = v; } };
+  const slider = element("input", { type: "range", id: id + "-slider", min: row.low, max: row.high, step: sliderStep(row) });
+  slider.setAttribute("aria-labelledby", id + "-name");
+  slider.addEventListener("input", () => { box.value = slider.value; $(id + "-out").textContent = shown(row, slider.value); });
+  slider.addEventListener("change", () => send(row, Number(slider.value)));
   return { inputs: [slider, box], set: (v) => { slider.value = v; box.value = v; } };
 }
 
 function drawSetting(row) {
   const id = "set-" + row.name;
-  const made = row.choices ? menu(row, id) : numeric(row, id);
+  const made = row.choices || row.type === "bool" ? menu(row, id) : row.type === "str" ? text(row, id) : numeric(row, id);
   const out = element("output", { id: id + "-out" });
   out.htmlFor = id;
   const head = element("div", { className: "setting-head" });
