@@ -23,19 +23,17 @@ from typing import Any, Protocol
 import numpy as np
 
 from playbach.errors import UserError
-from playbach.events import Codec, merge_overlaps, notes_to_events, quantize_notes
+from playbach.events import Codec
 from playbach.heads import DURATION, duration_given
 from playbach.keys import Key, key_of_events
 from playbach.live_key import LiveKey
 from playbach.memory import RepeatMemory
-from playbach.midifile import read_midi
 from playbach.planning import Planner
 from playbach.rhythm import MAX_CHORD, ChordGuard, DensityAim   # MAX_CHORD: read from here by callers
 from playbach.sampler import sample, sample_event
 from playbach.sounding import Sounding
 from playbach.steering import Steering, pitch_mask
 
-SEED_EVENTS = 32    # how much of a MIDI file seeds the model (about what a bundle opening holds)
 KEY_WINDOW = 32     # emitted events the key in force is found from when `key` changes live
 MIDI_PITCHES = 128
 
@@ -262,21 +260,6 @@ class Improviser:
         self.memory.observe(ids)
         self.probs = self.model.step(np.asarray(ids, dtype=np.int64))
         return event
-
-
-def midi_seed(path: str, codec: Codec) -> np.ndarray:
-    """The first SEED_EVENTS events of a MIDI file, on the codec's grid."""
-    try:
-        raw = read_midi(path)
-    except ValueError as e:
-        raise UserError(str(e)) from e
-    if not raw:
-        raise UserError(f"{path}: the MIDI file has no notes to start from")
-    notes, _ = quantize_notes(raw, codec.ticks_per_quarter)
-    notes, _ = merge_overlaps(notes)
-    events = notes_to_events(notes)[:SEED_EVENTS]
-    events[0, 0] = 0
-    return events
 
 
 def choose_opening(openings: list[np.ndarray], names: list[str], wanted: str, rng: np.random.Generator,

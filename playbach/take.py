@@ -18,13 +18,17 @@ import numpy as np
 from playbach import settings as pb_settings
 from playbach.bundle import Bundle, load_bundle
 from playbach.errors import UserError
-from playbach.improviser import STEERING, Improviser, StepSource, choose_opening, midi_seed
+from playbach.events import merge_overlaps, notes_to_events, quantize_notes
+from playbach.improviser import STEERING, Improviser, StepSource, choose_opening
 from playbach.keys import parse_key
 from playbach.memory import RepeatMemory
+from playbach.midifile import read_midi
 from playbach.settings import Settings, as_settings
 from playbach.steering import fit_seed, opening_key, prefer_mode
 
 log = logging.getLogger(__name__)
+
+SEED_EVENTS = 32    # how much of a MIDI file seeds the model (about what a bundle opening holds)
 
 
 def open_take_model(bundle: Bundle, s: Settings | Mapping[str, Any]) -> StepSource:
@@ -43,6 +47,21 @@ def open_take_model(bundle: Bundle, s: Settings | Mapping[str, Any]) -> StepSour
         variant = s.variant if s.variant in have else bundle.most_faithful_variant("windowed")
         log.warning("%s; falling back to the windowed %s model", e, variant)
         return open_model(bundle, s.accelerator, "windowed", variant)
+
+
+def midi_seed(path: str, codec: Codec) -> np.ndarray:
+    """The first SEED_EVENTS events of a MIDI file, on the codec's grid."""
+    try:
+        raw = read_midi(path)
+    except ValueError as e:
+        raise UserError(str(e)) from e
+    if not raw:
+        raise UserError(f"{path}: the MIDI file has no notes to start from")
+    notes, _ = quantize_notes(raw, codec.ticks_per_quarter)
+    notes, _ = merge_overlaps(notes)
+    events = notes_to_events(notes)[:SEED_EVENTS]
+    events[0, 0] = 0
+    return events
 
 
 def take_seed(bundle: Bundle, s: Settings, rng: np.random.Generator) -> np.ndarray:

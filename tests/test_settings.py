@@ -4,6 +4,8 @@ import argparse
 import dataclasses
 import inspect
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -110,13 +112,11 @@ def test_a_live_change_is_checked_whole_and_changes_nothing_when_refused():
 
 
 def test_the_core_never_imports_the_commands_settings_module():
-    """The Improviser and its parts take typed values; only the take's builder reads Settings."""
-    import ast
-    core = ("improviser", "sampler", "planning", "memory", "sounding", "voices", "keys", "steering")
-    for name in core:
-        path = settings.REPO_ROOT / "playbach" / f"{name}.py"
-        tree = ast.parse(path.read_text())
-        found = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | \
-            {f"{n.module}.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
-        assert not {"playbach.settings", "playbach.settings.DEFAULTS"} & found and \
-            "playbach.settings" not in {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}, name
+    """The Improviser and its parts take typed values: importing them loads no playbach.settings,
+    not even through another module (only the take's builder, playbach/take.py, reads Settings)."""
+    core = ("improviser", "sampler", "planning", "memory", "sounding", "voices", "keys", "steering",
+            "live_key", "rhythm")
+    code = "import sys\n" + "".join(f"import playbach.{m}\n" for m in core) + \
+        "print(sorted(m for m in sys.modules if m == 'playbach.settings'))"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "[]", run.stdout + run.stderr
