@@ -165,7 +165,7 @@ def test_density_changes_the_notes_per_quarter(web_rig, browser):
     print(f"density: own {own:.2f} notes per quarter, aimed at 1: {aimed:.2f}")
     assert own > 2.5, f"the model's own density: {own:.2f} notes per quarter"
     # 8 notes aimed at: a few more or less is the aim's own give (bench/steer.py: 1.00 over minutes)
-    assert 0.4 <= aimed <= 2.0 and aimed < own / 2, f"density 1: {aimed:.2f} notes per quarter (own {own:.2f})"
+    assert 0.4 <= aimed <= 2.0 and aimed < 0.6 * own, f"density 1: {aimed:.2f} notes per quarter (own {own:.2f})"
 
 
 def test_the_page_controls_are_exactly_the_players_live_settings(web_rig, browser):
