@@ -186,12 +186,14 @@ def test_the_page_controls_are_exactly_the_players_live_settings(web_rig, browse
         assert f"set-{name}-help" in control.get_attribute("aria-describedby").split()
         if row["choices"]:
             values = [o.get_attribute("value") for o in control.find_elements(By.TAG_NAME, "option")]
-            assert control.tag_name == "select" and values == [""] * (row["default"] not in row["choices"]) + row["choices"]
+            offered = [""] * (row["default"] not in row["choices"]) + row["choices"]   # key: the model's own first
+            assert control.tag_name == "select" and values == offered
         else:
             slider = browser.find_element(By.ID, f"set-{name}-slider")
             assert control.get_attribute("type") == "number"
             for element in (slider, control):
-                assert (float(element.get_attribute("min")), float(element.get_attribute("max"))) == (row["low"], row["high"])
+                bounds = float(element.get_attribute("min")), float(element.get_attribute("max"))
+                assert bounds == (row["low"], row["high"])
             assert math.isclose(float(control.get_attribute("value")), row["value"])
             assert slider.get_attribute("aria-labelledby") == f"set-{name}-name"
     # a live setting this page has never heard of (a newer player's) gets a control like the others

@@ -61,16 +61,20 @@ function numeric(row, id) {
     else controls.get(row.name).error(`${words(row.name)}: not a number; it takes ${row.accepts}`);
   });
   if (!bounded(row)) return { inputs: [box], set: (v) => { box.value = v; } };
-  const slider = element("input", { type: "range", id: id + "-slider", min: row.low, max: row.high, step: sliderStep(row) });
+  const slider = element("input",
+    { type: "range", id: id + "-slider", min: row.low, max: row.high, step: sliderStep(row) });
   slider.setAttribute("aria-labelledby", id + "-name");
-  slider.addEventListener("input", () => { box.value = slider.value; $(id + "-out").textContent = shown(row, slider.value); });
+  slider.addEventListener("input", () => {
+    box.value = slider.value; $(id + "-out").textContent = shown(row, slider.value);
+  });
   slider.addEventListener("change", () => send(row, Number(slider.value)));
   return { inputs: [slider, box], set: (v) => { slider.value = v; box.value = v; } };
 }
 
 function drawSetting(row) {
   const id = "set-" + row.name;
-  const made = row.choices || row.type === "bool" ? menu(row, id) : row.type === "str" ? text(row, id) : numeric(row, id);
+  const draw = row.choices || row.type === "bool" ? menu : row.type === "str" ? text : numeric;
+  const made = draw(row, id);
   const out = element("output", { id: id + "-out" });
   out.htmlFor = id;
   const head = element("div", { className: "setting-head" });
@@ -123,9 +127,13 @@ async function send(row, value) {
   try {
     const r = await api("POST", "/api/settings", { [row.name]: value });
     const answer = await r.json().catch(() => ({}));
-    if (r.ok) { control.error(""); for (const [n, v] of Object.entries(answer.live || {})) controls.get(n)?.show(v, true); }
-    else if (r.status !== 401) control.error(answer.error || `refused (${r.status})`);
-    if (!r.ok) refreshLive();
+    if (r.ok) {
+      control.error("");
+      for (const [n, v] of Object.entries(answer.live || {})) controls.get(n)?.show(v, true);
+    } else {
+      if (r.status !== 401) control.error(answer.error || `refused (${r.status})`);
+      refreshLive();
+    }
   } catch (e) { control.error("the Pi does not answer"); }
 }
 
