@@ -8,6 +8,7 @@
 # Another configuration (issue 11 item 4): arguments after the run folder go to `playbach train`,
 # and RESULT names the JSON (RESULTS: its folder, default bench/results), e.g.
 # `RESULT=jsb_transpose6 bash bench/jsb_default.sh runs/jsb_tr6 --transpose 6 --augment random`.
+# BENCH_EVENTS: events timed per model (default 2000; the plumbing test times fewer).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out=${1:-runs/jsb}
@@ -27,7 +28,7 @@ for split in test valid; do
 done
 end=$(date +%s.%N)
 # the appliance limits (item 6): per-event time of every model, one thread, not niced so it times alone
-.venv/bin/playbach bench "$out/bundle" --out "$out/bench.json" --events 2000 >/dev/null
+.venv/bin/playbach bench "$out/bundle" --out "$out/bench.json" --events "${BENCH_EVENTS:-2000}" >/dev/null
 .venv/bin/python - "$out" "$start" "$trained" "$end" "$load_before" "$(cut -d' ' -f1-3 /proc/loadavg)" "$results/$result.json" "$*" <<'PY'
 import json, os, sys
 from playbach.files import write_text_atomically

@@ -22,7 +22,8 @@ def test_bench_script_passes_train_arguments_and_writes_the_named_result(tmp_pat
     pieces["train"].insert(3, [[p + 2 if p >= 0 else p for p in row] for row in pieces["test"][1]])
     small = write_jsb(tmp_path / "jsb.json", pieces)
     run = tmp_path / "run"
-    env = {**os.environ, "JSB": str(small), "RESULT": "tiny", "RESULTS": str(tmp_path / "results")}
+    env = {**os.environ, "JSB": str(small), "RESULT": "tiny", "RESULTS": str(tmp_path / "results"),
+           "BENCH_EVENTS": "200"}
     done = subprocess.run(["bash", str(REPO / "bench" / "jsb_default.sh"), str(run), "--epochs", "1", "--units", "16",
                            "--window", "16", "--transpose", "2", "--augment", "random"],
                           env=env, capture_output=True, text=True, timeout=600)
