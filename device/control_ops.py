@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Protocol
 
-from playbach import settings as pb_settings, wire
+from playbach import bundle_store, settings as pb_settings, wire
 from playbach.device.scheduler import Upcoming
 from playbach.device.take_log import TakeLog
 from playbach.errors import UserError
@@ -58,7 +58,7 @@ class Controlled(Protocol):
         """End every sounding note; safe from any thread."""
 
     def restart(self, bundle: str | None, opening: str | None) -> None:
-        """A new take with the installed bundle of that folder name and/or that opening (a
+        """A new take with the installed bundle in that folder and/or that opening (a
         UserError if it cannot be made; the old take then plays on)."""
 
 
@@ -66,7 +66,12 @@ class Ops:
     def __init__(self, player: Controlled):
         self.p = player
         self.started = time.monotonic()
-        self.bundles = installed_bundles(player.state().settings.bundle)
+        self.shipped, self.user = bundle_store.folders(player.state().settings.bundle)
+
+    @property
+    def bundles(self) -> list[str]:
+        """Listed anew at each request: a bundle uploaded or copied in plays without a restart."""
+        return bundle_store.installed_bundles(self.shipped, self.user)
 
     def handle(self, message: dict, now: float) -> dict:
         op = message["op"]
@@ -115,13 +120,15 @@ class Ops:
 
     def op_restart(self, message: dict, _now: float) -> dict:
         """A new take: another installed bundle (by folder name) and/or opening (name or index).
-        Only the bundles beside the configured one can be chosen, never a path from a client."""
+        Only an installed bundle (shipped or the user's) can be chosen, never a path from a client."""
         bundle, opening = message.get("bundle"), message.get("opening")
-        if bundle is not None and bundle not in self.bundles:
-            raise UserError(f"restart: no installed bundle {bundle!r}; installed: {', '.join(self.bundles)}")
+        bundles = self.bundles
+        if bundle is not None and bundle not in bundles:
+            raise UserError(f"restart: no installed bundle {bundle!r}; installed: {', '.join(bundles)}")
         if opening is not None and not isinstance(opening, str):
             raise UserError("restart: 'opening' must be a string (a name or an index)")
-        self.p.restart(bundle, opening)
+        self.p.restart(None if bundle is None else str(bundle_store.bundle_path(bundle, self.shipped, self.user)),
+                       opening)
         s = self.p.state().settings
         return {"ok": True, "bundle": Path(s.bundle).name, "opening": s.opening}
 
@@ -168,13 +175,3 @@ class TakeJob:
             return None
         head = wire.encode({"ok": True, **self.extra, "take": self.head})[:-3]   # without '}}\n'
         return b"".join([head, b',"notes":[', ",".join(self.parts).encode(), b"]}}\n"])
-
-
-
-def installed_bundles(bundle: str) -> list[str]:
-    """The bundle folders beside the configured one (/opt/playbach/models/*), by name."""
-    folder = Path(bundle).resolve().parent
-    try:
-        return sorted(p.name for p in folder.iterdir() if (p / "bundle.json").is_file())
-    except OSError:
-        return [Path(bundle).name]

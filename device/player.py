@@ -25,7 +25,6 @@ import signal
 import threading
 import time
 from contextlib import ExitStack
-from pathlib import Path
 from typing import Any, Mapping
 
 from playbach import settings as pb_settings
@@ -34,14 +33,12 @@ from playbach.device.clock import open_clock
 from playbach.device.control import open_control
 from playbach.device.control_ops import PlayerState
 from playbach.device.midi_io import MidiOutput
-from playbach.device.process import process_age, set_realtime
+from playbach.device.process import normal_priority, process_age, set_realtime
 from playbach.device.scheduler import START_DELAY, Scheduler, Upcoming
 from playbach.device.sdnotify import Notifier
 from playbach.device.take_log import TakeLog
 from playbach.errors import UserError
-from playbach.events import Note
 from playbach.files import write_text_atomically
-from playbach.midifile import write_midi
 from playbach.settings import Settings
 from playbach.take import Take
 
@@ -58,14 +55,17 @@ def run(args: argparse.Namespace) -> int:
     s = config.load(args)
     if logging.getLogger().level != logging.DEBUG:   # -v wins
         logging.getLogger().setLevel(s.log_level.upper())
-    for signum in (signal.SIGTERM, signal.SIGINT):   # stopped while loading: nothing is open yet
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGABRT):   # while loading: nothing is open yet
         signal.signal(signum, _stop_loading)
     return Player(load_take(s)).run()
 
 
 def _stop_loading(signum: int, _frame: Any) -> None:
-    log.info("%s while loading: stopping", signal.Signals(signum).name)
-    raise SystemExit(0)
+    # SIGABRT is systemd's start timeout on a hung load (TimeoutStartFailureMode=abort): an exit
+    # it restarts, not a core dump
+    log.log(logging.ERROR if signum == signal.SIGABRT else logging.INFO, "%s while loading: stopping",
+            signal.Signals(signum).name)
+    raise SystemExit(1 if signum == signal.SIGABRT else 0)
 
 
 def load_take(s: Settings) -> Take:
@@ -92,7 +92,7 @@ class Player:
         self.spent = 0.0                    # seconds of the event being generated, over its calls
         self.step_budget = MIN_STEP_BUDGET  # the slowest recent piece of generation
         self.panic_requested = threading.Event()   # set by panic(), from any thread; also wakes the loop
-        self.take_log = TakeLog(keep_all=bool(s.record or s.stats))
+        self.take_log = TakeLog.for_settings(s.record, s.stats, s.bpm, s.program, s.channel - 1)
         # made before the port is there: a Pi powered on before its synth answers its control
         # socket (status, settings) while it waits, and what was set then is the take's
         self.scheduler = Scheduler(take.ticks_per_quarter, s.bpm, time.monotonic() + START_DELAY,
@@ -164,16 +164,17 @@ class Player:
 
     def restart(self, bundle: str | None, opening: str | None) -> None:
         """A new take, built whole while the old one is silent and swapped in when ready: another
-        installed bundle (a folder name beside the current one) and/or opening; live changes made
+        installed bundle (its folder, looked up by device/control_ops.py) and/or opening; live changes made
         so far carry over. If it cannot be made, the old take plays on (a UserError)."""
         s = self.take.settings
         if bundle is not None:
-            s = dataclasses.replace(s, bundle=str(Path(s.bundle).parent / bundle))
+            s = dataclasses.replace(s, bundle=bundle)
         if opening is not None:
             s = dataclasses.replace(s, opening=opening, seed_midi="")
         self.output.send(self.scheduler.stop(time.monotonic()))
         try:
-            take = Take.build(s)   # a second or so without notes: "may restart the take"
+            with normal_priority():   # a second or so without notes, not at SCHED_FIFO
+                take = Take.build(s)
         except Exception as e:   # a broken bundle or a wrong opening
             self.scheduler.restart_at(time.monotonic() + START_DELAY)
             raise UserError(f"restart: {e}") from e
@@ -195,16 +196,18 @@ class Player:
         log.info("%s: stopping", signal.Signals(signum).name)
         self.stop_requested = True
 
-    def _on_watchdog(self, _signum: int, _frame: Any) -> None:
-        # systemd's watchdog sends SIGABRT when the loop has hung: unwind from wherever it hangs,
-        # so the ports still close with every note ended
-        raise WatchdogAbort("SIGABRT (the watchdog?): the play loop stopped answering")
+    def _on_watchdog(self, signum: int, _frame: Any) -> None:
+        # systemd's watchdog sends SIGABRT when the loop has hung, the kernel SIGXCPU past the
+        # unit's LimitRTTIME: unwind from wherever it hangs, so the ports still close with every note ended
+        raise WatchdogAbort(f"{signal.Signals(signum).name} (the watchdog or the realtime limit): "
+                            "the play loop stopped answering")
 
     def run(self) -> int:
         started = time.monotonic()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
         signal.signal(signal.SIGABRT, self._on_watchdog)
+        signal.signal(signal.SIGXCPU, self._on_watchdog)   # the unit's LimitRTTIME: ended, notes and all
         try:
             code = self._play()
         except WatchdogAbort as e:   # hung before the loop began: the ports are closed all the same
@@ -286,6 +289,7 @@ class Player:
         if self.control is not None:   # only the pieces that fit before the next note or tick
             self.control.serve(now, self._deadline(now))
         self.notifier.watchdog(now)
+        self.take_log.poll(now, self.scheduler.bpm)
         return self._live(now) if self.live is not None else False
 
     def _next_wake(self, now: float, end: float) -> float:
@@ -382,10 +386,7 @@ class Player:
         """After the ports closed: say what was played, write the recording and the stats."""
         s, now, played = self.take.settings, self.stopped_at, self.take_log.played()
         log.info("stopped after %.1f s, %d notes played", now - self.play_start, self.take_log.notes_played)
-        if s.record:
-            notes = [Note(p.start_tick, p.pitch, p.duration, p.velocity) for p in played]
-            write_midi(notes, s.record, self.take.ticks_per_quarter, s.bpm, max(s.program, 0), s.channel - 1)
-            log.info("recorded %d notes to %s", len(notes), s.record)
+        self.take_log.close(s.record, self.take.ticks_per_quarter, s.bpm, s.program, s.channel - 1)
         if s.stats:
             write_text_atomically(s.stats, json.dumps({
                 "process_start": started, "play_start": self.play_start, "stop": now,

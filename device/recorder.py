@@ -171,13 +171,7 @@ def fsync_path(path: Path) -> None:
 SEGMENT_SECONDS = 300.0   # a power cut loses at most this much of a take (and the GRACE after it)
 
 
-def open_recorder(record: str, bpm: float, program: int = -1, channel: int = 0,
+def open_recorder(folder: str, bpm: float, program: int = -1, channel: int = 0,
                   segment_seconds: float = SEGMENT_SECONDS) -> Recorder | None:
-    """The recorder the `record` setting asks for, or None for "": a folder of segments, or, for a
-    path ending in .mid (the setting's older meaning), its folder with the file's name as prefix."""
-    if not record:
-        return None
-    path = Path(record)
-    if path.suffix.lower() == ".mid":
-        return Recorder(path.parent, segment_seconds, bpm, program, channel, prefix=path.stem)
-    return Recorder(path, segment_seconds, bpm, program, channel)
+    """The recorder of a `record` folder, or None for "" (a `record` file is the take log's)."""
+    return Recorder(Path(folder), segment_seconds, bpm, program, channel) if folder else None

@@ -1,23 +1,44 @@
 """What was played, with one owner: the scheduler tells it of each note as the note ends.
 
 The control page's roll and the `take` op read the recent notes (TAKE_NOTES at most: hours of
-notes would add up); --record and --stats read every note, which is kept only when one of them
-is asked for.
+notes would add up); --stats and a `record` file (a path ending .mid, written whole at the end)
+read every note, which is kept only when one of them is asked for; a `record` folder gets the
+take in segments as it is played (device/recorder.py), so a long take costs no memory and a
+power cut loses at most the last segment.
 """
 from __future__ import annotations
 
+import logging
 from collections import deque
+from pathlib import Path
 
+from playbach.device.recorder import Recorder, open_recorder
 from playbach.device.scheduler import Played
+from playbach.events import Note
+from playbach.midifile import write_midi
+
+log = logging.getLogger(__name__)
 
 TAKE_NOTES = 20000        # notes kept for `take` (about 80 minutes at 4 notes a second)
 
 
+def record_file(record: str) -> str:
+    """The `record` setting's one-file meaning (a path ending .mid, written whole at the end, as a
+    desktop user expects); "" for none or a folder."""
+    return record if record.lower().endswith(".mid") else ""
+
+
 class TakeLog:
-    def __init__(self, keep_all: bool, recent: int = TAKE_NOTES):
+    def __init__(self, keep_all: bool, recent: int = TAKE_NOTES, recorder: Recorder | None = None):
         self.recent: deque[Played] = deque(maxlen=recent)
-        self.every: list[Played] | None = [] if keep_all else None   # for --record and --stats
+        self.every: list[Played] | None = [] if keep_all else None   # for a record file and --stats
+        self.recorder = recorder
         self.notes_played = 0    # note_ons sent (a note is logged when it ends)
+
+    @classmethod
+    def for_settings(cls, record: str, stats: str, bpm: float, program: int, channel: int) -> "TakeLog":
+        folder = "" if record_file(record) else record
+        return cls(keep_all=bool(record_file(record) or stats), recorder=open_recorder(folder, bpm, program, channel))
 
     def sent(self, note_ons: int) -> None:
         self.notes_played += note_ons
@@ -27,6 +48,14 @@ class TakeLog:
         self.recent.append(note)
         if self.every is not None:
             self.every.append(note)
+        if self.recorder is not None:
+            self.recorder.add(note)
+
+    def poll(self, now: float, bpm: float) -> None:
+        """From the play loop now and then: a finished segment goes to the recorder's writer."""
+        if self.recorder is not None:
+            self.recorder.bpm = bpm
+            self.recorder.poll(now)
 
     def since(self, time: float) -> list[Played]:
         """The recent notes that began at `time` or later, in the order they ended."""
@@ -35,3 +64,13 @@ class TakeLog:
     def played(self) -> list[Played]:
         """Every note of the take in the order they began (empty unless kept)."""
         return sorted(self.every or [], key=lambda p: (p.on_time, p.pitch))
+
+    def close(self, record: str, ticks_per_quarter: int, bpm: float, program: int, channel: int) -> None:
+        """At the end: the last segments written, or the whole take to the `record` file."""
+        if self.recorder is not None:
+            self.recorder.close()
+            log.info("recorded %d segment files to %s", self.recorder.files_written, record)
+        elif record_file(record):
+            notes = [Note(p.start_tick, p.pitch, p.duration, p.velocity) for p in self.played()]
+            write_midi(notes, Path(record), ticks_per_quarter, bpm, max(program, 0), channel)
+            log.info("recorded %d notes to %s", len(notes), record)

@@ -261,15 +261,22 @@ def test_a_read_only_folder_is_logged_and_the_music_goes_on(small_disk, caplog):
     assert slowest < 0.05
 
 
-def test_the_record_setting_names_a_folder_or_an_older_file_path(tmp_path):
-    from playbach.device.recorder import open_recorder
-    assert open_recorder("", 120.0) is None
-    for setting, folder, prefix in ((tmp_path / "takes", tmp_path / "takes", "take"),
-                                    (tmp_path / "old" / "take.mid", tmp_path / "old", "take")):
-        rec = open_recorder(str(setting), 90.0, program=6, channel=2, segment_seconds=60.0)
-        for n in notes(10):
-            rec.add(n)
-        rec.close()
-        (written,) = folder.iterdir()
-        assert written.name.startswith(prefix + "-") and written.suffix == ".mid"
-        assert len(read_midi(written)) == 40
+def test_the_record_setting_names_a_folder_of_segments_or_one_file_at_the_end(tmp_path):
+    from playbach.device.scheduler import Played
+    from playbach.device.take_log import TakeLog
+    folder_log = TakeLog.for_settings(str(tmp_path / "takes"), "", 90.0, 6, 2)
+    file_log = TakeLog.for_settings(str(tmp_path / "old" / "take.mid"), "", 90.0, 6, 2)
+    assert folder_log.recorder is not None and folder_log.every is None, "a folder keeps no notes in memory"
+    assert file_log.recorder is None and file_log.every is not None
+    assert TakeLog.for_settings("", "", 90.0, 6, 2).recorder is None
+    (tmp_path / "old").mkdir()
+    for i, n in enumerate(notes(10)):   # the notes as the scheduler hands them over, a quarter each at 90 BPM
+        played = Played(i * 480, n.pitch, 480, n.velocity, n.on_time, n.off_time)
+        folder_log.add(played)
+        file_log.add(played)
+    folder_log.close(str(tmp_path / "takes"), 480, 90.0, 6, 2)
+    file_log.close(str(tmp_path / "old" / "take.mid"), 480, 90.0, 6, 2)
+    (written,) = (tmp_path / "takes").iterdir()
+    assert written.name.startswith("take-") and written.suffix == ".mid" and len(read_midi(written)) == 40
+    assert [p.name for p in (tmp_path / "old").iterdir()] == ["take.mid"]
+    assert len(read_midi(tmp_path / "old" / "take.mid")) == 40

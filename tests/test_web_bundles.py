@@ -3,11 +3,7 @@ a stamping JACK receiver, `playbach web` in front of it, both told the user fold
 $PLAYBACH_MODELS as the service would be; a bundle uploaded in headless Chromium, pushed with
 `playbach push` (a subprocess, as a desktop runs it), copied in as scp would; a switch to it
 without restarting either service, and its notes at the receiver. Every refusal says why and
-leaves the user folder as it was, the music playing on.
-
-The switch needs the player to list the user folder (device/control_ops.py using
-playbach/bundle_store.py): until it does, the switch tests are expected to fail (strict xfail),
-so they start to count the day it is wired."""
+leaves the user folder as it was, the music playing on."""
 from __future__ import annotations
 
 import shutil
@@ -19,15 +15,11 @@ from pathlib import Path
 
 import pytest
 from archives import entry, everything_in, folder_entries, tar_gz
-from fixtures_web import Rig, wait_until
-
-import playbach.device.control_ops as control_ops
+from fixtures_player import wait_until
+from fixtures_web import Rig
 
 pytestmark = pytest.mark.midi
 REPO = Path(__file__).resolve().parent.parent
-WIRED = hasattr(control_ops, "bundle_store")
-needs_wiring = pytest.mark.xfail(not WIRED, strict=True, reason="device/control_ops.py does not list the user's "
-                                 "bundles yet (issue 23 item 3: wiring in the helper's report)")
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +74,6 @@ def test_push_from_the_cli_installs_it_and_the_page_lists_it(rig, mine):
                                   {"name": "mine", "where": "yours", "ok": True, "error": None}]
 
 
-@needs_wiring
 def test_a_switch_to_the_pushed_bundle_plays_it_without_a_restart(rig):
     assert "mine" in rig.api("GET", "/api/status")[1]["bundles"]
     switch(rig, "mine")
@@ -177,7 +168,6 @@ def test_an_upload_in_chromium_installs_it_and_lists_it(rig, browser, mine, tmp_
     playing_on(rig)
 
 
-@needs_wiring
 def test_the_page_switches_to_the_uploaded_bundle(rig, browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
@@ -203,7 +193,6 @@ def test_a_copy_by_scp_is_listed_and_a_broken_one_says_why(rig, mine):
     assert not rows["half"]["ok"] and "step_int8.tflite: 3 bytes, bundle.json says" in rows["half"]["error"]
 
 
-@needs_wiring
 def test_a_switch_to_a_copy_by_scp_plays_it_and_a_broken_one_is_refused(rig):
     switch(rig, "copied")
     got, answer, _ = rig.api("POST", "/api/restart", {"bundle": "half"})
