@@ -71,11 +71,17 @@ def qemu_command(image: Path, disk: Path) -> list[str]:
             "-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con"]
 
 
-def debugfs(disk: Path, commands: list[str], write: bool = False) -> subprocess.CompletedProcess:
-    """Commands run by debugfs on the (not running) ext4 image; no mount needed."""
+def debugfs_write(disk: Path, commands: list[str]) -> subprocess.CompletedProcess:
+    """Commands run by debugfs on the (not running) ext4 image, which it may change; no mount."""
     script = "\n".join(commands) + "\n"
-    return subprocess.run(["debugfs", *(["-w"] if write else []), "-f", "-", str(disk)], input=script,
+    return subprocess.run(["debugfs", "-w", "-f", "-", str(disk)], input=script,
                           capture_output=True, text=True, timeout=120)
+
+
+def debugfs_cat(disk: Path, path: str) -> str:
+    """A file's bytes in the image, as text (-R: nothing but the file on stdout)."""
+    return subprocess.run(["debugfs", "-R", f"cat {path}", str(disk)], capture_output=True, text=True,
+                          timeout=120).stdout
 
 
 def inject_agent(disk: Path, checks: str, work: Path) -> None:
@@ -90,10 +96,9 @@ def inject_agent(disk: Path, checks: str, work: Path) -> None:
     for name, src in files.items():
         commands += [f"rm {name}", f"write {src} {name}", f"sif {name} mode 0100644", f"sif {name} uid 0",
                      f"sif {name} gid 0"]
-    debugfs(disk, commands, write=True)
+    debugfs_write(disk, commands)
     for name, src in files.items():
-        got = debugfs(disk, [f"cat {AGENT_DIR}/{name}"]).stdout
-        if got != src.read_text():
+        if debugfs_cat(disk, f"{AGENT_DIR}/{name}") != src.read_text():
             raise StepFailed(f"setup: could not write {AGENT_DIR}/{name} into {disk} with debugfs")
 
 
