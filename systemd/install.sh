@@ -306,11 +306,18 @@ install_bundle() {   # FROM DEST
 
 # The state folder as systemd makes it for a DynamicUser (/var/lib/private/playbach, 0700 above
 # it, and the link /var/lib/playbach): made here when a bundle goes in before the first start.
+# Its models/ is where the user's bundles go (install.sh --bundle, the page's upload, playbach
+# push): group playbach-web and setgid, so the page's service (another DynamicUser, in that group,
+# given the folder by BindPaths= in playbach-web.service) can rename a checked bundle in.
 state_folder() {
-    [ -e "$STATE" ] && return 0
-    mkdir -p "$ROOT/var/lib/private/playbach"
-    chmod 0700 "$ROOT/var/lib/private"
-    ln -s private/playbach "$STATE"
+    if [ ! -e "$STATE" ]; then
+        mkdir -p "$ROOT/var/lib/private/playbach"
+        chmod 0700 "$ROOT/var/lib/private"
+        ln -s private/playbach "$STATE"
+    fi
+    mkdir -p "$STATE/models"
+    chmod 2775 "$STATE/models"
+    if ((LIVE)); then chgrp playbach-web "$STATE/models"; fi
 }
 
 # The user's bundle: into the state folder's models/, under its own name, beside the shipped
@@ -321,11 +328,10 @@ install_user_bundle() {
     name="$(basename "$(cd "$BUNDLE" && pwd)")"
     [ "$name" != default ] || die "$BUNDLE: 'default' is the shipped bundle's name; give your folder another name"
     check_bundle "$BUNDLE"
-    state_folder
     "$OPT/venv/bin/playbach" push "$BUNDLE" --to "$STATE/models" --replace >/dev/null \
         || die "$BUNDLE: not installed (the reason is above)"
-    # the state folder is the service's (systemd gives it to the DynamicUser): its bundles are too
-    if ((LIVE)); then chown -R --reference="$STATE" "$STATE/models"; fi
+    # the page's service may replace it later (setgid gives new folders the group; these are root's)
+    if ((LIVE)); then chgrp -R playbach-web "$STATE/models/$name"; fi
     say "your bundle: /var/lib/playbach/models/$name (the shipped default stays /opt/playbach/models/default);" \
         "play it: bundle = \"/var/lib/playbach/models/$name\" in /etc/playbach/config.toml, or choose it on the control page"
 }
@@ -426,6 +432,7 @@ mkdir -p "$OPT"
 install_venv
 check_bundle "$SHIPPED"
 install_bundle "$SHIPPED" "$OPT/models/default"
+state_folder
 if [ -n "$BUNDLE" ]; then install_user_bundle; fi
 install_config
 install_units
