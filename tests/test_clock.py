@@ -109,10 +109,9 @@ def test_clock_loss_stops_cleanly_and_waits(bundle, jack_server, receiver, sourc
 def test_sent_clock_evenly_spaced_at_tempo(bundle, jack_server):
     rec = jack.Receiver(client=f"playbach-rec-clk-{time.monotonic_ns()}", timing=True)
     try:
-        # plan 0: a planning call (tens of ms on a loaded 2-core machine) still delays the sent
-        # ticks; issue 25 item 6 keeps that open, and this test measures the clock itself
+        # planning on (the default): a planned beat yields at the next tick, so the ticks keep time
         player = Running(bundle, "--clock", "send", "--bpm", 150, "--port", rec.name, "--seconds", 3,
-                         "--realtime-priority", 10, "--plan", 0, env=jack_server.env())
+                         "--realtime-priority", 10, env=jack_server.env())
         rc = player.proc.wait(30)
         assert rc == 0, player.log
         time.sleep(0.05)
