@@ -9,10 +9,14 @@ serve() does a piece of work (read the sockets, answer a request, make a frame, 
 of a take) only while the next note is further away than twice the slowest recent piece of that
 kind, as the loop does for model steps. A request that does not fit waits for after the note.
 
-Bounded everywhere: MAX_CLIENTS connections, MAX_REQUEST bytes a line, LINES_PER_PASS lines
-parsed per client per pass, PER_CLIENT requests in flight each, QUEUE in all (more: 'busy' at
-once), PER_PASS answered per pass, MAX_OUTBUF bytes waiting per client (a subscriber that stops
-reading misses frames; one that lets a reply pile up is dropped).
+Bounded everywhere: MAX_CLIENTS connections (two of them only for the web service's user:
+control_guard.py), MAX_REQUEST bytes a line, LINES_PER_PASS lines parsed per client per pass and
+control_guard.PASS_SECONDS of reading and parsing (clients taken in turn), PER_CLIENT requests in
+flight each, QUEUE in all (more: 'busy' at once), PER_PASS answered per pass, MAX_OUTBUF bytes
+waiting per client (a subscriber that stops reading misses frames; one that lets a reply pile up
+is dropped); control work at most control_guard.SHARE of the loop's time, whatever the clients
+send; a client hung up on after BAD_IN_A_ROW malformed requests, a stranger after IDLE_SECONDS
+of silence; refusals logged once a second, not once a request.
 
 The socket is never world-writable: 0660 with group `control_group` where that group exists and
 the player is in it (the installed service), else 0600 (only the player's own user).
@@ -29,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from playbach import wire
+from playbach.device import control_guard as guard
 from playbach.device.control_ops import Controlled, Ops, TakeJob
 from playbach.device.unix_socket import bind
 from playbach.errors import UserError
@@ -61,8 +66,10 @@ def open_control(path: str, group: str, player: Controlled) -> "ControlServer | 
 
 
 class Conn:
-    def __init__(self, sock: socket.socket, number: int):
-        self.sock, self.number = sock, number
+    def __init__(self, sock: socket.socket, number: int, trusted: bool, now: float):
+        self.sock, self.number, self.trusted = sock, number, trusted
+        self.heard = now       # when a line last came (a silent stranger is hung up on)
+        self.bad = 0           # malformed requests in a row
         self.inbuf, self.outbuf = bytearray(), bytearray()
         self.pending = 0
         self.subscribed = False
@@ -85,7 +92,9 @@ class ControlServer:
         self.subscribers = 0
         self.next_frame = 0.0
         self.conns: dict[int, Conn] = {}
-        self.backlog: set[Conn] = set()    # clients with whole lines left in their inbuf
+        self.backlog: dict[Conn, None] = {}   # clients with whole lines left in their inbuf, in turn
+        self.budget, self.refusals = guard.Budget(), guard.Refusals()
+        self.turn, self.idle_checked = 0, 0.0
         self.numbers = iter(range(1, 1 << 62))
         self.more = False   # serve() stopped at a per-pass limit, not for want of room: come back at once
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)   # Player.panic() from elsewhere
@@ -101,6 +110,8 @@ class ControlServer:
     def room(self, now: float, deadline: float | None, kind: str = "io") -> bool:
         """Whether `kind` of work begun now ends well before `deadline` (the next note; None: none
         due): twice the slowest recent one of its kind, as Player._room_to_generate does for steps."""
+        if self.budget.left(now) <= 0:   # control work had its share: the loop sleeps
+            return False
         return deadline is None or deadline - now > 2 * self._cost(kind, now)
 
     def _cost(self, kind: str, now: float) -> float:
@@ -124,31 +135,11 @@ class ControlServer:
         self.more = False
         if self.closed or not self.room(now, deadline):
             return
-        for key, mask in self.sel.select(0):
-            if key.data == "listen":
-                self._accept()
-            elif key.data == "wake":
-                try:
-                    os.read(self.wake_r, 4096)
-                except BlockingIOError:
-                    pass
-            else:
-                if mask & selectors.EVENT_READ:
-                    self._read(key.data)
-                if mask & selectors.EVENT_WRITE and key.data.number in self.conns:
-                    self._flush(key.data)
-        for conn in list(self.backlog):
-            self._parse(conn)
+        began = time.monotonic()
+        self._io(now, began + min(guard.PASS_SECONDS, self.budget.left(now),
+                                float("inf") if deadline is None else (deadline - now) / 2))
         t = self._took("io", now)
-        for _ in range(PER_PASS):
-            if not self.waiting or not self.room(t, deadline, self.waiting[0][1]["op"]):
-                break
-            conn, message = self.waiting.popleft()
-            conn.pending -= 1
-            self._answer(conn, message, t)   # also for a client gone: a `set` sent and hung up on holds
-            t = self._took(message["op"], t)
-        else:
-            self.more = bool(self.waiting)
+        t = self._requests(t, deadline)
         if self.takes and self.room(t, deadline, "take"):
             job = self.takes[0]
             line = job.step()
@@ -164,8 +155,60 @@ class ControlServer:
             for conn in list(self.conns.values()):
                 if conn.subscribed and len(conn.outbuf) < FRAME_OUTBUF:
                     self._send(conn, line)
-            self._took("frame", t)
+            t = self._took("frame", t)
         self.more = self.more or bool(self.backlog)
+        self.budget.spend(t - began, t)
+        self.refusals.log(t)
+        if t - self.idle_checked >= 1.0:
+            self._hang_up_silent(t)
+
+    def _io(self, now: float, stop: float) -> None:
+        """Accept, read and parse until `stop`: the readable clients and those with lines left,
+        each in turn (the ones not reached come first next pass)."""
+        events = self.sel.select(0)
+        self.turn += 1
+        for key, mask in events[self.turn % len(events):] + events[:self.turn % len(events)] if events else ():
+            if key.data == "listen":
+                self._accept(now)
+            elif key.data == "wake":
+                try:
+                    os.read(self.wake_r, 4096)
+                except BlockingIOError:
+                    pass
+            else:
+                if time.monotonic() >= stop:
+                    self.more = True
+                    continue   # select() reports it again next pass
+                if mask & selectors.EVENT_READ:
+                    self._read(key.data, now)
+                if mask & selectors.EVENT_WRITE and key.data.number in self.conns:
+                    self._flush(key.data)
+        for conn in list(self.backlog):
+            if time.monotonic() >= stop:
+                break
+            self._parse(conn)
+            if conn in self.backlog:   # lines still left: its next turn after the others'
+                del self.backlog[conn]
+                self.backlog[conn] = None
+
+    def _requests(self, t: float, deadline: float | None) -> float:
+        """Answer up to PER_PASS waiting requests, each only where it fits."""
+        for _ in range(PER_PASS):
+            if not self.waiting or not self.room(t, deadline, self.waiting[0][1]["op"]):
+                return t
+            conn, message = self.waiting.popleft()
+            conn.pending -= 1
+            self._answer(conn, message, t)   # also for a client gone: a `set` sent and hung up on holds
+            t = self._took(message["op"], t)
+        self.more = self.more or bool(self.waiting)
+        return t
+
+    def _hang_up_silent(self, now: float) -> None:
+        """A stranger that sent nothing for IDLE_SECONDS frees its slot (the web's link may idle)."""
+        self.idle_checked = now
+        for conn in list(self.conns.values()):
+            if not conn.trusted and now - conn.heard > guard.IDLE_SECONDS:
+                self._refuse(conn, f"idle for {guard.IDLE_SECONDS:g} s; hung up", close=True, bad=False)
 
     def _answer(self, conn: Conn, message: dict, now: float) -> None:
         extra = {"id": message["id"]} if "id" in message else {}
@@ -195,24 +238,27 @@ class ControlServer:
             pass   # the pipe is full: the loop wakes anyway
 
     # --- the sockets ----------------------------------------------------------------------------
-    def _accept(self) -> None:
+    def _accept(self, now: float) -> None:
         try:
             sock, _ = self.listener.accept()
         except (BlockingIOError, OSError):
             return
         sock.setblocking(False)
-        if len(self.conns) >= wire.MAX_CLIENTS or sock.fileno() >= SELECT_FDS:
+        trusted = guard.trusted(sock)
+        strangers = sum(not c.trusted for c in self.conns.values())
+        if (len(self.conns) >= wire.MAX_CLIENTS or sock.fileno() >= SELECT_FDS
+                or (not trusted and strangers >= wire.MAX_CLIENTS - guard.TRUSTED_SLOTS)):
             try:   # a best-effort word, then gone: the limit holds whatever the client does
                 sock.send(wire.encode({"ok": False, "error": f"busy: {wire.MAX_CLIENTS} clients already"}))
             except OSError:
                 pass
             sock.close()
             return
-        conn = Conn(sock, next(self.numbers))
+        conn = Conn(sock, next(self.numbers), trusted, now)
         self.conns[conn.number] = conn
         self.sel.register(sock, selectors.EVENT_READ, conn)
 
-    def _read(self, conn: Conn) -> None:
+    def _read(self, conn: Conn, now: float) -> None:
         try:
             data = conn.sock.recv(65536)
         except BlockingIOError:
@@ -223,6 +269,7 @@ class ControlServer:
             self._drop(conn)
             return
         conn.inbuf += data
+        conn.heard = now
         self._parse(conn)
 
     def _parse(self, conn: Conn) -> None:
@@ -245,7 +292,10 @@ class ControlServer:
         left = b"\n" in conn.inbuf and not conn.closing and conn.number in self.conns
         if left != (conn in self.backlog):
             conn.reading = not left
-            (self.backlog.add if left else self.backlog.discard)(conn)
+            if left:
+                self.backlog[conn] = None
+            else:
+                self.backlog.pop(conn, None)
             self._watch(conn)
 
     def _request(self, conn: Conn, line: bytes) -> None:
@@ -258,21 +308,30 @@ class ControlServer:
         extra = {"id": message["id"]} if "id" in message else {}
         if op not in wire.OPS:
             self._refuse(conn, f"unknown op {op!r}; ops: {', '.join(wire.OPS)}", **extra)
-        elif op in ("subscribe", "unsubscribe"):   # served here: the frames go to every subscriber
+            return
+        conn.bad = 0
+        if op in ("subscribe", "unsubscribe"):   # served here: the frames go to every subscriber
             wanted = op == "subscribe"
             if conn.subscribed != wanted:
                 conn.subscribed = wanted
                 self.subscribers += 1 if wanted else -1
             self._reply(conn, {"ok": True, **extra})
         elif conn.pending >= PER_CLIENT:
-            self._refuse(conn, f"busy: {PER_CLIENT} requests of this client already waiting", **extra)
+            self._refuse(conn, f"busy: {PER_CLIENT} requests of this client already waiting", bad=False, **extra)
         elif len(self.waiting) >= QUEUE:
-            self._refuse(conn, "busy: the player has too many requests waiting", **extra)
+            self._refuse(conn, "busy: the player has too many requests waiting", bad=False, **extra)
         else:
             self.waiting.append((conn, message))
             conn.pending += 1
 
-    def _refuse(self, conn: Conn, error: str, close: bool = False, **extra: Any) -> None:
+    def _refuse(self, conn: Conn, error: str, close: bool = False, bad: bool = True, **extra: Any) -> None:
+        """Say why; a malformed request (`bad`) is counted, and the BAD_IN_A_ROW-th is hung up on."""
+        if bad:
+            conn.bad += 1
+            self.refusals.note(conn.number, error, time.monotonic())
+            if conn.bad >= guard.BAD_IN_A_ROW and not close:
+                error, close = f"{error}; hung up after {conn.bad} malformed requests in a row", True
+            self.refusals.hung_up += close
         conn.closing = conn.closing or close   # first: the flush in _send closes once all is written
         self._reply(conn, {"ok": False, "error": error, **extra})
 
@@ -322,7 +381,7 @@ class ControlServer:
     def _drop(self, conn: Conn) -> None:
         if self.conns.pop(conn.number, None) is None:
             return
-        self.backlog.discard(conn)
+        self.backlog.pop(conn, None)
         if conn.subscribed:
             self.subscribers -= 1
         if conn.sock in self.sel.get_map():

@@ -4,13 +4,20 @@ and a long take is encoded over several passes. A stand-in player: no model, no 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from fixtures_control import StandIn
 
-from playbach import settings
+from playbach import settings, wire
+from playbach.device import control_guard as guard
 from playbach.device.control import ControlServer
 from playbach.device.control_ops import TAKE_CHUNK, Controlled
 from playbach.device.scheduler import Played
@@ -50,6 +57,8 @@ def replies(server: ControlServer, client: socket.socket, n: int, deadline=None,
             pass
         if data.count(b"\n") >= n:
             break
+        if not server.room(time.monotonic(), None):
+            time.sleep(0.01)   # control work had its share (guard.Budget): the loop would sleep
     client.setblocking(True)
     return [json.loads(line) for line in data.split(b"\n")[:n]]
 
@@ -93,7 +102,11 @@ def test_a_long_take_is_encoded_over_several_passes(rig):
         try:
             data += client.recv(1 << 20)
         except BlockingIOError:
-            assert server.more   # work left that fits: the loop comes back at once, not after a sleep
+            # work left that fits: the loop comes back at once, not after a sleep, unless control
+            # work had its share of the loop's time (guard.Budget)
+            assert server.more or not server.room(time.monotonic(), None)
+            if not server.more:
+                time.sleep(0.01)   # the loop's sleep while the share refills
     reply = json.loads(data)
     assert reply["ok"] and reply["id"] == "t" and len(reply["take"]["notes"]) == count
     assert reply["take"]["notes"][0] == [0.0, 60, 0.2, 80] and passes >= 3
@@ -177,3 +190,115 @@ def test_settings_status_and_set_go_through_the_protocol(rig):
     assert rows["temperature"]["low"] == 0.0 and rows["temperature"]["help"].startswith("sampling temperature")
     # bpm is the scheduler's: the stand-in's apply does not move it; the player's does (Player.apply)
     assert status["status"]["live"]["key"] == "D minor" and status["status"]["openings"] == ["first", "second"]
+
+
+def test_a_client_sending_malformed_lines_in_a_row_is_hung_up_on(rig):
+    """guard.BAD_IN_A_ROW malformed requests in a row end the connection; a good one between resets it."""
+    server, client, _ = rig
+    n = guard.BAD_IN_A_ROW
+    client.sendall(b"{\n" * (n - 1) + b'{"op":"panic","id":1}\n' + b"{\n" * (n - 1))
+    got = replies(server, client, 2 * n - 1)
+    assert [r.get("id") for r in got].count(1) == 1 and all("hung up" not in r.get("error", "") for r in got)
+    client.sendall(b"[[\n")
+    last = replies(server, client, 1)[0]
+    assert f"hung up after {n} malformed requests in a row" in last["error"], last
+    client.settimeout(2)
+    assert client.recv(100) == b""
+
+
+def test_malformed_requests_are_logged_once_a_second_not_once_each(rig, caplog):
+    server, client, _ = rig
+    client.sendall(b'{"op":"fly"}\n' * 10 + b'{"op":"panic","id":1}\n' + b"nope\n" * 10)
+    replies(server, client, 21)
+    lines = [r for r in caplog.records if "malformed requests refused" in r.getMessage()]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+
+
+FLOOD = """
+import socket, sys
+conns = []
+for _ in range(6):
+    s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.setblocking(False); conns.append(s)
+line = b'{"op":"status"}\\n' * 64
+while True:
+    for s in conns:
+        try:
+            s.send(line)
+            while s.recv(1 << 20):
+                pass
+        except BlockingIOError:
+            pass
+"""
+
+
+def test_a_flood_of_requests_gets_only_its_share_of_the_loop_and_the_loop_sleeps(tmp_path):
+    """A client sending requests as fast as it can (the loop's share of work always 'fits' while
+    paused: no note due): serve() takes at most guard.SHARE of the time and the loop still sleeps,
+    as a SCHED_FIFO loop must (RLIMIT_RTTIME)."""
+    path = str(tmp_path / "c.sock")
+    server = ControlServer(path, "", StandIn(tmp_path))
+    flood = subprocess.Popen([sys.executable, "-c", FLOOD, path])
+    try:
+        began = time.monotonic()
+        serving = slept = 0.0
+        while time.monotonic() - began < 2.0:
+            now = time.monotonic()
+            server.serve(now, None)
+            t = time.monotonic()
+            serving += t - now
+            if server.room(t, None):
+                server.wait(0.05)
+            else:   # Player._wait: unwoken by clients until its next wake
+                time.sleep(0.05)
+                slept += time.monotonic() - t
+        answered = server.cost.get("status")
+    finally:
+        flood.kill()
+        flood.wait()
+        server.close()
+    assert answered is not None   # it was served ...
+    # ... at about its share (a pass may overrun what is left by a piece; unbounded it is all 2 s)
+    assert serving <= 1.5 * 2.0 * guard.SHARE, serving
+    assert slept >= 2.0 / 2, slept
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a stranger's connection needs another uid (root forks one)")
+def test_a_stranger_never_gets_the_slots_kept_for_the_web_service(tmp_path):
+    """`nobody` (no DynamicUser uid, not the player's) is served on MAX_CLIENTS - TRUSTED_SLOTS
+    connections at most; the web service's user (here: the player's own) still gets the rest."""
+    folder = Path(tempfile.mkdtemp(prefix="playbach-test-", dir="/tmp"))
+    folder.chmod(0o711)
+    path = str(folder / "c.sock")
+    server = ControlServer(path, "", StandIn(tmp_path))
+    os.chmod(path, 0o666)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            held = [socket.socket(socket.AF_UNIX) for _ in range(wire.MAX_CLIENTS)]
+            for s in held:
+                s.connect(path)
+            os.write(w, b"x")
+            time.sleep(3)
+        finally:
+            os._exit(0)
+    try:
+        os.read(r, 1)
+        ours = []
+        for _ in range(guard.TRUSTED_SLOTS):
+            ours.append(socket.socket(socket.AF_UNIX))
+            ours[-1].connect(path)
+        for _ in range(20):
+            server.serve(time.monotonic(), None)
+        strangers = [c for c in server.conns.values() if not c.trusted]
+        assert len(strangers) == wire.MAX_CLIENTS - guard.TRUSTED_SLOTS
+        assert len(server.conns) == wire.MAX_CLIENTS
+        ours[0].sendall(b'{"op":"panic","id":1}\n')
+        assert replies(server, ours[0], 1) == [{"ok": True, "id": 1}]
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        server.close()
+        shutil.rmtree(folder, ignore_errors=True)
