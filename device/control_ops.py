@@ -1,5 +1,5 @@
 """What the control socket's requests do, run in the play loop's thread (device/control.py calls
-them between notes): status, the live settings and changes to them, pause/play, panic, a restart
+them between notes): status, the live settings and changes to them (and a reset to the config's), pause/play, panic, a restart
 with another installed bundle or opening, the take so far, and the stream's frames. They reach the
 player only through the Controlled protocol.
 
@@ -61,6 +61,9 @@ class Controlled(Protocol):
         """A new take with the installed bundle in that folder and/or that opening (a
         UserError if it cannot be made; the old take then plays on)."""
 
+    def reset(self) -> dict[str, Any]:
+        """Forget the live changes kept across restarts and play the config's values; the live values now."""
+
 
 class Ops:
     def __init__(self, player: Controlled):
@@ -105,6 +108,9 @@ class Ops:
         if not isinstance(changes, dict) or not changes:
             raise UserError("set: 'changes' must be a non-empty object of setting: value")
         return {"ok": True, "live": self.p.apply(changes)}
+
+    def op_reset(self, _message: dict, _now: float) -> dict:
+        return {"ok": True, "live": self.p.reset()}
 
     def op_pause(self, _message: dict, now: float) -> dict:
         self.p.pause(now)

@@ -27,7 +27,7 @@ import time
 from contextlib import ExitStack
 from typing import Any, Mapping
 
-from playbach import settings as pb_settings
+from playbach import overrides, settings as pb_settings
 from playbach.device import config
 from playbach.device.clock import open_clock
 from playbach.device.control import open_control
@@ -52,12 +52,13 @@ add_arguments = config.add_arguments
 
 
 def run(args: argparse.Namespace) -> int:
-    s = config.load(args)
+    base = config.load(args)   # defaults < config < flags: what a reset from the page goes back to
     if logging.getLogger().level != logging.DEBUG:   # -v wins
-        logging.getLogger().setLevel(s.log_level.upper())
+        logging.getLogger().setLevel(base.log_level.upper())
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGABRT):   # while loading: nothing is open yet
         signal.signal(signum, _stop_loading)
-    return Player(load_take(s)).run()
+    s, kept = overrides.at_start(base, pb_settings.check_arguments(args))
+    return Player(overrides.build(load_take, s, base), base, kept).run()
 
 
 def _stop_loading(signum: int, _frame: Any) -> None:
@@ -82,9 +83,12 @@ class Player:
     """The loop, the ports, the clock and the signals around one Take at a time; the control
     socket reaches it through device/control_ops.Controlled."""
 
-    def __init__(self, take: Take):
+    def __init__(self, take: Take, config_settings: Settings | None = None,
+                 kept: overrides.KeptChanges | None = None):
         s = take.settings
         self.take = take
+        self.config_settings = config_settings or s   # defaults < config < flags, for reset()
+        self.kept = kept                               # the live changes that outlast this run
         self.stop_requested = False
         self.paused = False                 # paused through the control socket: nothing is generated
         self.notifier = Notifier()
@@ -130,10 +134,22 @@ class Player:
         if "bpm" in changes:
             self.scheduler.set_bpm(now["bpm"], time.monotonic())
         if changes:
+            if self.kept is not None:   # written from the loop (_serve), at most once a second
+                self.kept.note({k: now[k] for k in changes})
             log.info("live: %s: %s", " ".join(f"{k}={now[k]:g}" if isinstance(now[k], float) else f"{k}={now[k]}"
                                               for k in changes), self.status())
             self.notifier.status(self.status())
         return self.in_force()
+
+    def reset(self) -> dict[str, Any]:
+        """Forget the kept live changes (their file removed) and play the config's values live."""
+        in_force = self.in_force()
+        back = {k: getattr(self.config_settings, k) for k in pb_settings.LIVE}
+        now = self.apply({k: v for k, v in back.items() if v != in_force[k]})
+        if self.kept is not None:
+            self.kept.reset()
+        log.info("control: reset to the config")
+        return now
 
     def in_force(self) -> dict[str, Any]:
         """The live values the take plays with now (the tempo: the scheduler's, which a followed clock sets)."""
@@ -213,6 +229,9 @@ class Player:
         except WatchdogAbort as e:   # hung before the loop began: the ports are closed all the same
             log.error("%s", e)
             return 1
+        finally:
+            if self.kept is not None:
+                self.kept.close()   # what changed in the last second too
         if code is not None:
             self._finish(started)
         return code or 0
@@ -290,6 +309,8 @@ class Player:
             self.control.serve(now, self._deadline(now))
         self.notifier.watchdog(now)
         self.take_log.poll(now, self.scheduler.bpm)
+        if self.kept is not None:
+            self.kept.flush(now)
         return self._live(now) if self.live is not None else False
 
     def _next_wake(self, now: float, end: float) -> float:

@@ -10,17 +10,19 @@ played without, because the owner did not write it and cannot easily see it.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 from playbach import settings
 from playbach.errors import UserError
 from playbach.files import replace_atomically
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 MAX_BYTES = 64 * 1024      # a few dozen live settings; anything bigger is not ours
 WRITE_EVERY = 1.0          # seconds: a knob turned sends many changes; the file is written at most this often
 
@@ -67,6 +69,38 @@ def write_overrides(path: str | Path, values: Mapping[str, Any]) -> None:
         os.fsync(folder)
     finally:
         os.close(folder)
+
+
+def at_start(base: settings.Settings, flags: Mapping[str, Any]) -> tuple[settings.Settings, KeptChanges | None]:
+    """The settings to start with: `base` (defaults < config < flags) with the kept live changes
+    of `base.overrides` laid under the flags given (a flag always wins), and the KeptChanges that
+    keep noting them; (base, None) when there is no overrides file setting."""
+    if not base.overrides:
+        return base, None
+    kept = read_overrides(base.overrides, base)
+    under_flags = {k: v for k, v in kept.items() if k not in flags}
+    s = dataclasses.replace(base, **under_flags) if under_flags else base
+    try:
+        settings.check_together(s, base.overrides)
+    except UserError as e:   # a kept pitch_min above a pitch_max flag: the flag's own rules win
+        log.warning("%s; playing the config as it is", e)
+        s = base
+    if under_flags and s is not base:
+        log.info("%s: kept live changes: %s", base.overrides,
+                 " ".join(f"{k}={v}" for k, v in sorted(under_flags.items())))
+    return s, KeptChanges(base.overrides, kept)
+
+
+def build(load: Callable[[settings.Settings], T], s: settings.Settings, base: settings.Settings) -> T:
+    """load(s), the take with the kept live changes; load(base) if they cannot be played (a kept
+    pitch range another bundle lacks): a file the owner never wrote must not stop the music."""
+    try:
+        return load(s)
+    except UserError as e:
+        if s is base:
+            raise
+        log.warning("%s: the kept live changes cannot be played (%s); playing the config as it is", base.overrides, e)
+        return load(base)
 
 
 class KeptChanges:

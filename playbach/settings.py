@@ -170,6 +170,10 @@ class Settings:
                                   "'' = none; the default is skipped when its folder is missing")
     control_group: str = setting("playbach-web", "group given the control socket (mode 0660) where it exists "
                                  "and the player is in it; else the socket is 0600")
+    overrides: str = setting("", "file that keeps the live changes made while playing (the page, a CC knob) "
+                             "across restarts: read after the config file and before the flags, written as "
+                             "they change; the page's reset removes it ('' = changes last until the player "
+                             "stops; the service keeps them in /var/lib/playbach/overrides.json)")
     web_listen: str = setting("127.0.0.1:8080", "HOST:PORT `playbach web` serves the control page on",
                               rule=lambda v: _is_host_port(v), accepts="HOST:PORT, e.g. '0.0.0.0:8080'")
     web_token_file: str = setting("/etc/playbach/web-token", "file holding the control page's token "

@@ -16,7 +16,7 @@ MAX_REQUEST = 8192            # bytes of one request line, newline included
 MAX_REPLY = 4 * 1024 * 1024   # bytes of one reply line the web's client reads (a long take)
 MAX_CLIENTS = 8               # connections the player serves at once; more are told so and closed
 MAX_DEPTH = 32                # nesting of arrays and objects in one message
-OPS = ("status", "settings", "set", "pause", "play", "panic", "restart", "take", "subscribe", "unsubscribe")
+OPS = ("status", "settings", "set", "pause", "play", "panic", "restart", "reset", "take", "subscribe", "unsubscribe")
 
 
 def encode(message: dict[str, Any]) -> bytes:

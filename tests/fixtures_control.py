@@ -51,6 +51,10 @@ class StandIn:
         self.settings = dataclasses.replace(self.settings, **settings.check_live(changes, self.settings))
         return {k: getattr(self.settings, k) for k in settings.LIVE}
 
+    def reset(self) -> dict:
+        self.settings = dataclasses.replace(self.settings, **{k: getattr(settings.DEFAULTS, k) for k in settings.LIVE})
+        return {k: getattr(self.settings, k) for k in settings.LIVE}
+
     def pause(self, now: float) -> None:
         self.paused = True
 

@@ -145,7 +145,7 @@ def make_app(control_socket: str, token: str, session_days: float = settings.DEF
     app.router.add_get("/api/status", status)
     app.router.add_get("/api/settings", live)
     app.router.add_post("/api/settings", change)
-    for op in ("pause", "play", "panic"):
+    for op in ("pause", "play", "panic", "reset"):   # reset: forget the kept live changes, the config's values
         app.router.add_post(f"/api/{op}", lambda r, op=op: call(r, op))
     app.router.add_post("/api/restart", restart)
     app.router.add_get("/api/take.mid", take)

@@ -166,6 +166,7 @@ async function post(path, body) {
 
 window.addEventListener("DOMContentLoaded", () => {
   for (const op of ["play", "pause", "panic"]) $(op).addEventListener("click", () => post("/api/" + op));
+  $("reset").addEventListener("click", () => post("/api/reset").then(refreshLive));   // steering.js
   $("restart").addEventListener("click", () => {
     const want = { bundle: $("bundle").value };
     if ($("opening").value) want.opening = $("opening").value;
