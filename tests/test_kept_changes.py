@@ -89,3 +89,23 @@ def test_a_damaged_overrides_file_is_named_and_the_config_plays(play_bundle, jac
     assert rc == 0
     assert (live["bpm"], live["pitch_min"]) == (60, 40), live
     assert "overrides.json" in player.log and "'bpm'" in player.log and "playing the config" in player.log, player.log
+
+
+def test_a_knob_turned_is_kept_too(play_bundle, jack_server, receiver, tmp_path):
+    """A CC knob's change goes through Player.apply as the page's does, and is kept the same way."""
+    import rtmidi
+
+    kept_file = tmp_path / "overrides.json"
+    keyboard = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name="playbach-kbd-kept")
+    keyboard.open_virtual_port("out")
+    try:
+        player = Running(play_bundle, "--port", receiver.name, "--input-port", "playbach-kbd-kept",
+                         "--cc-tempo", 20, "--overrides", kept_file, "--control-socket", "", env=jack_server.env())
+        player.wait_for("listening on input port")
+        keyboard.send_message([0xB0, 20, 127])   # the tempo knob to the top: 200 BPM
+        wait_until(lambda: kept_file.exists() and json.loads(kept_file.read_text()) == {"bpm": 200.0}, timeout=5,
+                   what="the knob's tempo written to the overrides file")
+        rc, _ = player.stop()
+    finally:
+        keyboard.delete()
+    assert rc == 0, player.log
