@@ -53,6 +53,7 @@ EVERY_KEY = {
     "realtime_priority": ("20", "20", 20), "retry_seconds": ("0.2", "0.2", 0.2),
     "stats": ("'s.json'", "s.json", "s.json"), "log_level": ("'debug'", "debug", "debug"),
     "control_socket": ("'/tmp/c.sock'", "/tmp/c.sock", "/tmp/c.sock"), "control_group": ("'pw'", "pw", "pw"),
+    "overrides": ("'/var/k.json'", "/var/k.json", "/var/k.json"),
     "web_listen": ("'0.0.0.0:80'", "0.0.0.0:80", "0.0.0.0:80"), "web_token_file": ("'/t'", "/t", "/t"),
     "web_session_days": ("7", "7", 7.0), "web_hosts": ("'pi.example'", "pi.example", "pi.example"),
 }
