@@ -24,6 +24,8 @@ BAD_IN_A_ROW = 16     # malformed requests in a row, then the client is hung up 
 IDLE_SECONDS = 30.0   # a stranger that sent nothing for this long is hung up on (its slot freed)
 SHARE = 0.25          # at most this share of the loop's time goes to control work ...
 BURST = 0.010         # ... with at most this many seconds of it at once
+DEBT = 0.1            # seconds overrun that are paid back (a longer piece, a restart building its
+#                       take, keeps the socket quiet DEBT / SHARE seconds at most, not its length / SHARE)
 PASS_SECONDS = 0.002  # reading and parsing in one pass stops after this (the rest: next pass)
 LOG_EVERY = 1.0       # seconds between log lines about refused requests
 
@@ -53,9 +55,8 @@ class Budget:
         return self.level
 
     def spend(self, seconds: float, now: float) -> None:
-        """One long piece (a restart builds a take) is not carried as a debt of seconds."""
         self.left(now)
-        self.level = max(self.level - max(seconds, 0.0), -BURST)
+        self.level = max(self.level - max(seconds, 0.0), -DEBT)
 
 
 class Refusals:

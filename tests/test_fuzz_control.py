@@ -70,8 +70,11 @@ def exchange(server: ControlServer, path: str, line: bytes) -> tuple[list[dict],
             break
         time.sleep(0.001)
     client.close()
-    for _ in range(3):
-        server.serve(time.monotonic(), None)   # it sees the hang-up: the slot is free again
+    for _ in range(200):   # it sees the hang-up: the slot is free again (the loop sleeps while
+        server.serve(time.monotonic(), None)   # control work has had its share: control_guard.Budget)
+        if not server.conns:
+            break
+        time.sleep(0.001)
     return replies, closed
 
 
