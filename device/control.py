@@ -9,14 +9,11 @@ serve() does a piece of work (read the sockets, answer a request, make a frame, 
 of a take) only while the next note is further away than twice the slowest recent piece of that
 kind, as the loop does for model steps. A request that does not fit waits for after the note.
 
-Bounded everywhere: MAX_CLIENTS connections (two of them only for the web service's user:
-control_guard.py), MAX_REQUEST bytes a line, LINES_PER_PASS lines parsed per client per pass and
-control_guard.PASS_SECONDS of reading and parsing (clients taken in turn), PER_CLIENT requests in
-flight each, QUEUE in all (more: 'busy' at once), PER_PASS answered per pass, MAX_OUTBUF bytes
-waiting per client (a subscriber that stops reading misses frames; one that lets a reply pile up
-is dropped); control work at most control_guard.SHARE of the loop's time, whatever the clients
-send; a client hung up on after BAD_IN_A_ROW malformed requests, a stranger after IDLE_SECONDS
-of silence; refusals logged once a second, not once a request.
+Bounded everywhere: MAX_CLIENTS connections, MAX_REQUEST bytes a line, LINES_PER_PASS lines
+parsed per client per pass, PER_CLIENT requests in flight each, QUEUE in all (more: 'busy' at
+once), PER_PASS answered per pass, MAX_OUTBUF bytes waiting per client (a subscriber that stops
+reading misses frames; one that lets a reply pile up is dropped). Against a hostile local client
+(control_guard.py): slots kept for the web service, a share of the loop's time, hang-ups.
 
 The socket is never world-writable: 0660 with group `control_group` where that group exists and
 the player is in it (the installed service), else 0600 (only the player's own user).
@@ -110,9 +107,7 @@ class ControlServer:
     def room(self, now: float, deadline: float | None, kind: str = "io") -> bool:
         """Whether `kind` of work begun now ends well before `deadline` (the next note; None: none
         due): twice the slowest recent one of its kind, as Player._room_to_generate does for steps."""
-        if self.budget.left(now) <= 0:   # control work had its share: the loop sleeps
-            return False
-        return deadline is None or deadline - now > 2 * self._cost(kind, now)
+        return self.budget.left(now) > 0 and (deadline is None or deadline - now > 2 * self._cost(kind, now))
 
     def _cost(self, kind: str, now: float) -> float:
         """The slowest recent piece of `kind`, halved for every COST_HALF_LIFE since it was timed.
@@ -167,7 +162,8 @@ class ControlServer:
         each in turn (the ones not reached come first next pass)."""
         events = self.sel.select(0)
         self.turn += 1
-        for key, mask in events[self.turn % len(events):] + events[:self.turn % len(events)] if events else ():
+        turn = self.turn % max(len(events), 1)
+        for key, mask in events[turn:] + events[:turn]:
             if key.data == "listen":
                 self._accept(now)
             elif key.data == "wake":
@@ -246,10 +242,10 @@ class ControlServer:
         sock.setblocking(False)
         trusted = guard.trusted(sock)
         strangers = sum(not c.trusted for c in self.conns.values())
-        if (len(self.conns) >= wire.MAX_CLIENTS or sock.fileno() >= SELECT_FDS
-                or (not trusted and strangers >= wire.MAX_CLIENTS - guard.TRUSTED_SLOTS)):
+        limit = wire.MAX_CLIENTS if trusted else wire.MAX_CLIENTS - guard.TRUSTED_SLOTS
+        if len(self.conns) >= wire.MAX_CLIENTS or sock.fileno() >= SELECT_FDS or (not trusted and strangers >= limit):
             try:   # a best-effort word, then gone: the limit holds whatever the client does
-                sock.send(wire.encode({"ok": False, "error": f"busy: {wire.MAX_CLIENTS} clients already"}))
+                sock.send(wire.encode({"ok": False, "error": f"busy: {limit} clients already"}))
             except OSError:
                 pass
             sock.close()

@@ -263,9 +263,10 @@ def test_a_flood_of_requests_gets_only_its_share_of_the_loop_and_the_loop_sleeps
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a stranger's connection needs another uid (root forks one)")
-def test_a_stranger_never_gets_the_slots_kept_for_the_web_service(tmp_path):
+def test_a_stranger_never_gets_the_slots_kept_for_the_web_service(tmp_path, monkeypatch):
     """`nobody` (no DynamicUser uid, not the player's) is served on MAX_CLIENTS - TRUSTED_SLOTS
-    connections at most; the web service's user (here: the player's own) still gets the rest."""
+    connections at most; the web service's user (here: the player's own) still gets the rest. A
+    silent stranger is hung up on after IDLE_SECONDS; the web's link may stay silent."""
     folder = Path(tempfile.mkdtemp(prefix="playbach-test-", dir="/tmp"))
     folder.chmod(0o711)
     path = str(folder / "c.sock")
@@ -281,7 +282,7 @@ def test_a_stranger_never_gets_the_slots_kept_for_the_web_service(tmp_path):
             for s in held:
                 s.connect(path)
             os.write(w, b"x")
-            time.sleep(3)
+            time.sleep(30)   # killed at the end: its connections close only by our hang-up
         finally:
             os._exit(0)
     try:
@@ -297,6 +298,11 @@ def test_a_stranger_never_gets_the_slots_kept_for_the_web_service(tmp_path):
         assert len(server.conns) == wire.MAX_CLIENTS
         ours[0].sendall(b'{"op":"panic","id":1}\n')
         assert replies(server, ours[0], 1) == [{"ok": True, "id": 1}]
+        monkeypatch.setattr(guard, "IDLE_SECONDS", 0.3)
+        for _ in range(150):
+            server.serve(time.monotonic(), None)
+            time.sleep(0.01)
+        assert len(server.conns) == guard.TRUSTED_SLOTS and all(c.trusted for c in server.conns.values())
     finally:
         os.kill(pid, 9)
         os.waitpid(pid, 0)
