@@ -26,6 +26,7 @@ import rtmidi
 from playbach.events import merge_overlaps, notes_to_events, quantize_notes
 from playbach.device.flood import MAX_DRAIN, MAX_PHRASE, QUEUE_SIZE, RateGuard
 from playbach.device.midi_io import WatchedPort
+from playbach.device.voicing import Thru
 from playbach.settings import Knob
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class LiveNews:
     phrase: np.ndarray | None = None       # a finished phrase (event values) to answer
     panic: bool = False                    # CC 120 or 123: end every sounding note now
     changes: dict[str, object] = field(default_factory=dict)   # setting -> value from CC knobs (the last turn of each)
+    thru: list[list[int]] = field(default_factory=list)        # messages to pass to the output (setting thru)
 
 
 class LiveInput(WatchedPort):
@@ -46,8 +48,9 @@ class LiveInput(WatchedPort):
     connected_text = "listening on input port '{name}'"
 
     def __init__(self, api: str, wanted: str, ticks_per_quarter: int, gap: float = 1.0,
-                 knobs: dict[int, Knob] | None = None, retry_seconds: float = 1.0):
+                 knobs: dict[int, Knob] | None = None, retry_seconds: float = 1.0, thru: Thru | None = None):
         super().__init__(api, wanted, retry_seconds, client_name="playbach-in")
+        self.thru = thru                                  # what passes to the output (device/voicing.py)
         self.tpq, self.gap = ticks_per_quarter, gap
         self.knobs = knobs or {}                          # CC number -> the setting it turns
         self.clock = 0.0                                  # seconds, summed from rtmidi's deltas
@@ -110,6 +113,8 @@ class LiveInput(WatchedPort):
             self.clock += delta
             if not data or not 0x80 <= data[0] < 0xF0:
                 continue   # system messages (clock on the wrong port, SysEx, active sensing): not ours
+            if self.thru is not None and self.thru.passes(data):
+                news.thru.append(list(data))
             if data[0] & 0xF0 not in (0x80, 0x90, 0xB0) or len(data) != 3 or max(data[1:]) > 0x7F:
                 continue   # what nothing here reads (pitch bend, aftertouch, program) or a malformed
                 # note or CC: not parsed at all (a cut-short pitch bend raised IndexError in mido)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 import mido
 import rtmidi
@@ -203,24 +203,32 @@ class WatchedPort:
 
 
 class MidiOutput(WatchedPort):
-    """Sends notes on one channel to one port, surviving the port coming and going; every
-    note it struck is ended at the receiver before the port closes."""
+    """Sends notes, each on its channel, to one port, surviving the port coming and going; every
+    note it struck is ended at the receiver before the port closes.
+
+    `channel` is where a note without one goes and `channels` every channel notes may use (wire
+    channels, 0..15); `programs` the (channel, program) changes sent on each connect (default:
+    `program` on `channel`, none for -1); `on_sent` is told the bytes of every note message sent
+    (the thru filter knows our own notes by it)."""
 
     def __init__(self, api: str, port: str = "", virtual_port: str = "", channel: int = 0,
-                 program: int = -1, velocity_scale: float = 1.0, retry_seconds: float = 1.0):
+                 program: int = -1, velocity_scale: float = 1.0, retry_seconds: float = 1.0,
+                 channels: Sequence[int] = (), programs: Sequence[tuple[int, int]] | None = None,
+                 on_sent: Callable[[list[int]], None] | None = None):
         super().__init__(api, port, retry_seconds, client_name="playbach")
-        self.channel, self.program, self.velocity_scale = channel, program, velocity_scale
-        self.sounding: set[int] = set()
-        self.channels_used: set[int] = set()
+        self.channel, self.velocity_scale, self.on_sent = channel, velocity_scale, on_sent
+        self.programs = list(programs) if programs is not None else ([(channel, program)] if program >= 0 else [])
+        self.sounding: set[tuple[int, int]] = set()   # (channel, pitch)
+        self.channels_used: set[int] = {channel, *channels}
         if virtual_port:
             self.open_virtual(virtual_port)
 
     def _on_connect(self) -> None:
-        """Fresh connection: silence whatever the receiver had left, then set the instrument."""
+        """Fresh connection: silence whatever the receiver had left, then set the instruments."""
         self.sounding.clear()
         self.all_notes_off()
-        if self.program >= 0:
-            self._send(mido.Message("program_change", program=self.program, channel=self.channel))
+        for channel, program in self.programs:
+            self._send(mido.Message("program_change", program=program, channel=channel))
 
     def _on_vanish(self) -> None:
         self.sounding.clear()   # the receiver is gone; it gets all-notes-off when it is back
@@ -244,20 +252,27 @@ class MidiOutput(WatchedPort):
             return False
         return True
 
-    def send(self, messages: list[tuple[str, int, int]]) -> None:
-        """(kind, pitch, velocity) tuples from the scheduler; dropped while disconnected."""
-        for kind, pitch, velocity in messages:
+    def send(self, messages: Sequence[tuple]) -> None:
+        """(kind, pitch, velocity, channel) tuples from the scheduler (channel left out: `channel`);
+        dropped while disconnected."""
+        for kind, pitch, velocity, *rest in messages:
+            channel = rest[0] if rest else self.channel
             if kind == "note_on":
                 velocity = max(1, min(127, round(velocity * self.velocity_scale)))
-                self.sounding.add(pitch)
+                self.sounding.add((channel, pitch))
             else:
-                self.sounding.discard(pitch)
-            self._send(mido.Message(kind, note=pitch, velocity=velocity, channel=self.channel))
+                self.sounding.discard((channel, pitch))
+            self._send_note(mido.Message(kind, note=pitch, velocity=velocity, channel=channel))
+
+    def _send_note(self, msg: mido.Message) -> None:
+        self._send(msg)
+        if self.on_sent is not None:
+            self.on_sent(msg.bytes())
 
     def all_notes_off(self) -> None:
         """Explicit note_offs for what we left sounding, then CC 123 on every channel we used."""
-        for pitch in sorted(self.sounding):
-            self._send(mido.Message("note_off", note=pitch, velocity=0, channel=self.channel))
+        for channel, pitch in sorted(self.sounding):
+            self._send_note(mido.Message("note_off", note=pitch, velocity=0, channel=channel))
         self.sounding.clear()
-        for channel in sorted(self.channels_used | {self.channel}):
+        for channel in sorted(self.channels_used):
             self._send(mido.Message("control_change", control=123, value=0, channel=channel))

@@ -37,6 +37,7 @@ from playbach.device.process import normal_priority, process_age, set_realtime
 from playbach.device.scheduler import START_DELAY, Scheduler, Upcoming
 from playbach.device.sdnotify import Notifier
 from playbach.device.take_log import TakeLog
+from playbach.device.voicing import Thru, Voicing, program_changes
 from playbach.errors import UserError
 from playbach.files import write_text_atomically
 from playbach.settings import Settings
@@ -106,8 +107,12 @@ class Player:
         try:
             if s.realtime_priority:   # only now: loading at SCHED_FIFO starved the rest of a booting Pi
                 set_realtime(s.realtime_priority)
+            self.voicing = Voicing(s.voices, s.channel, s.channels)   # each note's channel, as generated
+            self.thru = Thru() if s.thru and s.input_port else None
             self.output = self.ports.enter_context(MidiOutput(
-                s.midi_api, s.port, s.virtual_port, s.channel - 1, s.program, s.velocity_scale, s.retry_seconds))
+                s.midi_api, s.port, s.virtual_port, s.channel - 1, s.program, s.velocity_scale, s.retry_seconds,
+                self.voicing.used(), program_changes(self.voicing, s.program, s.programs),
+                self.thru.note_sent if self.thru is not None else None))
             self.control = open_control(s.control_socket, s.control_group, self)   # a bad path stops the start
             if self.control is not None:
                 self.ports.enter_context(self.control)
@@ -123,7 +128,7 @@ class Player:
         from playbach.device.live_input import LiveInput
         knobs = {getattr(s, k.cc): k for k in pb_settings.KNOBS if getattr(s, k.cc) >= 0}
         return self.ports.enter_context(LiveInput(s.midi_api, s.input_port, self.take.ticks_per_quarter,
-                                                  s.live_gap, knobs, s.retry_seconds))
+                                                  s.live_gap, knobs, s.retry_seconds, self.thru))
 
     # --- what the control socket may do (device/control_ops.Controlled) -------------------------
     def apply(self, changes: Mapping[str, Any]) -> dict[str, Any]:
@@ -195,6 +200,7 @@ class Player:
             self.scheduler.restart_at(time.monotonic() + START_DELAY)
             raise UserError(f"restart: {e}") from e
         self.take = take
+        self.voicing.reset()
         self.scheduler.restart_at(time.monotonic() + START_DELAY, take.ticks_per_quarter)
         if self.live is not None:
             self.live.regrid(take.ticks_per_quarter)
@@ -300,7 +306,7 @@ class Player:
         due = self.scheduler.pop_due(now)
         if due:
             self.output.send(due)
-            self.take_log.sent(sum(kind == "note_on" for kind, _, _ in due))
+            self.take_log.sent(sum(message[0] == "note_on" for message in due))
 
     def _serve(self, now: float) -> bool:
         """The port, the control socket, the watchdog and live input; True while someone plays."""
@@ -370,7 +376,7 @@ class Player:
         if self.take.settings.stats:
             self.inference.append(self.spent)
         self.spent = 0.0
-        self.scheduler.add(*event)
+        self.scheduler.add(*event, self.voicing.channel_of(*event[:3]))
         if not self.notifier.ready_sent:
             self.notifier.ready(self.status())
             log.info("playing: %s", self.status())
@@ -378,6 +384,8 @@ class Player:
     def _live(self, now: float) -> bool:
         """Apply live input; True while someone is playing (the model keeps quiet)."""
         news = self.live.poll(now, self.scheduler.bpm)
+        for data in news.thru:   # the keyboard's own messages, as a sound module passes them on
+            self.output.send_raw(data)
         if news.changes:
             try:
                 self.apply(news.changes)

@@ -24,6 +24,10 @@ class Entry(NamedTuple):
     pitch: int
     velocity: int
     note_id: int
+    channel: int = 0   # on the wire, 0..15 (device/voicing.py chose it)
+
+
+Message = tuple[str, int, int, int]   # (kind, pitch, velocity, wire channel), what the output sends
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,8 @@ class Scheduler:
         self.cursor = 0                    # tick of the last added note's onset
         self.queue: list[Entry] = []
         self.serial = itertools.count()
-        self.sounding: dict[int, tuple[int, int, int]] = {}  # pitch -> (note_id, start tick, velocity)
+        # (channel, pitch) -> (note_id, start tick, velocity): two voices may share a pitch on two channels
+        self.sounding: dict[tuple[int, int], tuple[int, int, int]] = {}
         self.on_played = on_played         # told of each note as it ends (device/take_log.py)
 
     # --- the tick <-> time map ----------------------------------------------------------------
@@ -89,13 +94,14 @@ class Scheduler:
         self.origin_tick, self.origin_time = float(self.cursor), time
 
     # --- adding and taking notes -------------------------------------------------------------
-    def add(self, onset: int, pitch: int, duration: int, velocity: int) -> None:
-        """One event (field values): its onset is a delta from the previous note's onset."""
+    def add(self, onset: int, pitch: int, duration: int, velocity: int, channel: int = 0) -> None:
+        """One event (field values): its onset is a delta from the previous note's onset; `channel`
+        the wire channel it goes out on."""
         self.cursor += int(onset)
         note_id = next(self.serial)
         start, end = self.cursor, self.cursor + max(1, int(duration))
-        heapq.heappush(self.queue, Entry(start, NOTE_ON, note_id, int(pitch), int(velocity), note_id))
-        heapq.heappush(self.queue, Entry(end, NOTE_OFF, note_id, int(pitch), 0, note_id))
+        heapq.heappush(self.queue, Entry(start, NOTE_ON, note_id, int(pitch), int(velocity), note_id, channel))
+        heapq.heappush(self.queue, Entry(end, NOTE_OFF, note_id, int(pitch), 0, note_id, channel))
 
     def lead(self, now: float) -> float:
         """How far ahead of the clock generation is, in seconds."""
@@ -107,47 +113,48 @@ class Scheduler:
     def upcoming(self) -> list[Upcoming]:
         """What sounds and what is scheduled, in that order, on the monotonic clock."""
         offs = {e.note_id: e.tick for e in self.queue if e.kind == NOTE_OFF}
-        notes = [(nid, start, pitch, vel) for pitch, (nid, start, vel) in self.sounding.items()]
+        notes = [(nid, start, pitch, vel) for (_, pitch), (nid, start, vel) in self.sounding.items()]
         notes += [(e.note_id, e.tick, e.pitch, e.velocity) for e in self.queue if e.kind == NOTE_ON]
         return [Upcoming(nid, self.time_of(on), None if offs.get(nid) is None else self.time_of(offs[nid]), pitch, vel)
                 for nid, on, pitch, vel in notes]
 
-    def pop_due(self, now: float) -> list[tuple[str, int, int]]:
-        """Messages due by `now` as (kind, pitch, velocity), in order; a chord's notes come together.
+    def pop_due(self, now: float) -> list[Message]:
+        """Messages due by `now` as (kind, pitch, velocity, channel), in order; a chord's notes come together.
 
-        A note_on of a pitch that is still sounding first ends the sounding one; a note_off whose
-        note was ended that way is dropped, so every note_on gets exactly one note_off.
+        A note_on of a pitch that is still sounding on its channel first ends the sounding one; a
+        note_off whose note was ended that way is dropped, so every note_on gets exactly one note_off.
         """
         out = []
         while self.queue and self.time_of(self.queue[0].tick) <= now:
-            tick, kind, _, pitch, velocity, note_id = heapq.heappop(self.queue)
+            tick, kind, _, pitch, velocity, note_id, channel = heapq.heappop(self.queue)
+            key = (channel, pitch)
             if kind == NOTE_ON:
-                if pitch in self.sounding:
-                    out.append(self._end(pitch, tick))
-                self.sounding[pitch] = (note_id, tick, velocity)
-                out.append(("note_on", pitch, velocity))
-            elif pitch in self.sounding and self.sounding[pitch][0] == note_id:
-                out.append(self._end(pitch, tick))
+                if key in self.sounding:
+                    out.append(self._end(key, tick))
+                self.sounding[key] = (note_id, tick, velocity)
+                out.append(("note_on", pitch, velocity, channel))
+            elif key in self.sounding and self.sounding[key][0] == note_id:
+                out.append(self._end(key, tick))
         return out
 
-    def _end(self, pitch: int, tick: int) -> tuple[str, int, int]:
-        note_id, start, velocity = self.sounding.pop(pitch)
+    def _end(self, key: tuple[int, int], tick: int) -> Message:
+        note_id, start, velocity = self.sounding.pop(key)
         if self.on_played is not None:
-            self.on_played(Played(start, pitch, max(1, tick - start), velocity, self.time_of(start),
+            self.on_played(Played(start, key[1], max(1, tick - start), velocity, self.time_of(start),
                                   self.time_of(max(tick, start + 1))))
-        return ("note_off", pitch, 0)
+        return ("note_off", key[1], 0, key[0])
 
-    def stop(self, now: float) -> list[tuple[str, int, int]]:
+    def stop(self, now: float) -> list[Message]:
         """End every sounding note now and forget the rest: the note_offs to send."""
         tick = max(int(self.tick_at(now)), 0)
-        offs = [self._end(pitch, max(tick, self.sounding[pitch][1] + 1)) for pitch in list(self.sounding)]
+        offs = [self._end(key, max(tick, self.sounding[key][1] + 1)) for key in list(self.sounding)]
         self.queue.clear()
         return offs
 
     def clear_future(self, now: float) -> None:
         """Drop queued notes that have not started (sounding notes still end on time)."""
-        keep = [e for e in self.queue if e.kind == NOTE_OFF and e.pitch in self.sounding
-                and self.sounding[e.pitch][0] == e.note_id]
+        keep = [e for e in self.queue if e.kind == NOTE_OFF and (e.channel, e.pitch) in self.sounding
+                and self.sounding[e.channel, e.pitch][0] == e.note_id]
         self.queue = keep
         heapq.heapify(self.queue)
         self.cursor = max(self.cursor, int(self.tick_at(now)))

@@ -110,8 +110,24 @@ class Settings:
     midi_api: str = setting("alsa", "MIDI system (rtmidi API)", ("alsa", "jack"))
     port: str = setting("", "output port: a substring of its name; '' = the first port")
     virtual_port: str = setting("", "create a virtual output port of this name instead of --port")
-    channel: int = setting(1, "MIDI channel", low=1, high=16)
-    program: int = setting(6, "GM program 0-127 sent at start (6 = harpsichord); -1 = none", low=-1, high=127)
+    channel: int = setting(1, "MIDI channel (voices = one)", low=1, high=16)
+    program: int = setting(-1, "General MIDI program 0-127 sent when the synth is found (6 = harpsichord); -1 = "
+                           "none, the default: a synth keeps the sound its owner chose (a synth that is not "
+                           "General MIDI would jump to another patch); the demo and the FluidSynth set-up ask 6",
+                           low=-1, high=127)
+    voices: str = setting("one", "one: every note on `channel`; four: each voice of the chorale (soprano, alto, "
+                          "tenor, bass, as the model's voice context counts them) on its own of `channels`",
+                          ("one", "four"))
+    channels: tuple[int, ...] = setting((1, 2, 3, 4), "the channels of soprano, alto, tenor and bass "
+                                        "(voices = four); flag: comma-separated", low=1, high=16,
+                                        rule=lambda v: len(v) == 4, accepts="a list of 4 ints in [1, 16]")
+    programs: tuple[int, ...] = setting((), "one program per voice channel, sent when the synth is found "
+                                        "(voices = four; -1 = leave that channel's sound); [] = `program` "
+                                        "on every channel used; flag: comma-separated", low=-1, high=127,
+                                        rule=lambda v: len(v) in (0, 4),
+                                        accepts="[] or a list of 4 ints in [-1, 127]")
+    thru: bool = setting(False, "pass what arrives on input_port to the output, as a sound module does (never "
+                         "our own notes coming back, nor clock, transport or SysEx)")
     velocity_scale: float = setting(1.0, "multiply every velocity (clipped to 1..127)", low=0.0, high=4.0)
     bpm: float = setting(90.0, "tempo in quarter notes per minute", low=10.0, high=400.0,
                          cc=knob("cc_tempo", 40.0, 200.0))
@@ -217,6 +233,8 @@ class Setting:
 
     def check(self, value: Any, where: str) -> Any:
         """The value converted to the key's type, or a UserError naming the key."""
+        if self.type is tuple:
+            return self._check_list(value, where)
         ok = isinstance(value, self.type) and not (self.type is not bool and isinstance(value, bool))
         if self.type is float and isinstance(value, int) and not isinstance(value, bool):
             value, ok = float(value), True   # TOML `bpm = 90` means 90.0
@@ -228,9 +246,28 @@ class Setting:
             raise UserError(f"{where}: key '{self.name}' = {value!r} is not allowed; it takes {self.accepts()}")
         return value
 
+    def _check_list(self, value: Any, where: str) -> tuple:
+        """A list of ints (TOML array, or a flag's comma-separated text), each in [low, high]."""
+        given = value
+        if isinstance(value, str):
+            try:
+                value = [int(v) for v in value.split(",")] if value.strip() else []
+            except ValueError:
+                value = [value]
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool)
+                                                      and self.low <= v <= self.high for v in value)
+        if not ok or (self.rule is not None and not self.rule(tuple(value))):
+            raise UserError(f"{where}: key '{self.name}' = {given!r} is not allowed; it takes {self.accepts()}")
+        return tuple(value)
+
+
+def _setting_type(hint: Any) -> type:
+    """str, int, float, bool, or tuple for a list of ints."""
+    return tuple if typing.get_origin(hint) is tuple else hint
+
 
 _TYPES = typing.get_type_hints(Settings)   # the annotations are strings here (from __future__)
-KEYS = tuple(Setting(f.name, _TYPES[f.name], f.default, **{("accepts_text" if m == "accepts" else m): v
+KEYS = tuple(Setting(f.name, _setting_type(_TYPES[f.name]), f.default, **{("accepts_text" if m == "accepts" else m): v
                                                          for m, v in f.metadata.items()})
              for f in dataclasses.fields(Settings))
 BY_NAME = {k.name: k for k in KEYS}
@@ -313,6 +350,8 @@ def add_arguments(parser: argparse.ArgumentParser, names: Iterable[str] | None =
                               "help": f"{key.help} (default {key.shown or repr(key.default)})"}
         if key.type is bool:
             kw["action"] = argparse.BooleanOptionalAction
+        elif key.type is tuple:   # text here; check_arguments() reads the list and names the flag
+            kw["metavar"] = "N,N,N,N"
         else:
             kw["type"] = key.type
             kw["metavar"] = key.name.upper()
@@ -359,7 +398,7 @@ def markdown_table() -> str:
     for k in KEYS:
         allowed = k.accepts_text or (", ".join(map(str, k.choices)) if k.choices else (
             f"{k.low:.10g} .. {k.high:.10g}" if k.low is not None else ""))
-        rows.append(f"| `{k.name}` / `{k.flag}` | {k.type.__name__} | {k.shown or repr(k.default)} | {allowed} "
+        rows.append(f"| `{k.name}` / `{k.flag}` | {'list of int' if k.type is tuple else k.type.__name__} | {k.shown or repr(k.default)} | {allowed} "
                     f"| {k.help} |")
     return "\n".join(rows)
 

@@ -57,7 +57,8 @@ wait_for fluidsynth "${pids[-1]}" "$LOGS/fluidsynth.log" has_midi_port
 echo "demo: playing $BUNDLE for $SECONDS_TO_PLAY s into FluidSynth"
 rm -f take.mid take.wav take.png
 # shellcheck disable=SC2086  # PLAY_ARGS is a list of flags
-.venv/bin/playbach play --bundle "$BUNDLE" --midi-api jack --port fluidsynth \
+# --program 6: FluidSynth's General MIDI harpsichord (the player sends no Program Change unless asked)
+.venv/bin/playbach play --bundle "$BUNDLE" --midi-api jack --port fluidsynth --program 6 \
     --seconds "$SECONDS_TO_PLAY" --record take.mid ${PLAY_ARGS:-}
 
 echo "demo: rendering take.wav and take.png"

@@ -91,7 +91,7 @@ def play(source: Source, until: float, n_events: int = 4000, lookahead: float = 
             tick_of[event[1]] = sched.cursor
         due = sched.pop_due(now)
         output.send(due)
-        played += [(now, tick_of[pitch]) for kind, pitch, _ in due if kind == "note_on"]
+        played += [(now, tick_of[pitch]) for kind, pitch, *_ in due if kind == "note_on"]
         wake = [now + POLL] + ([messages[0][0]] if messages else []) + ([sched.next_due()] if sched.queue else [])
         now = max(min(wake), now + 1e-6)
     return played, clock, sched, output

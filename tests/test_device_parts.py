@@ -54,6 +54,8 @@ EVERY_KEY = {
     "stats": ("'s.json'", "s.json", "s.json"), "log_level": ("'debug'", "debug", "debug"),
     "control_socket": ("'/tmp/c.sock'", "/tmp/c.sock", "/tmp/c.sock"), "control_group": ("'pw'", "pw", "pw"),
     "overrides": ("'/var/k.json'", "/var/k.json", "/var/k.json"),
+    "voices": ("'four'", "four", "four"), "channels": ("[5, 6, 7, 8]", "5,6,7,8", (5, 6, 7, 8)),
+    "programs": ("[0, -1, 6, 19]", "0,-1,6,19", (0, -1, 6, 19)), "thru": ("true", None, True),
     "web_listen": ("'0.0.0.0:80'", "0.0.0.0:80", "0.0.0.0:80"), "web_token_file": ("'/t'", "/t", "/t"),
     "web_session_days": ("7", "7", 7.0), "web_hosts": ("'pi.example'", "pi.example", "pi.example"),
 }
@@ -64,12 +66,13 @@ def test_every_key_has_a_flag_in_play_help(capsys):
         main(["play", "--help"])
     assert done.value.code == 0
     flags = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", capsys.readouterr().out))
-    assert flags == {"--help", "--verbose", "--config"} | {"--" + k.replace("_", "-") for k in EVERY_KEY}
+    assert flags == {"--help", "--verbose", "--config", "--no-thru"} | {"--" + k.replace("_", "-") for k in EVERY_KEY}
 
 
 def test_every_key_is_read_from_the_file_and_from_its_flag(tmp_path):
     from_file = parse([], "".join(f"{k} = {toml}\n" for k, (toml, _, _) in EVERY_KEY.items()), tmp_path)
-    flags = [a for k, (_, text, _) in EVERY_KEY.items() for a in ("--" + k.replace("_", "-"), text)]
+    # a bool's flag takes no value (text None): --thru
+    flags = [a for k, (_, text, _) in EVERY_KEY.items() for a in ("--" + k.replace("_", "-"), text) if a is not None]
     from_flags = parse(flags)
     for key, (_, _, value) in EVERY_KEY.items():
         got_file, got_flag = getattr(from_file, key), getattr(from_flags, key)
@@ -118,9 +121,9 @@ def test_chord_leaves_together_and_offs_come_first():
     s.add(0, 60, 4, 90)
     s.add(0, 64, 4, 90)
     s.add(4, 60, 4, 90)   # repeated pitch exactly when the first one ends
-    assert s.pop_due(0.0) == [("note_on", 60, 90), ("note_on", 64, 90)]
+    assert s.pop_due(0.0) == [("note_on", 60, 90, 0), ("note_on", 64, 90, 0)]
     assert s.pop_due(0.4) == []
-    assert s.pop_due(0.5) == [("note_off", 60, 0), ("note_off", 64, 0), ("note_on", 60, 90)]
+    assert s.pop_due(0.5) == [("note_off", 60, 0, 0), ("note_off", 64, 0, 0), ("note_on", 60, 90, 0)]
 
 
 def test_overlapping_repeat_gets_one_note_off_each():
@@ -129,7 +132,7 @@ def test_overlapping_repeat_gets_one_note_off_each():
     s.add(0, 60, 8, 90)
     s.add(2, 60, 8, 90)   # re-struck while still sounding
     msgs = s.pop_due(10.0)
-    assert msgs == [("note_on", 60, 90), ("note_off", 60, 0), ("note_on", 60, 90), ("note_off", 60, 0)]
+    assert msgs == [("note_on", 60, 90, 0), ("note_off", 60, 0, 0), ("note_on", 60, 90, 0), ("note_off", 60, 0, 0)]
     assert [(p.start_tick, p.duration) for p in played] == [(0, 2), (2, 8)]
     assert [(p.on_time, p.off_time) for p in played] == [(0.0, 0.25), (0.25, 1.25)]   # 0.125 s a tick
 
@@ -140,7 +143,7 @@ def test_stop_ends_every_sounding_note():
     s.add(0, 67, 100, 90)
     s.add(4, 72, 100, 90)
     s.pop_due(0.1)
-    assert sorted(s.stop(0.2)) == [("note_off", 60, 0), ("note_off", 67, 0)]
+    assert sorted(s.stop(0.2)) == [("note_off", 60, 0, 0), ("note_off", 67, 0, 0)]
     assert s.pop_due(100.0) == []
 
 

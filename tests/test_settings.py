@@ -17,7 +17,7 @@ from playbach.harness import bench, livebench
 from playbach.trainer import generate
 
 # What a take sounds like unless told otherwise, in every command (written out, not read from Settings).
-TAKE = {"temperature": 0.9, "top_k": 0, "max_repeat": 64, "program": 6, "bpm": 90.0}
+TAKE = {"temperature": 0.9, "top_k": 0, "max_repeat": 64, "program": -1, "bpm": 90.0}
 
 
 def defaults_of(add_arguments, *argv: str) -> dict:
