@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import os
 import selectors
-import socket
 import time
 from collections import deque
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 
 from playbach import wire
 from playbach.device import control_guard as guard
+from playbach.device.control_guard import Conn
 from playbach.device.control_ops import Controlled, Ops, TakeJob
 from playbach.device.unix_socket import bind
 from playbach.errors import UserError
@@ -60,18 +60,6 @@ def open_control(path: str, group: str, player: Controlled) -> "ControlServer | 
         log.info("no control socket: %s does not exist (playbach.service makes it)", Path(path).parent)
         return None
     return ControlServer(path, group, player)
-
-
-class Conn:
-    def __init__(self, sock: socket.socket, number: int, trusted: bool, now: float):
-        self.sock, self.number, self.trusted = sock, number, trusted
-        self.heard = now       # when a line last came (a silent stranger is hung up on)
-        self.bad = 0           # malformed requests in a row
-        self.inbuf, self.outbuf = bytearray(), bytearray()
-        self.pending = 0
-        self.subscribed = False
-        self.closing = False   # close once the outbuf is written
-        self.reading = True    # False while it has more lines parsed-but-unread than a pass takes
 
 
 class ControlServer:

@@ -80,3 +80,17 @@ class Refusals:
                     "up on); the last: %s", self.count, now - self.since, len(self.clients), self.hung_up,
                     self.last[:120])
         self.count, self.hung_up, self.clients, self.logged_at = 0, 0, set(), now
+
+
+class Conn:
+    """One client of the control socket: its buffers, and what the guard counts of it."""
+
+    def __init__(self, sock: socket.socket, number: int, trusted: bool, now: float):
+        self.sock, self.number, self.trusted = sock, number, trusted
+        self.heard = now       # when a line last came (a silent stranger is hung up on)
+        self.bad = 0           # malformed requests in a row
+        self.inbuf, self.outbuf = bytearray(), bytearray()
+        self.pending = 0
+        self.subscribed = False
+        self.closing = False   # close once the outbuf is written
+        self.reading = True    # False while it has more lines parsed-but-unread than a pass takes
