@@ -103,16 +103,9 @@ class GadgetClock(threading.Thread):
 
 
 def transport(recorder, sent: list[float]) -> list[float]:
-    """Round trips of the probes: the k-th probe's CC value is k mod 128, matched in order."""
-    got = [e for e in recorder.snapshot() if e.kind == "cc" and e.channel == 15 and e.a == PROBE_CC]
-    out, j = [], 0
-    for k, s in enumerate(sent):
-        while j < len(got) and (got[j].t < s or got[j].b != k % 128):
-            j += 1
-        if j < len(got):
-            out.append(got[j].t - s)
-            j += 1
-    return out
+    """Round trips of the probes that came back: the k-th probe's CC value is k (PROBES < 128)."""
+    got = {e.b: e.t for e in recorder.snapshot() if e.kind == "cc" and e.channel == 15 and e.a == PROBE_CC}
+    return [got[k] - s for k, s in enumerate(sent) if k in got and got[k] >= s]
 
 
 def follow_config(config: Path) -> str:
