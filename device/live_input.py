@@ -113,18 +113,19 @@ class LiveInput(WatchedPort):
             self.clock += delta
             if not data or not 0x80 <= data[0] < 0xF0:
                 continue   # system messages (clock on the wrong port, SysEx, active sensing): not ours
+            note = data[0] & 0xF0 in (0x80, 0x90) and len(data) == 3 and max(data[1:]) <= 0x7F
+            if note and not self.notes_guard.allow(now):
+                if self.down or self.phrase:   # what the flood pressed is no one playing
+                    self.down.clear()
+                    self.phrase.clear()
+                continue   # nor does it pass thru to the synth
             if self.thru is not None and self.thru.passes(data):
                 news.thru.append(list(data))
             if data[0] & 0xF0 not in (0x80, 0x90, 0xB0) or len(data) != 3 or max(data[1:]) > 0x7F:
                 continue   # what nothing here reads (pitch bend, aftertouch, program) or a malformed
                 # note or CC: not parsed at all (a cut-short pitch bend raised IndexError in mido)
-            if data[0] & 0xF0 == 0xB0 and len(data) == 3 and data[1] in (120, 123):
+            if data[0] & 0xF0 == 0xB0 and data[1] in (120, 123):
                 news.panic = True   # all sound off / all notes off
-                continue
-            if data[0] & 0xF0 in (0x80, 0x90) and not self.notes_guard.allow(now):
-                if self.down or self.phrase:   # what the flood pressed is no one playing
-                    self.down.clear()
-                    self.phrase.clear()
                 continue
             turned = self._take(data, now)
             if turned is not None:
