@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from playbach import settings
+from playbach import settings, settings_table
 from playbach.cli import main
 from playbach.device import config
 from playbach.errors import UserError
@@ -49,20 +49,20 @@ def test_generate_checks_its_shared_settings_only(tmp_path, caplog):
 
 
 def test_settings_table_is_rewritten_between_its_markers_only():
-    text = f"intro\n{settings.TABLE_BEGIN}\nold table\n{settings.TABLE_END}\nafter\n"
-    once = settings.rewrite_table(text, "doc.md")
-    assert once.startswith(f"intro\n{settings.TABLE_BEGIN}\n") and once.endswith(f"{settings.TABLE_END}\nafter\n")
+    text = f"intro\n{settings_table.TABLE_BEGIN}\nold table\n{settings_table.TABLE_END}\nafter\n"
+    once = settings_table.rewrite_table(text, "doc.md")
+    assert once.startswith(f"intro\n{settings_table.TABLE_BEGIN}\n") and once.endswith(f"{settings_table.TABLE_END}\nafter\n")
     assert "old table" not in once and "| `temperature` / `--temperature` | float | 0.9 | 0 .. 5 |" in once
-    assert settings.rewrite_table(once, "doc.md") == once
+    assert settings_table.rewrite_table(once, "doc.md") == once
     with pytest.raises(UserError, match="doc.md: no settings table markers"):
-        settings.rewrite_table("no markers", "doc.md")
+        settings_table.rewrite_table("no markers", "doc.md")
 
 
 def test_the_documented_settings_table_is_the_generated_one():
-    """A setting added or changed without `python -m playbach.settings --markdown` fails here."""
-    for name in settings.DOCS_WITH_TABLE:
+    """A setting added or changed without `python -m playbach.settings_table --markdown` fails here."""
+    for name in settings_table.DOCS_WITH_TABLE:
         text = (settings.REPO_ROOT / name).read_text()
-        assert settings.rewrite_table(text, name) == text, f"{name}: run python -m playbach.settings --markdown"
+        assert settings_table.rewrite_table(text, name) == text, f"{name}: run python -m playbach.settings_table --markdown"
 
 
 # Which settings a running take changes, written out: a setting that stops being live, or starts,
