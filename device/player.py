@@ -8,9 +8,7 @@ One loop on the monotonic clock, in one thread:
     ->  else sleep until the next note or tick is due (in select() on the control socket: a
         request wakes it)
 
-Generation and the control socket never make a note or a sent clock tick late: each piece of
-their work only runs while the next one is further away than twice the slowest recent piece of
-that kind; a planned beat's candidates are drawn only until the next deadline (then it yields).
+Generation (device/pacing.py) and the control socket never make a note or a sent clock tick late.
 The Player owns the loop, the ports, the clock and the signals; the take is swapped whole on a
 restart; what was played is the take log's. SIGTERM/SIGINT end every note, close the ports, exit 0.
 """
@@ -19,7 +17,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
-import json
 import logging
 import signal
 import threading
@@ -33,20 +30,19 @@ from playbach.device.clock import open_clock
 from playbach.device.control import open_control
 from playbach.device.control_ops import PlayerState
 from playbach.device.midi_io import MidiOutput
-from playbach.device.process import normal_priority, process_age, set_realtime
+from playbach.device.pacing import Pacer
+from playbach.device.process import normal_priority, set_realtime
 from playbach.device.scheduler import START_DELAY, Scheduler, Upcoming
 from playbach.device.sdnotify import Notifier
 from playbach.device.take_log import TakeLog
 from playbach.device.voicing import Thru, Voicing, program_changes
 from playbach.errors import UserError
-from playbach.files import write_text_atomically
 from playbach.settings import Settings
 from playbach.take import Take
 
 log = logging.getLogger(__name__)
 
 MAX_SLEEP = 0.05     # the loop wakes at least this often (signals, port checks, watchdog)
-MIN_STEP_BUDGET = 0.002
 
 
 add_arguments = config.add_arguments
@@ -59,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGABRT):   # while loading: nothing is open yet
         signal.signal(signum, _stop_loading)
     s, kept = overrides.at_start(base, pb_settings.check_arguments(args))
-    return Player(overrides.build(load_take, s, base), base, kept).run()
+    return Player(overrides.build(config.load_take, s, base), base, kept).run()
 
 
 def _stop_loading(signum: int, _frame: Any) -> None:
@@ -68,16 +64,6 @@ def _stop_loading(signum: int, _frame: Any) -> None:
     log.log(logging.ERROR if signum == signal.SIGABRT else logging.INFO, "%s while loading: stopping",
             signal.Signals(signum).name)
     raise SystemExit(1 if signum == signal.SIGABRT else 0)
-
-
-def load_take(s: Settings) -> Take:
-    """Take.build, with how a start's time splits, for anyone timing a boot (journald stamps the line too)."""
-    imports_done = time.monotonic()   # python, numpy and the player's modules are loaded by now
-    imports_took = process_age()
-    take = Take.build(s)
-    log.info("model %s on %s; started in %.2f s: python and imports %.2f s, runtime and model load %.2f s",
-             take.model.name, take.model.backend, process_age(), imports_took, time.monotonic() - imports_done)
-    return take
 
 
 class Player:
@@ -93,9 +79,7 @@ class Player:
         self.stop_requested = False
         self.paused = False                 # paused through the control socket: nothing is generated
         self.notifier = Notifier()
-        self.inference: list[float] = []   # seconds per generated event (kept for --stats only)
-        self.spent = 0.0                    # seconds of the event being generated, over its calls
-        self.step_budget = MIN_STEP_BUDGET  # the slowest recent piece of generation
+        self.pacer = Pacer(keep_times=bool(s.stats))
         self.panic_requested = threading.Event()   # set by panic(), from any thread; also wakes the loop
         self.take_log = TakeLog.for_settings(s.record, s.stats, s.bpm, s.program, s.channel - 1)
         # made before the port is there: a Pi powered on before its synth answers its control
@@ -350,32 +334,15 @@ class Player:
         return not self.paused and (self.clock is None or self.clock.playing)
 
     def _room_to_generate(self, now: float) -> bool:
-        if not self._generating():
-            return False
-        lookahead = self.take.settings.lookahead
-        lead = self.scheduler.lead(now)
-        if lead >= lookahead:
-            return False
-        due = self._deadline(now)
-        # a piece right now could make the next note or tick late, unless we are about to run dry
-        return due is None or due - now > 2 * self.step_budget or lead < lookahead / 4
+        return self._generating() and self.pacer.room(now, self.scheduler.lead(now), self.take.settings.lookahead,
+                                                      self._deadline(now))
 
     def _generate(self, now: float) -> None:
-        """One more event, or a share of a planned beat: a planned call begins no piece of work
-        that could end after the next deadline (less the slowest recent piece) and then yields."""
-        due = self._deadline(now)
-        t = time.perf_counter()
-        event = self.take.next_event(None if due is None else due - self.step_budget)
-        took = time.perf_counter() - t
-        # the slowest recent piece (one stall under load should not slow generation for good)
-        self.step_budget = max(self.take.improviser.longest_piece or took, 0.99 * self.step_budget,
-                               MIN_STEP_BUDGET)
-        self.spent += took
+        """One more event, or a share of a planned beat (device/pacing.py)."""
+        event = self.pacer.generate(self.take.next_event, lambda: self.take.improviser.longest_piece,
+                                    self._deadline(now))
         if event is None:
             return
-        if self.take.settings.stats:
-            self.inference.append(self.spent)
-        self.spent = 0.0
         self.scheduler.add(*event, self.voicing.channel_of(*event[:3]))
         if not self.notifier.ready_sent:
             self.notifier.ready(self.status())
@@ -413,16 +380,14 @@ class Player:
     # --- stopping ------------------------------------------------------------------------------
     def _finish(self, started: float) -> None:
         """After the ports closed: say what was played, write the recording and the stats."""
-        s, now, played = self.take.settings, self.stopped_at, self.take_log.played()
-        log.info("stopped after %.1f s, %d notes played", now - self.play_start, self.take_log.notes_played)
+        s = self.take.settings
+        log.info("stopped after %.1f s, %d notes played", self.stopped_at - self.play_start, self.take_log.notes_played)
         self.take_log.close(s.record, self.take.ticks_per_quarter, s.bpm, s.program, s.channel - 1)
         if s.stats:
-            write_text_atomically(s.stats, json.dumps({
-                "process_start": started, "play_start": self.play_start, "stop": now,
-                "model": self.take.model.name, "backend": self.take.model.backend, "bpm": s.bpm,
-                "inference_seconds": self.inference,
-                "note_ons": [[p.on_time, p.pitch] for p in played], "note_ticks": [p.start_tick for p in played],
-                **(self.clock.stats() if self.clock is not None else {})}))
+            self.take_log.write_stats(s.stats, process_start=started, play_start=self.play_start, stop=self.stopped_at,
+                                      model=self.take.model.name, backend=self.take.model.backend, bpm=s.bpm,
+                                      inference_seconds=self.pacer.inference,
+                                      **(self.clock.stats() if self.clock is not None else {}))
 
 
 class WatchdogAbort(Exception):

@@ -8,6 +8,7 @@ power cut loses at most the last segment.
 """
 from __future__ import annotations
 
+import json
 import logging
 from collections import deque
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 from playbach.device.recorder import Recorder, open_recorder
 from playbach.device.scheduler import Played
 from playbach.events import Note
+from playbach.files import write_text_atomically
 from playbach.midifile import write_midi
 
 log = logging.getLogger(__name__)
@@ -74,3 +76,9 @@ class TakeLog:
             notes = [Note(p.start_tick, p.pitch, p.duration, p.velocity) for p in self.played()]
             write_midi(notes, Path(record), ticks_per_quarter, bpm, max(program, 0), channel)
             log.info("recorded %d notes to %s", len(notes), record)
+
+    def write_stats(self, path: str, **header: object) -> None:
+        """--stats: `header` and when each note began (monotonic time and tick), as JSON."""
+        played = self.played()
+        write_text_atomically(path, json.dumps({**header, "note_ons": [[p.on_time, p.pitch] for p in played],
+                                                "note_ticks": [p.start_tick for p in played]}))
