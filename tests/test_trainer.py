@@ -218,6 +218,6 @@ def test_generate_writes_a_midi_file_and_a_piano_roll(tiny_run, tmp_path):
     notes = read_midi(take)
     assert len(notes) == 48
     assert (tmp_path / "take.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    midi = mido.MidiFile(take)   # the player's defaults: harpsichord, 90 bpm
-    assert [m.program for m in midi.tracks[0] if m.type == "program_change"] == [6]
+    midi = mido.MidiFile(take)   # the player's defaults: no Program Change (program = -1), 90 bpm
+    assert [m.program for m in midi.tracks[0] if m.type == "program_change"] == []
     assert [round(mido.tempo2bpm(m.tempo)) for m in midi.tracks[0] if m.type == "set_tempo"] == [90]
