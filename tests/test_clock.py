@@ -214,7 +214,11 @@ def test_follow_on_the_sources_grid_with_lost_ticks(bundle, jack_server, receive
     onsets = [t for t, _ in note_ons(receiver.taken())]
     m = clockgrid.measure(source.grid, start, onsets, [0.0])
     assert m["ticks_not_sent"] >= 4 and m["notes"] >= 8, (m, player.log)
-    assert m["on_a_16th"] == 1.0, m["off_16th"]
     # two JACK hops (the tick in, the note out), each up to a period (256 frames here), + 2 ms
-    assert m["all"]["onset_from_tick_ms"]["max"] < (2 * 256 / 48000 + 0.002) * 1e3, m["all"]
+    hops_ms = (2 * 256 / 48000 + 0.002) * 1e3
+    assert m["all"]["onset_from_tick_ms"]["max"] < hops_ms, m["all"]
+    # every note on a 16th of the source's grid, within those two hops: one that much late is
+    # nearer the next tick (half a tick is 10.4 ms here) and counted off its 16th by clockgrid
+    from_16th = [min(abs(e + (p % 6) * TICK_S * 1e3), abs(e - (6 - p % 6) * TICK_S * 1e3)) for p, e in m["off_16th"]]
+    assert all(d < hops_ms for d in from_16th), m["off_16th"]
     assert_no_stuck_notes(receiver.taken())
