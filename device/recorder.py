@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from playbach.events import Note
+from playbach.files import fsync_path
 from playbach.midifile import write_midi
 
 log = logging.getLogger(__name__)
@@ -158,14 +159,6 @@ class Recorder:
             path = self.folder / f"{self.prefix}-{stamp}-{n}.mid"
         return path
 
-
-def fsync_path(path: Path) -> None:
-    """fsync a file or a folder by its path."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 SEGMENT_SECONDS = 300.0   # a power cut loses at most this much of a take (and the GRACE after it)

@@ -33,3 +33,12 @@ def publish(work: Path, out: Path) -> None:
     work.replace(out)
     if old.exists():
         shutil.rmtree(old)
+
+
+def fsync_path(path: str | Path) -> None:
+    """fsync a file or a folder by its path."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

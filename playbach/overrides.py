@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, TypeVar
 
 from playbach import settings
 from playbach.errors import UserError
-from playbach.files import replace_atomically
+from playbach.files import fsync_path, replace_atomically
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -64,11 +64,7 @@ def write_overrides(path: str | Path, values: Mapping[str, Any]) -> None:
             os.fsync(f.fileno())
 
     replace_atomically(path, write)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    fsync_path(path.parent)   # the new name is on the disk too
 
 
 def at_start(base: settings.Settings, flags: Mapping[str, Any]) -> tuple[settings.Settings, KeptChanges | None]:

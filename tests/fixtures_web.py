@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import fixtures_player
 from fixtures_player import wait_until
 from needs import missing
 
@@ -39,7 +40,7 @@ def free_port() -> int:
 
 def note_ons(receiver: jack.Receiver, since: float = 0.0) -> list[float]:
     """When each note began at the receiver (note_on with a velocity), from `since` on."""
-    return [t for t, m in receiver.taken() if t >= since and len(m) == 3 and m[0] & 0xF0 == 0x90 and m[2] > 0]
+    return [t for t, _ in fixtures_player.note_ons(receiver.taken()) if t >= since]
 
 
 class Rig:
