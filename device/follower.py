@@ -29,6 +29,11 @@ JUMP_TICKS = 2                 # this many ticks in a row off the line: a new te
 JUMP_SECONDS = 0.004           # ... by more than this (JACK periods and ±1 ms jitter stay inside)
 GAP_TICKS = 4                  # more than this many tick periods without a tick: a pause
 LOST_SLACK = 0.3               # a gap within this many periods of a whole number >= 2: ticks were lost
+MAX_LOST = 2                   # ... at most this many in a row (a longer gap is lateness or a pause)
+NOISE_TICKS = 8                # the ticks' straying is measured on at least this many
+NOISE_LIMIT = 0.125            # lost ticks are counted only while ticks stray less than this many periods
+PAUSE_SECONDS = GAP_TICKS * 60.0 / (PPQ * BPM_LOW)   # no tick for this long: the clock paused
+PLAUSIBLE_TICKS = PPQ // 2     # the tempo is judged over this many intervals (half a beat)
 
 
 class TempoFit:
@@ -42,6 +47,7 @@ class TempoFit:
         self.a, self.b = 0.0, 0.0
         self.default_period = default_period
         self.off_line = 0           # consecutive ticks far from the line, all on one side
+        self.noise = 0.0            # the ticks' RMS distance from the line (s)
         self.side = 0
 
     @property
@@ -78,7 +84,7 @@ class TempoFit:
         if len(self.points) >= 4:
             residual = t - self.time_of(n)
             side = 1 if residual > 0 else -1
-            if abs(residual) > JUMP_SECONDS:
+            if abs(residual) > max(JUMP_SECONDS, 3 * self.noise):
                 self.off_line = self.off_line + 1 if side == self.side else 1
                 self.side = side
             else:
@@ -103,8 +109,12 @@ class TempoFit:
         sxx = sum((x - mx) ** 2 for x in xs)
         if sxx <= 0:
             return
-        self.b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
-        self.a = t0 + my - self.b * (mx + n0)
+        b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+        if not 60.0 / (PPQ * BPM_HIGH) <= b <= 60.0 / (PPQ * BPM_LOW):
+            return   # a few ticks delivered together say nothing of the tempo: keep the last line
+        self.a, self.b = t0 + my - b * (mx + n0), b
+        if k >= NOISE_TICKS:   # (kept through a refit: a few ticks say little of how they stray)
+            self.noise = (sum((y - my - b * (x - mx)) ** 2 for x, y in zip(xs, ys)) / k) ** 0.5
 
 
 class Follower:
@@ -125,7 +135,7 @@ class Follower:
         self.last_tick: float | None = None         # arrival of the last accepted tick
         self.last_raw: float | None = None          # arrival of the last tick, accepted or not
         self.heard: float | None = None             # arrival of the last accepted tick, Start or Continue
-        self.intervals: deque[float] = deque(maxlen=4)
+        self.arrivals: deque[float] = deque(maxlen=PLAUSIBLE_TICKS + 1)   # of the last ticks, for plausibility
         self.absurd_logged = False
         self.tempo_log: list[tuple[float, float]] | None = None   # (time, bpm) per tick, for --stats
 
@@ -151,6 +161,8 @@ class Follower:
     def _start(self, t: float) -> str:
         self.running, self.base = True, None   # the next accepted tick is `position`
         self.heard = t
+        self.fit.reset()     # the line before says nothing about when the ticks after come
+        self.skipped = 0
         return "start"
 
     def _stop(self) -> str | None:
@@ -172,7 +184,7 @@ class Follower:
     def _pause_before(self, t: float, last: float | None) -> bool:
         """More than GAP_TICKS tick periods (at the fitted tempo, else the slowest allowed one)
         since `last`: the clock stopped ticking (e.g. between Stop and Continue), however briefly."""
-        period = self.fit.b if self.fit.ready else 60.0 / (PPQ * BPM_LOW)
+        period = max(self.fit.b if self.fit.ready else 0.0, PAUSE_SECONDS / GAP_TICKS)
         return last is not None and t - last > GAP_TICKS * period
 
     def _tick(self, t: float) -> None:
@@ -191,14 +203,16 @@ class Follower:
             self.tempo_log.append((t, self.fit.bpm()))
 
     def _plausible(self, t: float) -> bool:
-        """False for a tick of a clock outside BPM_LOW-BPM_HIGH (the mean of the last intervals,
-        from two on, so an absurd clock never gets a line of its own), logged once per episode."""
-        if self.last_raw is not None and not self._pause_before(t, self.last_raw):
-            self.intervals.append(t - self.last_raw)   # a pause is not a tempo
+        """False for a tick of a clock outside BPM_LOW-BPM_HIGH (its mean interval over the last
+        PLAUSIBLE_TICKS: a few ticks that a busy host delivers together are no tempo of their
+        own), logged once per episode."""
+        if self.last_raw is not None and t - self.last_raw > PAUSE_SECONDS:
+            self.arrivals.clear()   # a pause is not a tempo
         self.last_raw = t
-        if len(self.intervals) < 2:
+        self.arrivals.append(t)
+        if len(self.arrivals) <= PLAUSIBLE_TICKS:
             return True
-        bpm = 60.0 / (PPQ * max(sum(self.intervals) / len(self.intervals), 1e-9))
+        bpm = 60.0 * PLAUSIBLE_TICKS / (PPQ * max(self.arrivals[-1] - self.arrivals[0], 1e-9))
         if not BPM_LOW <= bpm <= BPM_HIGH:
             if not self.absurd_logged:
                 log.warning("MIDI clock at %.0f BPM is outside %g-%g BPM: its ticks are ignored",
@@ -214,12 +228,12 @@ class Follower:
         periods. Measured from where the line puts the last tick (its jitter averaged out), or
         from its arrival while the line is being left (a tempo change). Two such gaps in a row
         are a slower tempo, not lost ticks: the first is then counted again as one period."""
-        if not self.fit.ready or self.last_tick is None:
-            return 1
+        if not self.fit.ready or self.last_tick is None or self.fit.noise > self.fit.b * NOISE_LIMIT:
+            return 1   # (when ticks come that unevenly, a gap is lateness as likely as loss)
         since = self.last_tick if self.fit.off_line else self.fit.time_of(self.count)
         periods = (t - since) / self.fit.b
         whole = round(periods)
-        if whole < 2 or abs(periods - whole) > LOST_SLACK:
+        if whole < 2 or whole > MAX_LOST + 1 or abs(periods - whole) > LOST_SLACK:
             self.skipped = 0
             return 1
         if self.skipped:
