@@ -24,6 +24,7 @@ from gadget import MidiGadget, usb_device_node            # noqa: E402
 from guest import (STATE, UNIT, Console, active_state, entry_mono, first_message, first_port_line,  # noqa: E402
                    journal, load_results, main_pid, message, mono_prop, run, save_results, set_config_key, show, wait_for)
 from recorder import Recorder, balance                    # noqa: E402
+import lasting                                            # noqa: E402
 
 PHASE = STATE / "phase"
 CHECKS = Path("/opt/pivm/checks")   # written by the driver: "all", or the names to run (pi-vm.sh --checks)
@@ -291,8 +292,12 @@ class Agent:
         self.check("web_no_synth", self.web_no_synth_check)
         self.check("security", self.security_check)
         self.check("clock_follow", self.clock_follow_check)
-        if not (self.wanted("reboot") or self.wanted("fluidsynth")):
+        self.check("hung_start", lambda: lasting.hung_start_check(self.recorder))
+        self.check("web_bad_config", lasting.web_bad_config_check)
+        if not (self.wanted("reboot") or self.wanted("fluidsynth") or self.wanted("settings_survive_reboot")):
             return self.finish()
+        if self.wanted("settings_survive_reboot"):   # the page's change, judged after the reboot
+            self.results["settings_set"] = lasting.set_settings()
         # reboot: the agent stops after the player (see the unit), so its last notes are heard
         PHASE.write_text("boot2\n")
         self.results["reboot_requested_mono"] = time.monotonic()
@@ -329,6 +334,8 @@ class Agent:
 
     def second_boot(self) -> None:
         self.check("reboot", self.reboot_check)
+        self.check("settings_survive_reboot",
+                   lambda: lasting.settings_survive_reboot_check(self.recorder, self.results.get("settings_set", {})))
         self.playing(3)
         self.check("fluidsynth", self.fluidsynth_check)
         self.finish()

@@ -47,9 +47,14 @@ HEADLINE = {
     # issue 24: the player following the synth's MIDI clock, onsets on the clock source's grid
     "clock_follow_p99_ms": ("clock_follow", lambda c: c.get("p99_beyond_transport_ms")),
     "clock_follow_notes_on_grid": ("clock_follow", lambda c: c.get("notes_on_grid")),
+    # issues 22 and 23: a hung start recovered, a bad config failing cleanly, settings that last
+    "hung_start_recovered": ("hung_start", lambda c: c.get("ok")),
+    "web_bad_config_failed_cleanly": ("web_bad_config", lambda c: c.get("ok")),
+    "settings_survive_reboot": ("settings_survive_reboot", lambda c: c.get("ok")),
 }
 ORDER = ["boot", "web", "stop", "kill9", "watchdog", "web_player_killed", "unplug", "udev_plug", "udev_coral",
-         "bad_config", "web_no_synth", "security", "clock_follow", "reboot", "fluidsynth", "notes", "journal"]
+         "bad_config", "web_no_synth", "security", "clock_follow", "hung_start", "web_bad_config",
+         "reboot", "settings_survive_reboot", "fluidsynth", "notes", "journal"]
 
 
 def r2(x: float | None) -> float | None:

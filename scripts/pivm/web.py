@@ -123,9 +123,9 @@ def chord_onsets(events: list, start: float, end: float) -> list[float]:
     return out
 
 
-def onset_grid(onsets: list[float], bpm: float, tpq: int) -> dict:
+def onset_grid(onsets: list[float], bpm: float, tpq: int, tolerance: float = TOLERANCE) -> dict:
     """Onsets against one grid of 16ths at `bpm`: its phase is the one (through an onset) that puts
-    the most onsets within TOLERANCE; the share of onsets on it, the largest error of those on it,
+    the most onsets within `tolerance`; the share of onsets on it, the largest error of those on it,
     and the tempo of a least-squares line through them (time against their 16th's number)."""
     tick = 60.0 / (bpm * tpq)
     if len(onsets) < 2:
@@ -133,10 +133,10 @@ def onset_grid(onsets: list[float], bpm: float, tpq: int) -> dict:
     def errors(phase: float) -> list[float]:
         return [(t - phase + tick / 2) % tick - tick / 2 for t in onsets]
     def fit(phase: float) -> tuple[int, float]:
-        on = [abs(e) for e in errors(phase) if abs(e) <= TOLERANCE]
+        on = [abs(e) for e in errors(phase) if abs(e) <= tolerance]
         return len(on), -sum(on)
     phase = max(onsets, key=fit)
-    on = [(round((t - phase) / tick), t) for t, e in zip(onsets, errors(phase)) if abs(e) <= TOLERANCE]
+    on = [(round((t - phase) / tick), t) for t, e in zip(onsets, errors(phase)) if abs(e) <= tolerance]
     ks, ts = [k for k, _ in on], [t for _, t in on]
     bpm_fit = None
     if len(set(ks)) >= 2:
