@@ -71,6 +71,9 @@ configure_root() {
         > "$root/etc/fstab"
     mkdir -p "$root/etc/network/interfaces.d"
     printf 'auto lo\niface lo inet loopback\n\nallow-hotplug eth0\niface eth0 inet dhcp\n' > "$root/etc/network/interfaces"
+    # dhcpcd writes the name servers here when a network comes; until then avahi's chroot helper
+    # needs the file to exist (it logged "chroot.c: open() failed" on a Pi with no network yet)
+    : > "$root/etc/resolv.conf"
     install -m 0644 "$REPO/systemd/playbach-firstboot.service" "$root/etc/systemd/system/"
     systemctl --root="$root" --quiet enable playbach-firstboot.service
     # SSH only when the card carries a key (playbach-firstboot); each Pi makes its own host keys
