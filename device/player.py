@@ -81,7 +81,9 @@ class Player:
         self.notifier = Notifier()
         self.pacer = Pacer(keep_times=bool(s.stats))
         self.panic_requested = threading.Event()   # set by panic(), from any thread; also wakes the loop
-        self.take_log = TakeLog.for_settings(s.record, s.stats, s.bpm, s.program, s.channel - 1)
+        self.voicing = Voicing(s.voices, s.channel, s.channels)   # each note's channel, as generated
+        programs = program_changes(self.voicing, s.program, s.programs)   # sent on each connect, and recorded
+        self.take_log = TakeLog.for_settings(s.record, s.stats, s.bpm, programs, s.channel - 1)
         # made before the port is there: a Pi powered on before its synth answers its control
         # socket (status, settings) while it waits, and what was set then is the take's
         self.scheduler = Scheduler(take.ticks_per_quarter, s.bpm, time.monotonic() + START_DELAY,
@@ -91,11 +93,10 @@ class Player:
         try:
             if s.realtime_priority:   # only now: loading at SCHED_FIFO starved the rest of a booting Pi
                 set_realtime(s.realtime_priority)
-            self.voicing = Voicing(s.voices, s.channel, s.channels)   # each note's channel, as generated
             self.thru = Thru() if s.thru and s.input_port else None
             self.output = self.ports.enter_context(MidiOutput(
                 s.midi_api, s.port, s.virtual_port, s.channel - 1, s.program, s.velocity_scale, s.retry_seconds,
-                self.voicing.used(), program_changes(self.voicing, s.program, s.programs),
+                self.voicing.used(), programs,
                 self.thru.note_sent if self.thru is not None else None))
             self.control = open_control(s.control_socket, s.control_group, self)   # a bad path stops the start
             if self.control is not None:
@@ -382,7 +383,7 @@ class Player:
         """After the ports closed: say what was played, write the recording and the stats."""
         s = self.take.settings
         log.info("stopped after %.1f s, %d notes played", self.stopped_at - self.play_start, self.take_log.notes_played)
-        self.take_log.close(s.record, self.take.ticks_per_quarter, s.bpm, s.program, s.channel - 1)
+        self.take_log.close(s.record, self.take.ticks_per_quarter, s.bpm)
         if s.stats:
             self.take_log.write_stats(s.stats, process_start=started, play_start=self.play_start, stop=self.stopped_at,
                                       model=self.take.model.name, backend=self.take.model.backend, bpm=s.bpm,

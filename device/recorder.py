@@ -2,7 +2,7 @@
 segment being played, however long the take.
 
     recorder = Recorder("/var/lib/playbach/takes", segment_seconds=300, bpm=90)
-    recorder.add(note)      # each note as it ends (anything with pitch, velocity, on_time, off_time)
+    recorder.add(note)      # each note as it ends (pitch, velocity, on_time, off_time; channel if any)
     recorder.poll(now)      # now and then: a segment is written even while nothing plays
     recorder.close()        # at the end: the last segments written, the writer stopped
 
@@ -10,7 +10,9 @@ A segment holds the notes that began in its `segment_seconds` of the take (on th
 monotonic clock) and is named by the wall-clock time it began, `PREFIX-YYYYmmddTHHMMSSZ.mid`
 (UTC; a suffix when a name is taken), so takes sort by time and a new take never overwrites an
 old one. Times are written as played: ticks at 480 a quarter of the tempo in force when the
-segment was written, so a live tempo change stays exact in seconds.
+segment was written, so a live tempo change stays exact in seconds. Each note keeps its channel
+and each file starts with the Program Changes the output sends (`programs`), so a four-voice take
+is a type-1 file of one track per voice that plays back as heard (playbach/midifile.write_midi).
 
 Notes arrive when they end, so a segment is written once a note begins GRACE seconds past its
 end (a note still sounding across the boundary still goes in), by a writer thread at normal
@@ -29,7 +31,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from playbach.events import Note
 from playbach.files import fsync_path
@@ -46,18 +48,22 @@ TICKS = 480           # ticks per quarter in the files
 class Segment:
     start: float                     # the player's monotonic time it begins
     wall: float                      # and the wall-clock time then (its name)
-    notes: list = field(default_factory=list)   # (on, off, pitch, velocity), seconds from start
+    notes: list = field(default_factory=list)   # (on, off, pitch, velocity, channel), times s from start
 
 
 class Recorder:
     def __init__(self, folder: str | Path, segment_seconds: float = 300.0, bpm: float = 120.0,
                  program: int = -1, channel: int = 0, prefix: str = "take", grace: float = GRACE,
-                 wall_clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic):
+                 wall_clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
+                 programs: Sequence[tuple[int, int]] | None = None):
+        """`channel` is where a note without one goes; `programs` the (channel, program) changes
+        each file starts with (None: `program` on `channel`, none for -1)."""
         if not segment_seconds > 0:
             raise ValueError("segment_seconds must be > 0")
         self.folder, self.segment_seconds, self.prefix = Path(folder), float(segment_seconds), prefix
         self.grace = grace
         self.bpm, self.program, self.channel = bpm, program, channel
+        self.programs = None if programs is None else list(programs)
         self.wall_clock, self.monotonic = wall_clock, monotonic
         self.open: dict[int, Segment] = {}    # by index from the take's origin
         self.origin: float | None = None
@@ -72,7 +78,8 @@ class Recorder:
 
     # --- the play loop's side: cheap, never raises ------------------------------------------
     def add(self, note: Any) -> None:
-        """A note that ended: `note.on_time`, `note.off_time` (monotonic s), `pitch`, `velocity`."""
+        """A note that ended: `note.on_time`, `note.off_time` (monotonic s), `pitch`, `velocity`
+        and `channel` (the wire channel; `self.channel` for a note without one)."""
         on, off = float(note.on_time), float(note.off_time)
         if self.origin is None:
             self.origin = on
@@ -83,7 +90,8 @@ class Recorder:
             segment = self.open[index] = Segment(start, self.wall_clock() - (self.monotonic() - start))
         # a note that began before the first one to end (the take's opening chord) starts the take
         begin = max(on - segment.start, 0.0)
-        segment.notes.append((begin, max(off - segment.start, begin), int(note.pitch), int(note.velocity)))
+        segment.notes.append((begin, max(off - segment.start, begin), int(note.pitch), int(note.velocity),
+                              int(getattr(note, "channel", self.channel))))
         self.poll(on)
 
     def poll(self, now: float) -> None:
@@ -139,11 +147,12 @@ class Recorder:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self._free_name(segment.wall)
         per_second = TICKS * bpm / 60.0
+        held = sorted(segment.notes)
         notes = [Note(round(on * per_second), pitch, max(1, round((off - on) * per_second)), velocity)
-                 for on, off, pitch, velocity in sorted(segment.notes)]
+                 for on, off, pitch, velocity, _ in held]
         partial = path.with_name(f".{path.name}.partial")
         try:
-            write_midi(notes, partial, TICKS, bpm, self.program, self.channel)
+            write_midi(notes, partial, TICKS, bpm, self.program, self.channel, [n[4] for n in held], self.programs)
             fsync_path(partial)
             partial.replace(path)
         finally:
@@ -164,7 +173,8 @@ class Recorder:
 SEGMENT_SECONDS = 300.0   # a power cut loses at most this much of a take (and the GRACE after it)
 
 
-def open_recorder(folder: str, bpm: float, program: int = -1, channel: int = 0,
+def open_recorder(folder: str, bpm: float, programs: Sequence[tuple[int, int]] = (), channel: int = 0,
                   segment_seconds: float = SEGMENT_SECONDS) -> Recorder | None:
-    """The recorder of a `record` folder, or None for "" (a `record` file is the take log's)."""
-    return Recorder(Path(folder), segment_seconds, bpm, program, channel) if folder else None
+    """The recorder of a `record` folder, or None for "" (a `record` file is the take log's);
+    `programs` the (wire channel, program) changes the output sends."""
+    return Recorder(Path(folder), segment_seconds, bpm, channel=channel, programs=programs) if folder else None

@@ -49,6 +49,7 @@ class Played:
     velocity: int
     on_time: float   # the monotonic time the note_on was due
     off_time: float  # and its note_off
+    channel: int = 0  # the wire channel it sounded on, so a four-voice take is recorded as heard
 
 
 class Scheduler:
@@ -141,7 +142,7 @@ class Scheduler:
         note_id, start, velocity = self.sounding.pop(key)
         if self.on_played is not None:
             self.on_played(Played(start, key[1], max(1, tick - start), velocity, self.time_of(start),
-                                  self.time_of(max(tick, start + 1))))
+                                  self.time_of(max(tick, start + 1)), key[0]))
         return ("note_off", key[1], 0, key[0])
 
     def stop(self, now: float) -> list[Message]:

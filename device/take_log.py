@@ -4,7 +4,8 @@ The control page's roll and the `take` op read the recent notes (TAKE_NOTES at m
 notes would add up); --stats and a `record` file (a path ending .mid, written whole at the end)
 read every note, which is kept only when one of them is asked for; a `record` folder gets the
 take in segments as it is played (device/recorder.py), so a long take costs no memory and a
-power cut loses at most the last segment.
+power cut loses at most the last segment. Both recordings keep each note's channel and the
+Program Changes the output sent, so a four-voice take is recorded as it was heard.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import json
 import logging
 from collections import deque
 from pathlib import Path
+from typing import Sequence
 
 from playbach.device.recorder import Recorder, open_recorder
 from playbach.device.scheduler import Played
@@ -31,16 +33,23 @@ def record_file(record: str) -> str:
 
 
 class TakeLog:
-    def __init__(self, keep_all: bool, recent: int = TAKE_NOTES, recorder: Recorder | None = None):
+    def __init__(self, keep_all: bool, recent: int = TAKE_NOTES, recorder: Recorder | None = None,
+                 programs: Sequence[tuple[int, int]] = (), channel: int = 0):
+        """`programs`: the (wire channel, program) changes the output sends, for the `record` file;
+        `channel` the one-voice take's wire channel (the file's channel when nothing was played)."""
         self.recent: deque[Played] = deque(maxlen=recent)
+        self.programs, self.channel = list(programs), channel
         self.every: list[Played] | None = [] if keep_all else None   # for a record file and --stats
         self.recorder = recorder
         self.notes_played = 0    # note_ons sent (a note is logged when it ends)
 
     @classmethod
-    def for_settings(cls, record: str, stats: str, bpm: float, program: int, channel: int) -> "TakeLog":
+    def for_settings(cls, record: str, stats: str, bpm: float, programs: Sequence[tuple[int, int]],
+                     channel: int) -> "TakeLog":
+        """`programs` as device/voicing.program_changes gives them (what the output sends)."""
         folder = "" if record_file(record) else record
-        return cls(keep_all=bool(record_file(record) or stats), recorder=open_recorder(folder, bpm, program, channel))
+        return cls(keep_all=bool(record_file(record) or stats), recorder=open_recorder(folder, bpm, programs, channel),
+                   programs=programs, channel=channel)
 
     def sent(self, note_ons: int) -> None:
         self.notes_played += note_ons
@@ -67,14 +76,16 @@ class TakeLog:
         """Every note of the take in the order they began (empty unless kept)."""
         return sorted(self.every or [], key=lambda p: (p.on_time, p.pitch))
 
-    def close(self, record: str, ticks_per_quarter: int, bpm: float, program: int, channel: int) -> None:
+    def close(self, record: str, ticks_per_quarter: int, bpm: float) -> None:
         """At the end: the last segments written, or the whole take to the `record` file."""
         if self.recorder is not None:
             self.recorder.close()
             log.info("recorded %d segment files to %s", self.recorder.files_written, record)
         elif record_file(record):
-            notes = [Note(p.start_tick, p.pitch, p.duration, p.velocity) for p in self.played()]
-            write_midi(notes, Path(record), ticks_per_quarter, bpm, max(program, 0), channel)
+            played = self.played()
+            notes = [Note(p.start_tick, p.pitch, p.duration, p.velocity) for p in played]
+            write_midi(notes, Path(record), ticks_per_quarter, bpm, channel=self.channel,
+                       channels=[p.channel for p in played], programs=self.programs)
             log.info("recorded %d notes to %s", len(notes), record)
 
     def write_stats(self, path: str, **header: object) -> None:

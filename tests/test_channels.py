@@ -1,9 +1,11 @@
 """Channels and the rig (issue 23 item 4) at a real JACK receiver: voices = four puts each voice
 of the take on its own channel, program = -1 (the default) sends no Program Change, `programs`
-one per voice channel, and thru passes a keyboard's messages to the synth without doubling ours."""
+one per voice channel, and thru passes a keyboard's messages to the synth without doubling ours.
+The take's recording holds what the synth heard: each note on its channel, the same programs."""
 import json
 import time
 
+import mido
 import numpy as np
 import pytest
 import rtmidi
@@ -11,6 +13,7 @@ import rtmidi
 from fixtures_midi import assert_no_stuck_notes
 from fixtures_player import Running, finish, play, wait_until
 from needs import DEFAULT
+from playbach.midifile import read_midi_channels
 
 pytestmark = pytest.mark.midi
 
@@ -24,11 +27,12 @@ def program_changes(messages):
     return [(m[0] & 0x0F, m[1]) for _, m in messages if len(m) == 2 and m[0] & 0xF0 == 0xC0]
 
 
-def test_four_voices_on_four_channels_in_their_registers(jack_server, receiver):
+def test_four_voices_on_four_channels_in_their_registers(jack_server, receiver, tmp_path):
     """The shipped chorale model: four voices to route (the tests' tiny model learnt the cello's one line)."""
+    take = tmp_path / "take.mid"
     rc, out = finish(play(DEFAULT, "--port", receiver.name, "--voices", "four", "--channels", "3,4,5,6",
                           "--programs", "52,-1,52,32", "--bpm", 200, "--seconds", 8, "--control-socket", "",
-                          env=jack_server.env()))
+                          "--record", take, env=jack_server.env()))
     time.sleep(0.05)
     assert rc == 0, out
     messages = receiver.taken()
@@ -39,6 +43,13 @@ def test_four_voices_on_four_channels_in_their_registers(jack_server, receiver):
     mean = [np.mean([p for c, p in ons if c == ch]) for ch in (2, 3, 4, 5)]
     assert mean[0] > mean[1] > mean[2] > mean[3], mean   # soprano > alto > tenor > bass
     assert assert_no_stuck_notes(without_cc123(messages)) == len(ons)   # each note_off on its note_on's channel
+    # the recording, opened in a DAW: a track per channel with its program, the notes the synth got
+    midi = mido.MidiFile(str(take))
+    assert midi.type == 1 and [{m.channel for m in t if m.type == "note_on"} for t in midi.tracks[1:]] == [
+        {2}, {3}, {4}, {5}]
+    assert [(m.channel, m.program) for t in midi.tracks for m in t if m.type == "program_change"] == [
+        (2, 52), (4, 52), (5, 32)]
+    assert sorted((c, p) for _, p, _, _, c in read_midi_channels(take)) == sorted(ons)
 
 
 def test_no_program_change_by_default(play_bundle, jack_server, receiver):

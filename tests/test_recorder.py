@@ -264,19 +264,109 @@ def test_a_read_only_folder_is_logged_and_the_music_goes_on(small_disk, caplog):
 def test_the_record_setting_names_a_folder_of_segments_or_one_file_at_the_end(tmp_path):
     from playbach.device.scheduler import Played
     from playbach.device.take_log import TakeLog
-    folder_log = TakeLog.for_settings(str(tmp_path / "takes"), "", 90.0, 6, 2)
-    file_log = TakeLog.for_settings(str(tmp_path / "old" / "take.mid"), "", 90.0, 6, 2)
+    folder_log = TakeLog.for_settings(str(tmp_path / "takes"), "", 90.0, [(2, 6)], 2)
+    file_log = TakeLog.for_settings(str(tmp_path / "old" / "take.mid"), "", 90.0, [(2, 6)], 2)
     assert folder_log.recorder is not None and folder_log.every is None, "a folder keeps no notes in memory"
     assert file_log.recorder is None and file_log.every is not None
-    assert TakeLog.for_settings("", "", 90.0, 6, 2).recorder is None
+    assert TakeLog.for_settings("", "", 90.0, [(2, 6)], 2).recorder is None
     (tmp_path / "old").mkdir()
     for i, n in enumerate(notes(10)):   # the notes as the scheduler hands them over, a quarter each at 90 BPM
-        played = Played(i * 480, n.pitch, 480, n.velocity, n.on_time, n.off_time)
+        played = Played(i * 480, n.pitch, 480, n.velocity, n.on_time, n.off_time, 2)
         folder_log.add(played)
         file_log.add(played)
-    folder_log.close(str(tmp_path / "takes"), 480, 90.0, 6, 2)
-    file_log.close(str(tmp_path / "old" / "take.mid"), 480, 90.0, 6, 2)
+    folder_log.close(str(tmp_path / "takes"), 480, 90.0)
+    file_log.close(str(tmp_path / "old" / "take.mid"), 480, 90.0)
     (written,) = (tmp_path / "takes").iterdir()
     assert written.name.startswith("take-") and written.suffix == ".mid" and len(read_midi(written)) == 40
     assert [p.name for p in (tmp_path / "old").iterdir()] == ["take.mid"]
     assert len(read_midi(tmp_path / "old" / "take.mid")) == 40
+    for path in (written, tmp_path / "old" / "take.mid"):   # one voice: one track, as ever
+        assert heard(path) == ([(2, 6)], [(2, n.pitch) for n in notes(10)], [1])
+
+
+def heard(path: Path) -> tuple[list, list, list]:
+    """A file's Program Changes and note_ons as (channel, value), in file order, and the channels of
+    each track that has notes (a DAW's tracks)."""
+    import mido
+
+    midi = mido.MidiFile(str(path))
+    programs, ons, tracks = [], [], []
+    for track in midi.tracks:
+        programs += [(m.channel, m.program) for m in track if m.type == "program_change"]
+        ons += [(m.channel, m.note) for m in track if m.type == "note_on" and m.velocity > 0]
+        tracks += [len({m.channel for m in track if m.type == "note_on"})] if any(m.type == "note_on" for m in track) else []
+    return programs, ons, tracks
+
+
+def test_a_four_voice_take_is_recorded_a_track_per_channel_with_the_programs_sent(tmp_path):
+    """voices = four on channels 3..6, programs 52, -1, 52, 32: both recordings hold each note on
+    its channel (a unison of two voices too), one track per channel, and the Program Changes the
+    output sends (none on the alto's channel)."""
+    import mido
+
+    from playbach.device.scheduler import Played
+    from playbach.device.take_log import TakeLog
+    from playbach.device.voicing import Voicing, program_changes
+    from playbach.midifile import read_midi_channels
+
+    voicing = Voicing("four", 1, [3, 4, 5, 6])
+    programs = program_changes(voicing, -1, [52, -1, 52, 32])
+    chords = [(72, 67, 60, 48), (74, 67, 59, 43), (72, 64, 64, 45)]   # the last: alto and tenor in unison
+    played = [Played(4 * k, pitch, 4, 80, 1000.0 + k, 1001.0 + k, channel)
+              for k, chord in enumerate(chords) for pitch, channel in zip(chord, voicing.channels)]
+    logs = {"file": TakeLog.for_settings(str(tmp_path / "take.mid"), "", 60.0, programs, 0),
+            "folder": TakeLog.for_settings(str(tmp_path / "takes"), "", 60.0, programs, 0)}
+    for log in logs.values():
+        for note in played:
+            log.add(note)
+    logs["file"].close(str(tmp_path / "take.mid"), 4, 60.0)
+    logs["folder"].close(str(tmp_path / "takes"), 4, 60.0)
+    (segment,) = (tmp_path / "takes").iterdir()
+    want = sorted((p.channel, p.pitch) for p in played)
+    for path in (tmp_path / "take.mid", segment):
+        got_programs, ons, tracks = heard(path)
+        assert mido.MidiFile(str(path)).type == 1 and tracks == [1, 1, 1, 1], (path, tracks)
+        assert got_programs == [(2, 52), (4, 52), (5, 32)]
+        assert sorted(ons) == want
+        assert sorted((c, p) for _, p, _, _, c in read_midi_channels(path)) == want
+        assert [(start, pitch, channel) for start, pitch, _, _, channel in read_midi_channels(path) if start >= 2] == [
+            (2.0, 45, 5), (2.0, 64, 3), (2.0, 64, 4), (2.0, 72, 2)]   # the unison is two notes, one per voice
+
+
+def test_write_midi_puts_each_note_on_its_channel(tmp_path):
+    """The one encoder: channels 0..3, a program on each but the second; a channel with a program
+    and no note still gets its track (the synth was set); read_midi keeps its 4-tuples."""
+    from playbach.events import Note
+    from playbach.midifile import read_midi_channels, write_midi
+
+    notes = [Note(2 * i, 60 + i, 2, 70 + i) for i in range(8)]
+    write_midi(notes, tmp_path / "four.mid", 4, 100.0, channels=[i % 4 for i in range(8)],
+               programs=[(0, 19), (2, 6), (3, 32), (5, 0)])
+    programs, ons, tracks = heard(tmp_path / "four.mid")
+    assert programs == [(0, 19), (2, 6), (3, 32), (5, 0)] and tracks == [1, 1, 1, 1]
+    assert sorted(ons) == sorted((i % 4, 60 + i) for i in range(8))
+    assert read_midi_channels(tmp_path / "four.mid") == [(i / 2, 60 + i, 0.5, 70 + i, i % 4) for i in range(8)]
+    assert read_midi(tmp_path / "four.mid") == [(i / 2, 60 + i, 0.5, 70 + i) for i in range(8)]
+    with pytest.raises(ValueError, match="8 notes but 3 channels"):
+        write_midi(notes, tmp_path / "bad.mid", 4, channels=[0, 1, 2])
+    assert not (tmp_path / "bad.mid").exists()
+
+
+def test_a_one_voice_file_is_the_same_bytes_whichever_way_it_is_asked_for(tmp_path):
+    """`program` on `channel` (generate, the web page) and the same as channels and programs (the
+    take log, the segments) write one type-0 file, byte for byte."""
+    import mido
+
+    from playbach.events import Note
+    from playbach.midifile import write_midi
+
+    notes = [Note(3 * i, 48 + i % 12, 2 + i % 3, 90) for i in range(40)]
+    write_midi(notes, tmp_path / "a.mid", 4, 90.0, 6, 2)
+    write_midi(notes, tmp_path / "b.mid", 4, 90.0, channels=[2] * 40, programs=[(2, 6)])
+    assert (tmp_path / "a.mid").read_bytes() == (tmp_path / "b.mid").read_bytes()
+    midi = mido.MidiFile(str(tmp_path / "a.mid"))
+    assert midi.type == 0 and len(midi.tracks) == 1
+    write_midi(notes, tmp_path / "c.mid", 4, 90.0, -1, 2)
+    write_midi(notes, tmp_path / "d.mid", 4, 90.0, channels=[2] * 40, programs=[])
+    assert (tmp_path / "c.mid").read_bytes() == (tmp_path / "d.mid").read_bytes()
+    assert heard(tmp_path / "c.mid")[0] == []
