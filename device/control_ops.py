@@ -42,6 +42,7 @@ class PlayerState:
 class Controlled(Protocol):
     """What the control socket may do to the player (device/player.py's Player), and no more."""
     take_log: TakeLog
+    programs: list[tuple[int, int]]   # the (wire channel, program) changes sent on each connect
 
     def state(self) -> PlayerState: ...
 
@@ -141,13 +142,15 @@ class Ops:
     def take_window(self, message: dict, now: float) -> tuple[dict, list, float]:
         """`take`: the notes that ended in the last `seconds` (default 600), the reply's head and
         the time of the first; device/control.py encodes them a piece at a time, as
-        [start s from the first, pitch, seconds, velocity]."""
+        [start s from the first, pitch, seconds, velocity, wire channel 0-15]."""
         seconds = message.get("seconds", TAKE_SECONDS)
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds <= 86400:
             raise UserError("take: 'seconds' must be a number in (0, 86400]")
-        notes = [(n.on_time, n.pitch, n.off_time - n.on_time, n.velocity) for n in self.p.take_log.since(now - seconds)]
+        notes = [(n.on_time, n.pitch, n.off_time - n.on_time, n.velocity, n.channel)
+                 for n in self.p.take_log.since(now - seconds)]
         s = self.p.state().settings
-        return {"program": s.program, "channel": s.channel}, notes, notes[0][0] if notes else now
+        head = {"program": s.program, "channel": s.channel, "programs": [list(c) for c in self.p.programs]}
+        return head, notes, notes[0][0] if notes else now
 
     # --- the stream ------------------------------------------------------------------------
     def frame(self, now: float) -> dict:
@@ -175,7 +178,7 @@ class TakeJob:
         first, chunk = self.first, self.notes[self.at:self.at + TAKE_CHUNK]
         self.at += TAKE_CHUNK
         if chunk:
-            self.parts.append(json.dumps([[round(t - first, 4), pitch, round(d, 4), v] for t, pitch, d, v in chunk],
+            self.parts.append(json.dumps([[round(t - first, 4), pitch, round(d, 4), v, c] for t, pitch, d, v, c in chunk],
                                          separators=(",", ":"))[1:-1])
         if self.at < len(self.notes):
             return None

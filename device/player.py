@@ -82,8 +82,8 @@ class Player:
         self.pacer = Pacer(keep_times=bool(s.stats))
         self.panic_requested = threading.Event()   # set by panic(), from any thread; also wakes the loop
         self.voicing = Voicing(s.voices, s.channel, s.channels)   # each note's channel, as generated
-        programs = program_changes(self.voicing, s.program, s.programs)   # sent on each connect, and recorded
-        self.take_log = TakeLog.for_settings(s.record, s.stats, s.bpm, programs, s.channel - 1)
+        self.programs = program_changes(self.voicing, s.program, s.programs)   # sent on each connect, and recorded
+        self.take_log = TakeLog.for_settings(s.record, s.stats, s.bpm, self.programs, s.channel - 1)
         # made before the port is there: a Pi powered on before its synth answers its control
         # socket (status, settings) while it waits, and what was set then is the take's
         self.scheduler = Scheduler(take.ticks_per_quarter, s.bpm, time.monotonic() + START_DELAY,
@@ -96,7 +96,7 @@ class Player:
             self.thru = Thru() if s.thru and s.input_port else None
             self.output = self.ports.enter_context(MidiOutput(
                 s.midi_api, s.port, s.virtual_port, s.channel - 1, s.program, s.velocity_scale, s.retry_seconds,
-                self.voicing.used(), programs,
+                self.voicing.used(), self.programs,
                 self.thru.note_sent if self.thru is not None else None))
             self.control = open_control(s.control_socket, s.control_group, self)   # a bad path stops the start
             if self.control is not None:

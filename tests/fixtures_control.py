@@ -36,6 +36,7 @@ class StandIn:
     def __init__(self, folder):
         self.settings = dataclasses.replace(settings.DEFAULTS, bundle=str(folder / "bundle"), program=0)
         self.take_log = TakeLog(keep_all=False)
+        self.programs = [(self.settings.channel - 1, self.settings.program)]
         self.scheduler = Scheduler(4, 150.0, time.monotonic(), self.take_log.add)   # 150 BPM: 0.1 s a tick
         self.paused = False
         self.panics = 0

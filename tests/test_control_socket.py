@@ -109,7 +109,7 @@ def test_a_long_take_is_encoded_over_several_passes(rig):
                 time.sleep(0.01)   # the loop's sleep while the share refills
     reply = json.loads(data)
     assert reply["ok"] and reply["id"] == "t" and len(reply["take"]["notes"]) == count
-    assert reply["take"]["notes"][0] == [0.0, 60, 0.2, 80] and passes >= 3
+    assert reply["take"]["notes"][0] == [0.0, 60, 0.2, 80, 0] and passes >= 3
 
 
 def test_nan_is_refused_and_the_server_goes_on(rig):

@@ -102,3 +102,23 @@ def test_host_names_and_addresses():
     assert hosts.allows("192.168.1.20:8080", "192.168.1.20") and hosts.allows("192.168.1.20", "::ffff:192.168.1.20")
     assert not hosts.allows("192.168.1.21", "192.168.1.20")
     assert Hosts(["*"]).allows("anything.example", None)
+
+
+def test_the_pages_take_download_keeps_each_voice_on_its_channel(tmp_path):
+    """The page's take.mid (web/server.midi_bytes, from the control socket's `take` reply) holds
+    each note on the channel it sounded on and the Program Changes the player sent."""
+    import mido
+
+    from playbach.midifile import read_midi_channels
+    from playbach.web.server import midi_bytes
+
+    take = {"program": -1, "channel": 1, "programs": [[1, 52], [3, 32]],
+            "notes": [[0.0, 72, 0.5, 80, 0], [0.0, 67, 0.5, 80, 1], [0.0, 60, 0.5, 80, 2], [0.0, 48, 0.5, 80, 3],
+                      [0.5, 74, 0.5, 80, 0]]}
+    path = tmp_path / "take.mid"
+    path.write_bytes(midi_bytes(take))
+    got = sorted((pitch, channel) for _, pitch, _, _, channel in read_midi_channels(path))
+    assert got == [(48, 3), (60, 2), (67, 1), (72, 0), (74, 0)]
+    changes = sorted((m.channel, m.program) for track in mido.MidiFile(str(path)).tracks for m in track
+                     if m.type == "program_change")
+    assert changes == [(1, 52), (3, 32)]

@@ -247,10 +247,12 @@ def midi_bytes(take: dict) -> bytes:
 
     per_second = 2 * 480   # 120 BPM at 480 ticks a quarter: a tick is about a millisecond
     notes = [Note(round(t * per_second), pitch, max(1, round(d * per_second)), velocity)
-             for t, pitch, d, velocity in take["notes"]]
+             for t, pitch, d, velocity, _ in take["notes"]]
+    channels = [channel for *_, channel in take["notes"]]   # each voice on its own, as it sounded
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "take.mid"
-        write_midi(notes, path, 480, 120.0, max(take["program"], -1), take["channel"] - 1)
+        write_midi(notes, path, 480, 120.0, channel=take["channel"] - 1, channels=channels,
+                   programs=[tuple(c) for c in take["programs"]])
         return path.read_bytes()
 
 
