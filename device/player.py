@@ -83,7 +83,8 @@ class Player:
         self.panic_requested = threading.Event()   # set by panic(), from any thread; also wakes the loop
         self.voicing = Voicing(s.voices, s.channel, s.channels)   # each note's channel, as generated
         self.programs = program_changes(self.voicing, s.program, s.programs)   # sent on each connect, and recorded
-        self.take_log = TakeLog.for_settings(s.record, s.stats, s.bpm, self.programs, s.channel - 1)
+        self.take_log = TakeLog.for_settings(s.record, s.stats, s.bpm, self.programs, s.channel - 1,
+                                             s.record_minutes)
         # made before the port is there: a Pi powered on before its synth answers its control
         # socket (status, settings) while it waits, and what was set then is the take's
         self.scheduler = Scheduler(take.ticks_per_quarter, s.bpm, time.monotonic() + START_DELAY,

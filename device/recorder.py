@@ -170,11 +170,11 @@ class Recorder:
 
 
 
-SEGMENT_SECONDS = 300.0   # a power cut loses at most this much of a take (and the GRACE after it)
 
 
-def open_recorder(folder: str, bpm: float, programs: Sequence[tuple[int, int]] = (), channel: int = 0,
-                  segment_seconds: float = SEGMENT_SECONDS) -> Recorder | None:
+def open_recorder(folder: str, bpm: float, segment_seconds: float, programs: Sequence[tuple[int, int]] = (),
+                  channel: int = 0) -> Recorder | None:
     """The recorder of a `record` folder, or None for "" (a `record` file is the take log's);
-    `programs` the (wire channel, program) changes the output sends."""
+    `segment_seconds` of the take in each file (a power cut loses at most that, and the GRACE
+    after it); `programs` the (wire channel, program) changes the output sends."""
     return Recorder(Path(folder), segment_seconds, bpm, channel=channel, programs=programs) if folder else None

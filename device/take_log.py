@@ -45,11 +45,11 @@ class TakeLog:
 
     @classmethod
     def for_settings(cls, record: str, stats: str, bpm: float, programs: Sequence[tuple[int, int]],
-                     channel: int) -> "TakeLog":
+                     channel: int, record_minutes: float) -> "TakeLog":
         """`programs` as device/voicing.program_changes gives them (what the output sends)."""
         folder = "" if record_file(record) else record
-        return cls(keep_all=bool(record_file(record) or stats), recorder=open_recorder(folder, bpm, programs, channel),
-                   programs=programs, channel=channel)
+        recorder = open_recorder(folder, bpm, 60.0 * record_minutes, programs, channel)
+        return cls(keep_all=bool(record_file(record) or stats), recorder=recorder, programs=programs, channel=channel)
 
     def sent(self, note_ons: int) -> None:
         self.notes_played += note_ons

@@ -153,7 +153,9 @@ class Settings:
                               "(0 = memory off)", low=0, high=100000)
     seed: int = setting(-1, "random seed for a reproducible take (-1 = random)", low=-1, high=2**32 - 1)
     seconds: float = setting(0.0, "stop after this many seconds (0 = play until stopped)", low=0.0, high=1e9)
-    record: str = setting("", "write what was played to this MIDI file at the end")
+    record: str = setting("", "where the take is written: a .mid file, whole at the end; a folder, as it is played, "
+                          "a file every record_minutes (a power cut loses at most the one being played)")
+    record_minutes: float = setting(5.0, "minutes of music in each file of a record folder", low=0.1, high=1440.0)
     opening: str = setting("", "start from this bundle opening (piece name or index; '' = random)")
     seed_midi: str = setting("", "start from the notes of this MIDI file instead of an opening")
     input_port: str = setting("", "live input port (substring): call and response, CC control; CC 120/123 = panic")

@@ -40,7 +40,7 @@ EVERY_KEY = {
     "virtual_port": ("'pb'", "pb", "pb"), "channel": ("10", "10", 10), "program": ("-1", "-1", -1),
     "velocity_scale": ("0.5", "0.5", 0.5), "bpm": ("60", "60", 60.0), "temperature": ("1.5", "1.5", 1.5),
     "top_k": ("8", "8", 8), "max_repeat": ("0", "0", 0), "seed": ("7", "7", 7),
-    "seconds": ("30", "30", 30.0), "record": ("'t.mid'", "t.mid", "t.mid"),
+    "seconds": ("30", "30", 30.0), "record": ("'t.mid'", "t.mid", "t.mid"), "record_minutes": ("2.5", "2.5", 2.5),
     "opening": ("'2'", "2", "2"), "seed_midi": ("'s.mid'", "s.mid", "s.mid"),
     "input_port": ("'keys'", "keys", "keys"), "live_gap": ("2.5", "2.5", 2.5),
     "clock": ("'follow'", "follow", "follow"), "clock_port": ("'drum'", "drum", "drum"),

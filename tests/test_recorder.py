@@ -264,11 +264,12 @@ def test_a_read_only_folder_is_logged_and_the_music_goes_on(small_disk, caplog):
 def test_the_record_setting_names_a_folder_of_segments_or_one_file_at_the_end(tmp_path):
     from playbach.device.scheduler import Played
     from playbach.device.take_log import TakeLog
-    folder_log = TakeLog.for_settings(str(tmp_path / "takes"), "", 90.0, [(2, 6)], 2)
-    file_log = TakeLog.for_settings(str(tmp_path / "old" / "take.mid"), "", 90.0, [(2, 6)], 2)
+    folder_log = TakeLog.for_settings(str(tmp_path / "takes"), "", 90.0, [(2, 6)], 2, 5.0)
+    file_log = TakeLog.for_settings(str(tmp_path / "old" / "take.mid"), "", 90.0, [(2, 6)], 2, 5.0)
     assert folder_log.recorder is not None and folder_log.every is None, "a folder keeps no notes in memory"
     assert file_log.recorder is None and file_log.every is not None
-    assert TakeLog.for_settings("", "", 90.0, [(2, 6)], 2).recorder is None
+    assert TakeLog.for_settings("", "", 90.0, [(2, 6)], 2, 5.0).recorder is None
+    assert TakeLog.for_settings(str(tmp_path / "short"), "", 90.0, [(2, 6)], 2, 0.5).recorder.segment_seconds == 30.0
     (tmp_path / "old").mkdir()
     for i, n in enumerate(notes(10)):   # the notes as the scheduler hands them over, a quarter each at 90 BPM
         played = Played(i * 480, n.pitch, 480, n.velocity, n.on_time, n.off_time, 2)
@@ -314,8 +315,8 @@ def test_a_four_voice_take_is_recorded_a_track_per_channel_with_the_programs_sen
     chords = [(72, 67, 60, 48), (74, 67, 59, 43), (72, 64, 64, 45)]   # the last: alto and tenor in unison
     played = [Played(4 * k, pitch, 4, 80, 1000.0 + k, 1001.0 + k, channel)
               for k, chord in enumerate(chords) for pitch, channel in zip(chord, voicing.channels)]
-    logs = {"file": TakeLog.for_settings(str(tmp_path / "take.mid"), "", 60.0, programs, 0),
-            "folder": TakeLog.for_settings(str(tmp_path / "takes"), "", 60.0, programs, 0)}
+    logs = {"file": TakeLog.for_settings(str(tmp_path / "take.mid"), "", 60.0, programs, 0, 5.0),
+            "folder": TakeLog.for_settings(str(tmp_path / "takes"), "", 60.0, programs, 0, 5.0)}
     for log in logs.values():
         for note in played:
             log.add(note)
