@@ -21,10 +21,11 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gadget import MidiGadget, usb_device_node            # noqa: E402
-from guest import (STATE, UNIT, Console, active_state, entry_mono, first_message, first_port_line,  # noqa: E402
-                   journal, load_results, main_pid, message, mono_prop, run, save_results, set_config_key, show, wait_for)
+from guest import (STATE, UNIT, Console, active_state, first_message, first_port_line,  # noqa: E402
+                   journal, load_results, main_pid, mono_prop, run, save_results, show, wait_for)
 from recorder import Recorder, balance                    # noqa: E402
 import lasting                                            # noqa: E402
+from lasting import NOTE_TIMEOUT                          # noqa: E402
 
 PHASE = STATE / "phase"
 CHECKS = Path("/opt/pivm/checks")   # written by the driver: "all", or the names to run (pi-vm.sh --checks)
@@ -32,7 +33,6 @@ CONFIG = Path("/etc/playbach/config.toml")
 # pid.codes' test VID/PID; the product string becomes the ALSA card and sequencer client name
 SYNTH = MidiGadget("synth", 0x1209, 0x0001, "PiVM Synth", "PiVMGadget")
 CORAL = (0x1a6e, 0x089a)
-NOTE_TIMEOUT = 300       # s: the slowest start seen under TCG is well under this
 UDEV_TIMEOUT = 180       # s for udev to handle a plug: its queue, TCG-slow, can hold a minute of work
 UNPLUG_CYCLES = 20
 SEED = 10                # the unplug points are random, but the same in every run
@@ -42,7 +42,8 @@ class Agent:
     def __init__(self) -> None:
         self.console = Console()
         self.results = load_results()
-        self.boot = 2 if PHASE.exists() and PHASE.read_text().strip() == "boot2" else 1
+        phase = PHASE.read_text().strip() if PHASE.exists() else ""
+        self.boot = {"boot2": 2, "boot3": 3}.get(phase, 1)
         self.recorder = Recorder(SYNTH.card_id, STATE / "midi.log", self.boot)
         self.rng = random.Random(SEED + self.boot)
         self.stopping = False
@@ -223,36 +224,8 @@ class Agent:
         return figures
 
     def bad_config_check(self) -> dict:
-        """An unknown key: the journal names file and key, the unit ends failed, a fix plays again."""
         self.playing(2)
-        good = CONFIG.read_text()
-        CONFIG.write_text(good + "tempo = 100\n")
-        t = time.monotonic()
-        run("systemctl", "restart", "--no-block", UNIT)
-        # failed, and still failed a restart delay later (RestartPreventExitStatus=2: no retry;
-        # without it systemd 252 retries up to the start limit, then logs "Start request
-        # repeated too quickly" and keeps the last result, exit-code)
-        def gave_up() -> bool:
-            return active_state() == "failed" and not wait_for(lambda: active_state() != "failed", 7, 0.5)
-        limit = wait_for(gave_up, 300, 1)
-        t_failed = time.monotonic() - 7
-        state = show(UNIT)
-        entries = journal("-u", UNIT, "-b")
-        starts = [e for e in entries if message(e).startswith("Starting playbach") and entry_mono(e) > t]
-        named = [e for e in entries if "unknown key 'tempo'" in (m := e.get("MESSAGE", "")) and str(CONFIG) in m]
-        fails = [int(e["__MONOTONIC_TIMESTAMP"]) / 1e6 for e in named]
-        fails = [f for f in fails if f > t]
-        CONFIG.write_text(good)
-        run("systemctl", "reset-failed", UNIT)
-        run("systemctl", "start", "--no-block", UNIT)
-        t_fixed = time.monotonic()
-        note = self.wait_note(t_fixed)
-        gaps = [round(b - a, 1) for a, b in zip(fails, fails[1:])]
-        return {"ok": limit and bool(fails) and note is not None, "stayed_failed": limit,
-                "result": state.get("Result"), "active_state": state.get("ActiveState"),
-                "failures_logged": len(fails), "starts": len(starts), "journal_line": named[-1]["MESSAGE"] if named else None,
-                "seconds_between_failures": gaps, "to_failed_s": round(t_failed - t, 1),
-                "fixed_to_note_s": note and round(note - t_fixed, 2)}
+        return lasting.bad_config_check(self.recorder)
 
     def security_check(self) -> dict:
         out = run("systemd-analyze", "security", "--no-pager", UNIT).stdout
@@ -294,18 +267,28 @@ class Agent:
         self.check("clock_follow", self.clock_follow_check)
         self.check("hung_start", lambda: lasting.hung_start_check(self.recorder))
         self.check("web_bad_config", lasting.web_bad_config_check)
-        if not (self.wanted("reboot") or self.wanted("fluidsynth") or self.wanted("settings_survive_reboot")):
+        if not any(self.wanted(n) for n in ("reboot", "fluidsynth", "settings_survive_reboot", "power_cut")):
             return self.finish()
         if self.wanted("settings_survive_reboot"):   # the page's change, judged after the reboot
             self.results["settings_set"] = lasting.set_settings()
         # reboot: the agent stops after the player (see the unit), so its last notes are heard
-        PHASE.write_text("boot2\n")
         self.results["reboot_requested_mono"] = time.monotonic()
-        save_results(self.results)
-        self.console.mark("reboot")
+        self.next_boot("boot2")
         run("systemctl", "reboot", "--no-block")
         while True:
             time.sleep(1)                        # until SIGTERM (on_term) ends this boot
+
+    def next_boot(self, phase: str) -> None:
+        """What the next boot is, and the figures so far, on disk for it (fsynced: boot 3 follows a
+        power cut); the driver is told a reboot comes."""
+        PHASE.write_text(phase + "\n")
+        with open(PHASE) as f:
+            os.fsync(f.fileno())
+        save_results(self.results)
+        folder = os.open(STATE, os.O_RDONLY)
+        os.fsync(folder)
+        os.close(folder)
+        self.console.mark("reboot")
 
     # --- boot 2 ----------------------------------------------------------------------------
     def reboot_check(self) -> dict:
@@ -338,6 +321,15 @@ class Agent:
                    lambda: lasting.settings_survive_reboot_check(self.recorder, self.results.get("settings_set", {})))
         self.playing(3)
         self.check("fluidsynth", self.fluidsynth_check)
+        if not self.wanted("power_cut"):
+            return self.finish()
+        self.account()   # this boot's notes at the synth, before a take that the cut interrupts
+        self.results["power_cut_before"] = lasting.power_cut_prepare(self.recorder)
+        self.next_boot("boot3")
+        lasting.power_cut()
+
+    def third_boot(self) -> None:
+        self.check("power_cut", lambda: lasting.power_cut_check(self.results.get("power_cut_before", {})))
         self.finish()
 
     # --- the end ---------------------------------------------------------------------------
@@ -382,10 +374,7 @@ class Agent:
         SYNTH.create()
         SYNTH.plug()                             # the synth is connected at power-on
         self.console.mark("plugged", boot=self.boot)
-        if self.boot == 1:
-            self.first_boot()
-        else:
-            self.second_boot()
+        {1: self.first_boot, 2: self.second_boot, 3: self.third_boot}[self.boot]()
 
 
 if __name__ == "__main__":

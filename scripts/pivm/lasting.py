@@ -1,5 +1,7 @@
-"""Checks that what should last does, and what should fail fails cleanly (issues 22 and 23).
+"""Checks that what should last does, and what should fail fails cleanly (issues 10, 22 and 23).
 
+`bad_config_check`     an unknown key in config.toml: the journal names file and key, the player's
+                       unit ends failed (no restart loop), the fix plays (bad_config_failed_cleanly)
 `hung_start_check`     the player stops dead while it loads (SIGSTOP before READY=1): systemd's
                        finite start timeout aborts it and the restart plays (hung_start_recovered)
 `web_bad_config_check` an unknown key in config.toml: playbach-web exits 2, the journal names
@@ -9,6 +11,10 @@
                        before the reboot the page sets key and tempo; after it, the first notes
                        at the synth are in that key (Krumhansl-Schmuckler, in the product venv)
                        and on that tempo's grid (settings_survive_reboot)
+`power_cut_prepare`, `power_cut`, `power_cut_check`
+                       a take recorded in segments, the power pulled mid-take (SysRq reset, no
+                       sync), and after the next boot every segment written before is whole
+                       (take_segments_after_power_cut)
 """
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from guest import UNIT, active_state, journal, main_pid, message, show, wait_for
+from guest import UNIT, active_state, entry_mono, journal, main_pid, message, run, set_config_key, show, wait_for
 from web import WEB_UNIT, _poll, _token, api, answering, chord_onsets, onset_grid, ticks_per_quarter
 
 CONFIG = Path("/etc/playbach/config.toml")
@@ -28,7 +34,43 @@ VENV_PYTHON = "/opt/playbach/venv/bin/python"
 SET_KEY, SET_BPM, CONFIG_BPM = "D minor", 150.0, 90.0
 FIRST_NOTES_SECONDS = 15.0     # the first notes after the reboot that are judged
 GRID_TOLERANCE = 0.025         # s: tight enough that a 90 BPM take cannot fit a 150 BPM grid
+NOTE_TIMEOUT = 300             # s: the slowest start seen under TCG is well under this
 START_TIMEOUT = 120 + 20 + 60  # TimeoutStartSec, then TimeoutStopSec, then slack
+TAKES = Path("/var/lib/playbach/takes")   # a record folder in the player's state
+SEGMENT_MINUTES = 0.25         # 15 s a segment, so a short take writes a few (the recorder's GRACE is 30 s)
+CUT_AFTER_SECONDS = 100        # of play before the cut: the segments that ended by 70 s are on disk
+
+
+def bad_config_check(recorder) -> dict:
+    """An unknown key: the journal names file and key, the unit ends failed, a fix plays again."""
+    good = CONFIG.read_text()
+    CONFIG.write_text(good + "tempo = 100\n")
+    t = time.monotonic()
+    run("systemctl", "restart", "--no-block", UNIT)
+    # failed, and still failed a restart delay later (RestartPreventExitStatus=2: no retry;
+    # without it systemd 252 retries up to the start limit, then logs "Start request
+    # repeated too quickly" and keeps the last result, exit-code)
+    def gave_up() -> bool:
+        return active_state() == "failed" and not wait_for(lambda: active_state() != "failed", 7, 0.5)
+    limit = wait_for(gave_up, 300, 1)
+    t_failed = time.monotonic() - 7
+    state = show(UNIT)
+    entries = journal("-u", UNIT, "-b")
+    starts = [e for e in entries if message(e).startswith("Starting playbach") and entry_mono(e) > t]
+    named = [e for e in entries if "unknown key 'tempo'" in (m := e.get("MESSAGE", "")) and str(CONFIG) in m]
+    fails = [int(e["__MONOTONIC_TIMESTAMP"]) / 1e6 for e in named]
+    fails = [f for f in fails if f > t]
+    CONFIG.write_text(good)
+    run("systemctl", "reset-failed", UNIT)
+    run("systemctl", "start", "--no-block", UNIT)
+    t_fixed = time.monotonic()
+    note = recorder.wait_note_after(t_fixed, NOTE_TIMEOUT)
+    gaps = [round(b - a, 1) for a, b in zip(fails, fails[1:])]
+    return {"ok": limit and bool(fails) and note is not None, "stayed_failed": limit,
+            "result": state.get("Result"), "active_state": state.get("ActiveState"),
+            "failures_logged": len(fails), "starts": len(starts), "journal_line": named[-1]["MESSAGE"] if named else None,
+            "seconds_between_failures": gaps, "to_failed_s": round(t_failed - t, 1),
+            "fixed_to_note_s": note and round(note - t_fixed, 2)}
 
 
 def _stopped_while_loading(timeout: float = 120) -> int | None:
@@ -126,3 +168,42 @@ def _key_of(pitches: list[int]) -> str | None:
     out = subprocess.run([VENV_PYTHON, "-c", code], input=json.dumps(pitches), capture_output=True, text=True,
                          timeout=120)
     return out.stdout.strip() or None
+
+
+def power_cut_prepare(recorder) -> dict:
+    """Boot 2, last: a take into a record folder of short segments, played long enough that some
+    are written; the segments there just before the power goes."""
+    set_config_key(CONFIG, "record", f'"{TAKES}"')
+    set_config_key(CONFIG, "record_minutes", str(SEGMENT_MINUTES))
+    subprocess.run(["systemctl", "restart", UNIT], capture_output=True, timeout=300)
+    t = time.monotonic()
+    first = recorder.wait_note_after(t, 300)
+    time.sleep(CUT_AFTER_SECONDS)
+    segments = {p.name: p.stat().st_size for p in sorted(TAKES.glob("*.mid"))}
+    return {"ok": first is not None, "restart_to_note_s": first and round(first - t, 1),
+            "played_s": first and round(time.monotonic() - first, 1), "segments_before_cut": segments}
+
+
+def power_cut() -> None:
+    """The plug pulled: an immediate reset, nothing synced or unmounted (magic SysRq 'b')."""
+    Path("/proc/sys/kernel/sysrq").write_text("1\n")
+    Path("/proc/sysrq-trigger").write_text("b\n")
+
+
+def power_cut_check(before: dict) -> dict:
+    """Boot 3: every segment that was on disk before the cut is there and whole (a MIDI file
+    that parses, with notes); no half-written file was left under a segment's name."""
+    present = sorted(p for p in TAKES.iterdir()) if TAKES.is_dir() else []
+    segments = [p for p in present if p.suffix == ".mid"]
+    code = ("import json,sys,mido\nout={}\nfor p in sys.argv[1:]:\n try: out[p]=sum(m.type=='note_on' and m.velocity>0 "
+            "for t in mido.MidiFile(p).tracks for m in t)\n except Exception as e: out[p]=repr(e)\nprint(json.dumps(out))")
+    run = subprocess.run([VENV_PYTHON, "-c", code, *map(str, segments)], capture_output=True, text=True, timeout=300)
+    notes = json.loads(run.stdout or "{}")
+    whole = {Path(p).name: n for p, n in notes.items() if isinstance(n, int) and n > 0}
+    kept = before.get("segments_before_cut", {})
+    lost = sorted(name for name in kept if name not in whole)
+    return {"ok": bool(before.get("ok") and len(kept) >= 2 and not lost and len(whole) == len(segments)),
+            "segments_before_cut": len(kept), "segments_after": len(segments), "whole": len(whole),
+            "lost_of_those_before": lost, "not_whole": {Path(p).name: n for p, n in notes.items() if Path(p).name not in whole},
+            "other_files": [p.name for p in present if p.suffix != ".mid"], "notes_per_segment": whole,
+            "played_before_cut_s": before.get("played_s")}
