@@ -33,7 +33,6 @@ MAX_LOST = 2                   # ... at most this many in a row (a longer gap is
 NOISE_TICKS = 8                # the ticks' straying is measured on at least this many
 NOISE_LIMIT = 0.125            # lost ticks are counted only while ticks stray less than this many periods
 PAUSE_SECONDS = GAP_TICKS * 60.0 / (PPQ * BPM_LOW)   # no tick for this long: the clock paused
-PLAUSIBLE_TICKS = PPQ // 2     # the tempo is judged over this many intervals (half a beat)
 
 
 class TempoFit:
@@ -135,7 +134,7 @@ class Follower:
         self.last_tick: float | None = None         # arrival of the last accepted tick
         self.last_raw: float | None = None          # arrival of the last tick, accepted or not
         self.heard: float | None = None             # arrival of the last accepted tick, Start or Continue
-        self.arrivals: deque[float] = deque(maxlen=PLAUSIBLE_TICKS + 1)   # of the last ticks, for plausibility
+        self.intervals: deque[float] = deque(maxlen=4)
         self.absurd_logged = False
         self.tempo_log: list[tuple[float, float]] | None = None   # (time, bpm) per tick, for --stats
 
@@ -162,6 +161,8 @@ class Follower:
         self.running, self.base = True, None   # the next accepted tick is `position`
         self.heard = t
         self.fit.reset()     # the line before says nothing about when the ticks after come
+        self.intervals.clear()
+        self.last_raw = None
         self.skipped = 0
         return "start"
 
@@ -184,13 +185,13 @@ class Follower:
     def _pause_before(self, t: float, last: float | None) -> bool:
         """More than GAP_TICKS tick periods (at the fitted tempo, else the slowest allowed one)
         since `last`: the clock stopped ticking (e.g. between Stop and Continue), however briefly."""
-        period = max(self.fit.b if self.fit.ready else 0.0, PAUSE_SECONDS / GAP_TICKS)
+        period = self.fit.b if self.fit.ready else 60.0 / (PPQ * BPM_LOW)
         return last is not None and t - last > GAP_TICKS * period
 
     def _tick(self, t: float) -> None:
         if not self._plausible(t):
             return
-        if self._pause_before(t, self.last_tick):
+        if self.last_tick is not None and t - self.last_tick > PAUSE_SECONDS:
             self.fit.reset()   # the old line says nothing about when the resumed ticks come
             self.skipped = 0
         periods = self._periods_since_last(t)   # may count the last tick again first
@@ -203,17 +204,19 @@ class Follower:
             self.tempo_log.append((t, self.fit.bpm()))
 
     def _plausible(self, t: float) -> bool:
-        """False for a tick of a clock outside BPM_LOW-BPM_HIGH (its mean interval over the last
-        PLAUSIBLE_TICKS: a few ticks that a busy host delivers together are no tempo of their
-        own), logged once per episode."""
-        if self.last_raw is not None and t - self.last_raw > PAUSE_SECONDS:
-            self.arrivals.clear()   # a pause is not a tempo
+        """False for a tick of a clock outside BPM_LOW-BPM_HIGH (the mean of the last intervals,
+        from two on, so an absurd clock never gets a line of its own), logged once per episode.
+        Ticks that a busy host delivers together have tiny intervals too, but they come late, never
+        ahead of the line: a tick no earlier than the line expects its count is taken."""
+        if self.last_raw is not None and not self._pause_before(t, self.last_raw):
+            self.intervals.append(t - self.last_raw)   # a pause is not a tempo
         self.last_raw = t
-        self.arrivals.append(t)
-        if len(self.arrivals) <= PLAUSIBLE_TICKS:
+        if len(self.intervals) < 2:
             return True
-        bpm = 60.0 * PLAUSIBLE_TICKS / (PPQ * max(self.arrivals[-1] - self.arrivals[0], 1e-9))
-        if not BPM_LOW <= bpm <= BPM_HIGH:
+        bpm = 60.0 / (PPQ * max(sum(self.intervals) / len(self.intervals), 1e-9))
+        catching_up = (not self.absurd_logged and self.fit.ready   # (a clock refused stays so while it is absurd)
+                       and t >= self.fit.time_of(self.count + 1) - self.fit.b / 2)
+        if not BPM_LOW <= bpm <= BPM_HIGH and not catching_up:
             if not self.absurd_logged:
                 log.warning("MIDI clock at %.0f BPM is outside %g-%g BPM: its ticks are ignored",
                             bpm, BPM_LOW, BPM_HIGH)

@@ -76,7 +76,7 @@ def test_absurd_tempo_and_bad_spp_ignored_with_one_line(caplog):
         t = ticks(f, t, 1000, 50)       # > 400 BPM
         f.feed([0xF2, 0x80, 0x01], t)   # data byte with the high bit
         f.feed([0xF2, 0x01], t)         # short
-    assert f.count - count <= 12         # only the ticks before the half-beat average saw the change
+    assert f.count - count <= 4          # only the ticks before the average saw the change
     assert f.position == 0
     lines = [r.getMessage() for r in caplog.records]
     assert sum("outside 20-400" in m for m in lines) == 1, lines
