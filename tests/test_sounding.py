@@ -41,7 +41,7 @@ def test_sounding_follows_onsets_and_durations():
     assert not s.at(0).any()
 
 
-def take(unmasked: bool, events: int = 2000, seed: int = 7) -> tuple[np.ndarray, int]:
+def take(unmasked: bool, events: int = 600, seed: int = 7) -> tuple[np.ndarray, int]:
     """A seeded take from the shipped bundle as the player makes it (real runtime, repeat memory);
     `unmasked` turns the mask off, to show the check below would see a struck sounding pitch."""
     bundle = load_bundle(SHIPPED)
