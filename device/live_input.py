@@ -19,7 +19,6 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-import mido
 import numpy as np
 import rtmidi
 
@@ -30,6 +29,7 @@ from playbach.device.voicing import Thru
 from playbach.settings import Knob
 
 log = logging.getLogger(__name__)
+KNOB_SECONDS = 0.05      # knob turns reach the take at most this often (coalesced)
 
 
 @dataclass
@@ -58,6 +58,8 @@ class LiveInput(WatchedPort):
         self.phrase: list[tuple[float, int, float, int]] = []  # (start, pitch, seconds, velocity)
         self.last_activity = float("-inf")                # monotonic time of the last key event
         self.notes_guard = RateGuard(what=f"input '{wanted}'")
+        self.turned: dict[str, object] = {}               # knob turns not yet handed on: setting -> last value
+        self.handed = float("-inf")                       # when the last were
 
     def regrid(self, ticks_per_quarter: int) -> None:
         """Put phrases on another take's grid (a restart with another bundle)."""
@@ -74,30 +76,32 @@ class LiveInput(WatchedPort):
         self.last_activity = time.monotonic()
 
     def _take(self, data: list[int], now: float) -> tuple[str, object] | None:
-        """Note a key going down or up; a knob's turn is returned as (setting, value)."""
-        try:
-            msg = mido.Message.from_bytes(data)
-        except ValueError:
-            return None
-        log.debug("input: %s", msg)
-        if msg.type == "note_on" and msg.velocity > 0:
-            self.down[msg.note] = (self.clock, msg.velocity)
+        """Note a key going down or up; a knob's turn is returned as (setting, value). `data` is a
+        checked note or CC (3 bytes, data bytes < 0x80), read as bytes: a flood of 20,000 a second
+        is read between notes."""
+        kind, number, value = data[0] & 0xF0, data[1], data[2]
+        if kind == 0x90 and value > 0:
+            self.down[number] = (self.clock, value)
             self.last_activity = now
-        elif msg.type in ("note_on", "note_off") and msg.note in self.down:
-            start, velocity = self.down.pop(msg.note)
-            self.phrase.append((start, msg.note, self.clock - start, velocity))
+        elif kind in (0x80, 0x90) and number in self.down:
+            start, velocity = self.down.pop(number)
+            self.phrase.append((start, number, self.clock - start, velocity))
             self.last_activity = now
-        elif msg.type == "control_change" and msg.control in self.knobs:
-            knob = self.knobs[msg.control]
-            return knob.name, knob.value(msg.value)
+        elif kind == 0xB0 and number in self.knobs:
+            knob = self.knobs[number]
+            return knob.name, knob.value(value)
         return None
 
     def poll(self, now: float, bpm: float) -> LiveNews:
-        """Drain what arrived; a phrase is finished after `gap` s of silence with no key down."""
+        """Drain what arrived; a phrase is finished after `gap` s of silence with no key down.
+        Knob turns are handed on at most every KNOB_SECONDS, the last value of each (a hand turns
+        a knob slower than that; a flood of CCs would apply a change on every pass)."""
         news = LiveNews()
         if self.connected:
             self._drain(news, now)
             del self.phrase[:-MAX_PHRASE]   # a phrase that never ends (a flood) keeps its last notes only
+        if self.turned and now - self.handed >= KNOB_SECONDS:
+            news.changes, self.turned, self.handed = self.turned, {}, now
         super().poll(now)
         news.playing = bool(self.down) or (bool(self.phrase) and now - self.last_activity < self.gap)
         if self.phrase and not news.playing:
@@ -129,7 +133,7 @@ class LiveInput(WatchedPort):
                 continue
             turned = self._take(data, now)
             if turned is not None:
-                news.changes[turned[0]] = turned[1]
+                self.turned[turned[0]] = turned[1]
 
     def to_events(self, phrase: list[tuple[float, int, float, int]], bpm: float) -> np.ndarray:
         """Seconds -> quarters at the current tempo -> the codec's grid -> event values."""
