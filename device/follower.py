@@ -31,7 +31,9 @@ GAP_TICKS = 4                  # more than this many tick periods without a tick
 LOST_SLACK = 0.3               # a gap within this many periods of a whole number >= 2: ticks were lost
 MAX_LOST = 2                   # ... at most this many in a row (a longer gap is lateness or a pause)
 NOISE_TICKS = 8                # the ticks' straying is measured on at least this many
-NOISE_LIMIT = 0.125            # lost ticks are counted only while ticks stray less than this many periods
+NOISE_LIMIT = 0.25             # lost ticks are counted only while ticks stray less than this many periods
+CONFIRM_TICKS = PPQ // 4       # ticks counted lost are taken back if one of the next 6 comes early
+MAX_HELD = 8                   # refused ticks are counted after all when the clock proves sane, up to this many
 PAUSE_SECONDS = GAP_TICKS * 60.0 / (PPQ * BPM_LOW)   # no tick for this long: the clock paused
 
 
@@ -69,6 +71,13 @@ class TempoFit:
     def reset(self) -> None:
         self.points.clear()
         self.off_line = 0
+
+    def renumber(self, first: int, by: int) -> None:
+        """Ticks from number `first` on are numbered `by` more (ticks counted lost were not)."""
+        moved = [(n + by if n >= first else n, t) for n, t in self.points]
+        self.points.clear()
+        self.points.extend(moved)
+        self._fit()
 
     def recount_last(self, n: int) -> None:
         """The last tick is number n after all, and the tempo changed at the one before it."""
@@ -128,6 +137,8 @@ class Follower:
         self.fit = TempoFit(60.0 / (bpm * PPQ))
         self.count = 0                 # tick periods so far, lost ticks included (the fit's x axis)
         self.skipped = 0               # ticks the last accepted one was counted past (lost on the way)
+        self.skip_count = 0            # ... the count of the tick that was counted past them
+        self.held = 0                  # ticks refused as absurd since the last one taken
         self.running = False
         self.position = 0              # song position (clock ticks) of the next tick
         self.base: tuple[int, int] | None = None   # (tick count, song position) while running
@@ -144,6 +155,8 @@ class Follower:
 
     def feed(self, data: list[int], t: float) -> str | None:
         status = data[0] if data else 0
+        if status in (TICK, START, CONTINUE, STOP) and len(data) != 1:
+            return None   # a real-time message is one byte: this is none
         if status == TICK:
             self._tick(t)
         elif status == START:
@@ -194,7 +207,7 @@ class Follower:
         if self.last_tick is not None and t - self.last_tick > PAUSE_SECONDS:
             self.fit.reset()   # the old line says nothing about when the resumed ticks come
             self.skipped = 0
-        periods = self._periods_since_last(t)   # may count the last tick again first
+        periods = self._periods_since_last(t) + self._release_held()   # may count the last tick again first
         self.count += periods
         self.last_tick = self.heard = t
         self.fit.add(self.count, t)
@@ -217,6 +230,7 @@ class Follower:
         catching_up = (not self.absurd_logged and self.fit.ready   # (a clock refused stays so while it is absurd)
                        and t >= self.fit.time_of(self.count + 1) - self.fit.b / 2)
         if not BPM_LOW <= bpm <= BPM_HIGH and not catching_up:
+            self.held += 1
             if not self.absurd_logged:
                 log.warning("MIDI clock at %.0f BPM is outside %g-%g BPM: its ticks are ignored",
                             bpm, BPM_LOW, BPM_HIGH)
@@ -233,17 +247,36 @@ class Follower:
         are a slower tempo, not lost ticks: the first is then counted again as one period."""
         if not self.fit.ready or self.last_tick is None or self.fit.noise > self.fit.b * NOISE_LIMIT:
             return 1   # (when ticks come that unevenly, a gap is lateness as likely as loss)
+        if self.skipped and self.count - self.skip_count >= CONFIRM_TICKS:
+            self.skipped = 0   # no tick since came early: they were lost
+        if self.skipped and self.fit.time_of(self.count + 1) - t > self.fit.b / 2:
+            self._take_back()  # ticks are never early: the gap was one coming late, none lost
+            return 1
         since = self.last_tick if self.fit.off_line else self.fit.time_of(self.count)
         periods = (t - since) / self.fit.b
         whole = round(periods)
         if whole < 2 or whole > MAX_LOST + 1 or abs(periods - whole) > LOST_SLACK:
-            self.skipped = 0
             return 1
-        if self.skipped:
+        if self.skipped and self.skip_count == self.count:
             self._recount_last()
             return 1
-        self.skipped = whole - 1
+        self.skipped, self.skip_count = whole - 1, self.count + whole
         return whole
+
+    def _take_back(self) -> None:
+        """The ticks counted lost at skip_count were not: it and the ones after are renumbered."""
+        first, by = self.skip_count, -self.skipped
+        self.count += by
+        if self.base is not None and self.base[0] >= first:
+            self.base = (self.base[0] + by, self.base[1])
+        self.fit.renumber(first, by)
+        self.skipped = 0
+
+    def _release_held(self) -> int:
+        """Ticks refused while the clock looked absurd, counted now that a tick is taken: a clump
+        that a busy host delivered together (a few); more in a row were an absurd clock's."""
+        held, self.held = self.held, 0
+        return held if held <= MAX_HELD else 0
 
     def _recount_last(self) -> None:
         was, self.count = self.count, self.count - self.skipped
