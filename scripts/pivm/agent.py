@@ -329,7 +329,7 @@ class Agent:
         lasting.power_cut()
 
     def third_boot(self) -> None:
-        self.check("power_cut", lambda: lasting.power_cut_check(self.results.get("power_cut_before", {})))
+        self.check("power_cut", lambda: lasting.power_cut_check(self.recorder, self.results.get("power_cut_before", {})))
         self.finish()
 
     # --- the end ---------------------------------------------------------------------------

@@ -190,9 +190,10 @@ def power_cut() -> None:
     Path("/proc/sysrq-trigger").write_text("b\n")
 
 
-def power_cut_check(before: dict) -> dict:
+def power_cut_check(recorder, before: dict) -> dict:
     """Boot 3: every segment that was on disk before the cut is there and whole (a MIDI file
-    that parses, with notes); no half-written file was left under a segment's name."""
+    that parses, with notes); no half-written file was left under a segment's name; it plays."""
+    note = recorder.wait_note_after(0.0, NOTE_TIMEOUT)
     present = sorted(p for p in TAKES.iterdir()) if TAKES.is_dir() else []
     segments = [p for p in present if p.suffix == ".mid"]
     code = ("import json,sys,mido\nout={}\nfor p in sys.argv[1:]:\n try: out[p]=sum(m.type=='note_on' and m.velocity>0 "
@@ -202,7 +203,8 @@ def power_cut_check(before: dict) -> dict:
     whole = {Path(p).name: n for p, n in notes.items() if isinstance(n, int) and n > 0}
     kept = before.get("segments_before_cut", {})
     lost = sorted(name for name in kept if name not in whole)
-    return {"ok": bool(before.get("ok") and len(kept) >= 2 and not lost and len(whole) == len(segments)),
+    return {"ok": bool(before.get("ok") and len(kept) >= 2 and not lost and len(whole) == len(segments)
+                       and note is not None), "plays_after_cut_mono": note,
             "segments_before_cut": len(kept), "segments_after": len(segments), "whole": len(whole),
             "lost_of_those_before": lost, "not_whole": {Path(p).name: n for p, n in notes.items() if Path(p).name not in whole},
             "other_files": [p.name for p in present if p.suffix != ".mid"], "notes_per_segment": whole,
