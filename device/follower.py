@@ -12,6 +12,13 @@ The song position is counted in tick periods, not ticks received: MIDI over DIN 
 byte now and then, and a tick arriving about two (or three) of the line's periods after the last
 one is counted as that many, so a lost tick moves no later note. Two such gaps in a row are a
 slower tempo instead, and the first is counted again as one period.
+
+Ticks can come late, never early: a busy USB host or kernel hands over a few at once, or all of
+them after a stall. A late tick is counted but kept out of the line until the ticks show the line
+moved (they keep leaving it, not catching up with it); a tick whose interval says "absurd tempo"
+is still taken when it is no earlier than the line expects its count; a gap counted as lost ticks
+is taken back when a tick within the next beat comes earlier than its count allows; and lost
+ticks are counted only while the fitted ticks stray less than a quarter of a period.
 """
 from __future__ import annotations
 
@@ -32,9 +39,8 @@ LOST_SLACK = 0.3               # a gap within this many periods of a whole numbe
 MAX_LOST = 2                   # ... at most this many in a row (a longer gap is lateness or a pause)
 NOISE_TICKS = 8                # the ticks' straying is measured on at least this many
 NOISE_LIMIT = 0.25             # lost ticks are counted only while ticks stray less than this many periods
-CONFIRM_TICKS = PPQ // 4       # ticks counted lost are taken back if one of the next 6 comes early
+CONFIRM_TICKS = PPQ            # ticks counted lost are taken back if one in the next beat comes early
 MAX_HELD = 8                   # refused ticks are counted after all when the clock proves sane, up to this many
-PAUSE_SECONDS = GAP_TICKS * 60.0 / (PPQ * BPM_LOW)   # no tick for this long: the clock paused
 
 
 class TempoFit:
@@ -48,7 +54,9 @@ class TempoFit:
         self.a, self.b = 0.0, 0.0
         self.default_period = default_period
         self.off_line = 0           # consecutive ticks far from the line, all on one side
-        self.noise = 0.0            # the ticks' RMS distance from the line (s)
+        self.off: list[tuple[int, float]] = []   # ... those not fitted (yet)
+        self.last_residual = 0.0
+        self.noise = 0.0            # the fitted ticks' RMS distance from the line (s)
         self.side = 0
 
     @property
@@ -70,13 +78,14 @@ class TempoFit:
 
     def reset(self) -> None:
         self.points.clear()
-        self.off_line = 0
+        self.off_line, self.off = 0, []
 
     def renumber(self, first: int, by: int) -> None:
         """Ticks from number `first` on are numbered `by` more (ticks counted lost were not)."""
         moved = [(n + by if n >= first else n, t) for n, t in self.points]
         self.points.clear()
         self.points.extend(moved)
+        self.off = [(n + by if n >= first else n, t) for n, t in self.off]
         self._fit()
 
     def recount_last(self, n: int) -> None:
@@ -85,26 +94,41 @@ class TempoFit:
         keep[-1] = (n, keep[-1][1])
         self.points.clear()
         self.points.extend(keep)
-        self.off_line = 0
+        self.off_line, self.off = 0, []
         self._fit()
 
     def add(self, n: int, t: float) -> None:
+        """Tick n came at t. Off the line it is held out of the fit: late ticks that catch up (a
+        clump a busy host delivered together) never enter it; ticks that keep leaving the line
+        (a tempo change, or the clock shifted) start a new one from the one before them."""
         if len(self.points) >= 4:
-            residual = t - self.time_of(n)
-            side = 1 if residual > 0 else -1
-            if abs(residual) > max(JUMP_SECONDS, 3 * self.noise):
-                self.off_line = self.off_line + 1 if side == self.side else 1
-                self.side = side
-            else:
-                self.off_line = 0
-            if self.off_line >= JUMP_TICKS:
-                # the tempo changed: keep only the ticks since the change (and the one before it)
-                keep = list(self.points)[-JUMP_TICKS:]
+            if self._left_line(t - self.time_of(n)):
+                keep = [self.points[-1], *self.off]
                 self.points.clear()
                 self.points.extend(keep)
-                self.off_line = 0
+            elif self.off_line:
+                self.off.append((n, t))
+                return
+        self.off = []
         self.points.append((n, t))
         self._fit()
+
+    def _left_line(self, residual: float) -> bool:
+        """This tick is the JUMP_TICKS-th in a row off the line on one side, moving away from it
+        or keeping its distance: early ticks only come from a faster clock; late ones each a
+        period nearer the line than the one before are a clump catching up."""
+        side = 1 if residual > 0 else -1
+        if abs(residual) <= max(JUMP_SECONDS, 3 * self.noise):
+            self.off_line, self.off = 0, []
+        elif side == self.side and self.off_line and (side < 0 or residual > self.last_residual - self.period / 2):
+            self.off_line += 1
+        else:
+            self.off_line, self.off = 1, []
+        self.side, self.last_residual = side, residual
+        if self.off_line < JUMP_TICKS:
+            return False
+        self.off_line = 0
+        return True
 
     def _fit(self) -> None:
         k = len(self.points)
@@ -204,9 +228,6 @@ class Follower:
     def _tick(self, t: float) -> None:
         if not self._plausible(t):
             return
-        if self.last_tick is not None and t - self.last_tick > PAUSE_SECONDS:
-            self.fit.reset()   # the old line says nothing about when the resumed ticks come
-            self.skipped = 0
         periods = self._periods_since_last(t) + self._release_held()   # may count the last tick again first
         self.count += periods
         self.last_tick = self.heard = t
