@@ -163,6 +163,7 @@ class Follower:
         self.skipped = 0               # ticks the last accepted one was counted past (lost on the way)
         self.skip_count = 0            # ... the count of the tick that was counted past them
         self.held = 0                  # ticks refused as absurd since the last one taken
+        self.lagging: tuple[int, int] | None = None   # (periods late, count) of a tick that came that late
         self.running = False
         self.position = 0              # song position (clock ticks) of the next tick
         self.base: tuple[int, int] | None = None   # (tick count, song position) while running
@@ -229,7 +230,7 @@ class Follower:
         if not self._plausible(t):
             return
         periods = self._periods_since_last(t) + self._release_held()   # may count the last tick again first
-        self.count += periods
+        self.count += periods + self._behind(t, periods)
         self.last_tick = self.heard = t
         self.fit.add(self.count, t)
         if self.running and self.base is None:
@@ -292,6 +293,29 @@ class Follower:
             self.base = (self.base[0] + by, self.base[1])
         self.fit.renumber(first, by)
         self.skipped = 0
+
+    def _behind(self, t: float, periods: int) -> int:
+        """Ticks the count is behind by, once two ticks in a row come the same whole number of
+        periods (1 or 2) late, the second a period after the first: a tick was lost inside a clump,
+        where no gap shows it. (A clump catches up a period a tick; a slower tempo leaves the line
+        a little at a time, and the line follows it before it is a period late.)"""
+        if not self.fit.ready or self.last_tick is None:
+            return 0
+        late = (t - self.fit.time_of(self.count + periods)) / self.fit.b
+        whole = round(late)
+        if not (1 <= whole <= MAX_LOST and abs(late - whole) <= LOST_SLACK):
+            self.lagging = None
+            return 0
+        steady = abs((t - self.last_tick) / self.fit.b - periods) <= LOST_SLACK
+        if not steady or self.lagging is None or self.lagging[0] != whole:
+            self.lagging = (whole, self.count)   # the first such tick (a clump's last, say): wait for one more
+            return 0
+        first = self.lagging[1] + 1
+        self.lagging = None
+        self.fit.renumber(first, whole)
+        if self.base is not None and self.base[0] >= first:
+            self.base = (self.base[0] + whole, self.base[1])
+        return whole
 
     def _release_held(self) -> int:
         """Ticks refused while the clock looked absurd, counted now that a tick is taken: a clump

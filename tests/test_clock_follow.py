@@ -119,3 +119,21 @@ def test_ticks_delivered_in_clumps_keep_tempo_and_position():
             wrong.append((i, f.song_position(f.count)))
     assert f.bpm == pytest.approx(120, rel=0.01)
     assert wrong == []
+
+
+def test_a_tick_lost_inside_a_stall_is_found_after_it():
+    """A 0.3 s stall with a tick lost inside it: the clump after it shows no gap, but the ticks
+    that follow come a whole period behind the count, and the count is put right within a
+    couple of them (before, every later note stayed a tick late)."""
+    f = Follower(bpm=90)
+    f.feed(START, 0.0)
+    period = 60 / (120 * PPQ)
+    wrong = []
+    for i in range(24 * 48):
+        if i == 965:
+            continue
+        arrival = 0.05 + i * period
+        f.feed(TICK, 20.3 if 20.0 <= arrival < 20.3 else arrival)
+        if f.song_position(f.count) != i:
+            wrong.append(i)
+    assert wrong and max(wrong) < 975, wrong
