@@ -12,13 +12,6 @@ The song position is counted in tick periods, not ticks received: MIDI over DIN 
 byte now and then, and a tick arriving about two (or three) of the line's periods after the last
 one is counted as that many, so a lost tick moves no later note. Two such gaps in a row are a
 slower tempo instead, and the first is counted again as one period.
-
-Ticks can come late, never early: a busy USB host or kernel hands over a few at once, or all of
-them after a stall. A late tick is counted but kept out of the line until the ticks show the line
-moved (they keep leaving it, not catching up with it); a tick whose interval says "absurd tempo"
-is still taken when it is no earlier than the line expects its count; a gap counted as lost ticks
-is taken back when a tick within the next beat comes earlier than its count allows; and lost
-ticks are counted only while the fitted ticks stray less than a quarter of a period.
 """
 from __future__ import annotations
 
@@ -39,8 +32,9 @@ LOST_SLACK = 0.3               # a gap within this many periods of a whole numbe
 MAX_LOST = 2                   # ... at most this many in a row (a longer gap is lateness or a pause)
 NOISE_TICKS = 8                # the ticks' straying is measured on at least this many
 NOISE_LIMIT = 0.25             # lost ticks are counted only while ticks stray less than this many periods
-CONFIRM_TICKS = PPQ            # ticks counted lost are taken back if one in the next beat comes early
+CONFIRM_TICKS = PPQ // 4       # ticks counted lost are taken back if one of the next 6 comes early
 MAX_HELD = 8                   # refused ticks are counted after all when the clock proves sane, up to this many
+PAUSE_SECONDS = GAP_TICKS * 60.0 / (PPQ * BPM_LOW)   # no tick for this long: the clock paused
 
 
 class TempoFit:
@@ -54,9 +48,7 @@ class TempoFit:
         self.a, self.b = 0.0, 0.0
         self.default_period = default_period
         self.off_line = 0           # consecutive ticks far from the line, all on one side
-        self.off: list[tuple[int, float]] = []   # ... those not fitted (yet)
-        self.last_residual = 0.0
-        self.noise = 0.0            # the fitted ticks' RMS distance from the line (s)
+        self.noise = 0.0            # the ticks' RMS distance from the line (s)
         self.side = 0
 
     @property
@@ -78,14 +70,13 @@ class TempoFit:
 
     def reset(self) -> None:
         self.points.clear()
-        self.off_line, self.off = 0, []
+        self.off_line = 0
 
     def renumber(self, first: int, by: int) -> None:
         """Ticks from number `first` on are numbered `by` more (ticks counted lost were not)."""
         moved = [(n + by if n >= first else n, t) for n, t in self.points]
         self.points.clear()
         self.points.extend(moved)
-        self.off = [(n + by if n >= first else n, t) for n, t in self.off]
         self._fit()
 
     def recount_last(self, n: int) -> None:
@@ -94,41 +85,26 @@ class TempoFit:
         keep[-1] = (n, keep[-1][1])
         self.points.clear()
         self.points.extend(keep)
-        self.off_line, self.off = 0, []
+        self.off_line = 0
         self._fit()
 
     def add(self, n: int, t: float) -> None:
-        """Tick n came at t. Off the line it is held out of the fit: late ticks that catch up (a
-        clump a busy host delivered together) never enter it; ticks that keep leaving the line
-        (a tempo change, or the clock shifted) start a new one from the one before them."""
         if len(self.points) >= 4:
-            if self._left_line(t - self.time_of(n)):
-                keep = [self.points[-1], *self.off]
+            residual = t - self.time_of(n)
+            side = 1 if residual > 0 else -1
+            if abs(residual) > max(JUMP_SECONDS, 3 * self.noise):
+                self.off_line = self.off_line + 1 if side == self.side else 1
+                self.side = side
+            else:
+                self.off_line = 0
+            if self.off_line >= JUMP_TICKS:
+                # the tempo changed: keep only the ticks since the change (and the one before it)
+                keep = list(self.points)[-JUMP_TICKS:]
                 self.points.clear()
                 self.points.extend(keep)
-            elif self.off_line:
-                self.off.append((n, t))
-                return
-        self.off = []
+                self.off_line = 0
         self.points.append((n, t))
         self._fit()
-
-    def _left_line(self, residual: float) -> bool:
-        """This tick is the JUMP_TICKS-th in a row off the line on one side, moving away from it
-        or keeping its distance: early ticks only come from a faster clock; late ones each a
-        period nearer the line than the one before are a clump catching up."""
-        side = 1 if residual > 0 else -1
-        if abs(residual) <= max(JUMP_SECONDS, 3 * self.noise):
-            self.off_line, self.off = 0, []
-        elif side == self.side and self.off_line and (side < 0 or residual > self.last_residual - self.period / 2):
-            self.off_line += 1
-        else:
-            self.off_line, self.off = 1, []
-        self.side, self.last_residual = side, residual
-        if self.off_line < JUMP_TICKS:
-            return False
-        self.off_line = 0
-        return True
 
     def _fit(self) -> None:
         k = len(self.points)
@@ -163,7 +139,6 @@ class Follower:
         self.skipped = 0               # ticks the last accepted one was counted past (lost on the way)
         self.skip_count = 0            # ... the count of the tick that was counted past them
         self.held = 0                  # ticks refused as absurd since the last one taken
-        self.lagging: tuple[int, int] | None = None   # (periods late, count) of a tick that came that late
         self.running = False
         self.position = 0              # song position (clock ticks) of the next tick
         self.base: tuple[int, int] | None = None   # (tick count, song position) while running
@@ -229,8 +204,11 @@ class Follower:
     def _tick(self, t: float) -> None:
         if not self._plausible(t):
             return
+        if self.last_tick is not None and t - self.last_tick > PAUSE_SECONDS:
+            self.fit.reset()   # the old line says nothing about when the resumed ticks come
+            self.skipped = 0
         periods = self._periods_since_last(t) + self._release_held()   # may count the last tick again first
-        self.count += periods + self._behind(t, periods)
+        self.count += periods
         self.last_tick = self.heard = t
         self.fit.add(self.count, t)
         if self.running and self.base is None:
@@ -293,29 +271,6 @@ class Follower:
             self.base = (self.base[0] + by, self.base[1])
         self.fit.renumber(first, by)
         self.skipped = 0
-
-    def _behind(self, t: float, periods: int) -> int:
-        """Ticks the count is behind by, once two ticks in a row come the same whole number of
-        periods (1 or 2) late, the second a period after the first: a tick was lost inside a clump,
-        where no gap shows it. (A clump catches up a period a tick; a slower tempo leaves the line
-        a little at a time, and the line follows it before it is a period late.)"""
-        if not self.fit.ready or self.last_tick is None:
-            return 0
-        late = (t - self.fit.time_of(self.count + periods)) / self.fit.b
-        whole = round(late)
-        if not (1 <= whole <= MAX_LOST and abs(late - whole) <= LOST_SLACK):
-            self.lagging = None
-            return 0
-        steady = abs((t - self.last_tick) / self.fit.b - periods) <= LOST_SLACK
-        if not steady or self.lagging is None or self.lagging[0] != whole:
-            self.lagging = (whole, self.count)   # the first such tick (a clump's last, say): wait for one more
-            return 0
-        first = self.lagging[1] + 1
-        self.lagging = None
-        self.fit.renumber(first, whole)
-        if self.base is not None and self.base[0] >= first:
-            self.base = (self.base[0] + whole, self.base[1])
-        return whole
 
     def _release_held(self) -> int:
         """Ticks refused while the clock looked absurd, counted now that a tick is taken: a clump
