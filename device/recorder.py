@@ -67,6 +67,8 @@ class Recorder:
         self.wall_clock, self.monotonic = wall_clock, monotonic
         self.open: dict[int, Segment] = {}    # by index from the take's origin
         self.origin: float | None = None
+        self.latest = float("-inf")           # the latest onset of a note that ended
+        self.arrived = float("-inf")          # when (monotonic) the last note ended
         self.files_written = 0
         self.last_written: Path | None = None
         self.dropped_slow = 0                 # segments dropped because the writer fell behind
@@ -92,13 +94,20 @@ class Recorder:
         begin = max(on - segment.start, 0.0)
         segment.notes.append((begin, max(off - segment.start, begin), int(note.pitch), int(note.velocity),
                               int(getattr(note, "channel", self.channel))))
-        self.poll(on)
+        self.latest, self.arrived = max(self.latest, on), self.monotonic()
+        self._hand_over_before(self.latest)
 
     def poll(self, now: float) -> None:
-        """Hand the segments that ended more than `grace` seconds before `now` to the writer."""
-        if self.origin is None:
-            return
-        for done in [i for i in self.open if self.origin + (i + 1) * self.segment_seconds + self.grace <= now]:
+        """Hand over the segments that ended more than `grace` seconds before the take's own
+        time: the latest onset that ended, or `now` once nothing has ended for `grace` seconds
+        (a pause). A player running behind its schedule (a slow machine) logs notes whose
+        onsets are well before `now`: by `now` their segment would already be gone."""
+        if self.origin is not None:
+            idle = self.monotonic() - self.arrived >= self.grace
+            self._hand_over_before(now if idle else self.latest)
+
+    def _hand_over_before(self, horizon: float) -> None:
+        for done in [i for i in self.open if self.origin + (i + 1) * self.segment_seconds + self.grace <= horizon]:
             self._hand_over(self.open.pop(done))
 
     def close(self, timeout: float = 10.0) -> None:

@@ -70,6 +70,24 @@ def test_segments_hold_every_note_at_its_time_named_by_when_they_began(tmp_path)
     assert rec.files_written == 5 and rec.dropped_slow == rec.dropped_failed == 0
 
 
+def test_a_player_behind_its_schedule_still_writes_each_segment_once(tmp_path):
+    """On a slow machine the loop logs notes whose onsets are well before its own clock (here
+    40 s): the segments close by the take's time, not the loop's, so each is one file with all its
+    notes (before: the loop's clock closed them early and every later note became a file of its own)."""
+    clock = [1000.0]
+    rec = Recorder(tmp_path / "takes", segment_seconds=10.0, bpm=120.0, grace=5.0, wall_clock=lambda: T0,
+                   monotonic=lambda: clock[0])
+    played = notes(60)
+    for n in played:
+        clock[0] = n.off_time + 40.0   # the loop, 40 s behind the schedule it plays
+        rec.add(n)
+        rec.poll(clock[0])
+    rec.close()
+    files = read_back(tmp_path / "takes")
+    assert len(files) == 6, [name for name, _ in files]
+    assert sum(len(got) for _, got in files) == len(played)
+
+
 def test_a_note_sounding_across_the_boundary_stays_in_the_segment_it_began_in(tmp_path):
     rec = recorder(tmp_path, 10.0, grace=5.0)
     rec.add(N(60, 90, 1000.0, 1000.5))
