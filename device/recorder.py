@@ -178,9 +178,6 @@ class Recorder:
         return path
 
 
-
-
-
 def open_recorder(folder: str, bpm: float, segment_seconds: float, programs: Sequence[tuple[int, int]] = (),
                   channel: int = 0) -> Recorder | None:
     """The recorder of a `record` folder, or None for "" (a `record` file is the take log's);

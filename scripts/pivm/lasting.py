@@ -75,7 +75,7 @@ def bad_config_check(recorder) -> dict:
 
 def _stopped_while_loading(timeout: float = 120) -> int | None:
     """Restart the player and SIGSTOP it once it runs but before it is ready; its pid."""
-    run_restart = subprocess.run(["systemctl", "restart", "--no-block", UNIT], capture_output=True)
+    run_restart = run("systemctl", "restart", "--no-block", UNIT)
     if run_restart.returncode != 0:
         return None
     deadline = time.monotonic() + timeout
@@ -110,7 +110,7 @@ def web_bad_config_check() -> dict:
     CONFIG.write_text(good + "tempo = 100\n")
     t = time.monotonic()
     try:
-        subprocess.run(["systemctl", "restart", "--no-block", WEB_UNIT], capture_output=True)
+        run("systemctl", "restart", "--no-block", WEB_UNIT)
         failed = wait_for(lambda: active_state(WEB_UNIT) == "failed", 120, 0.5)
         stayed = failed and not wait_for(lambda: active_state(WEB_UNIT) != "failed", 12, 0.5)  # > RestartSec
         state = show(WEB_UNIT, "ActiveState", "Result", "ExecMainStatus")
@@ -119,8 +119,8 @@ def web_bad_config_check() -> dict:
         starts = [e for e in entries if message(e).startswith("Starting")]
     finally:
         CONFIG.write_text(good)
-    subprocess.run(["systemctl", "reset-failed", WEB_UNIT], capture_output=True)
-    subprocess.run(["systemctl", "start", WEB_UNIT], capture_output=True)
+    run("systemctl", "reset-failed", WEB_UNIT)
+    run("systemctl", "start", WEB_UNIT)
     back = wait_for(answering, 120, 0.5)
     return {"ok": bool(stayed and named and state.get("ExecMainStatus") == "2" and back),
             "stayed_failed": stayed, "exit_status": state.get("ExecMainStatus"), "result": state.get("Result"),
@@ -175,7 +175,7 @@ def power_cut_prepare(recorder) -> dict:
     are written; the segments there just before the power goes."""
     set_config_key(CONFIG, "record", f'"{TAKES}"')
     set_config_key(CONFIG, "record_minutes", str(SEGMENT_MINUTES))
-    subprocess.run(["systemctl", "restart", UNIT], capture_output=True, timeout=300)
+    run("systemctl", "restart", UNIT, timeout=300)
     t = time.monotonic()
     first = recorder.wait_note_after(t, 300)
     time.sleep(CUT_AFTER_SECONDS)
@@ -198,8 +198,8 @@ def power_cut_check(recorder, before: dict) -> dict:
     segments = [p for p in present if p.suffix == ".mid"]
     code = ("import json,sys,mido\nout={}\nfor p in sys.argv[1:]:\n try: out[p]=sum(m.type=='note_on' and m.velocity>0 "
             "for t in mido.MidiFile(p).tracks for m in t)\n except Exception as e: out[p]=repr(e)\nprint(json.dumps(out))")
-    run = subprocess.run([VENV_PYTHON, "-c", code, *map(str, segments)], capture_output=True, text=True, timeout=300)
-    notes = json.loads(run.stdout or "{}")
+    parsed = subprocess.run([VENV_PYTHON, "-c", code, *map(str, segments)], capture_output=True, text=True, timeout=300)
+    notes = json.loads(parsed.stdout or "{}")
     whole = {Path(p).name: n for p, n in notes.items() if isinstance(n, int) and n > 0}
     kept = before.get("segments_before_cut", {})
     lost = sorted(name for name in kept if name not in whole)
