@@ -61,16 +61,19 @@ def find_key(pitches: np.ndarray, weights: np.ndarray | None = None, profiles: s
     return key_of_histogram(hist, profiles)[0]
 
 
+def key_ranking(hist: np.ndarray, profiles: str = "krumhansl") -> list[tuple[Key, float]]:
+    """All 24 keys with how well each one's profile correlates with a 12-bin pitch-class
+    histogram, best first (a stable sort: of equals, major before minor, then from C)."""
+    scored = [(Key(tonic, mode), np.corrcoef(hist, np.roll(profile, tonic))[0, 1])
+              for mode, profile in zip(MODES, PROFILES[profiles]) for tonic in range(12)]
+    scored = [(key, float(np.nan_to_num(r, nan=-np.inf))) for key, r in scored]   # no notes: no key
+    return sorted(scored, key=lambda kr: -kr[1])
+
+
 def key_of_histogram(hist: np.ndarray, profiles: str = "krumhansl") -> tuple[Key, float]:
     """The key whose profile best correlates with a 12-bin pitch-class histogram, and that
     correlation (how clearly the notes say the key: 1 = exactly the profile's shape)."""
-    best, best_r = Key(0, "major"), -np.inf
-    for mode, profile in zip(MODES, PROFILES[profiles]):
-        for tonic in range(12):
-            r = np.corrcoef(hist, np.roll(profile, tonic))[0, 1]
-            if r > best_r:
-                best, best_r = Key(tonic, mode), r
-    return best, float(best_r)
+    return key_ranking(hist, profiles)[0]
 
 
 def key_of_events(events: np.ndarray, profiles: str = "krumhansl") -> Key:

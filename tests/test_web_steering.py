@@ -4,8 +4,13 @@ Every change goes through the page's own controls, which it draws from the playe
 settings (GET /api/settings), and is judged on the notes the receiver took after the change was
 in force and the notes already scheduled had sounded (SETTLE):
 
-- the key menu puts the take in the chosen key, a tritone from the key it was in, by the
-  Krumhansl-Schmuckler key finder (playbach/keys.py) over the next few seconds' notes;
+- the key menu puts the take in the chosen key, a tritone from the key it was in: over the 8
+  quarters the change settles in, every note lies in the new key's scale (a take left in the old
+  key has about half its notes outside it) and the Krumhansl-Schmuckler key finder
+  (playbach/keys.py) ranks the new key above the old one. A few seconds' notes are too few for
+  the finder to name exactly the key asked every time (12 to 33 notes here; it named a neighbour,
+  Eb major for F minor, in 2 of 9 runs): bench/steer.py measures how often it does over longer
+  takes (docs/listening.md);
 - pitch min / max keep every note inside the range; a pitch_max below pitch_min (the slider
   pushed to its end) is refused with the player's reason under the control, the value in force
   comes back and the music goes on;
@@ -24,7 +29,8 @@ from fixtures_player import wait_until
 from fixtures_web import BPM, note_ons
 
 from playbach import settings
-from playbach.keys import Key, key_of_histogram
+from playbach.keys import Key, key_of_histogram, key_ranking, parse_key
+from playbach.live_key import KEY_SETTLE, SCALES
 
 pytestmark = pytest.mark.midi
 SETTLE = 1.0          # s after a change is in force: the lookahead (0.5 s) and planning's beat played out
@@ -46,10 +52,14 @@ def notes_since(receiver, since: float) -> list[tuple[float, int, float]]:
     return notes
 
 
+def histogram(notes: list[tuple[float, int, float]]) -> np.ndarray:
+    """The notes' pitch classes, each weighted by how long it sounded."""
+    return np.bincount([p % 12 for _, p, _ in notes], weights=[d for _, _, d in notes], minlength=12)
+
+
 def key_of(notes: list[tuple[float, int, float]]) -> Key:
-    """Krumhansl-Schmuckler over the notes' pitch classes, each weighted by how long it sounded."""
-    hist = np.bincount([p % 12 for _, p, _ in notes], weights=[d for _, _, d in notes], minlength=12)
-    return key_of_histogram(hist)[0]
+    """Krumhansl-Schmuckler over the notes' duration-weighted pitch classes."""
+    return key_of_histogram(histogram(notes))[0]
 
 
 def per_quarter(receiver, start: float, seconds: float) -> float:
@@ -110,11 +120,16 @@ def test_the_key_menu_puts_the_take_in_that_key(web_rig, browser):
         wait_until(lambda: live(web_rig)["key"] == target, 10, "the key at the player")
         changed = time.monotonic()
         wait_until(lambda: browser.find_element(By.ID, "set-key-out").text == target, 5, "the page to show the key")
-        time.sleep(SETTLE + 4 * QUARTER * 2)   # 8 quarters, as bench/steer.py judges a live key change
-        after = notes_since(web_rig.receiver, changed + SETTLE)
-        print(f"key: {before} before, asked {target}, {len(after)} notes after: {key_of(after)}")
+        settled = changed + KEY_SETTLE * QUARTER   # drawn from the change on, sounding a lookahead later
+        time.sleep(max(0.0, settled + 1.0 - time.monotonic()))   # the last settled notes have ended
+        after = [n for n in notes_since(web_rig.receiver, changed + SETTLE) if n[0] < settled]
+        ranking = [str(k) for k, _ in key_ranking(histogram(after))]
+        print(f"key: {before} before, asked {target}, {len(after)} notes after, ranked {ranking[:3]}")
         assert len(after) >= 12, after
-        assert str(key_of(after)) == target != str(before), (str(before), target, [p for _, p, _ in after])
+        asked = parse_key(target)
+        outside = [p for _, p, _ in after if (p - asked.tonic) % 12 not in SCALES[asked.mode]]
+        assert not outside, (target, outside)
+        assert ranking.index(target) < ranking.index(str(before)), (str(before), target, ranking)
     finally:
         web_rig.api("POST", "/api/settings", {"key": ""})
 
