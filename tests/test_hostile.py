@@ -1,7 +1,8 @@
-"""bench/hostile.py in short windows (5 s each), against the bar of issue 22 item 2: onset p99 at
-most 1 ms beyond the quiet window, no note lost, none left sounding, the page answered, on its
-kept connection and on a fresh one while a stranger holds every slot it may (device/control_guard.py;
-the socket loads run as `nobody`, so the test runs as root, as the slow tier's SCHED_FIFO needs).
+"""The hostile load of bench/hostile.py (playbach.harness.hostile) in short windows (5 s each),
+against the bar of issue 22 item 2: onset p99 at most 1 ms beyond the quiet window, no note lost,
+none left sounding, the page answered, on its kept connection and on a fresh one while a stranger
+holds every slot it may (device/control_guard.py; the socket loads run as `nobody`, so the test
+runs as root, as the slow tier's SCHED_FIFO needs).
 
 With 5 s windows a p99 is nearly the slowest note, and on a shared 2-core machine another
 session's realtime work (its jackd, its player at FIFO) shows as a single late note: a window that
@@ -9,14 +10,11 @@ misses the bar is run again alone (the quiet window and it), up to twice, and ev
 message."""
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
-from fixtures_appliance import REPO, SHIPPED_BUNDLE
+from fixtures_appliance import SHIPPED_BUNDLE
 
-spec = importlib.util.spec_from_file_location("hostile", REPO / "bench" / "hostile.py")
-hostile = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(hostile)
+from playbach.harness import hostile
+
 HELD = ("control", "cc", "pitchbend", "aftertouch", "startstop", "clock", "connect_storm")
 SECONDS = 5.0   # a window: long enough for a control flood to run the player's lookahead dry
 

@@ -1,7 +1,6 @@
 """Steering (issue 12 item 3): key, pitch range, density, rhythm temperature, and the live control
 path Take.apply(), on the shipped bundle through the real TFLite runtime (no MIDI, no clock)."""
 import dataclasses
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ import pytest
 from playbach import settings
 from playbach.cli import main
 from playbach.errors import UserError
+from playbach.harness import steer
 from playbach.keys import key_of_events, parse_key
 from playbach.sampler import sample, tilt_to_mean
 
@@ -17,18 +17,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = str(ROOT / "models" / "default")
 
 
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("steer_bench", ROOT / "bench" / "steer.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_a_steered_take_keeps_every_constraint(bench):
+def test_a_steered_take_keeps_every_constraint():
     """Four minutes of music, steering changed through Take.apply() every 40 s (bench/steer.py's
     schedule): every generated note in the range in force, each density aim met within 10 %."""
-    take = bench.long_take(SHIPPED, minutes=4, bpm=90, segment_seconds=40, seed=0)
+    take = steer.long_take(SHIPPED, minutes=4, bpm=90, segment_seconds=40, seed=0)
     assert take["generated_notes"] > 800
     assert take["generated_in_range"] == take["generated_notes"]
     assert take["seed_in_starting_range"] == take["seed_notes"]
@@ -38,26 +30,26 @@ def test_a_steered_take_keeps_every_constraint(bench):
             assert abs(row["notes_per_quarter"] / row["density"] - 1) < 0.10, row
 
 
-def test_the_take_starts_in_the_asked_key(bench):
+def test_the_take_starts_in_the_asked_key():
     asked = ("D minor", "Eb major", "A major", "F minor")
-    takes = [bench.first_quarters_key(SHIPPED, key, seed) for key in asked for seed in (0, 1)]
+    takes = [steer.first_quarters_key(SHIPPED, key, seed) for key in asked for seed in (0, 1)]
     assert sum(t["krumhansl"] == t["key"] for t in takes) >= 6, takes
     # and not because the finder says so of anything: without `key` the take is in its opening's key
-    p = bench.player(SHIPPED, seed=0, opening="0")
+    p = steer.player(SHIPPED, seed=0, opening="0")
     own = str(key_of_events(np.array([p.improviser.next_event() for _ in range(32)])))
     assert own == str(key_of_events(p.bundle.openings[0])) and own not in asked
 
 
-def test_a_live_key_change_moves_what_follows_without_a_gap(bench):
+def test_a_live_key_change_moves_what_follows_without_a_gap():
     """D minor, then F major through Take.apply() after 60 events: the 8 quarters from the first
     note generated after the change are in F major on most seeds (bench/steer.py: 8 of 10 here),
     the note after the change comes no later than the take's own onsets, every note in the range."""
-    takes = [bench.live_key(SHIPPED, "D minor", "F major", seed) for seed in range(6)]
+    takes = [steer.live_key(SHIPPED, "D minor", "F major", seed) for seed in range(6)]
     assert sum(t["krumhansl"] == "F major" for t in takes) >= 4, takes
     for t in takes:
         assert t["in_range"] == t["notes"], t
         assert t["onset_after_change_ticks"] <= t["largest_onset_otherwise_ticks"], t
-    p = bench.player(SHIPPED, seed=0, key="D minor")
+    p = steer.player(SHIPPED, seed=0, key="D minor")
     for _ in range(40):
         p.improviser.next_event()
     assert p.apply({"key": "F major"})["key"] == "F major"
@@ -105,8 +97,8 @@ def test_bad_steering_exits_2_naming_the_key(args, words, caplog):
         assert w in caplog.text, caplog.text
 
 
-def test_apply_changes_a_take_live_and_refuses_what_it_cannot(bench):
-    p = bench.player(SHIPPED, seed=3)
+def test_apply_changes_a_take_live_and_refuses_what_it_cannot():
+    p = steer.player(SHIPPED, seed=3)
     for _ in range(40):
         p.improviser.next_event()
     now = p.apply({"pitch_min": 60, "pitch_max": 72, "density": 2, "rhythm_temperature": 0.2, "bpm": 120})
