@@ -40,10 +40,31 @@ def main(path: str) -> dict:
                                "at_intended_position": net.get("at_intended_position"),
                                "onset_from_tick_ms": net["all"]["onset_from_tick_ms"],
                                "off_16th": net["off_16th"]}
+    out["trace"] = trace(grid, take["start"], ons, shift, intended, stats)
     onsets = np.cumsum(np.asarray(bundle.openings[0])[:, 0])
     out["first_chord"] = int(np.sum(onsets == 0))
     out["opening_notes_in_first_0_6_quarter"] = int(np.sum(onsets < 0.6 * tpq))
     return out
+
+
+def trace(grid: list, start: int, ons: list, shift: float, intended: list | None, stats: dict | None) -> dict:
+    """What a failing take looked like: its first notes as (ms after the first tick, nearest
+    position net of the transport, the position the player meant), and the player's tempo and
+    the source's each second."""
+    times = clockgrid.positions(grid, start)
+    nearest, _ = clockgrid.place([t - shift for t, _ in ons], times)
+    kept = clockgrid.inside([t - shift for t, _ in ons], times)
+    meant = [m for m, k in zip(intended or [None] * len(ons), kept) if k]
+    notes = [[round((t - shift - times[0]) * 1e3), int(p), m] for (t, _), p, m
+             in zip([o for o, k in zip(ons, kept) if k], nearest, meant)]
+    tempo = (stats or {}).get("clock_tempo") or []
+    player, last = [], None
+    for t, bpm in tempo:
+        if last is None or t - last >= 1.0:
+            src = next((b for (due, _, b) in grid[start:] if due >= t), None)
+            player.append([round(t - times[0], 1), round(bpm, 1), src])
+            last = t
+    return {"first_notes": notes[:40], "player_bpm_each_second": player}
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ import urllib.request
 from pathlib import Path
 
 from gadget import MidiGadget
-from guest import UNIT, active_state, first_message, journal, main_pid, mono_prop, run, wait_for
+from guest import UNIT, active_state, first_message, journal, main_pid, message, mono_prop, run, wait_for
 
 WEB_UNIT = "playbach-web.service"
 BASE = "http://127.0.0.1:8080"
@@ -243,6 +243,10 @@ def web_check(recorder, playing) -> dict:
                   "max_grid_error_ms": grid_error_ms(after, SLOW_BPM, tpq),
                   "median_s": after and round(sorted(after)[len(after) // 2], 3)},
     }
+    # what the synth took, to tell a late take from one at the old tempo when the check fails
+    f["tempo"]["onset_times_from_change_s"] = [round(t - changed, 3) for t in chord_onsets(events, a, c)]
+    f["tempo"]["player_lines_after_change"] = [
+        message(e)[:200] for e in journal("-u", UNIT, "--since", f"-{int(time.monotonic() - b) + 2}s")][-12:]
     mb, ma = f["tempo"]["before"]["median_s"], f["tempo"]["after"]["median_s"]
     f["tempo"]["median_ratio"] = round(ma / mb, 2) if mb and ma else None   # 90 / 40 = 2.25 asked for
     code_back, answer = api("POST", "/api/settings", token, {"bpm": bpm})
