@@ -4,14 +4,17 @@ transport state and a tick-to-time map out (device/clock.py drives the scheduler
 A drum machine or DAW sends 24 ticks (0xF8) per quarter, Start (0xFA), Stop (0xFC), Continue
 (0xFB) and Song Position Pointer (0xF2, in 16ths). `TempoFit` is a least-squares line through the
 recent ticks (up to 2 beats of them), so ±1 ms of jitter and JACK's period quantization average
-out, restarted from the last few ticks when the ticks leave the line for good (a tempo jump), so
+out, restarted from the last few ticks when they leave the line evenly spaced (a tempo jump), so
 a new tempo is taken within a beat. Before it has two ticks it runs through the one it has at the
 default tempo: the first tick after Start is song position 0, and nothing has a time before it.
 
 The song position is counted in tick periods, not ticks received: MIDI over DIN or USB drops a
-byte now and then, and a tick arriving about two (or three) of the line's periods after the last
-one is counted as that many, so a lost tick moves no later note. Two such gaps in a row are a
-slower tempo instead, and the first is counted again as one period.
+byte now and then. A tick far off the line is not put on it at once: the next few tell what it
+was (TempoFit.add): ticks lost before it (they all come one whole number of periods late, evenly
+spaced), a new tempo (evenly spaced at another period: the line is refitted from them), or a
+busy host's stall (late, then a clump: left out of the line). While the clock is clean a gap of
+about two or three periods is counted as lost ticks at once, and taken back if the next tick
+comes early (it was one coming late): ticks are never early.
 """
 from __future__ import annotations
 
@@ -25,13 +28,15 @@ TICK, START, CONTINUE, STOP, SPP = 0xF8, 0xFA, 0xFB, 0xFC, 0xF2
 BPM_LOW, BPM_HIGH = 20.0, 400.0
 LOSS_SECONDS = 2.0             # no tick for this long while following: stop and wait
 FIT_TICKS = 48                 # the line is fitted through at most this many ticks (2 beats)
-JUMP_TICKS = 2                 # this many ticks in a row off the line: a new tempo, refit from them
-JUMP_SECONDS = 0.004           # ... by more than this (JACK periods and ±1 ms jitter stay inside)
+CONFIRM_OFF = 3                # ticks off the line in a row before they are judged (TempoFit.add)
+MIN_DRIFT = 0.1                # a new tempo moves its ticks at least this many periods a tick (10 %)
+OFF_SECONDS = 0.004            # off the line: by more than this (JACK periods and ±1 ms jitter stay inside)
 GAP_TICKS = 4                  # more than this many tick periods without a tick: a pause
 LOST_SLACK = 0.3               # a gap within this many periods of a whole number >= 2: ticks were lost
 MAX_LOST = 2                   # ... at most this many in a row (a longer gap is lateness or a pause)
 NOISE_TICKS = 8                # the ticks' straying is measured on at least this many
-NOISE_LIMIT = 0.25             # lost ticks are counted only while ticks stray less than this many periods
+NOISE_LIMIT = 0.25             # gaps are counted as lost ticks at once only while ticks stray less than
+                               # this many periods and none was off the line for FIT_TICKS
 CONFIRM_TICKS = PPQ // 4       # ticks counted lost are taken back if one of the next 6 comes early
 MAX_HELD = 8                   # refused ticks are counted after all when the clock proves sane, up to this many
 PAUSE_SECONDS = GAP_TICKS * 60.0 / (PPQ * BPM_LOW)   # no tick for this long: the clock paused
@@ -47,9 +52,11 @@ class TempoFit:
         self.points: deque[tuple[int, float]] = deque(maxlen=FIT_TICKS)
         self.a, self.b = 0.0, 0.0
         self.default_period = default_period
-        self.off_line = 0           # consecutive ticks far from the line, all on one side
-        self.noise = 0.0            # the ticks' RMS distance from the line (s)
-        self.side = 0
+        self.noise = 0.0            # how far ticks stray from the line (s): a robust sigma (median
+                                    # distance), so a host's stall now and then is not jitter
+        self.lost_found: tuple[int, int] | None = None   # (first tick renumbered, by) by the last add
+        self.pending: list[tuple[int, float]] = []       # ticks off the line, not yet judged
+        self.last_off = -10**9                           # the last tick number that was off the line
 
     @property
     def ready(self) -> bool:
@@ -70,7 +77,7 @@ class TempoFit:
 
     def reset(self) -> None:
         self.points.clear()
-        self.off_line = 0
+        self.pending.clear()
 
     def renumber(self, first: int, by: int) -> None:
         """Ticks from number `first` on are numbered `by` more (ticks counted lost were not)."""
@@ -79,31 +86,45 @@ class TempoFit:
         self.points.extend(moved)
         self._fit()
 
-    def recount_last(self, n: int) -> None:
-        """The last tick is number n after all, and the tempo changed at the one before it."""
-        keep = list(self.points)[-2:]
-        keep[-1] = (n, keep[-1][1])
-        self.points.clear()
-        self.points.extend(keep)
-        self.off_line = 0
+    def add(self, n: int, t: float) -> None:
+        """Tick number n arrived at t. A tick far off the line waits (self.pending) until the
+        next ones tell what it was: ticks lost before it (all late by one whole number of
+        periods, evenly spaced), a new tempo (evenly spaced at another period), or a host's
+        stall (a clump: it is left out of the line)."""
+        if len(self.points) >= 4 and abs(t - self.time_of(n)) > max(OFF_SECONDS, 3 * self.noise, LOST_SLACK * self.b):
+            self.pending.append((n, t))
+            self.last_off = n
+            if len(self.pending) >= CONFIRM_OFF:
+                self._judge_pending()
+            return
+        self.pending.clear()      # back on the line: what was off it was a stall's
+        self.points.append((n, t))
         self._fit()
 
-    def add(self, n: int, t: float) -> None:
-        if len(self.points) >= 4:
-            residual = t - self.time_of(n)
-            side = 1 if residual > 0 else -1
-            if abs(residual) > max(JUMP_SECONDS, 3 * self.noise):
-                self.off_line = self.off_line + 1 if side == self.side else 1
-                self.side = side
-            else:
-                self.off_line = 0
-            if self.off_line >= JUMP_TICKS:
-                # the tempo changed: keep only the ticks since the change (and the one before it)
-                keep = list(self.points)[-JUMP_TICKS:]
-                self.points.clear()
-                self.points.extend(keep)
-                self.off_line = 0
-        self.points.append((n, t))
+    def _judge_pending(self) -> None:
+        """Ticks lost (or counted lost that were not): the pending ones are all off by one whole
+        number of periods, no more apart than that; a new tempo: they come evenly spaced and
+        drift off the line; else a clump, whose oldest tick is left out (the rest wait on)."""
+        p = self.pending
+        late = [(t - self.time_of(n)) / self.b for n, t in p]
+        gaps = [(b[1] - a[1]) / self.b for a, b in zip(p, p[1:])]
+        drift = [b - a for a, b in zip(late, late[1:])]
+        whole = round(late[-1])
+        if 1 <= abs(whole) <= MAX_LOST and all(abs(x - whole) <= LOST_SLACK for x in late) \
+                and max(late) - min(late) <= LOST_SLACK:
+            self.lost_found = (p[0][0], whole)          # renumbered: whole ticks were lost before
+            self.points.extend((n + whole, t) for n, t in p)
+        elif min(gaps) * self.b >= 60.0 / (PPQ * BPM_HIGH) and max(gaps) - min(gaps) < LOST_SLACK \
+                and (min(drift) >= MIN_DRIFT or max(drift) <= -MIN_DRIFT):
+            # evenly spaced at a tempo a clock may have, leaving the line further each tick: a new
+            # tempo, the line refitted from them
+            keep = list(self.points)[-1:]
+            self.points.clear()
+            self.points.extend(keep + p)
+        else:
+            p.pop(0)                                     # a clump: the oldest is left out
+            return
+        p.clear()
         self._fit()
 
     def _fit(self) -> None:
@@ -122,7 +143,8 @@ class TempoFit:
             return   # a few ticks delivered together say nothing of the tempo: keep the last line
         self.a, self.b = t0 + my - b * (mx + n0), b
         if k >= NOISE_TICKS:   # (kept through a refit: a few ticks say little of how they stray)
-            self.noise = (sum((y - my - b * (x - mx)) ** 2 for x, y in zip(xs, ys)) / k) ** 0.5
+            residuals = sorted(abs(y - my - b * (x - mx)) for x, y in zip(xs, ys))
+            self.noise = 1.4826 * residuals[k // 2]   # the median distance, as a normal sigma
 
 
 class Follower:
@@ -207,10 +229,13 @@ class Follower:
         if self.last_tick is not None and t - self.last_tick > PAUSE_SECONDS:
             self.fit.reset()   # the old line says nothing about when the resumed ticks come
             self.skipped = 0
-        periods = self._periods_since_last(t) + self._release_held()   # may count the last tick again first
+        periods = self._periods_since_last(t) + self._release_held()   # may take back a gap first
         self.count += periods
         self.last_tick = self.heard = t
+        self.fit.lost_found = None
         self.fit.add(self.count, t)
+        if self.fit.lost_found is not None:   # the fit found ticks lost before its pending ones
+            self._renumber(*self.fit.lost_found)
         if self.running and self.base is None:
             self.base = (self.count, self.position)
         if self.tempo_log is not None and self.fit.ready:
@@ -242,48 +267,45 @@ class Follower:
     def _periods_since_last(self, t: float) -> int:
         """Tick periods from the last accepted tick to this one: 1, or more when ticks were lost
         on the way (MIDI drops a byte now and then): a gap of about a whole number of the line's
-        periods. Measured from where the line puts the last tick (its jitter averaged out), or
-        from its arrival while the line is being left (a tempo change). Two such gaps in a row
-        are a slower tempo, not lost ticks: the first is then counted again as one period."""
-        if not self.fit.ready or self.last_tick is None or self.fit.noise > self.fit.b * NOISE_LIMIT:
-            return 1   # (when ticks come that unevenly, a gap is lateness as likely as loss)
+        periods from where the line puts the last tick (its jitter averaged out). Only while the
+        clock is clean; else, and for a second gap at once, the fit judges (TempoFit.add)."""
+        if not self.fit.ready or self.last_tick is None:
+            return 1
         if self.skipped and self.count - self.skip_count >= CONFIRM_TICKS:
             self.skipped = 0   # no tick since came early: they were lost
         if self.skipped and self.fit.time_of(self.count + 1) - t > self.fit.b / 2:
             self._take_back()  # ticks are never early: the gap was one coming late, none lost
             return 1
-        since = self.last_tick if self.fit.off_line else self.fit.time_of(self.count)
+        if self.fit.noise > self.fit.b * NOISE_LIMIT or self.count - self.fit.last_off < FIT_TICKS:
+            return 1   # (when ticks come that unevenly, a gap is lateness as likely as loss)
+        since = self.fit.time_of(self.count)
         periods = (t - since) / self.fit.b
         whole = round(periods)
         if whole < 2 or whole > MAX_LOST + 1 or abs(periods - whole) > LOST_SLACK:
             return 1
         if self.skipped and self.skip_count == self.count:
-            self._recount_last()
+            self._take_back()   # a second gap at once: a slower tempo (which the fit judges), no loss
             return 1
         self.skipped, self.skip_count = whole - 1, self.count + whole
         return whole
 
     def _take_back(self) -> None:
         """The ticks counted lost at skip_count were not: it and the ones after are renumbered."""
-        first, by = self.skip_count, -self.skipped
+        self.fit.renumber(self.skip_count, -self.skipped)
+        self._renumber(self.skip_count, -self.skipped)
+        self.skipped = 0
+
+    def _renumber(self, first: int, by: int) -> None:
+        """Ticks from number `first` on are numbered `by` more: the count and the song's base."""
         self.count += by
         if self.base is not None and self.base[0] >= first:
             self.base = (self.base[0] + by, self.base[1])
-        self.fit.renumber(first, by)
-        self.skipped = 0
 
     def _release_held(self) -> int:
         """Ticks refused while the clock looked absurd, counted now that a tick is taken: a clump
         that a busy host delivered together (a few); more in a row were an absurd clock's."""
         held, self.held = self.held, 0
         return held if held <= MAX_HELD else 0
-
-    def _recount_last(self) -> None:
-        was, self.count = self.count, self.count - self.skipped
-        if self.base is not None and self.base[0] == was:
-            self.base = (self.count, self.base[1])
-        self.fit.recount_last(self.count)
-        self.skipped = 0
 
     def quiet(self, now: float) -> bool:
         """No tick for more than GAP_TICKS of the line's periods: the clock has stopped ticking
