@@ -323,6 +323,9 @@ class Agent:
         self.check("fluidsynth", self.fluidsynth_check)
         if not self.wanted("power_cut"):
             return self.finish()
+        if self.wanted("fluidsynth"):
+            from fluid import synth_back
+            synth_back(CONFIG, SYNTH)   # the fluidsynth check unplugged it and emptied `port`
         self.account()   # this boot's notes at the synth, before a take that the cut interrupts
         self.results["power_cut_before"] = lasting.power_cut_prepare(self.recorder)
         self.next_boot("boot3")

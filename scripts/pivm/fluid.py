@@ -89,3 +89,11 @@ def fluidsynth_check(config: Path, synth: MidiGadget) -> dict:
     figures["ok"] = (inst.returncode == 0 and figures["offline_update"] and figures["player_active"] and "playbach-synth" in (figures["port_line"] or "")
                      and figures["dbfs"] > SILENT_DBFS)
     return figures
+
+
+def synth_back(config: Path, synth: MidiGadget) -> None:
+    """The USB synth plugged in again and named in `port` (as the image has it), for what comes
+    after this check: the power-cut take is heard at the synth."""
+    set_config_key(config, "port", '"PiVM Synth"')
+    synth.create()
+    synth.plug()

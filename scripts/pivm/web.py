@@ -33,6 +33,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from clock import TIMING_PLAN
 from gadget import MidiGadget
 from guest import UNIT, active_state, first_message, journal, main_pid, message, mono_prop, run, wait_for
 
@@ -213,7 +214,9 @@ def web_check(recorder, playing) -> dict:
     # 1 s for what was scheduled around it, then 12 s at the new tempo
     tpq = ticks_per_quarter()
     bpm = float(st.get("bpm") or 90.0)
-    playing(0)
+    plan = (st.get("live") or {}).get("plan")
+    f["plan_while_timed"] = {"was": plan, "set": api("POST", "/api/settings", token, {"plan": TIMING_PLAN})[0]}
+    playing(2)   # what was planned before has played
     a = time.monotonic()
     time.sleep(8)
     b = time.monotonic()
@@ -249,7 +252,7 @@ def web_check(recorder, playing) -> dict:
         message(e)[:200] for e in journal("-u", UNIT, "--since", f"-{int(time.monotonic() - b) + 2}s")][-12:]
     mb, ma = f["tempo"]["before"]["median_s"], f["tempo"]["after"]["median_s"]
     f["tempo"]["median_ratio"] = round(ma / mb, 2) if mb and ma else None   # 90 / 40 = 2.25 asked for
-    code_back, answer = api("POST", "/api/settings", token, {"bpm": bpm})
+    code_back, answer = api("POST", "/api/settings", token, {"bpm": bpm, **({"plan": plan} if plan is not None else {})})
     f["set_back_status"] = code_back
     ob, oa = f["tempo"]["onsets_before"], f["tempo"]["onsets_after"]
     f["ok"] = bool(
