@@ -84,6 +84,7 @@ class TempoFit:
         moved = [(n + by if n >= first else n, t) for n, t in self.points]
         self.points.clear()
         self.points.extend(moved)
+        self.pending = [(n + by if n >= first else n, t) for n, t in self.pending]   # they wait, renumbered too
         self._fit()
 
     def add(self, n: int, t: float) -> None:
