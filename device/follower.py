@@ -92,7 +92,7 @@ class TempoFit:
         next ones tell what it was: ticks lost before it (all late by one whole number of
         periods, evenly spaced), a new tempo (evenly spaced at another period), or a host's
         stall (a clump: it is left out of the line)."""
-        if len(self.points) >= 4 and abs(t - self.time_of(n)) > max(OFF_SECONDS, 3 * self.noise, LOST_SLACK * self.b):
+        if len(self.points) >= 4 and abs(t - self.time_of(n)) > max(OFF_SECONDS, 3 * self.noise, LOST_SLACK * self.period):
             self.pending.append((n, t))
             self.last_off = n
             if len(self.pending) >= CONFIRM_OFF:
@@ -107,15 +107,15 @@ class TempoFit:
         number of periods, no more apart than that; a new tempo: they come evenly spaced and
         drift off the line; else a clump, whose oldest tick is left out (the rest wait on)."""
         p = self.pending
-        late = [(t - self.time_of(n)) / self.b for n, t in p]
-        gaps = [(b[1] - a[1]) / self.b for a, b in zip(p, p[1:])]
+        late = [(t - self.time_of(n)) / self.period for n, t in p]
+        gaps = [(b[1] - a[1]) / self.period for a, b in zip(p, p[1:])]
         drift = [b - a for a, b in zip(late, late[1:])]
         whole = round(late[-1])
         if 1 <= abs(whole) <= MAX_LOST and all(abs(x - whole) <= LOST_SLACK for x in late) \
                 and max(late) - min(late) <= LOST_SLACK:
             self.lost_found = (p[0][0], whole)          # renumbered: whole ticks were lost before
             self.points.extend((n + whole, t) for n, t in p)
-        elif min(gaps) * self.b >= 60.0 / (PPQ * BPM_HIGH) and max(gaps) - min(gaps) < LOST_SLACK \
+        elif min(gaps) * self.period >= 60.0 / (PPQ * BPM_HIGH) and max(gaps) - min(gaps) < LOST_SLACK \
                 and (min(drift) >= MIN_DRIFT or max(drift) <= -MIN_DRIFT):
             # evenly spaced at a tempo a clock may have, leaving the line further each tick: a new
             # tempo, the line refitted from them
