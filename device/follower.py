@@ -92,7 +92,8 @@ class TempoFit:
         next ones tell what it was: ticks lost before it (all late by one whole number of
         periods, evenly spaced), a new tempo (evenly spaced at another period), or a host's
         stall (a clump: it is left out of the line)."""
-        if len(self.points) >= 4 and abs(t - self.time_of(n)) > max(OFF_SECONDS, 3 * self.noise, LOST_SLACK * self.period):
+        off = max(OFF_SECONDS, 3 * self.noise, LOST_SLACK * self.period)
+        if len(self.points) >= 4 and abs(t - self.time_of(n)) > off:
             self.pending.append((n, t))
             self.last_off = n
             if len(self.pending) >= CONFIRM_OFF:
