@@ -54,7 +54,6 @@ class TempoFit:
         self.default_period = default_period
         self.noise = 0.0            # how far ticks stray from the line (s): a robust sigma (median
                                     # distance), so a host's stall now and then is not jitter
-        self.lost_found: tuple[int, int] | None = None   # (first tick renumbered, by) by the last add
         self.pending: list[tuple[int, float]] = []       # ticks off the line, not yet judged
         self.last_off = -10**9                           # the last tick number that was off the line
 
@@ -87,34 +86,34 @@ class TempoFit:
         self.pending = [(n + by if n >= first else n, t) for n, t in self.pending]   # they wait, renumbered too
         self._fit()
 
-    def add(self, n: int, t: float) -> None:
+    def add(self, n: int, t: float) -> tuple[int, int] | None:
         """Tick number n arrived at t. A tick far off the line waits (self.pending) until the
         next ones tell what it was: ticks lost before it (all late by one whole number of
         periods, evenly spaced), a new tempo (evenly spaced at another period), or a host's
-        stall (a clump: it is left out of the line)."""
+        stall (a clump: it is left out of the line). Returns (first, by) when lost ticks were
+        found: ticks from number `first` on are numbered `by` more."""
         off = max(OFF_SECONDS, 3 * self.noise, LOST_SLACK * self.period)
         if len(self.points) >= 4 and abs(t - self.time_of(n)) > off:
             self.pending.append((n, t))
             self.last_off = n
-            if len(self.pending) >= CONFIRM_OFF:
-                self._judge_pending()
-            return
+            return self._judge_pending() if len(self.pending) >= CONFIRM_OFF else None
         self.pending.clear()      # back on the line: what was off it was a stall's
         self.points.append((n, t))
         self._fit()
+        return None
 
-    def _judge_pending(self) -> None:
+    def _judge_pending(self) -> tuple[int, int] | None:
         """Ticks lost (or counted lost that were not): the pending ones are all off by one whole
         number of periods, no more apart than that; a new tempo: they come evenly spaced and
         drift off the line; else a clump, whose oldest tick is left out (the rest wait on)."""
-        p = self.pending
+        p, found = self.pending, None
         late = [(t - self.time_of(n)) / self.period for n, t in p]
         gaps = [(b[1] - a[1]) / self.period for a, b in zip(p, p[1:])]
         drift = [b - a for a, b in zip(late, late[1:])]
         whole = round(late[-1])
         if 1 <= abs(whole) <= MAX_LOST and all(abs(x - whole) <= LOST_SLACK for x in late) \
                 and max(late) - min(late) <= LOST_SLACK:
-            self.lost_found = (p[0][0], whole)          # renumbered: whole ticks were lost before
+            found = (p[0][0], whole)                     # renumbered: whole ticks were lost before
             self.points.extend((n + whole, t) for n, t in p)
         elif min(gaps) * self.period >= 60.0 / (PPQ * BPM_HIGH) and max(gaps) - min(gaps) < LOST_SLACK \
                 and (min(drift) >= MIN_DRIFT or max(drift) <= -MIN_DRIFT):
@@ -125,9 +124,10 @@ class TempoFit:
             self.points.extend(keep + p)
         else:
             p.pop(0)                                     # a clump: the oldest is left out
-            return
+            return None
         p.clear()
         self._fit()
+        return found
 
     def _fit(self) -> None:
         k = len(self.points)
@@ -234,10 +234,9 @@ class Follower:
         periods = self._periods_since_last(t) + self._release_held()   # may take back a gap first
         self.count += periods
         self.last_tick = self.heard = t
-        self.fit.lost_found = None
-        self.fit.add(self.count, t)
-        if self.fit.lost_found is not None:   # the fit found ticks lost before its pending ones
-            self._renumber(*self.fit.lost_found)
+        lost = self.fit.add(self.count, t)
+        if lost is not None:   # the fit found ticks lost before its pending ones
+            self._renumber(*lost)
         if self.running and self.base is None:
             self.base = (self.count, self.position)
         if self.tempo_log is not None and self.fit.ready:
