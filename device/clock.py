@@ -98,7 +98,7 @@ class FollowClock:
         self.follower = Follower(bpm)
         if keep_log:
             self.follower.tempo_log = []
-        self.playing = False     # the scheduler runs on the clock: generate and send
+        self.playing = False     # the scheduler runs on the clock (else notes are only made ready)
         self.follows = True
         self.events: list[str] = []
         self.started = float("-inf")   # when the last Start or Continue was taken
@@ -139,12 +139,16 @@ class FollowClock:
             self._silence(now, scheduler, output, f"no MIDI clock for {LOSS_SECONDS:g} s: every note ended; "
                                                   "waiting for Start or Continue")
         if not f.running:
+            # waiting for Start or Continue: the player makes the first notes ready (a lookahead's
+            # worth, so the first chord leaves with the first tick however slow a model step is),
+            # and none of them is due
+            scheduler.anchor(scheduler.first_onset(), now + READY_AHEAD, f.bpm)
             return
         tpq = scheduler.ticks_per_quarter
         if not self.playing:
             # music resumes on the next beat at or after where the clock is: the beat phase is the song's
             position = f.position if f.base is None else f.song_position(f.count)
-            scheduler.cursor = math.ceil(position / PPQ) * tpq
+            scheduler.move_to(math.ceil(position / PPQ) * tpq)
             self.playing = True
         if f.base is None:
             # Start or Continue, no tick yet: the first notes are made ready but none is due

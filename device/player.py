@@ -152,7 +152,11 @@ class Player:
                            tuple(self.take.bundle.opening_names), self.status())
 
     def upcoming(self) -> list[Upcoming]:
-        return self.scheduler.upcoming()
+        return self.scheduler.upcoming() if self._clock_running() else []   # notes made ready are not due
+
+    def _clock_running(self) -> bool:
+        """False while a followed clock is stopped: notes are made ready, none is due."""
+        return self.clock is None or self.clock.playing
 
     def status(self) -> str:
         return self.take.status(self.scheduler.bpm)
@@ -287,7 +291,7 @@ class Player:
             self._panic(now)
         if self.clock is not None:   # before the notes: a tick due now leaves first
             self.clock.poll(now, self.scheduler, self.output)
-            if not self.clock.playing and not self.notifier.ready_sent:
+            if not self._clock_running() and not self.notifier.ready_sent:
                 self.notifier.ready(f"{self.status()}, waiting for MIDI clock")
         due = self.scheduler.pop_due(now)
         if due:
@@ -326,14 +330,17 @@ class Player:
 
     def _deadline(self, now: float) -> float | None:
         """When the next thing that must leave on time is due: a note, or a clock tick we send."""
+        if not self._clock_running():
+            return None
         due = self.scheduler.next_due()
         if self.clock is not None and not self.clock.follows:
             due = min(due if due is not None else float("inf"), self.clock.next_wake(now))
         return due
 
     def _generating(self) -> bool:
-        """False while paused, or following a clock that is stopped: nothing is generated."""
-        return not self.paused and (self.clock is None or self.clock.playing)
+        """False while paused: nothing is generated (a followed clock that is stopped still has the
+        first notes made ready)."""
+        return not self.paused
 
     def _room_to_generate(self, now: float) -> bool:
         return self._generating() and self.pacer.room(now, self.scheduler.lead(now), self.take.settings.lookahead,

@@ -104,6 +104,19 @@ class Scheduler:
         heapq.heappush(self.queue, Entry(start, NOTE_ON, note_id, int(pitch), int(velocity), note_id, channel))
         heapq.heappush(self.queue, Entry(end, NOTE_OFF, note_id, int(pitch), 0, note_id, channel))
 
+    def first_onset(self) -> int:
+        """Tick of the first queued note_on; the cursor when none is queued."""
+        return min((e.tick for e in self.queue if e.kind == NOTE_ON), default=self.cursor)
+
+    def move_to(self, tick: int) -> None:
+        """Move the queued notes, none of them started, so the first note_on falls on `tick`
+        (notes made ready while a followed clock was stopped, placed where it starts)."""
+        if self.sounding:
+            raise RuntimeError("Scheduler.move_to: notes are sounding")
+        by = tick - self.first_onset()
+        self.queue = [e._replace(tick=e.tick + by) for e in self.queue]   # the same order: still a heap
+        self.cursor += by
+
     def lead(self, now: float) -> float:
         """How far ahead of the clock generation is, in seconds."""
         return self.time_of(self.cursor) - now

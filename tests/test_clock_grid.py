@@ -74,8 +74,10 @@ def events(count: int, first_chord: int = 3):
     return out
 
 
-def play(source: Source, until: float, n_events: int = 4000, lookahead: float = 0.5):
-    """The player's loop, in simulated time: [(time, tick)] of every note_on sent, and the clock."""
+def play(source: Source, until: float, n_events: int = 4000, lookahead: float = 0.5, step_seconds: float = 0.0):
+    """The player's loop, in simulated time: [(time, tick)] of every note_on sent, and the clock.
+    Each event generated takes `step_seconds` (a slow CPU's model step), during which the loop
+    does nothing else; like the player's, it generates while the clock is stopped too."""
     clock = FollowClock("jack", "nowhere", 1.0, DEFAULT_BPM, keep_log=False)
     output = MidiOutput("jack", "nowhere")
     sched = Scheduler(TPQ, DEFAULT_BPM, T0)
@@ -85,13 +87,18 @@ def play(source: Source, until: float, n_events: int = 4000, lookahead: float = 
     while now <= until:
         while messages and messages[0][0] <= now:
             clock._take(*messages.pop(0)[::-1])
+        ready = sched.first_onset() if sched.queue else None
         clock.advance(now, sched, output)
-        while clock.playing and sched.lead(now) < lookahead and (event := next(todo, None)):
-            sched.add(*event)
-            tick_of[event[1]] = sched.cursor
+        if ready is not None and sched.first_onset() != ready:   # notes made ready, moved to where the clock starts
+            tick_of = {pitch: tick + sched.first_onset() - ready for pitch, tick in tick_of.items()}
         due = sched.pop_due(now)
         output.send(due)
         played += [(now, tick_of[pitch]) for kind, pitch, *_ in due if kind == "note_on"]
+        if sched.lead(now) < lookahead and (event := next(todo, None)):
+            sched.add(*event)
+            tick_of[event[1]] = sched.cursor
+            now += step_seconds
+            continue
         wake = [now + POLL] + ([messages[0][0]] if messages else []) + ([sched.next_due()] if sched.queue else [])
         now = max(min(wake), now + 1e-6)
     return played, clock, sched, output
@@ -114,6 +121,18 @@ def test_start_plays_from_the_beginning_in_time():
     assert len(early) <= 3 + 1, f"{len(early)} notes in the first 0.6 quarter (the first chord is 3)"
     worst = max(abs(e) for e, _ in errors(played, src.grid))
     assert worst < 0.001, f"a note {worst * 1e3:.1f} ms off its song position"
+
+
+@pytest.mark.parametrize("step_ms", [0, 40, 200])
+def test_the_first_chord_is_made_ready_before_start_and_leaves_with_the_first_tick(step_ms):
+    """However slow a model step is (an emulated CPU's can take 200 ms), the opening chord is made
+    while the clock waits for Start, sent when the first tick is seen, and nothing before it."""
+    src = Source().wait(2.0).send(START).wait(0.02).ticks(100, PPQ * 2)
+    played, _, _, _ = play(src, src.t, step_seconds=step_ms / 1000)
+    first_tick = src.grid[0]
+    chord = [t for t, tick in played if tick == 0]
+    assert len(chord) == 3 and not [t for t, _ in played if t < first_tick]
+    assert max(chord) - first_tick < POLL + 1e-9, f"the first chord left {(max(chord) - first_tick) * 1e3:.0f} ms late"
 
 
 def test_before_the_second_tick_the_line_runs_at_the_default_tempo():
@@ -217,7 +236,8 @@ def test_start_without_ticks_plays_nothing_and_gives_up_after_the_loss_time(capl
     src = Source().send(START).wait(LOSS_SECONDS + 1)
     with caplog.at_level(logging.INFO):
         played, clock, sched, output = play(src, src.t)
-    assert not played and not sched.queue and not clock.playing and not output.sounding
+    assert not played and not sched.sounding and not clock.playing and not output.sounding
+    assert sched.next_due() > src.t, "the notes made ready for the next Start are not due"
     lines = [r.getMessage() for r in caplog.records]
     assert any("MIDI clock Start at song position 0" in m for m in lines)
     assert sum("no MIDI clock for 2 s" in m for m in lines) == 1, lines
