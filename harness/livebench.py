@@ -110,8 +110,18 @@ class Probe:
 
 
 def _transport(probe: Probe, messages) -> list[float]:
-    got = [t for t, m in messages if m[0] == 0xB0 | PROBE_CHANNEL and m[1] == PROBE_CC]
-    return [g - s for s, g in zip(probe.sent, got)]
+    """Each probe's trip (received - sent). A probe carries its number mod 128, so one that never
+    arrived is skipped instead of pairing every later probe with the one sent before it."""
+    got = [(t, m[2]) for t, m in messages if len(m) == 3 and m[0] == 0xB0 | PROBE_CHANNEL and m[1] == PROBE_CC]
+    trips, i = [], 0
+    for t, number in got:
+        while i < len(probe.sent) and i % 128 != number:
+            i += 1
+        if i == len(probe.sent):
+            break
+        trips.append(t - probe.sent[i])
+        i += 1
+    return trips
 
 
 def run_live_bench(bundle_path: str | Path, seconds: float = 60, bpm: float = DEFAULTS.bpm, port: str | None = None,

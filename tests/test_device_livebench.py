@@ -3,11 +3,11 @@
 Only that every figure is there and plausible; the figures themselves are the bench's output
 (docs/device.md), not a test's, because this machine is shared.
 """
+from types import SimpleNamespace
+
 import pytest
 
-from playbach.harness.livebench import run_live_bench
-
-pytestmark = pytest.mark.midi
+from playbach.harness.livebench import PROBE_CC, PROBE_CHANNEL, _transport, run_live_bench
 
 
 @pytest.fixture(scope="module")
@@ -15,6 +15,16 @@ def bundle(play_bundle):
     return play_bundle
 
 
+def test_a_probe_lost_on_the_way_does_not_shift_the_later_trips():
+    sent = [i * 0.1 for i in range(300)]
+    lost = {0, 5, 6, 200}
+    messages = [(t + 0.001, [0xB0 | PROBE_CHANNEL, PROBE_CC, i % 128]) for i, t in enumerate(sent) if i not in lost]
+    messages.insert(3, (0.25, [0x90, 60, 80]))   # a note between them is not a probe
+    trips = _transport(SimpleNamespace(sent=sent), messages)
+    assert len(trips) == 296 and max(abs(t - 0.001) for t in trips) < 1e-9
+
+
+@pytest.mark.midi
 def test_live_bench_reports_every_figure(bundle):
     r = run_live_bench(bundle, seconds=4, bpm=120)
     assert r["notes"] > 0 and r["notes_matched"] >= 0.9 * r["notes"], r   # JACK may drop one under load
