@@ -311,7 +311,9 @@ class Player:
 
     def _next_wake(self, now: float, end: float) -> float:
         wake = min(now + MAX_SLEEP, end)
-        if self._generating():   # else the generation wake is in the past: the loop would spin
+        # paused, the generation wake is in the past: the loop would spin; while a stopped clock
+        # holds the ready notes a fixed lead ahead it never comes nearer (its poll wakes the loop)
+        if self._generating() and self._clock_running():
             wake = min(wake, self.scheduler.time_of(self.scheduler.cursor) - self.take.settings.lookahead)
         next_due = self.scheduler.next_due()
         if next_due is not None:

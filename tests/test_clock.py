@@ -1,6 +1,7 @@
 """MIDI clock in and out, panic and a flood, through real JACK ports: the player as a subprocess,
 a clock source and a flood client of the test's own (harness/rig.py), a timestamping receiver."""
 import json
+import os
 import time
 from types import SimpleNamespace
 
@@ -226,3 +227,29 @@ def test_follow_on_the_sources_grid_with_lost_ticks(bundle, jack_server, receive
     from_16th = [min(abs(e + (p % 6) * TICK_S * 1e3), abs(e - (6 - p % 6) * TICK_S * 1e3)) for p, e in m["off_16th"]]
     assert all(d < hops_ms for d in from_16th), m["off_16th"]
     assert_no_stuck_notes(receiver.taken())
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.parametrize("bpm", [120, 150])
+def test_waiting_for_start_the_player_sleeps_and_its_first_chord_leaves_with_the_first_tick(
+        bundle, jack_server, receiver, source, tmp_path, bpm):
+    """While the clock waits for Start the first notes are made ready and then the loop sleeps
+    (at 150 BPM the ready notes can fill the lookahead exactly, which must not make it spin)."""
+    player = follow(bundle, jack_server, receiver, source, tmp_path, "--bpm", bpm)
+    time.sleep(1.0)
+    before = _cpu_seconds(player.proc.pid)
+    time.sleep(3.0)
+    busy = (_cpu_seconds(player.proc.pid) - before) / 3.0
+    assert busy < 0.15, f"the player used {busy:.0%} of a CPU waiting for Start"
+    assert not note_ons(receiver.taken()), "played before Start"
+    source.run([("msg", [0xFA]), ("ticks", bpm, 24 * 2), ("msg", [0xFC])])
+    source.wait()
+    time.sleep(0.3)
+    assert player.stop()[0] == 0, player.log
+    first_tick = next(t for t, m in source.log if m == [0xF8])
+    first = min(t for t, _ in note_ons(receiver.taken()))
+    assert 0 <= first - first_tick < 0.02, f"the first note {1e3 * (first - first_tick):.1f} ms after the first tick"
