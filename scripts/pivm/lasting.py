@@ -39,6 +39,8 @@ START_TIMEOUT = 120 + 20 + 60  # TimeoutStartSec, then TimeoutStopSec, then slac
 TAKES = Path("/var/lib/playbach/takes")   # a record folder in the player's state
 SEGMENT_MINUTES = 0.25         # 15 s a segment, so a short take writes a few (the recorder's GRACE is 30 s)
 CUT_AFTER_SECONDS = 100        # of play before the cut: the segments that ended by 70 s are on disk
+SEGMENTS_BEFORE_CUT = 2        # ... at least this many (waited for: an emulated CPU plays behind the wall clock)
+SEGMENTS_WAIT = 300            # seconds at most, after CUT_AFTER_SECONDS
 
 
 def bad_config_check(recorder) -> dict:
@@ -179,6 +181,9 @@ def power_cut_prepare(recorder) -> dict:
     t = time.monotonic()
     first = recorder.wait_note_after(t, 300)
     time.sleep(CUT_AFTER_SECONDS)
+    deadline = time.monotonic() + SEGMENTS_WAIT
+    while len(list(TAKES.glob("*.mid"))) < SEGMENTS_BEFORE_CUT and time.monotonic() < deadline:
+        time.sleep(1.0)
     segments = {p.name: p.stat().st_size for p in sorted(TAKES.glob("*.mid"))}
     return {"ok": first is not None, "restart_to_note_s": first and round(first - t, 1),
             "played_s": first and round(time.monotonic() - first, 1), "segments_before_cut": segments}
@@ -203,7 +208,7 @@ def power_cut_check(recorder, before: dict) -> dict:
     whole = {Path(p).name: n for p, n in notes.items() if isinstance(n, int) and n > 0}
     kept = before.get("segments_before_cut", {})
     lost = sorted(name for name in kept if name not in whole)
-    return {"ok": bool(before.get("ok") and len(kept) >= 2 and not lost and len(whole) == len(segments)
+    return {"ok": bool(before.get("ok") and len(kept) >= SEGMENTS_BEFORE_CUT and not lost and len(whole) == len(segments)
                        and note is not None), "plays_after_cut_mono": note,
             "segments_before_cut": len(kept), "segments_after": len(segments), "whole": len(whole),
             "lost_of_those_before": lost, "not_whole": {Path(p).name: n for p, n in notes.items() if Path(p).name not in whole},
