@@ -91,7 +91,10 @@ def test_chord_notes_arrive_together(take_120):
         by_time.setdefault(t_sent, []).append(t_got)
     chords = [times for times in by_time.values() if len(times) > 1]
     assert len(chords) >= 2, "the seed's two chords are missing"
-    assert max(max(c) - min(c) for c in chords) < 0.002
+    # a chord leaves in one loop pass; JACK hands a client's messages over once a period, so the
+    # pass may straddle a period's start: then the receiver sees two times one period apart
+    spreads = [max(c) - min(c) for c in chords]
+    assert all(s < 0.002 or PERIOD - 0.001 < s < PERIOD + 0.002 for s in spreads), spreads
 
 
 def test_tempo_is_followed(take_120, bundle, jack_server, receiver, chord_seed, tmp_path):
