@@ -1,7 +1,6 @@
 """MIDI clock in and out, panic and a flood, through real JACK ports: the player as a subprocess,
 a clock source and a flood client of the test's own (harness/rig.py), a timestamping receiver."""
 import json
-import os
 import time
 from types import SimpleNamespace
 
@@ -12,7 +11,7 @@ from fixtures_player import Running, note_ons, wait_until
 from playbach.bundle import load_bundle
 from playbach.device import clock as clock_module
 from playbach.harness import jack
-from playbach.harness.livebench import _rss_kb
+from playbach.harness.livebench import _cpu_seconds, _rss_kb
 from playbach.harness.rig import ClockSource, Flood
 
 pytestmark = pytest.mark.midi
@@ -227,11 +226,6 @@ def test_follow_on_the_sources_grid_with_lost_ticks(bundle, jack_server, receive
     from_16th = [min(abs(e + (p % 6) * TICK_S * 1e3), abs(e - (6 - p % 6) * TICK_S * 1e3)) for p, e in m["off_16th"]]
     assert all(d < hops_ms for d in from_16th), m["off_16th"]
     assert_no_stuck_notes(receiver.taken())
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @pytest.mark.parametrize("bpm", [120, 150])
