@@ -7,10 +7,11 @@ scheduler's tick is the song position (the codec's grid), so a note due on a 16t
 time predicted for that 16th's tick. When the clock stops ticking the music waits a few ticks on
 (nothing further is due), and after LOSS_SECONDS every note is ended.
 
-When a message arrived is not known exactly: the loop drains every few milliseconds. rtmidi
-stamps each message with the time since the previous one (in JACK's process cycle); summed,
-they are a clock of the port's own, and its offset to time.monotonic() is the smallest
-(drain time - port clock) seen recently, i.e. the message drained soonest after it arrived.
+When a message arrived is not known exactly: the loop drains every few milliseconds, and before
+every note it sends. rtmidi stamps each message with the time since the previous one (in JACK's
+process cycle); summed, they are a clock of the port's own, and its offset to time.monotonic() is
+the smallest (drain time - port clock) seen recently, i.e. the message drained soonest after it
+arrived.
 
 Sending. `SendClock` sends Start, 24 ticks per quarter at the player's tempo and Stop to the
 output port; each tick's time is computed from an anchor (no summed sleeps, so no drift), and the
@@ -21,6 +22,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import random
 import time
 from collections import deque
 from contextlib import ExitStack
@@ -36,7 +38,8 @@ from playbach.device.midi_io import MidiOutput, WatchedPort
 log = logging.getLogger(__name__)
 
 OFFSET_WINDOW = 2.0            # seconds over which the port clock's offset is the smallest seen
-POLL_SECONDS = 0.004           # the loop drains the clock port at least this often while following
+POLL_SECONDS = 0.004           # the loop drains the clock port at least this often while following,
+RUNNING_POLL_SECONDS = 0.012   # ... but this often (dithered, see next_wake) while ticks come on the line
 FIRST_TICK_POLL = 0.001        # ... and this often between Start (or Continue) and its first tick
 FIRST_TICK_WAIT = 0.5          # ... for at most this long
 READY_AHEAD = 0.1              # until the first tick, song position `position` is kept this far ahead
@@ -102,6 +105,7 @@ class FollowClock:
         self.follows = True
         self.events: list[str] = []
         self.started = float("-inf")   # when the last Start or Continue was taken
+        self.dither = random.Random(0)
 
     def begin(self, scheduler) -> None:
         pass   # nothing plays before the clock's Start or Continue
@@ -116,6 +120,12 @@ class FollowClock:
         f = self.follower
         if f.running and f.base is None and now - self.started < FIRST_TICK_WAIT:
             return now + FIRST_TICK_POLL   # the first chord leaves as soon as its tick is seen
+        if f.running and f.fit.ready and not f.quiet(now):
+            # Each note's send drains the port first, so the line it goes by is as fresh as with
+            # any poll; between notes a drain only ends the notes sooner after a Stop and gives the
+            # arrival estimate its samples, which need only land at scattered phases of the tick
+            # (the dither: never locked to it). Fewer empty passes leave a slow CPU for the model.
+            return now + self.dither.uniform(0.5, 1.5) * RUNNING_POLL_SECONDS
         return now + POLL_SECONDS
 
     def poll(self, now: float, scheduler, output: MidiOutput) -> None:

@@ -36,7 +36,7 @@ import numpy as np
 from playbach.bundle import load_bundle
 from playbach.files import write_text_atomically
 from playbach.harness import clockgrid, jack
-from playbach.harness.livebench import Probe, _match, _ms, _rss_kb, _transport
+from playbach.harness.livebench import Probe, _cpu_seconds, _match, _ms, _rss_kb, _transport
 from playbach.harness.rig import PPQ, ClockSource, Flood
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,8 @@ def follow(bundle, tmp: Path, period: int = 64, jitter: float = 0.001, lost_ever
             "summary": {"on_a_16th": min(t["on_a_16th"] for t in takes.values()),
                         "at_intended_position": min(t["at_intended_position"] for t in takes.values()),
                         "p99_beyond_transport_ms": max(t["all"]["beyond_transport_ms"]["p99"] for t in takes.values()),
-                        "notes_in_first_0_6_quarter": {k: t["notes_in_first_0_6_quarter"] for k, t in takes.items()}},
+                        "notes_in_first_0_6_quarter": {k: t["notes_in_first_0_6_quarter"] for k, t in takes.items()},
+                        "player_cpu_share": {k: t["player_cpu_share"] for k, t in takes.items()}},
             **takes}
 
 
@@ -116,8 +117,10 @@ def _take(bundle, tmp: Path, script: list, jitter: float, lost_every: int) -> di
     probe = Probe(receiver.name)
     time.sleep(0.5)   # the probe's connection is made: its first message is not lost (pairs stay in order)
     probe.thread.start()
+    busy = _cpu_seconds(proc.pid), time.monotonic()
     source.run(script, jitter=jitter, drop_every=lost_every)
     source.wait()
+    busy = (_cpu_seconds(proc.pid) - busy[0]) / (time.monotonic() - busy[1])
     time.sleep(0.3)
     probe.stop()
     proc.terminate()
@@ -132,6 +135,7 @@ def _take(bundle, tmp: Path, script: list, jitter: float, lost_every: int) -> di
     result = clockgrid.measure(source.grid, start, [t for t, _ in ons], _transport(probe, messages), intended)
     result["tempo"] = _tempo_changes(source.grid, start, stats.get("clock_tempo", []))
     result["load_average_before"] = load
+    result["player_cpu_share"] = round(busy, 4)   # of one CPU, Start to Stop: what a slower CPU must have
     return result
 
 

@@ -51,7 +51,7 @@ case $SUITE in
 esac
 OUT=${OUT:-$REPO/bench/results/pi-vm-$SUITE.json}
 # the agent's checks after boot, in its order (scripts/pivm/agent.py)
-KNOWN_CHECKS="web stop kill9 watchdog web_player_killed unplug udev_plug udev_coral bad_config web_no_synth security clock_follow hung_start web_bad_config settings_survive_reboot reboot fluidsynth power_cut"
+KNOWN_CHECKS="web stop kill9 watchdog web_player_killed unplug udev_plug udev_coral bad_config web_no_synth security clock_follow hung_start web_bad_config four_voices settings_survive_reboot reboot fluidsynth power_cut"
 if [ "$CHECKS" != all ]; then
     for c in ${CHECKS//,/ }; do
         case " $KNOWN_CHECKS " in

@@ -267,6 +267,7 @@ class Agent:
         self.check("clock_follow", self.clock_follow_check)
         self.check("hung_start", lambda: lasting.hung_start_check(self.recorder))
         self.check("web_bad_config", lasting.web_bad_config_check)
+        self.check("four_voices", self.four_voices_check)
         if not any(self.wanted(n) for n in ("reboot", "fluidsynth", "settings_survive_reboot", "power_cut")):
             return self.finish()
         if self.wanted("settings_survive_reboot"):   # the page's change, judged after the reboot
@@ -314,6 +315,12 @@ class Agent:
         from clock import clock_follow_check
         self.playing(2)
         return clock_follow_check(CONFIG, self.recorder, SYNTH)
+
+    def four_voices_check(self) -> dict:
+        """A voice per channel at the synth, each with its program (voices.py)."""
+        from voices import four_voices_check
+        self.playing(2)
+        return four_voices_check(CONFIG, self.recorder)
 
     def second_boot(self) -> None:
         self.check("reboot", self.reboot_check)

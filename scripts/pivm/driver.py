@@ -29,7 +29,7 @@ GUEST_FILES = ("results.json", "journal.txt", "midi.log", "agent.log", "agent-er
 # The agent, written into each run's copy of the disk (not built into the image: changing a
 # check does not rebuild it), with the list of checks to run when --checks names some.
 AGENT_FILES = ("agent.py", "guest.py", "gadget.py", "recorder.py", "fluid.py", "web.py", "clock.py",
-               "clockmeasure.py", "lasting.py")
+               "clockmeasure.py", "lasting.py", "voices.py")
 AGENT_DIR = "/opt/pivm"
 
 

@@ -51,10 +51,11 @@ HEADLINE = {
     "hung_start_recovered": ("hung_start", lambda c: c.get("ok")),
     "web_bad_config_failed_cleanly": ("web_bad_config", lambda c: c.get("ok")),
     "settings_survive_reboot": ("settings_survive_reboot", lambda c: c.get("ok")),
+    "four_voices_on_their_channels": ("four_voices", lambda c: c.get("ok")),
     "take_segments_after_power_cut": ("power_cut", lambda c: c.get("ok")),
 }
 ORDER = ["boot", "web", "stop", "kill9", "watchdog", "web_player_killed", "unplug", "udev_plug", "udev_coral",
-         "bad_config", "web_no_synth", "security", "clock_follow", "hung_start", "web_bad_config",
+         "bad_config", "web_no_synth", "security", "clock_follow", "hung_start", "web_bad_config", "four_voices",
          "reboot", "settings_survive_reboot", "fluidsynth", "power_cut", "notes", "journal"]
 
 
