@@ -7,9 +7,9 @@ clock out on USB. The player is set to `clock = "follow"`, `clock_port = "PiVM S
 edits a user with such a synth makes), and its notes go back to the same synth, where the
 recorder timestamps them on the same (guest monotonic) clock as the source's sends.
 
-The source is harness/rig.py's ClockSource's script: Start, 100 -> 140 -> 90 BPM for 16 beats
-each, then 48 beats at a steady 120 BPM, Stop; every tick ±1 ms of uniform jitter around an
-ideal grid, every 200th tick not sent. The onsets are measured against the source's own grid
+The source is harness/rig.py's ClockSource's script at half its tempos (see TEMPO_RUN): Start,
+50 -> 70 -> 45 BPM for 16 beats each, then 32 beats at a steady 60 BPM, Stop; every tick ±1 ms
+of uniform jitter around an ideal grid, every 200th tick not sent. The onsets are measured against the source's own grid
 (harness/clockgrid.py, as the JACK clock bench: its ticks counted where it sent them) by
 clockmeasure.py in the product's venv (it has numpy and playbach.harness).
 
@@ -32,9 +32,14 @@ from guest import STATE, UNIT, first_message, journal, run, set_config_key, wait
 from recorder import find_card
 
 PPQ = 24
-TEMPO_RUN = (100, 140, 90)     # BPM, BEATS_EACH beats each (the JACK clock bench's)
+# Half the JACK clock bench's tempos (100 -> 140 -> 90, then 120): with planning off the emulated
+# player makes about 7 notes a second while following, and the chorale model at the bench's tempos
+# asks 7-9, so there it fell seconds behind and its notes left as they were made, on no grid
+# (bookworm, commit c24ceea: 347 notes, 4 s behind after 50 s). What is checked here is the ALSA
+# and USB path and where the follower puts the notes; the bench checks the tempos themselves.
+TEMPO_RUN = (50, 70, 45)       # BPM, BEATS_EACH beats each
 BEATS_EACH = 16
-STEADY_BPM, STEADY_BEATS = 120, 48
+STEADY_BPM, STEADY_BEATS = 60, 32
 JITTER = 0.001                 # s, uniform either side of each tick's due time
 LOST_EVERY = 200               # every 200th tick is not sent
 LEAD = 0.05                    # s from Start to the first tick
@@ -46,10 +51,10 @@ STATS = Path("/var/lib/playbach/clock-stats.json")   # the player's --stats (its
 TAKE = STATE / "clock-take.json"
 # what the checks ask, and why not the JACK bench's aims (every note on its 16th, p99 beyond
 # the transport <= 2 ms): this is TCG on a shared 2-core host, where a guest vCPU can be
-# descheduled for tens of ms at any moment; at 140 BPM a tick is 17.9 ms, so a note more than
-# 9 ms late already lands nearest the next tick. Bounded here: lost ticks and tempo changes must
+# descheduled for tens of ms at any moment; at 70 BPM a tick is 35.7 ms, so a note more than
+# 18 ms late already lands nearest the next tick. Bounded here: lost ticks and tempo changes must
 # not move the notes off their 16ths (a lost tick moved every later note one tick, for good,
-# before issue 24), and what the player adds must stay well under a 16th (107 ms at 140 BPM).
+# before issue 24), and what the player adds must stay well under a 16th (214 ms at 70 BPM).
 ON_GRID_AIM = 0.9
 # Planning off while timing is measured: the emulated CPU runs a model step about 85 times slower
 # than this host (bench/results/aarch64.json), a Pi 4 several times faster than that, and with 8
@@ -155,7 +160,7 @@ def clock_follow_check(config: Path, recorder, synth: MidiGadget) -> dict:
     time.sleep(0.5)
     run("aconnect", "-d", "PiVM Synth:0", "PiVM Synth:0")
     source.start()
-    source.join(timeout=120)
+    source.join(timeout=300)
     time.sleep(1.0)                                   # the last notes' USB transfers
     source.close()
     events = recorder.snapshot()
