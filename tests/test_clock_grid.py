@@ -11,7 +11,7 @@ import random
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from playbach.device.clock import FollowClock
+from playbach.device.clock import RUNNING_POLL_SECONDS, FollowClock
 from playbach.device.follower import GAP_TICKS, LOSS_SECONDS, PPQ
 from playbach.device.midi_io import MidiOutput
 from playbach.device.scheduler import Scheduler
@@ -74,10 +74,13 @@ def events(count: int, first_chord: int = 3):
     return out
 
 
-def play(source: Source, until: float, n_events: int = 4000, lookahead: float = 0.5, step_seconds: float = 0.0):
+def play(source: Source, until: float, n_events: int = 4000, lookahead: float = 0.5, step_seconds: float = 0.0,
+         wakes: list | None = None):
     """The player's loop, in simulated time: [(time, tick)] of every note_on sent, and the clock.
     Each event generated takes `step_seconds` (a slow CPU's model step), during which the loop
-    does nothing else; like the player's, it generates while the clock is stopped too."""
+    does nothing else; like the player's, it generates while the clock is stopped too. Messages
+    are taken as they arrive, or, given a `wakes` list, only when the loop wakes as the player's
+    does (the clock's next_wake or a note due), each wake noted there."""
     clock = FollowClock("jack", "nowhere", 1.0, DEFAULT_BPM, keep_log=False)
     output = MidiOutput("jack", "nowhere")
     sched = Scheduler(TPQ, DEFAULT_BPM, T0)
@@ -99,7 +102,12 @@ def play(source: Source, until: float, n_events: int = 4000, lookahead: float = 
             tick_of[event[1]] = sched.cursor
             now += step_seconds
             continue
-        wake = [now + POLL] + ([messages[0][0]] if messages else []) + ([sched.next_due()] if sched.queue else [])
+        if wakes is None:
+            wake = [now + POLL] + ([messages[0][0]] if messages else [])
+        else:
+            wake = [clock.next_wake(now)]
+            wakes.append(now)
+        wake += [sched.next_due()] if sched.queue else []
         now = max(min(wake), now + 1e-6)
     return played, clock, sched, output
 
@@ -170,6 +178,26 @@ def test_jitter_and_one_tick_in_200_lost_for_a_minute():
     assert max(errs) < 0.002, f"worst {max(errs) * 1e3:.2f} ms from the source's grid"
     f = clock.follower
     assert f.song_position(f.count) == src.last_position()
+
+
+def test_on_the_line_the_loop_drains_between_ticks_not_every_poll_and_a_stop_still_ends_every_note():
+    """Once the ticks come on the fitted line the loop wakes for the notes and a drain every 6-18 ms,
+    not every 4 ms (a slow CPU's model needs those passes); the notes stay on the source's grid,
+    lost ticks are still counted, and Stop still ends every sounding note within 18 ms."""
+    src = Source(jitter=0.001, drop_every=200, seed=5).send(START).ticks(120, PPQ * 40).send(STOP)
+    stop = src.messages[-1][0]
+    wakes: list[float] = []
+    played, clock, sched, output = play(src, stop + 0.1, wakes=wakes)
+    errs = [abs(e) for e, _ in errors(played, src.grid)]
+    assert len(errs) > 100 and max(errs) < 0.002, f"worst {max(errs) * 1e3:.2f} ms from the source's grid"
+    f = clock.follower
+    assert f.position == src.last_position() + 1, "the count the source sent, lost ticks included"
+    running = [t for t in wakes if src.grid[PPQ] < t < stop]
+    per_second = len(running) / (stop - src.grid[PPQ])
+    assert per_second < 0.5 / POLL, f"{per_second:.0f} loop passes a second (every poll: {1 / POLL:.0f})"
+    taken = next(t for t in wakes if t >= stop)   # the first wake after it drains the Stop, and ends the notes
+    assert taken - stop <= 1.5 * RUNNING_POLL_SECONDS + 1e-9, f"Stop taken {(taken - stop) * 1e3:.1f} ms late"
+    assert not clock.playing and not sched.sounding, sched.sounding
 
 
 @pytest.mark.parametrize("tempi", [(100, 140, 90), (140, 70, 140), (120, 75, 200)])
