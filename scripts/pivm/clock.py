@@ -8,7 +8,7 @@ edits a user with such a synth makes), and its notes go back to the same synth, 
 recorder timestamps them on the same (guest monotonic) clock as the source's sends.
 
 The source is harness/rig.py's ClockSource's script at half its tempos (see TEMPO_RUN): Start,
-50 -> 70 -> 45 BPM for 16 beats each, then 32 beats at a steady 60 BPM, Stop; every tick ±1 ms
+50 -> 70 -> 45 BPM for 16 beats each, then 16 beats at a steady 60 BPM, Stop; every tick ±1 ms
 of uniform jitter around an ideal grid, every 200th tick not sent. The onsets are measured against the source's own grid
 (harness/clockgrid.py, as the JACK clock bench: its ticks counted where it sent them) by
 clockmeasure.py in the product's venv (it has numpy and playbach.harness).
@@ -39,7 +39,7 @@ PPQ = 24
 # and USB path and where the follower puts the notes; the bench checks the tempos themselves.
 TEMPO_RUN = (50, 70, 45)       # BPM, BEATS_EACH beats each
 BEATS_EACH = 16
-STEADY_BPM, STEADY_BEATS = 60, 32
+STEADY_BPM, STEADY_BEATS = 60, 16   # (shorter than the bench's: CI's time)
 JITTER = 0.001                 # s, uniform either side of each tick's due time
 LOST_EVERY = 200               # every 200th tick is not sent
 LEAD = 0.05                    # s from Start to the first tick
