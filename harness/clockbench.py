@@ -117,10 +117,10 @@ def _take(bundle, tmp: Path, script: list, jitter: float, lost_every: int) -> di
     probe = Probe(receiver.name)
     time.sleep(0.5)   # the probe's connection is made: its first message is not lost (pairs stay in order)
     probe.thread.start()
-    busy = _cpu_seconds(proc.pid), time.monotonic()
+    cpu_at_start, started = _cpu_seconds(proc.pid), time.monotonic()
     source.run(script, jitter=jitter, drop_every=lost_every)
     source.wait()
-    busy = (_cpu_seconds(proc.pid) - busy[0]) / (time.monotonic() - busy[1])
+    cpu_share = (_cpu_seconds(proc.pid) - cpu_at_start) / (time.monotonic() - started)
     time.sleep(0.3)
     probe.stop()
     proc.terminate()
@@ -135,7 +135,7 @@ def _take(bundle, tmp: Path, script: list, jitter: float, lost_every: int) -> di
     result = clockgrid.measure(source.grid, start, [t for t, _ in ons], _transport(probe, messages), intended)
     result["tempo"] = _tempo_changes(source.grid, start, stats.get("clock_tempo", []))
     result["load_average_before"] = load
-    result["player_cpu_share"] = round(busy, 4)   # of one CPU, Start to Stop: what a slower CPU must have
+    result["player_cpu_share"] = round(cpu_share, 4)   # of one CPU, Start to Stop: what a slower CPU must have
     return result
 
 

@@ -187,7 +187,7 @@ def test_on_the_line_the_loop_drains_between_ticks_not_every_poll_and_a_stop_sti
     src = Source(jitter=0.001, drop_every=200, seed=5).send(START).ticks(120, PPQ * 40).send(STOP)
     stop = src.messages[-1][0]
     wakes: list[float] = []
-    played, clock, sched, output = play(src, stop + 0.1, wakes=wakes)
+    played, clock, sched, _ = play(src, stop + 0.1, wakes=wakes)
     errs = [abs(e) for e, _ in errors(played, src.grid)]
     assert len(errs) > 100 and max(errs) < 0.002, f"worst {max(errs) * 1e3:.2f} ms from the source's grid"
     f = clock.follower

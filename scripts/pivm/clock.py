@@ -9,9 +9,9 @@ recorder timestamps them on the same (guest monotonic) clock as the source's sen
 
 The source is harness/rig.py's ClockSource's script at half its tempos (see TEMPO_RUN): Start,
 50 -> 70 -> 45 BPM for 16 beats each, then 16 beats at a steady 60 BPM, Stop; every tick ±1 ms
-of uniform jitter around an ideal grid, every 200th tick not sent. The onsets are measured against the source's own grid
-(harness/clockgrid.py, as the JACK clock bench: its ticks counted where it sent them) by
-clockmeasure.py in the product's venv (it has numpy and playbach.harness).
+of uniform jitter around an ideal grid, every 200th tick not sent. The onsets are measured
+against the source's own grid (harness/clockgrid.py, as the JACK clock bench: its ticks counted
+where it sent them) by clockmeasure.py in the product's venv (it has numpy and playbach.harness).
 
 The transport: before Start, probes (CC 119 on channel 16) go the same way round, gadget -> USB
 -> sequencer, there routed straight back (`aconnect` of the synth's port to itself) -> USB ->
