@@ -106,6 +106,16 @@ class Rig:
     def note_ons(self, since: float) -> list[float]:
         return note_ons(self.receiver, since)
 
+    def last_scheduled_onset(self) -> float:
+        """The latest onset among the notes the player has scheduled now, on the shared monotonic
+        clock, read from the first frame of its event stream (/api/events)."""
+        request = urllib.request.Request(self.url + "/api/events", headers={"Authorization": f"Bearer {self.token}"})
+        with urllib.request.urlopen(request, timeout=15) as stream:
+            for line in stream:
+                if line.startswith(b"data: ") and (frame := json.loads(line[6:]))["type"] == "frame":
+                    return max([on for _, on, _, _, _ in frame["notes"]], default=frame["now"])
+        raise AssertionError("the event stream ended before a frame")
+
     def close(self) -> None:
         jack.stop_process(self.web)
         self.stop_player()
