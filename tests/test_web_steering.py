@@ -33,7 +33,7 @@ from playbach.keys import Key, key_of_histogram, key_ranking, parse_key
 from playbach.live_key import KEY_SETTLE, SCALES
 
 pytestmark = pytest.mark.midi
-SETTLE = 1.0          # s after a change is in force: the lookahead (0.5 s) and planning's beat played out
+SETTLE = 1.0          # s after a change is in force: the lookahead (0.5 s) and planning's beat played out (at least)
 QUARTER = 60.0 / BPM  # s
 
 
@@ -99,6 +99,13 @@ def type_into(browser, rig, name: str, value: float) -> float:
     return time.monotonic()
 
 
+def first_after_change(rig, changed: float) -> float:
+    """When the notes drawn after a change begin to sound: SETTLE after it, or later when a note
+    drawn before it is scheduled later (a lookahead plus its own gap, a held note's), + its way to
+    the receiver."""
+    return max(changed + SETTLE, rig.last_scheduled_onset() + 0.05)
+
+
 def shown_error(browser, name: str) -> str:
     from selenium.webdriver.common.by import By
 
@@ -119,10 +126,11 @@ def test_the_key_menu_puts_the_take_in_that_key(web_rig, browser):
         menu.select_by_value(target)
         wait_until(lambda: live(web_rig)["key"] == target, 10, "the key at the player")
         changed = time.monotonic()
+        begun = first_after_change(web_rig, changed)
         wait_until(lambda: browser.find_element(By.ID, "set-key-out").text == target, 5, "the page to show the key")
         settled = changed + KEY_SETTLE * QUARTER   # drawn from the change on, sounding a lookahead later
         time.sleep(max(0.0, settled + 1.0 - time.monotonic()))   # the last settled notes have ended
-        after = [n for n in notes_since(web_rig.receiver, changed + SETTLE) if n[0] < settled]
+        after = [n for n in notes_since(web_rig.receiver, begun) if n[0] < settled]
         ranking = [str(k) for k, _ in key_ranking(histogram(after))]
         print(f"key: {before} before, asked {target}, {len(after)} notes after, ranked {ranking[:3]}")
         assert len(after) >= 12, after
@@ -150,10 +158,9 @@ def test_pitch_min_and_max_keep_every_note_inside_and_a_bad_range_is_refused(web
         wait_until(lambda: browser.find_element(By.ID, "set-pitch_max-out").text == str(high), 5,
                    "the value in force shown again")
         assert live(web_rig)["pitch_max"] == high
-        # a note drawn before the change may begin a lookahead plus its own gap later (a held note's)
-        settled = max(changed + SETTLE, web_rig.last_scheduled_onset() + 0.05)   # + its way to the receiver
-        time.sleep(max(0.0, settled + 3 - time.monotonic()))
-        after = notes_since(web_rig.receiver, settled)
+        begun = first_after_change(web_rig, changed)
+        time.sleep(max(0.0, begun + 3 - time.monotonic()))
+        after = notes_since(web_rig.receiver, begun)
         before = notes_since(web_rig.receiver, changed - 5)[:12]
         print(f"range: {len(after)} notes after the change, pitches {min(p for _, p, _ in after)}.."
               f"{max(p for _, p, _ in after)}; before: {[p for _, p, _ in before]}")
