@@ -296,7 +296,7 @@ class Player:
         due = self.scheduler.pop_due(now)
         if due:
             self.output.send(due)
-            self.take_log.sent(sum(message[0] == "note_on" for message in due))
+            self.take_log.sent(sum(message[0] == "note_on" for message in due), time.monotonic())
 
     def _serve(self, now: float) -> bool:
         """The port, the control socket, the watchdog and live input; True while someone plays."""

@@ -42,6 +42,7 @@ class TakeLog:
         self.every: list[Played] | None = [] if keep_all else None   # for a record file and --stats
         self.recorder = recorder
         self.notes_played = 0    # note_ons sent (a note is logged when it ends)
+        self.sends: list[tuple[float, int]] | None = [] if keep_all else None   # (when, note_ons) per send
 
     @classmethod
     def for_settings(cls, record: str, stats: str, bpm: float, programs: Sequence[tuple[int, int]],
@@ -51,8 +52,11 @@ class TakeLog:
         recorder = open_recorder(folder, bpm, 60.0 * record_minutes, programs, channel)
         return cls(keep_all=bool(record_file(record) or stats), recorder=recorder, programs=programs, channel=channel)
 
-    def sent(self, note_ons: int) -> None:
+    def sent(self, note_ons: int, at: float) -> None:
+        """`note_ons` went to the output at `at` (monotonic s, once the port took them)."""
         self.notes_played += note_ons
+        if self.sends is not None and note_ons:
+            self.sends.append((at, note_ons))
 
     def add(self, note: Played) -> None:
         """A note that ended (Scheduler's on_played)."""
@@ -89,7 +93,10 @@ class TakeLog:
             log.info("recorded %d notes to %s", len(notes), record)
 
     def write_stats(self, path: str, **header: object) -> None:
-        """--stats: `header` and when each note began (monotonic time and tick), as JSON."""
+        """--stats: `header`, when each note was due (monotonic time) and its tick, and when the
+        note_ons went out (each send's time and count: how late the loop was, as against the due
+        times), as JSON."""
         played = self.played()
         write_text_atomically(path, json.dumps({**header, "note_ons": [[p.on_time, p.pitch] for p in played],
-                                                "note_ticks": [p.start_tick for p in played]}))
+                                                "note_ticks": [p.start_tick for p in played],
+                                                "note_on_sends": [[t, n] for t, n in self.sends or []]}))

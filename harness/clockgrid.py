@@ -88,3 +88,16 @@ def measure(grid: list[tuple[float, float | None, float]], start: int, onsets: l
     out["notes_in_first_0_6_quarter"] = int(np.sum(np.asarray(onsets) < times[0] + 0.6 * quarter))
     return out
 
+
+
+def players_own(grid: list[tuple[float, float | None, float]], start: int, stats: dict, ticks_per_step: int) -> dict:
+    """Where the player's --stats say it put each note against the source's grid: its due time
+    (where the follower's line put the note's song position) and how late after it the note_on
+    went out (the loop's own lateness). Split from the onsets heard, this tells a follower off the
+    grid from a player or a transport that is late after it."""
+    due = [t for t, _ in stats["note_ons"]]
+    line = measure(grid, start, due, [], [k * ticks_per_step for k in stats["note_ticks"]])
+    sent = [t for t, n in stats.get("note_on_sends") or [] for _ in range(n)]
+    late = [s - d for s, d in zip(sent, sorted(due))] if len(sent) == len(due) else []
+    return {"due_on_a_16th": line["on_a_16th"], "due_at_intended_position": line.get("at_intended_position"),
+            "due_from_tick_ms": line["all"]["onset_from_tick_ms"], "sent_after_due_ms": ms(late) if late else None}

@@ -40,6 +40,8 @@ def main(path: str) -> dict:
                                "at_intended_position": net.get("at_intended_position"),
                                "onset_from_tick_ms": net["all"]["onset_from_tick_ms"],
                                "off_16th": net["off_16th"]}
+    if stats:
+        out["players_own"] = clockgrid.players_own(grid, take["start"], stats, clockgrid.PPQ // tpq)
     out["trace"] = trace(grid, take["start"], ons, shift, intended, stats)
     onsets = np.cumsum(np.asarray(bundle.openings[0])[:, 0])
     out["first_chord"] = int(np.sum(onsets == 0))
