@@ -100,7 +100,7 @@ class FollowClock:
         self.input = ClockInput(api, port, retry_seconds)
         self.follower = Follower(bpm)
         if keep_log:
-            self.follower.tempo_log = []
+            self.follower.tempo_log, self.follower.arrivals = [], []
         self.playing = False     # the scheduler runs on the clock (else notes are only made ready)
         self.follows = True
         self.events: list[str] = []
@@ -184,7 +184,7 @@ class FollowClock:
         self.playing = False
 
     def stats(self) -> dict:
-        return {"clock_tempo": self.follower.tempo_log or []}
+        return {"clock_tempo": self.follower.tempo_log or [], "clock_arrivals": self.follower.arrivals or []}
 
 
 class SendClock:

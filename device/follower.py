@@ -172,6 +172,7 @@ class Follower:
         self.intervals: deque[float] = deque(maxlen=4)
         self.absurd_logged = False
         self.tempo_log: list[tuple[float, float]] | None = None   # (time, bpm) per tick, for --stats
+        self.arrivals: list[float] | None = None    # every tick's arrival, taken or not (--stats: a take replayed)
 
     @property
     def bpm(self) -> float:
@@ -226,6 +227,8 @@ class Follower:
         return last is not None and t - last > GAP_TICKS * period
 
     def _tick(self, t: float) -> None:
+        if self.arrivals is not None:
+            self.arrivals.append(t)
         if not self._plausible(t):
             return
         if self.last_tick is not None and t - self.last_tick > PAUSE_SECONDS:

@@ -69,6 +69,7 @@ def test_tempo_smoothed_and_a_jump_taken_within_two_beats():
 
 def test_absurd_tempo_and_bad_spp_ignored_with_one_line(caplog):
     f = Follower(bpm=90)
+    f.arrivals = []   # as under --stats: every tick's arrival is kept, the ignored ones too
     f.feed(START, 0.0)
     with caplog.at_level(logging.WARNING):
         t = ticks(f, 0.0, 120, 24)
@@ -81,6 +82,7 @@ def test_absurd_tempo_and_bad_spp_ignored_with_one_line(caplog):
     lines = [r.getMessage() for r in caplog.records]
     assert sum("outside 20-400" in m for m in lines) == 1, lines
     assert sum("malformed Song Position Pointer" in m for m in lines) == 2
+    assert len(f.arrivals) == 24 + 50 and f.arrivals == sorted(f.arrivals)
 
 
 def test_clock_loss_stops_once():

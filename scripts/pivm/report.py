@@ -47,6 +47,8 @@ HEADLINE = {
     # issue 24: the player following the synth's MIDI clock, onsets on the clock source's grid
     "clock_follow_p99_ms": ("clock_follow", lambda c: c.get("p99_beyond_transport_ms")),
     "clock_follow_notes_on_grid": ("clock_follow", lambda c: c.get("notes_on_grid")),
+    "clock_follow_due_on_grid": ("clock_follow", lambda c: c.get("due_on_grid")),
+    "clock_follow_sent_after_due_p99_ms": ("clock_follow", lambda c: c.get("sent_after_due_p99_ms")),
     # issues 22 and 23: a hung start recovered, a bad config failing cleanly, settings that last
     "hung_start_recovered": ("hung_start", lambda c: c.get("ok")),
     "web_bad_config_failed_cleanly": ("web_bad_config", lambda c: c.get("ok")),
