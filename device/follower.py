@@ -11,10 +11,10 @@ default tempo: the first tick after Start is song position 0, and nothing has a 
 The song position is counted in tick periods, not ticks received: MIDI over DIN or USB drops a
 byte now and then. A tick far off the line is not put on it at once: the next few tell what it
 was (TempoFit.add): ticks lost before it (they all come one whole number of periods late, evenly
-spaced), a new tempo (evenly spaced at another period: the line is refitted from them), or a
-busy host's stall (late, then a clump: left out of the line). While the clock is clean a gap of
-about two or three periods is counted as lost ticks at once, and taken back if the next tick
-comes early (it was one coming late): ticks are never early.
+spaced), a new tempo (evenly spaced at another period, ticks lost among them counted: the line
+is refitted from them), or a busy host's stall (late, then a clump: left out of the line).
+While the clock is clean a gap of about two or three periods is counted as lost ticks at once,
+and taken back if the next tick comes early (it was one coming late): ticks are never early.
 """
 from __future__ import annotations
 
@@ -104,30 +104,56 @@ class TempoFit:
 
     def _judge_pending(self) -> tuple[int, int] | None:
         """Ticks lost (or counted lost that were not): the pending ones are all off by one whole
-        number of periods, no more apart than that; a new tempo: they come evenly spaced and
+        number of periods, no more apart than that; a new tempo: they come evenly spaced (one gap
+        may be a whole number of their periods, ticks lost there, judged on two ticks more) and
         drift off the line; else a clump, whose oldest tick is left out (the rest wait on)."""
         p, found = self.pending, None
         late = [(t - self.time_of(n)) / self.period for n, t in p]
-        gaps = [(b[1] - a[1]) / self.period for a, b in zip(p, p[1:])]
-        drift = [b - a for a, b in zip(late, late[1:])]
         whole = round(late[-1])
+        steps = self._steps(p)
         if 1 <= abs(whole) <= MAX_LOST and all(abs(x - whole) <= LOST_SLACK for x in late) \
                 and max(late) - min(late) <= LOST_SLACK:
             found = (p[0][0], whole)                     # renumbered: whole ticks were lost before
             self.points.extend((n + whole, t) for n, t in p)
-        elif min(gaps) * self.period >= 60.0 / (PPQ * BPM_HIGH) and max(gaps) - min(gaps) < LOST_SLACK \
-                and (min(drift) >= MIN_DRIFT or max(drift) <= -MIN_DRIFT):
+        elif steps is not None and max(steps) > 1 and len(p) < CONFIRM_OFF + 2:
+            return None                                  # ticks lost in a new tempo? two more tell
+        elif steps is not None and self._drifting(p, steps):
             # evenly spaced at a tempo a clock may have, leaving the line further each tick: a new
-            # tempo, the line refitted from them
+            # tempo, the line refitted from them, numbered past the ticks lost between them
+            lost_at = next((i for i, k in enumerate(steps, 1) if k > 1), None)
+            if lost_at is not None:
+                found = (p[lost_at][0], steps[lost_at - 1] - 1)
             keep = list(self.points)[-1:]
             self.points.clear()
-            self.points.extend(keep + p)
+            self.points.extend(keep + [(p[0][0] + sum(steps[:i]), t) for i, (_, t) in enumerate(p)])
         else:
             p.pop(0)                                     # a clump: the oldest is left out
             return None
         p.clear()
         self._fit()
         return found
+
+    def _steps(self, p: list[tuple[int, float]]) -> list[int] | None:
+        """Tick periods between the pending ticks at their own spacing: 1 each when they come
+        evenly spaced at a tempo a clock may have, one of them 2..MAX_LOST + 1 where ticks were
+        lost; None when they are not spaced so (a clump)."""
+        gaps = [b[1] - a[1] for a, b in zip(p, p[1:])]
+        unit = min(gaps)
+        if unit < 60.0 / (PPQ * BPM_HIGH):
+            return None
+        steps = [round(g / unit) for g in gaps]
+        slack = LOST_SLACK if max(steps) == 1 else LOST_SLACK / 2   # (a stall's clump is seldom so even)
+        if any(abs(g - k * unit) >= slack * self.period for g, k in zip(gaps, steps)) \
+                or sum(k > 1 for k in steps) > 1 or max(steps) > MAX_LOST + 1:
+            return None
+        return steps
+
+    def _drifting(self, p: list[tuple[int, float]], steps: list[int]) -> bool:
+        """The pending ticks, numbered by `steps`, leave the line further each period, all one way."""
+        numbers = [p[0][0] + sum(steps[:i]) for i in range(len(p))]
+        late = [(t - self.time_of(n)) / self.period for n, (_, t) in zip(numbers, p)]
+        drift = [(b - a) / k for a, b, k in zip(late, late[1:], steps)]
+        return min(drift) >= MIN_DRIFT or max(drift) <= -MIN_DRIFT
 
     def _fit(self) -> None:
         k = len(self.points)

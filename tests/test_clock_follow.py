@@ -157,3 +157,32 @@ def test_a_transport_that_stalls_now_and_then_keeps_the_sources_count(stall_p):
     assert sum(e[-1] != 0 for e in takes) <= 1, [e[-1] for e in takes]
     off = sum(sum(x != 0 for x in e) for e in takes) / sum(len(e) for e in takes)
     assert off < 0.15, off
+
+
+def stall_at_tempo_change(seed: int) -> int:
+    """50 BPM for 16 beats, then 70: a 0.6 s stall of the transport from 3 ticks before the change
+    holds every tick sent in it (late, then a clump), and the 15th tick after the change is not
+    sent. The follower's song position at the end, less the source's count."""
+    rng = random.Random(seed)
+    f = Follower(bpm=90)
+    f.feed(START, 0.0)
+    due, last, held_until = 0.05, 0.0, 0.0
+    for i in range(2 * 16 * PPQ):
+        if i == 16 * PPQ - 3:
+            held_until = due + 0.6
+        if i != 16 * PPQ + 15:
+            last = max(due + rng.uniform(-0.001, 0.001) + 0.002 + rng.expovariate(1000.0), held_until, last)
+            f.feed(TICK, last)
+        due += 60 / ((50 if i < 16 * PPQ else 70) * PPQ)
+    return f.song_position(f.count) - (2 * 16 * PPQ - 1)
+
+
+def test_a_tick_lost_while_a_new_tempo_is_judged_is_counted(caplog):
+    """After a stall that hides a tempo change, the new tempo is judged on the ticks off the line;
+    a tick lost among them makes one gap two of their periods: counted as lost, not taken for
+    uneven ticks (the follower before dropped it: 5 of 5 takes ended a tick behind the source,
+    as the emulated Pi's did after a stall at a tempo change). Its first line after such a stall
+    can still be poor: at most 1 of 5 ends off the count."""
+    with caplog.at_level(logging.ERROR):
+        off = [stall_at_tempo_change(seed) for seed in range(5)]
+    assert sum(x != 0 for x in off) <= 1, off
