@@ -138,14 +138,15 @@ class TempoFit:
         evenly spaced at a tempo a clock may have, one of them 2..MAX_LOST + 1 where ticks were
         lost; None when they are not spaced so (a clump)."""
         gaps = [b[1] - a[1] for a, b in zip(p, p[1:])]
-        unit = min(gaps)
-        if unit < 60.0 / (PPQ * BPM_HIGH):
+        if min(gaps) < 60.0 / (PPQ * BPM_HIGH):
             return None
-        steps = [round(g / unit) for g in gaps]
-        slack = LOST_SLACK if max(steps) == 1 else LOST_SLACK / 2   # (a stall's clump is seldom so even)
-        if any(abs(g - k * unit) >= slack * self.period for g, k in zip(gaps, steps)) \
+        steps = [round(g / min(gaps)) for g in gaps]
+        if max(steps) == 1:
+            return steps if max(gaps) - min(gaps) < LOST_SLACK * self.period else None
+        unit = sum(gaps) / sum(steps)   # the spacing all of them fit (the shortest gap has its jitter)
+        if any(abs(g - k * unit) >= LOST_SLACK / 2 * self.period for g, k in zip(gaps, steps)) \
                 or sum(k > 1 for k in steps) > 1 or max(steps) > MAX_LOST + 1:
-            return None
+            return None                 # (half the slack: a stall's clump is seldom so even)
         return steps
 
     def _drifting(self, p: list[tuple[int, float]], steps: list[int]) -> bool:
