@@ -199,6 +199,11 @@ class Recorder(threading.Thread):
         with self.lock:
             return next((e.t for e in self.events if e.kind == "note_on" and e.t > t), None)
 
+    def first_all_off_after(self, t: float) -> float | None:
+        """Time of the first All Notes Off (or All Sound Off) after `t`: a player stopping."""
+        with self.lock:
+            return next((e.t for e in self.events if e.kind == "cc" and e.a in ALL_OFF_CONTROLLERS and e.t > t), None)
+
     def wait_note_after(self, t: float, timeout: float) -> float | None:
         """Time of the first note_on after `t`, waiting up to `timeout` seconds for it."""
         deadline = time.monotonic() + timeout

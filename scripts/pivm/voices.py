@@ -40,10 +40,14 @@ def four_voices_check(config: Path, recorder) -> dict:
     config.write_text(good)
     back = time.monotonic()
     run("systemctl", "restart", "--no-block", UNIT)
-    after = recorder.wait_note_after(back, 300)   # the restart's All Notes Off comes before this note
+    # the old player plays on until it stops (its All Notes Off): the new one's first note is after that
+    wait_for(lambda: recorder.first_all_off_after(back) is not None, 300, 0.2)
+    stopped = recorder.first_all_off_after(back)
+    after = recorder.wait_note_after(stopped, 300) if stopped is not None else None
     events = [e for e in recorder.snapshot() if start < e.t < (after or time.monotonic())]
     notes = [e for e in events if e.kind == "note_on" and e.t < back]
-    f: dict = {"notes": len(notes), "back_to_one_voice_note_s": after and round(after - back, 2)}
+    f: dict = {"notes": len(notes), "back_to_one_voice_note_s": after and round(after - back, 2),
+               "old_player_stopped_s": stopped and round(stopped - back, 2)}
     f["programs"] = [[e.channel + 1, e.a] for e in events if e.kind == "program" and e.t < back]
     f["channels"] = sorted({e.channel + 1 for e in notes})
     means = [sum(e.a for e in notes if e.channel + 1 == c) / max(1, sum(e.channel + 1 == c for e in notes))
