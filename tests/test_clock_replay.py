@@ -1,10 +1,10 @@
-"""harness/clockreplay.py: a clock take's tick arrivals replayed through the Follower (fast tier)."""
+"""device/clockreplay.py: a clock take's tick arrivals replayed through the Follower (fast tier)."""
 import random
 
 import pytest
 
 from playbach.device.follower import PPQ
-from playbach.harness.clockreplay import replay
+from playbach.device.clockreplay import replay
 
 
 def take(stall_at: int | None, seed: int = 0) -> dict:

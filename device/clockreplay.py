@@ -1,6 +1,6 @@
 """A clock take replayed through the Follower: did its count keep the source's?
 
-    python -m playbach.harness.clockreplay TAKE.json   -> JSON on stdout
+    python -m playbach.device.clockreplay TAKE.json   -> JSON on stdout
 
 TAKE.json is what the emulated Pi's clock check leaves (scripts/pivm/clock.py, copied out to
 .cache/pi-vm/run-SUITE/guest/clock-take.json): the source's grid (due, sent or None, bpm per
