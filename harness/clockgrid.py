@@ -89,7 +89,6 @@ def measure(grid: list[tuple[float, float | None, float]], start: int, onsets: l
     return out
 
 
-
 def players_own(grid: list[tuple[float, float | None, float]], start: int, stats: dict, ticks_per_step: int) -> dict:
     """Where the player's --stats say it put each note against the source's grid: its due time
     (where the follower's line put the note's song position) and how late after it the note_on
