@@ -132,9 +132,13 @@ def web_bad_config_check() -> dict:
 def set_settings() -> dict:
     """Boot 1, before the reboot: key and tempo from the page; the overrides file holds them."""
     token = _token()
+    # as a person would: once the page says the player is there (a check before may have restarted
+    # it, and the page's link to it comes back some seconds after its first note)
+    ready, _ = _poll(token, lambda s: s.get("connected") is True and s.get("playing") is True, 60, 0.5)
     code, answer = api("POST", "/api/settings", token, {"key": SET_KEY, "bpm": SET_BPM})
     kept = wait_for(lambda: OVERRIDES.exists() and _held(json.loads(OVERRIDES.read_text())), 10, 0.2)
-    return {"ok": code == 200 and kept, "status": code, "live": answer.get("live"), "overrides_written": kept}
+    return {"ok": code == 200 and kept, "status": code, "live": answer.get("live"), "overrides_written": kept,
+            "page_said_playing": ready is not None}
 
 
 def _held(overrides: dict) -> bool:
