@@ -76,11 +76,12 @@ def test_follow_start_stop_continue_spp(bundle, jack_server, receiver, source, t
     assert checked >= 4, stats["note_ticks"]
     assert any(t_on > cont for t_on, _ in stats["note_ons"]), "nothing played after Continue"
     # the player's record of its sends: each note_on went out when it was due, soon after (its due
-    # time is read off the fitted line when the note ends, which a tick since may have moved a little)
+    # time is read off the fitted line when the note ends, which the ticks since may have moved by
+    # a few ms: JACK's 5.3 ms period here and the source's ±1 ms jitter)
     sent = [t for t, n in stats["note_on_sends"] for _ in range(n)]
     due = sorted(t for t, _ in stats["note_ons"])
-    assert len(sent) == len(due) and all(-0.002 <= s - d < 0.05 for s, d in zip(sent, due)), \
-        [round(s - d, 4) for s, d in zip(sent, due)]
+    late = [round(s - d, 4) for s, d in zip(sent, due)]
+    assert len(sent) == len(due) and all(-0.005 <= x < 0.05 for x in late), [x for x in late if not -0.005 <= x < 0.05]
     assert_no_stuck_notes(messages)
 
 
