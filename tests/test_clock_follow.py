@@ -4,6 +4,7 @@ import random
 
 import pytest
 
+from playbach.device.clockreplay import replay
 from playbach.device.follower import LOSS_SECONDS, PPQ, Follower
 
 TICK, START, CONTINUE, STOP = [0xF8], [0xFA], [0xFB], [0xFC]
@@ -159,22 +160,23 @@ def test_a_transport_that_stalls_now_and_then_keeps_the_sources_count(stall_p):
     assert off < 0.15, off
 
 
-def stall_at_tempo_change(seed: int) -> int:
-    """50 BPM for 16 beats, then 70: a 0.6 s stall of the transport from 3 ticks before the change
-    holds every tick sent in it (late, then a clump), and the 15th tick after the change is not
-    sent. The follower's song position at the end, less the source's count."""
+def stalled_change_take(stall_at: int | None, seed: int = 0) -> dict:
+    """A take as the emulated Pi's clock check leaves it (device/clockreplay.py reads it): 50 BPM
+    for 16 beats then 70, every 200th tick not sent (the 15th after the change among them);
+    arrivals 2-3 ms after the sends, held by a 0.6 s stall from tick `stall_at` (late, then a
+    clump)."""
     rng = random.Random(seed)
-    f = Follower(bpm=90)
-    f.feed(START, 0.0)
-    due, last, held_until = 0.05, 0.0, 0.0
+    grid, arrivals, due, last, held = [], [], 1.0, 0.0, 0.0
     for i in range(2 * 16 * PPQ):
-        if i == 16 * PPQ - 3:
-            held_until = due + 0.6
-        if i != 16 * PPQ + 15:
-            last = max(due + rng.uniform(-0.001, 0.001) + 0.002 + rng.expovariate(1000.0), held_until, last)
-            f.feed(TICK, last)
-        due += 60 / ((50 if i < 16 * PPQ else 70) * PPQ)
-    return f.song_position(f.count) - (2 * 16 * PPQ - 1)
+        if i == stall_at:
+            held = due + 0.6
+        sent = None if (i + 1) % 200 == 0 else due + rng.uniform(-0.001, 0.001)
+        grid.append((due, sent, 50 if i < 16 * PPQ else 70))
+        if sent is not None:
+            last = max(sent + rng.uniform(0.002, 0.003), held, last)
+            arrivals.append(last)
+        due += 60 / (grid[-1][2] * PPQ)
+    return {"grid": grid, "start": 0, "stats": {"bpm": 90.0, "clock_arrivals": arrivals}}
 
 
 def test_a_tick_lost_while_a_new_tempo_is_judged_is_counted(caplog):
@@ -183,5 +185,5 @@ def test_a_tick_lost_while_a_new_tempo_is_judged_is_counted(caplog):
     uneven ticks (the follower before dropped it: 5 of 5 takes ended a tick behind the source,
     as the emulated Pi's did after a stall at a tempo change)."""
     with caplog.at_level(logging.ERROR):
-        off = [stall_at_tempo_change(seed) for seed in range(5)]
+        off = [replay(stalled_change_take(16 * PPQ - 3, seed))["off_at_end"] for seed in range(5)]
     assert off == [0] * 5, off
