@@ -10,7 +10,7 @@ from fixtures_player import Running, note_ons, wait_until
 
 from playbach.bundle import load_bundle
 from playbach.device import clock as clock_module
-from playbach.harness import jack
+from playbach.harness import clockgrid, jack
 from playbach.harness.livebench import _cpu_seconds, _rss_kb
 from playbach.harness.rig import ClockSource, Flood
 
@@ -78,10 +78,9 @@ def test_follow_start_stop_continue_spp(bundle, jack_server, receiver, source, t
     # the player's record of its sends: each note_on went out when it was due, soon after (its due
     # time is read off the fitted line when the note ends, which the ticks since may have moved by
     # a few ms: JACK's 5.3 ms period here and the source's ±1 ms jitter)
-    sent = [t for t, n in stats["note_on_sends"] for _ in range(n)]
-    due = sorted(t for t, _ in stats["note_ons"])
-    late = [round(s - d, 4) for s, d in zip(sent, due)]
-    assert len(sent) == len(due) and all(-0.005 <= x < 0.05 for x in late), [x for x in late if not -0.005 <= x < 0.05]
+    late = clockgrid.sent_after_due(stats)
+    assert late is not None and all(-0.005 <= x < 0.05 for x in late), \
+        late and [round(x, 4) for x in late if not -0.005 <= x < 0.05]
     assert_no_stuck_notes(messages)
 
 
