@@ -117,7 +117,7 @@ class TempoFit:
             self.points.extend((n + whole, t) for n, t in p)
         elif steps is not None and max(steps) > 1 and len(p) < CONFIRM_OFF + 2:
             return None                                  # ticks lost in a new tempo? two more tell
-        elif steps is not None and self._drifting(p, steps):
+        elif steps is not None and self._drifting(numbered := self._numbered(p, steps), steps):
             # evenly spaced at a tempo a clock may have, leaving the line further each tick: a new
             # tempo, the line refitted from them, numbered past the ticks lost between them
             lost_at = next((i for i, k in enumerate(steps, 1) if k > 1), None)
@@ -125,7 +125,7 @@ class TempoFit:
                 found = (p[lost_at][0], steps[lost_at - 1] - 1)
             keep = list(self.points)[-1:]
             self.points.clear()
-            self.points.extend(keep + [(p[0][0] + sum(steps[:i]), t) for i, (_, t) in enumerate(p)])
+            self.points.extend(keep + numbered)
         else:
             p.pop(0)                                     # a clump: the oldest is left out
             return None
@@ -149,10 +149,14 @@ class TempoFit:
             return None                 # (half the slack: a stall's clump is seldom so even)
         return steps
 
-    def _drifting(self, p: list[tuple[int, float]], steps: list[int]) -> bool:
-        """The pending ticks, numbered by `steps`, leave the line further each period, all one way."""
-        numbers = [p[0][0] + sum(steps[:i]) for i in range(len(p))]
-        late = [(t - self.time_of(n)) / self.period for n, (_, t) in zip(numbers, p)]
+    @staticmethod
+    def _numbered(p: list[tuple[int, float]], steps: list[int]) -> list[tuple[int, float]]:
+        """The pending ticks numbered `steps` apart from the first."""
+        return [(p[0][0] + sum(steps[:i]), t) for i, (_, t) in enumerate(p)]
+
+    def _drifting(self, numbered: list[tuple[int, float]], steps: list[int]) -> bool:
+        """The pending ticks, so numbered, leave the line further each period, all one way."""
+        late = [(t - self.time_of(n)) / self.period for n, t in numbered]
         drift = [(b - a) / k for a, b, k in zip(late, late[1:], steps)]
         return min(drift) >= MIN_DRIFT or max(drift) <= -MIN_DRIFT
 
