@@ -30,10 +30,11 @@ from typing import Callable
 
 import rtmidi
 
-from playbach.device.flood import MAX_DRAIN, QUEUE_SIZE
+from playbach.device.flood import MAX_DRAIN, QUEUE_SIZE, Quieted
 from playbach.device.follower import (CONTINUE, GAP_TICKS, LOSS_SECONDS, PPQ, SPP, START, STOP, TICK,
                                       Follower)
 from playbach.device.midi_io import MidiOutput, WatchedPort
+from playbach.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,7 @@ class FollowClock:
         self.follows = True
         self.events: list[str] = []
         self.started = float("-inf")   # when the last Start or Continue was taken
+        self.said_start, self.said_silence = Quieted(log), Quieted(log)   # a Start/Stop flood logs once a second
         self.dither = random.Random(0)
 
     def begin(self, scheduler) -> None:
@@ -144,7 +146,8 @@ class FollowClock:
                 what = "Start" if f.position == 0 else "Continue"
                 self._silence(now, scheduler, output, f"MIDI clock {what} while playing: every note ended")
                 self.started = now
-                log.info("MIDI clock %s at song position %d (%.2f quarters)", what, f.position, f.position / PPQ)
+                self.said_start.info(now, "MIDI clock %s at song position %d (%.2f quarters)", what, f.position,
+                               f.position / PPQ)
         if f.lost(now):
             self._silence(now, scheduler, output, f"no MIDI clock for {LOSS_SECONDS:g} s: every note ended; "
                                                   "waiting for Start or Continue")
@@ -179,8 +182,9 @@ class FollowClock:
     def _silence(self, now: float, scheduler, output: MidiOutput, why: str) -> None:
         if self.playing:
             output.send(scheduler.stop(now))
-            output.all_notes_off()
-            log.info("%s", why)
+            if output.struck:   # a Start/Stop flood sends CC 123 once, not every pass
+                output.all_notes_off()
+            self.said_silence.info(now, "%s", why)
         self.playing = False
 
     def stats(self) -> dict:
@@ -237,13 +241,12 @@ class SendClock:
         return {"clock_sent": self.sent or []}
 
 
-def open_clock(settings: dict, output: MidiOutput, ports: ExitStack) -> FollowClock | SendClock | None:
+def open_clock(s: Settings, output: MidiOutput, ports: ExitStack) -> FollowClock | SendClock | None:
     """The take's clock, by `clock`: None for the player's own (internal)."""
-    keep = bool(settings["stats"])
-    if settings["clock"] == "follow":
-        clock = FollowClock(settings["midi_api"], settings["clock_port"], settings["retry_seconds"],
-                            settings["bpm"], keep)
-    elif settings["clock"] == "send":
+    keep = bool(s.stats)
+    if s.clock == "follow":
+        clock = FollowClock(s.midi_api, s.clock_port, s.retry_seconds, s.bpm, keep)
+    elif s.clock == "send":
         clock = SendClock(output, keep)
     else:
         return None

@@ -44,3 +44,22 @@ class RateGuard:
         if self.flooded:
             self.dropped += 1
         return not self.flooded
+
+
+class Quieted:
+    """A log line that a flood may ask for thousands of times a second (Start on the clock port):
+    said at most once every `every` seconds, the ones held back counted into the next."""
+
+    def __init__(self, logger: logging.Logger, every: float = 1.0) -> None:
+        self.logger, self.every = logger, every
+        self.said_at = float("-inf")
+        self.held = 0
+
+    def info(self, now: float, message: str, *args) -> None:
+        if now - self.said_at < self.every:
+            self.held += 1
+            return
+        if self.held:
+            message, args = message + " (%d more not logged since)", (*args, self.held)
+        self.logger.info(message, *args)
+        self.said_at, self.held = now, 0

@@ -219,6 +219,7 @@ class MidiOutput(WatchedPort):
         self.channel, self.velocity_scale, self.on_sent = channel, velocity_scale, on_sent
         self.programs = list(programs) if programs is not None else ([(channel, program)] if program >= 0 else [])
         self.sounding: set[tuple[int, int]] = set()   # (channel, pitch)
+        self.struck = False                            # a note_on sent since the last all_notes_off
         self.channels_used: set[int] = {channel, *channels}
         if virtual_port:
             self.open_virtual(virtual_port)
@@ -260,6 +261,7 @@ class MidiOutput(WatchedPort):
             if kind == "note_on":
                 velocity = max(1, min(127, round(velocity * self.velocity_scale)))
                 self.sounding.add((channel, pitch))
+                self.struck = True
             else:
                 self.sounding.discard((channel, pitch))
             self._send_note(mido.Message(kind, note=pitch, velocity=velocity, channel=channel))
@@ -274,5 +276,6 @@ class MidiOutput(WatchedPort):
         for channel, pitch in sorted(self.sounding):
             self._send_note(mido.Message("note_off", note=pitch, velocity=0, channel=channel))
         self.sounding.clear()
+        self.struck = False
         for channel in sorted(self.channels_used):
             self._send(mido.Message("control_change", control=123, value=0, channel=channel))

@@ -25,7 +25,7 @@ from contextlib import ExitStack
 from typing import Any, Mapping
 
 from playbach import overrides, settings as pb_settings
-from playbach.device import config
+from playbach.device import config, signals
 from playbach.device.clock import open_clock
 from playbach.device.control import open_control
 from playbach.device.control_ops import PlayerState
@@ -34,6 +34,7 @@ from playbach.device.pacing import Pacer
 from playbach.device.process import normal_priority, set_realtime
 from playbach.device.scheduler import START_DELAY, Scheduler, Upcoming
 from playbach.device.sdnotify import Notifier
+from playbach.device.signals import WatchdogAbort
 from playbach.device.take_log import TakeLog
 from playbach.device.voicing import Thru, Voicing, program_changes
 from playbach.errors import UserError
@@ -53,17 +54,9 @@ def run(args: argparse.Namespace) -> int:
     if logging.getLogger().level != logging.DEBUG:   # -v wins
         logging.getLogger().setLevel(base.log_level.upper())
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGABRT):   # while loading: nothing is open yet
-        signal.signal(signum, _stop_loading)
+        signal.signal(signum, signals.stop_loading)
     s, kept = overrides.at_start(base, pb_settings.check_arguments(args))
     return Player(overrides.build(config.load_take, s, base), base, kept).run()
-
-
-def _stop_loading(signum: int, _frame: Any) -> None:
-    # SIGABRT is systemd's start timeout on a hung load (TimeoutStartFailureMode=abort): an exit
-    # it restarts, not a core dump
-    log.log(logging.ERROR if signum == signal.SIGABRT else logging.INFO, "%s while loading: stopping",
-            signal.Signals(signum).name)
-    raise SystemExit(1 if signum == signal.SIGABRT else 0)
 
 
 class Player:
@@ -103,7 +96,7 @@ class Player:
             if self.control is not None:
                 self.ports.enter_context(self.control)
             self.live = self._open_live(s)
-            self.clock = open_clock(dataclasses.asdict(s), self.output, self.ports)
+            self.clock = open_clock(s, self.output, self.ports)
         except BaseException:
             self.ports.close()
             raise
@@ -208,18 +201,9 @@ class Player:
         log.info("%s: stopping", signal.Signals(signum).name)
         self.stop_requested = True
 
-    def _on_watchdog(self, signum: int, _frame: Any) -> None:
-        # systemd's watchdog sends SIGABRT when the loop has hung, the kernel SIGXCPU past the
-        # unit's LimitRTTIME: unwind from wherever it hangs, so the ports still close with every note ended
-        raise WatchdogAbort(f"{signal.Signals(signum).name} (the watchdog or the realtime limit): "
-                            "the play loop stopped answering")
-
     def run(self) -> int:
         started = time.monotonic()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self._on_signal)
-        signal.signal(signal.SIGABRT, self._on_watchdog)
-        signal.signal(signal.SIGXCPU, self._on_watchdog)   # the unit's LimitRTTIME: ended, notes and all
+        signals.answer(self._on_signal)
         try:
             code = self._play()
         except WatchdogAbort as e:   # hung before the loop began: the ports are closed all the same
@@ -399,7 +383,3 @@ class Player:
                                       model=self.take.model.name, backend=self.take.model.backend, bpm=s.bpm,
                                       inference_seconds=self.pacer.inference,
                                       **(self.clock.stats() if self.clock is not None else {}))
-
-
-class WatchdogAbort(Exception):
-    """The play loop was interrupted by SIGABRT, which systemd's watchdog sends."""

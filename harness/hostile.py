@@ -1,4 +1,4 @@
-"""A hostile load on the real player (issue 22 item 2), as bench/hostile.py and tests/test_hostile.py
+"""A hostile load on the real player, as bench/hostile.py and tests/test_hostile.py
 run it: `run()` plays one take under the loads and returns what it measured.
 
 One player as the service runs it (SCHED_FIFO 20, its control socket, its input port, internal

@@ -1,5 +1,5 @@
 """What a piece *is*, apart from its name: note-content fingerprints, to prove a model never
-trained on a piece it is measured on (issue 11 item 7).
+trained on a piece it is measured on.
 
     content   the multiset of notes (start, pitch, duration), velocity ignored; times divided by
               their greatest common divisor (so the tick grid does not matter) and pitches taken

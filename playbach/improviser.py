@@ -56,10 +56,6 @@ class StepSource(Protocol):
 STEERING = tuple(f.name for f in fields(Steering))
 
 
-# what steer() changes (the live key is set_key's, the tempo the player's)
-STEERING = tuple(f.name for f in fields(Steering))
-
-
 @dataclass
 class Snapshot:
     """Everything the Improviser's next draw depends on, after some note: restored to try another

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 from fixtures_midi import assert_no_stuck_notes
-from fixtures_player import Running, note_ons, wait_until
+from fixtures_player import Running, all_notes_off, note_ons, wait_until
 
 from playbach.bundle import load_bundle
 from playbach.device import clock as clock_module
@@ -253,3 +253,25 @@ def test_waiting_for_start_the_player_sleeps_and_its_first_chord_leaves_with_the
     first_tick = next(t for t, m in source.log if m == [0xF8])
     first = min(t for t, _ in note_ons(receiver.taken()))
     assert 0 <= first - first_tick < 0.02, f"the first note {1e3 * (first - first_tick):.1f} ms after the first tick"
+
+
+def test_a_start_stop_flood_on_the_clock_port_is_logged_once_a_second_and_silenced_once(
+        bundle, jack_server, receiver, source, tmp_path):
+    """A clock port sending Stop and Start thousands of times a second (a broken or hostile
+    device): the journal gets a line a second, not one per message; the synth gets all-notes-off
+    when notes were struck, not every loop pass; and the take plays on once the clock is sane."""
+    player = follow(bundle, jack_server, receiver, source, tmp_path)
+    flood = [("ticks", BPM, 1), *[("msg", [0xFC]), ("msg", [0xFA])] * 100] * (2 * 48)   # 2 s, ~9,600/s
+    source.run([("msg", [0xFA]), ("ticks", BPM, 24 * 2), *flood, ("ticks", BPM, 24 * 4), ("msg", [0xFC])])
+    source.wait()
+    time.sleep(0.3)
+    assert player.stop()[0] == 0, player.log[-2000:]
+    starts = [t for t, m in source.log if m == [0xFA]]
+    assert len(starts) > 9000
+    flood_began, flood_ended = starts[1], starts[-1]
+    lines = player.log.count("MIDI clock Start") + player.log.count("MIDI clock Continue")
+    assert lines <= 2 + (flood_ended - flood_began), player.log[-2000:]
+    offs = [t for t in all_notes_off(receiver.taken()) if flood_began <= t <= flood_ended + 0.1]
+    assert len(offs) <= 2, f"{len(offs)} all-notes-off in a {flood_ended - flood_began:.1f} s flood"
+    assert [t for t, _ in note_ons(receiver.taken()) if t > flood_ended + 0.1], "nothing played after the flood"
+    assert_no_stuck_notes(receiver.taken())

@@ -1,7 +1,7 @@
 """Who may call the API: the token, or a session the login made (web/sessions.py), failed tokens
-rate-limited, cross-site POSTs refused, a flood of calls slowed (issue 13 item 4), and only for
-a Host that names this machine (issue 22). An aiohttp middleware; the page itself (GET / and
-its static files) needs no token: it holds nothing secret.
+rate-limited, cross-site POSTs refused, a flood of calls slowed, and only for a Host that
+names this machine. An aiohttp middleware; the page itself (GET / and its static files) needs no
+token: it holds nothing secret.
 
 A wrong or missing token gets 401 with nothing else said (no hint of what was wrong, no
 WWW-Authenticate); FAILS wrong tokens from one address within FAIL_WINDOW seconds and it gets

@@ -1,4 +1,4 @@
-"""The page's sessions and the names the service answers to (issue 22 item 5).
+"""The page's sessions and the names the service answers to.
 
 A session is what the page's cookie holds after a login: a random id, when it expires, and an
 HMAC of both keyed by the token -- never the token itself. Nothing is stored (the service may
