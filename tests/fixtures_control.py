@@ -29,6 +29,13 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats
                            max_leaves=20)
 
 
+def assert_clear(status: int, answer: bytes, _headers: bytes = b"") -> None:
+    """What a stranger's request gets: never a 500, and a 4xx says why (but 401, on purpose)."""
+    assert status < 500, (status, answer)
+    if status >= 400 and status not in (401, 405, 413):
+        assert answer.strip(), status
+
+
 class StandIn:
     """The player as the control ops see it (device/control_ops.Controlled): a real, empty
     scheduler and take log, and the real checks of a live change; no model, no MIDI."""

@@ -1,6 +1,6 @@
 """device/clockreplay.py: a clock take's tick arrivals replayed through the Follower (fast tier)."""
 import pytest
-from test_clock_follow import stalled_change_take as take
+from fixtures_clock import stalled_change_take as take
 
 from playbach.device.clockreplay import replay
 from playbach.device.follower import PPQ

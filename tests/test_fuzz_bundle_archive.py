@@ -116,7 +116,7 @@ def test_the_fuzzed_archive_itself_installs(tmp_path):
 def test_upload_bodies_get_a_201_or_a_4xx_with_the_reason(tmp_path, monkeypatch):
     """The same through the real aiohttp app (POST /api/bundles, test_fuzz_web's rig): never a 500."""
     pytest.importorskip("aiohttp")
-    from test_fuzz_web import TOKEN, WebRig, assert_clear
+    from fixtures_control import TOKEN, WebRig, assert_clear
 
     user = tmp_path / "models"
     monkeypatch.setenv("PLAYBACH_MODELS", str(user))

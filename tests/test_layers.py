@@ -99,3 +99,12 @@ def test_the_check_sees_a_wrong_import(tmp_path):
     assert violations("playbach.convert", c) == [
         "c/m.py imports playbach.trainer.train (convert uses trainer only for what defines a model)"]
     assert violations("playbach.device", write_module(tmp_path / "d", "import numpy\nfrom playbach import events\n")) == []
+
+
+def test_no_test_module_imports_another():
+    """What tests share lives in the fixtures_* modules: a test module imported by another runs
+    its module-level code twice and ties one file's tests to another's names."""
+    tests = REPO / "tests"
+    wrong = [f"{path.name} imports {module}" for path in sorted(tests.glob("*.py"))
+             for module in sorted(imported_modules(path)) if module.startswith("test_")]
+    assert wrong == []
