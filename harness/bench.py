@@ -94,7 +94,7 @@ def per_note(path: str | Path, events: int, seed: int = 0) -> dict:
 
     bundle, out = load_bundle(path), {}
     for plan in (0, settings.DEFAULTS.plan):
-        s = {**dataclasses.asdict(settings.DEFAULTS), "accelerator": "cpu", "seed": seed, "plan": plan}
+        s = dataclasses.replace(settings.DEFAULTS, accelerator="cpu", seed=seed, plan=plan)
         improviser = make_improviser(bundle, open_take_model(bundle, s), s)
         for _ in range(len(improviser.pending) + WARMUP):
             improviser.next_event()

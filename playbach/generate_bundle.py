@@ -8,6 +8,7 @@ generate (playbach/trainer/generate.py) instead.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -32,9 +33,9 @@ def add_arguments(parser) -> None:
     settings.add_arguments(parser, TAKE_SETTINGS)
 
 
-def take_settings(args) -> dict:
+def take_settings(args) -> settings.Settings:
     """Every setting of the take: the player's defaults, then the flags given (checked)."""
-    s = {**vars(settings.DEFAULTS), **settings.check_arguments(args, TAKE_SETTINGS), "accelerator": "cpu"}
+    s = dataclasses.replace(settings.DEFAULTS, **settings.check_arguments(args, TAKE_SETTINGS), accelerator="cpu")
     settings.check_together(s, "flags")
     return s
 
@@ -52,6 +53,6 @@ def run(args) -> int:
     improviser = make_improviser(bundle, open_take_model(bundle, s), s)
     take = render(improviser, args.events)
     notes = events_to_notes(take)
-    write_midi(notes, args.out, bundle.codec.ticks_per_quarter, bpm=s["bpm"], program=s["program"])
-    log.info("wrote %s: %d notes (plan %d, seed %d)", args.out, len(notes), s["plan"], s["seed"])
+    write_midi(notes, args.out, bundle.codec.ticks_per_quarter, bpm=s.bpm, program=s.program)
+    log.info("wrote %s: %d notes (plan %d, seed %d)", args.out, len(notes), s.plan, s.seed)
     return 0

@@ -9,6 +9,7 @@ No TensorFlow, no music21.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -57,11 +58,11 @@ def plans(text: str) -> list[int]:
 
 def take_measures(bundle: Bundle, plan: int, takes: int, events: int, seed: int) -> list[list[dict]]:
     """The segments' measures of `takes` takes of the player's default settings with this `plan`."""
-    base = {**vars(settings.DEFAULTS), "accelerator": "cpu", "plan": plan}
+    base = dataclasses.replace(settings.DEFAULTS, accelerator="cpu", plan=plan)
     model = open_take_model(bundle, base)
     measured = []
     for i in range(takes):
-        improviser = make_improviser(bundle, model, {**base, "seed": seed + i})
+        improviser = make_improviser(bundle, model, dataclasses.replace(base, seed=seed + i))
         opening = len(improviser.pending)
         take = np.stack([improviser.next_event() for _ in range(opening + events)])
         start = int(take[:opening + 1, 0].sum())   # the first generated note's tick

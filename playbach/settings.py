@@ -320,11 +320,6 @@ def live_settings(current: Settings = DEFAULTS) -> list[dict[str, Any]]:
     return rows
 
 
-def as_settings(values: Settings | Mapping[str, Any]) -> Settings:
-    """A Settings from a Settings or a plain dict of every setting (a caller's own mix of defaults)."""
-    return values if isinstance(values, Settings) else Settings(**values)
-
-
 def stacked(config: str | None, flags: Mapping[str, Any], where: str) -> Settings:
     """Defaults, then the config file (`config`, else DEFAULT_CONFIG if it exists), then `flags`
     (already checked), checked together: the settings of one command."""

@@ -18,12 +18,12 @@ import numpy as np
 from playbach import settings as pb_settings
 from playbach.bundle import Bundle, load_bundle
 from playbach.errors import UserError
-from playbach.events import merge_overlaps, notes_to_events, quantize_notes
+from playbach.events import Codec, merge_overlaps, notes_to_events, quantize_notes
 from playbach.improviser import STEERING, Improviser, StepSource, choose_opening
 from playbach.keys import parse_key
 from playbach.memory import RepeatMemory
 from playbach.midifile import read_midi
-from playbach.settings import Settings, as_settings
+from playbach.settings import Settings
 from playbach.steering import fit_seed, opening_key, prefer_mode
 
 log = logging.getLogger(__name__)
@@ -31,12 +31,11 @@ log = logging.getLogger(__name__)
 SEED_EVENTS = 32    # how much of a MIDI file seeds the model (about what a bundle opening holds)
 
 
-def open_take_model(bundle: Bundle, s: Settings | Mapping[str, Any]) -> StepSource:
+def open_take_model(bundle: Bundle, s: Settings) -> StepSource:
     """The bundle's model the settings ask for (accelerator, model_kind, variant); a step model
     the bundle lacks falls back to its windowed model."""
     from playbach.runtime import open_model   # the TFLite interpreter: only once a take is made
 
-    s = as_settings(s)
     try:
         return open_model(bundle, s.accelerator, s.model_kind, s.variant)
     except UserError as e:
@@ -82,11 +81,10 @@ def take_seed(bundle: Bundle, s: Settings, rng: np.random.Generator) -> np.ndarr
     return seed
 
 
-def make_improviser(bundle: Bundle, model: StepSource, s: Settings | Mapping[str, Any]) -> Improviser:
+def make_improviser(bundle: Bundle, model: StepSource, s: Settings) -> Improviser:
     """The Improviser of a take: seeded by `seed`, with the repeat memory and the steering of `s`
     (a pitch range the bundle cannot reach is a UserError naming the bundle), primed with the
     take's seed and, if `key` is set, settling there."""
-    s = as_settings(s)
     rng = np.random.default_rng(None if s.seed < 0 else s.seed)
     memory = RepeatMemory(bundle.memory if s.max_repeat else None, s.max_repeat)
     if s.max_repeat and bundle.memory is None:

@@ -23,11 +23,11 @@ def bundle():
 
 @pytest.fixture(scope="module")
 def model(bundle):
-    return open_take_model(bundle, {**dataclasses.asdict(settings.DEFAULTS), "accelerator": "cpu"})
+    return open_take_model(bundle, dataclasses.replace(settings.DEFAULTS, accelerator="cpu"))
 
 
 def take(bundle, model, events: int = 120, **changes) -> np.ndarray:
-    s = {**dataclasses.asdict(settings.DEFAULTS), "accelerator": "cpu", "seed": 7, **changes}
+    s = dataclasses.replace(settings.DEFAULTS, **{"accelerator": "cpu", "seed": 7, **changes})
     improviser = make_improviser(bundle, model, s)
     return np.stack([improviser.next_event() for _ in range(len(improviser.pending) + events)])
 
@@ -51,8 +51,8 @@ def struck_while_sounding(events: np.ndarray, first: int) -> int:
 
 def test_every_planned_note_keeps_the_range_and_strikes_no_sounding_pitch(bundle, model):
     events = take(bundle, model, 300, pitch_min=55, pitch_max=72, plan=6)
-    opening = len(make_improviser(bundle, model, {**dataclasses.asdict(settings.DEFAULTS), "accelerator": "cpu",
-                                                  "seed": 7, "pitch_min": 55, "pitch_max": 72}).pending)
+    opening = len(make_improviser(bundle, model, dataclasses.replace(settings.DEFAULTS, accelerator="cpu", seed=7,
+                                                                     pitch_min=55, pitch_max=72)).pending)
     played = events[opening:]
     assert played[:, 1].min() >= 55 and played[:, 1].max() <= 72
     assert struck_while_sounding(events, opening) == 0
@@ -61,7 +61,7 @@ def test_every_planned_note_keeps_the_range_and_strikes_no_sounding_pitch(bundle
 def test_a_steering_change_drops_the_rest_of_the_plan(bundle, model):
     """Notes already planned under the old range are not played after the range changes: the very
     next note keeps the new one."""
-    s = {**dataclasses.asdict(settings.DEFAULTS), "accelerator": "cpu", "seed": 3, "plan": 8}
+    s = dataclasses.replace(settings.DEFAULTS, accelerator="cpu", seed=3, plan=8)
     for cut in range(40, 48):     # somewhere inside a planned beat
         improviser = make_improviser(bundle, model, s)
         for _ in range(cut):
