@@ -72,6 +72,49 @@ def test_page_in_chromium_shows_notes_and_its_tempo_control_changes_the_spacing(
     assert min(slow) > 0.33 and sorted(slow)[len(slow) // 2] > 1.3 * sorted(fast)[len(fast) // 2], (fast, slow)
 
 
+def session_of_another_device(url: str, token: str) -> str:
+    """A session cookie as a second phone would get it: its own login."""
+    import urllib.request
+
+    login = urllib.request.Request(url + "/api/login", json.dumps({"token": token}).encode(),
+                                   {"Content-Type": "application/json"})
+    with urllib.request.urlopen(login, timeout=10) as r:
+        return r.headers["Set-Cookie"].split(";")[0]
+
+
+def status_with_cookie(url: str, cookie: str) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url + "/api/status", headers={"Cookie": cookie}),
+                                    timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_sign_out_other_devices_on_the_page(web_rig, browser):
+    """The page's Access button: the other device's session is refused, this page plays on."""
+    from selenium.webdriver.common.by import By
+
+    other = session_of_another_device(web_rig.url, web_rig.token)
+    assert status_with_cookie(web_rig.url, other) == 200
+    browser.get(web_rig.url + "/")
+    wait_until(lambda: browser.find_element(By.ID, "token").is_displayed(), what="the token form")
+    browser.find_element(By.ID, "token").send_keys(web_rig.token)
+    browser.find_element(By.ID, "login-go").click()
+    wait_until(lambda: browser.find_element(By.ID, "main").is_displayed(), what="the page after login")
+    browser.find_element(By.ID, "signout-others").click()
+    wait_until(lambda: "signed out" in browser.find_element(By.ID, "access-msg").text, 10, "the page to say so")
+    assert status_with_cookie(web_rig.url, other) == 401
+    browser.find_element(By.ID, "pause").click()   # this page's own session still steers the player
+    wait_until(lambda: web_rig.api("GET", "/api/status")[1]["paused"], 10, "the pause to reach the player")
+    browser.find_element(By.ID, "play").click()
+    wait_until(lambda: not web_rig.api("GET", "/api/status")[1]["paused"], 10, "play again")
+    assert browser.find_element(By.ID, "main").is_displayed()
+
+
 def test_without_the_token_the_page_controls_nothing(web_rig, browser):
     from selenium.webdriver.common.by import By
 

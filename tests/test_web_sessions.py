@@ -1,6 +1,6 @@
-"""The control page's sessions and Host check (issue 22 item 5): the cookie holds a session, not
+"""The control page's sessions and Host check: the cookie holds a session, not
 the token; a session lasts web_session_days; `playbach web --rotate-token` ends every session and
-the old token; a Host that does not name this machine (DNS rebinding) is refused before any token
+the old token, and so does the page's "Sign out other devices" (but its own, lasting a restart); a Host that does not name this machine (DNS rebinding) is refused before any token
 is looked at. The real app and socket server of test_fuzz_web's rig (a stand-in player)."""
 from __future__ import annotations
 
@@ -77,6 +77,51 @@ def test_rotate_token_ends_every_session_and_the_old_token(tmp_path):
         assert status_with(new, login(new, new_token)) == 200
     finally:
         new.close()
+
+
+def revoke(rig: WebRig, cookie: str) -> tuple[int, str | None]:
+    """POST /api/sessions/revoke as the page does: its status, and the new cookie it sets."""
+    status, _, headers = rig.send("POST", "/api/sessions/revoke", b"", {"Cookie": f"{COOKIE}={cookie}"})
+    lines = [h for h in headers.decode().split("\r\n") if h.lower().startswith("set-cookie:")]
+    return status, lines[0].split(":", 1)[1].strip().split(";")[0].split("=", 1)[1] if lines else None
+
+
+def test_the_page_signs_out_every_other_device_and_it_lasts_a_restart(tmp_path):
+    state = tmp_path / "state"   # the unit's StateDirectory
+    state.mkdir()
+    first = WebRig(tmp_path / "first", state_dir=str(state))
+    try:
+        phone, laptop = login(first), login(first)
+        status, mine = revoke(first, laptop)
+        assert status == 200 and mine is not None
+        assert status_with(first, phone) == 401 and status_with(first, laptop) == 401
+        assert status_with(first, mine) == 200            # the page that asked stays signed in
+        assert revoke(first, phone)[0] == 401             # a revoked session cannot revoke
+    finally:
+        first.close()
+    again = WebRig(tmp_path / "again", state_dir=str(state))   # the service restarted
+    try:
+        assert status_with(again, phone) == 401 and status_with(again, mine) == 200
+    finally:
+        again.close()
+
+
+@pytest.mark.parametrize("salt", [b"", b"short", b"x" * 33])
+def test_a_salt_file_that_is_not_one_ends_every_session_and_is_replaced(tmp_path, salt, caplog):
+    state = tmp_path / "state"
+    state.mkdir()
+    rig = WebRig(tmp_path / "a", state_dir=str(state))
+    cookie = login(rig)
+    rig.close()
+    (state / "sessions-salt").write_bytes(salt)
+    rig = WebRig(tmp_path / "b", state_dir=str(state))
+    try:
+        assert status_with(rig, cookie) == 401
+        assert len((state / "sessions-salt").read_bytes()) == 32
+        assert status_with(rig, login(rig)) == 200
+    finally:
+        rig.close()
+    assert "not a salt of 32" in caplog.text
 
 
 @pytest.mark.parametrize("host, answered", [

@@ -20,7 +20,7 @@ from typing import Awaitable, Callable
 from aiohttp import web
 
 from playbach.errors import UserError
-from playbach.web.sessions import SESSION_DAYS, Hosts, Sessions
+from playbach.web.sessions import SESSION_DAYS, Hosts, Sessions, new_salt, read_salt
 
 COOKIE = "playbach_session"
 FAILS, FAIL_WINDOW = 5, 60.0
@@ -49,12 +49,17 @@ def read_token(path: str) -> str:
 
 
 class Guard:
-    def __init__(self, token: str, session_days: float = SESSION_DAYS, hosts: tuple[str, ...] = ()):
-        self.token = token.encode()
-        self.sessions = Sessions(self.token, session_days)
+    def __init__(self, token: str, session_days: float = SESSION_DAYS, hosts: tuple[str, ...] = (),
+                 state_dir: str | None = None):
+        self.token, self.days, self.state_dir = token.encode(), session_days, state_dir
+        self.sessions = Sessions(self.token, session_days, read_salt(state_dir))
         self.hosts = Hosts(hosts)
         self.fails: dict[str, deque] = defaultdict(deque)
         self.buckets: dict[str, tuple[float, float]] = {}
+
+    def revoke_sessions(self) -> None:
+        """Every session made so far ends: the sessions are keyed by a new salt from now on."""
+        self.sessions = Sessions(self.token, self.days, new_salt(self.state_dir))
 
     def token_ok(self, given: str | None) -> bool:
         try:   # a header's bytes that are not UTF-8 reach us as lone surrogates: not the token

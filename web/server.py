@@ -72,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     token = read_token(s.web_token_file)
     host, port = settings.host_port(s.web_listen)
     hosts = tuple(h for h in s.web_hosts.split(",") if h.strip())
-    asyncio.run(serve(make_app(s.control_socket, token, s.web_session_days, hosts), host, port))
+    state_dir = os.environ.get("STATE_DIRECTORY")   # systemd's StateDirectory: the sessions' salt
+    asyncio.run(serve(make_app(s.control_socket, token, s.web_session_days, hosts, state_dir), host, port))
     return 0
 
 
@@ -120,8 +121,8 @@ async def serve(app: web.Application, host: str, port: int) -> None:
 
 
 def make_app(control_socket: str, token: str, session_days: float = settings.DEFAULTS.web_session_days,
-             hosts: tuple[str, ...] = ()) -> web.Application:
-    guard = Guard(token, session_days, hosts)
+             hosts: tuple[str, ...] = (), state_dir: str | None = None) -> web.Application:
+    guard = Guard(token, session_days, hosts, state_dir)
     app = web.Application(middlewares=[guard.middleware], client_max_size=MAX_BODY)
     app["link"], app["guard"], app["streams"] = Link(control_socket), guard, set()
 
@@ -142,6 +143,7 @@ def make_app(control_socket: str, token: str, session_days: float = settings.DEF
     app.router.add_get("/", lambda _r: web.FileResponse(STATIC / "index.html"))
     app.router.add_static("/static/", STATIC)
     app.router.add_post("/api/login", login)
+    app.router.add_post("/api/sessions/revoke", revoke_sessions)
     app.router.add_get("/api/status", status)
     app.router.add_get("/api/settings", live)
     app.router.add_post("/api/settings", change)
@@ -188,7 +190,20 @@ async def login(request: web.Request) -> web.Response:
     if not isinstance(given, str) or not guard.token_ok(given):
         guard.failed(request.remote or "?", asyncio.get_running_loop().time())
         raise web.HTTPUnauthorized(text="401: Unauthorized\n")
-    response = web.Response(status=204)
+    return signed_in(request, web.Response(status=204))
+
+
+async def revoke_sessions(request: web.Request) -> web.Response:
+    """Sign out every other device: every session ends; the page that asked gets a new one."""
+    guard: Guard = request.app["guard"]
+    guard.revoke_sessions()
+    log.warning("web: every page session revoked (asked from %s)", request.remote)
+    return signed_in(request, web.json_response({"ok": True}))
+
+
+def signed_in(request: web.Request, response: web.Response) -> web.Response:
+    """`response` with a new session in an HttpOnly SameSite=Strict cookie (web_session_days)."""
+    guard: Guard = request.app["guard"]
     response.set_cookie(COOKIE, guard.sessions.new(time.time()), httponly=True, samesite="Strict", path="/",
                         max_age=round(guard.sessions.seconds), secure=request.secure)
     return response

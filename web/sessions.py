@@ -1,9 +1,11 @@
 """The page's sessions and the names the service answers to.
 
 A session is what the page's cookie holds after a login: a random id, when it expires, and an
-HMAC of both keyed by the token -- never the token itself. Nothing is stored (the service may
-write nothing, and a session must outlive a restart), so a new token (`playbach web
---rotate-token`) ends every session at once: their MACs no longer match.
+HMAC of both keyed by the token and a salt -- never the token itself. No session is stored, so
+one outlives a restart. Every session ends at once when either changes: a new token (`playbach
+web --rotate-token`), or a new salt ("Sign out other devices" on the page). The salt is kept in
+the service's state folder (systemd's StateDirectory, $STATE_DIRECTORY), so a revocation outlives
+a restart too; without one (a desktop run) it lasts until `playbach web` stops.
 
 The Host header must name this machine: its hostname, hostname.local, localhost, the address
 the request came in on, or a name in `web_hosts` ('*': any). A page on another site that rebinds
@@ -15,16 +17,24 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import logging
+import os
 import secrets
 import socket
+from pathlib import Path
 from typing import Iterable
 
+from playbach.files import replace_atomically
+
+log = logging.getLogger(__name__)
 SESSION_DAYS = 30.0
+SALT_BYTES = 32
+SALT_FILE = "sessions-salt"
 
 
 class Sessions:
-    def __init__(self, token: bytes, days: float = SESSION_DAYS):
-        self.key = hmac.new(token, b"playbach-web sessions", hashlib.sha256).digest()
+    def __init__(self, token: bytes, days: float = SESSION_DAYS, salt: bytes = b""):
+        self.key = hmac.new(token, b"playbach-web sessions" + salt, hashlib.sha256).digest()
         self.seconds = days * 86400.0
 
     def _mac(self, sid: str, expires: int) -> str:
@@ -44,6 +54,42 @@ class Sessions:
         if not hmac.compare_digest(mac.encode(), self._mac(sid, int(expires)).encode()):
             return "forged"
         return "ok" if now < int(expires) else "expired"
+
+
+def read_salt(folder: str | None) -> bytes:
+    """The salt kept in `folder` (made there when there is none). A salt file that is not one, or
+    a folder it cannot be read from, is logged and replaced: every session ends, the safe side."""
+    if folder is None:
+        return b""
+    path = Path(folder) / SALT_FILE
+    try:
+        salt = path.read_bytes()
+        if len(salt) == SALT_BYTES:
+            return salt
+        log.warning("%s: %d bytes, not a salt of %d; every page session ends", path, len(salt), SALT_BYTES)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        log.warning("%s: cannot read it (%s); every page session ends", path, e.strerror or e)
+    return new_salt(folder)
+
+
+def new_salt(folder: str | None) -> bytes:
+    """A fresh salt, written whole to `folder` when there is one (logged if it cannot be: then it
+    holds until the service stops)."""
+    salt = secrets.token_bytes(SALT_BYTES)
+    if folder is not None:
+        def write(tmp: Path) -> None:
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+                f.write(salt)
+                f.flush()
+                os.fsync(f.fileno())
+        try:
+            replace_atomically(Path(folder) / SALT_FILE, write)
+        except OSError as e:
+            log.warning("%s: cannot keep the sessions' salt (%s); a revocation lasts until the service stops",
+                        folder, e.strerror or e)
+    return salt
 
 
 def host_name(header: str) -> str:

@@ -180,6 +180,10 @@ window.addEventListener("DOMContentLoaded", () => {
     if (r.ok) { $("token").value = ""; start(); }
   });
   $("upload-go").addEventListener("click", upload);
+  $("signout-others").addEventListener("click", async () => {
+    const r = await api("POST", "/api/sessions/revoke").catch(() => null);
+    $("access-msg").textContent = r && r.ok ? "Every other device is signed out." : "Not done: the page did not answer.";
+  });
   setInterval(() => { if (started) refresh(); }, 1000);
   setInterval(() => { if (started) loadBundles(); }, 10000);   // a bundle copied in by scp shows up
   requestAnimationFrame(draw);
