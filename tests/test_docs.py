@@ -1,5 +1,6 @@
-"""The documents generated from data stay what the data gives: docs/results.md from
-bench/results/*.json (bench/report.py), so no figure there is typed by hand or left stale."""
+"""The documents generated from data stay what the data gives: docs/results.md and the README's
+headline table from bench/results/*.json (bench/report.py), so no figure there is typed by hand
+or left stale."""
 from __future__ import annotations
 
 import subprocess
@@ -24,3 +25,15 @@ def test_results_page_check_fails_on_a_stale_page(tmp_path):
                     .replace('REPO = Path(__file__).resolve().parent.parent', f"REPO = Path({str(REPO)!r})"))
     done = subprocess.run([sys.executable, str(copy), "--check"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "not what bench/results gives" in done.stderr
+
+
+def test_readme_headline_check_fails_on_a_typed_figure(tmp_path):
+    """The README's headline table is checked too: a copy with one figure typed over fails."""
+    script = (REPO / "bench" / "report.py").read_text()
+    readme = tmp_path / "README.md"
+    readme.write_text((REPO / "README.md").read_text().replace("| 1.856 |", "| 1.855 |", 1))
+    copy = tmp_path / "report.py"
+    copy.write_text(script.replace('README = REPO / "README.md"', f"README = __import__('pathlib').Path({str(readme)!r})")
+                    .replace('REPO = Path(__file__).resolve().parent.parent', f"REPO = Path({str(REPO)!r})"))
+    done = subprocess.run([sys.executable, str(copy), "--check"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "README.md is not what bench/results gives" in done.stderr
