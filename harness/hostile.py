@@ -32,6 +32,7 @@ socket is given to its group, as the page's group would be; the page runs here, 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import pwd
 import random
@@ -68,26 +69,55 @@ def midi_message(kind: str, rng: random.Random, i: int) -> list[int]:
 
 
 class MidiFlood(_Source):
-    """One kind of message at `rate` a second, in 1 ms bursts, from a thread at FIFO 25."""
+    """One kind of message at `rate` a second, in 1 ms bursts, at FIFO 25 (FloodProcess runs it)."""
 
     def __init__(self) -> None:
         super().__init__("playbach-hostile")
-        self.count = 0
 
-    def run(self, kind: str, seconds: float, rate: int) -> None:
-        self._start(self._run, kind, seconds, rate)
-
-    def _run(self, kind: str, seconds: float, rate: int) -> None:
+    def flood(self, kind: str, seconds: float, rate: int) -> int:
         _realtime(25)
-        rng, per_burst, start, burst = random.Random(0), max(1, rate // 1000), time.monotonic(), 0
+        rng, per_burst, start, burst, sent = random.Random(0), max(1, rate // 1000), time.monotonic(), 0, 0
         while time.monotonic() < start + seconds:
             for _ in range(per_burst):
-                self.out.send_message(midi_message(kind, rng, self.count))
-                self.count += 1
+                self.out.send_message(midi_message(kind, rng, sent))
+                sent += 1
             burst += 1
             delay = start + burst / 1000 - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
+        return sent
+
+
+class FloodProcess:
+    """The MIDI flood's port in a process of its own, there from the start (the player listens to
+    it) to the end. A flood thread in this process would hold its GIL, which the receiver's
+    callback waits for to stamp a note: the notes would look late for the measuring's sake."""
+
+    def __init__(self) -> None:
+        context = multiprocessing.get_context("spawn")   # a fresh interpreter: no JACK client forked
+        self.conn, theirs = context.Pipe()
+        self.proc = context.Process(target=_flood_child, args=(theirs,), daemon=True)
+        self.proc.start()
+        if not self.conn.poll(30):
+            raise RuntimeError("the flood's process did not open its port in 30 s")
+        self.conn.recv()
+
+    def flood(self, kind: str, seconds: float, rate: int) -> int:
+        """Send `kind` at `rate` a second for `seconds`; how many were sent."""
+        self.conn.send((kind, seconds, rate))
+        return self.conn.recv()
+
+    def close(self) -> None:
+        self.conn.send(None)
+        self.proc.join(10)
+
+
+def _flood_child(conn) -> None:
+    flood = MidiFlood()
+    conn.send("ready")
+    while (job := conn.recv()) is not None:
+        conn.send(flood.flood(*job))
+    flood.close()
 
 
 # under the socket's 8 KiB line cap, so a connection is kept (an over-long line is hung up on)
@@ -298,7 +328,7 @@ def _run(bundle: Path, tmp: Path, sock: str, seconds: float, gap: float, kinds: 
     total = schedule[-1][1] + seconds + 3.0
     stats_path, log_path = tmp / "stats.json", tmp / "player.log"
     with jack.JackServer(f"playbach-hostile-{os.getpid()}", tmp, period=64):
-        receiver, flood = jack.Receiver(client="playbach-hostile-rec"), MidiFlood()
+        receiver, flood = jack.Receiver(client="playbach-hostile-rec"), FloodProcess()
         proc = subprocess.Popen(
             [sys.executable, "-m", "playbach.cli", "play", "--bundle", str(bundle), "--midi-api", "jack",
              "--port", receiver.name, "--input-port", "playbach-hostile", "--control-socket", sock,
@@ -322,10 +352,8 @@ def _run(bundle: Path, tmp: Path, sock: str, seconds: float, gap: float, kinds: 
             elif kind == "connect_storm":
                 detail = in_child(connect_storm, sock, seconds)
             elif kind != "quiet":
-                flood.count = 0
-                flood.run(kind, seconds, MIDI_RATE[kind])
-                flood.wait()
-                detail = {"messages": flood.count, "rate_per_s": round(flood.count / seconds)}
+                sent = flood.flood(kind, seconds, MIDI_RATE[kind])
+                detail = {"messages": sent, "rate_per_s": round(sent / seconds)}
             else:
                 time.sleep(seconds)
             rss.append(round(_rss_kb(proc.pid) / 1024, 1))
