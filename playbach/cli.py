@@ -34,6 +34,7 @@ log = logging.getLogger("playbach")
 # commands that take a bundle folder as well as a run folder, and the core module of the bundle's
 BUNDLE_MODULES = {"evaluate": "playbach.evaluate_bundle", "generate": "playbach.generate_bundle"}
 BUNDLE_EVALUATE = BUNDLE_MODULES["evaluate"]
+DESKTOP_ONLY = ("playbach.trainer", "playbach.convert")   # not in the Pi's install (systemd/install.sh)
 
 
 def module_name(command: str, rest: list[str]) -> str:
@@ -54,7 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     known, _ = top.parse_known_args(argv)  # which command? exits with usage if none
 
     rest = argv[argv.index(known.command) + 1:]
-    module = importlib.import_module(module_name(known.command, rest))
+    try:
+        module = importlib.import_module(module_name(known.command, rest))
+    except ModuleNotFoundError as e:
+        if not (e.name or "").startswith(DESKTOP_ONLY):
+            raise
+        print(f"playbach {known.command}: a desktop command, not installed here (the Pi's install holds "
+              f"what plays; train and convert on a desktop: README, 'Train your own')", file=sys.stderr)
+        return 2
     parser = argparse.ArgumentParser(prog=f"playbach {known.command}",
                                      description=COMMANDS[known.command][1])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

@@ -151,13 +151,18 @@ check_python() {
 # compiler, so Debian's python3-rtmidi, built for this Python and this ALSA, is used where its
 # version is enough; pip fetches only what Debian lacks or has too old. A staging root (--prefix)
 # gets a self-contained venv: the host's own packages are not the Pi's.
-# The package's code folders, as setup.cfg's package_dir names them (a folder added there is
+# setup.cfg as the Pi installs it: without the trainer and the converter, which run on a desktop
+# (with TensorFlow) and never here; `playbach train` on the Pi says so (playbach/cli.py).
+pi_setup_cfg() {
+    grep -Ev '^[[:space:]]+playbach\.(trainer|convert)([[:space:]]|=|$)' "$REPO/setup.cfg"
+}
+
+# The Pi's code folders, as its setup.cfg's package_dir names them (a folder added there is
 # copied and hashed without touching this script).
 code_dirs() {
-    "$PYTHON" -c 'import configparser, sys
-c = configparser.ConfigParser(); c.read(sys.argv[1])
-print(" ".join(sorted({line.split("=")[1].strip() for line in c["options"]["package_dir"].splitlines() if "=" in line})))' \
-        "$REPO/setup.cfg"
+    pi_setup_cfg | "$PYTHON" -c 'import configparser, sys
+c = configparser.ConfigParser(); c.read_string(sys.stdin.read())
+print(" ".join(sorted({line.split("=")[1].strip() for line in c["options"]["package_dir"].splitlines() if "=" in line})))'
 }
 
 source_hash() {
@@ -246,7 +251,8 @@ install_venv() {
     # build from a copy: pip would otherwise leave build/ and *.egg-info in the checkout
     local src="$WORK/src"
     mkdir -p "$src"
-    cp -R "$REPO/setup.cfg" "$REPO/pyproject.toml" "$REPO/README.md" "$src/"
+    cp -R "$REPO/pyproject.toml" "$REPO/README.md" "$src/"
+    pi_setup_cfg >"$src/setup.cfg"
     for d in $(code_dirs); do cp -R "$REPO/$d" "$src/"; done
     find "$src" -name __pycache__ -prune -exec rm -rf {} +
     pip_install "$new" "$src[$EXTRAS]" "$offline" "$venv"

@@ -64,6 +64,22 @@ def test_venv_holds_the_device_extra_and_no_tensorflow(installed_root):
     assert done.stdout.startswith(str(installed_root / "opt/playbach/venv/lib"))
 
 
+def test_the_pi_gets_only_what_runs_there_and_a_desktop_command_says_so(installed_root):
+    """The trainer and the converter (desktop, TensorFlow) are not installed on the Pi; asked for,
+    `playbach train` says it is a desktop command and exits 2 (not a traceback)."""
+    venv = installed_root / "opt/playbach/venv"
+    found = subprocess.run([str(venv / "bin/python"), "-I", "-c",
+                            "import importlib.util as u\n"
+                            "print([m for m in ('playbach.trainer', 'playbach.convert', 'playbach.device', "
+                            "'playbach.harness', 'playbach.web') if u.find_spec(m)])"],
+                           capture_output=True, text=True, timeout=60)
+    assert found.stdout.strip() == "['playbach.device', 'playbach.harness', 'playbach.web']", found.stderr
+    for command in ("train", "convert"):
+        done = subprocess.run([str(venv / "bin/playbach"), command, "--help"], capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 2 and "a desktop command, not installed here" in done.stderr, done.stderr
+
+
 def test_bundle_and_config_are_installed_readable(installed_root, appliance_bundle):
     bundle = installed_root / "opt/playbach/models/default"
     assert sorted(p.name for p in bundle.iterdir()) == sorted(p.name for p in Path(appliance_bundle).iterdir())
