@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from gadget import MidiGadget
-from guest import STATE, UNIT, first_message, journal, run, set_config_key, wait_for
+from guest import STATE, UNIT, edit_config, first_message, journal, run, wait_for
 from recorder import find_card
 
 PPQ = 24
@@ -129,13 +129,11 @@ def transport(recorder, sent: list[float]) -> list[float]:
 
 def follow_config(config: Path) -> str:
     """The user's edits for following this synth's clock; returns the file as it was."""
-    good = config.read_text()
-    set_config_key(config, "clock", '"follow"')
-    set_config_key(config, "clock_port", '"PiVM Synth"')
-    set_config_key(config, "opening", '"0"')        # the first chord is known: the Start check
-    set_config_key(config, "stats", f'"{STATS}"')   # where the player meant each note (its record)
-    set_config_key(config, "plan", str(TIMING_PLAN))  # (see TIMING_PLAN)
-    return good
+    return edit_config(config, {
+        "clock": '"follow"', "clock_port": '"PiVM Synth"',
+        "opening": '"0"',                  # the first chord is known: the Start check
+        "stats": f'"{STATS}"',             # where the player meant each note (its record)
+        "plan": str(TIMING_PLAN)})         # (see TIMING_PLAN)
 
 
 def measure(take: dict) -> dict:

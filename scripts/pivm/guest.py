@@ -128,6 +128,14 @@ def save_results(results: dict) -> None:
     os.replace(tmp, RESULTS)
 
 
+def edit_config(path: Path, values: dict[str, str]) -> str:
+    """A user's edits to a config (each key set to its TOML text); the file as it was, to put back."""
+    before = path.read_text()
+    for key, value in values.items():
+        set_config_key(path, key, value)
+    return before
+
+
 def set_config_key(path: Path, key: str, value: str) -> None:
     """Set `key = value` in a TOML file of top-level keys, as a user editing it would."""
     lines = path.read_text().splitlines()

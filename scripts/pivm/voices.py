@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from guest import UNIT, run, set_config_key, wait_for
+from guest import UNIT, edit_config, run, wait_for
 from recorder import balance
 
 CHANNELS = [1, 2, 3, 4]
@@ -24,11 +24,7 @@ PLAY_SECONDS = 60          # at most this long for them
 
 def four_voices_config(config: Path) -> str:
     """The user's edits for four voices; returns the file as it was."""
-    good = config.read_text()
-    set_config_key(config, "voices", '"four"')
-    set_config_key(config, "channels", str(CHANNELS))
-    set_config_key(config, "programs", str(PROGRAMS))
-    return good
+    return edit_config(config, {"voices": '"four"', "channels": str(CHANNELS), "programs": str(PROGRAMS)})
 
 
 def four_voices_check(config: Path, recorder) -> dict:
