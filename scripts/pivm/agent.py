@@ -137,7 +137,10 @@ class Agent:
         t = time.monotonic()
         os.kill(pid, sig)
         timeout = NOTE_TIMEOUT + (40 if sig == signal.SIGSTOP else 0)
-        note = self.wait_note(t, timeout)
+        # the music is back when the new process plays: a note the old one sent before the
+        # signal may still reach the synth after it (USB), and is not the restart's
+        replaced = wait_for(lambda: main_pid() not in (0, pid), timeout, 0.2)
+        note = self.wait_note(time.monotonic(), timeout) if replaced else None
         figures = {"pid": pid, "new_pid": main_pid(), "to_note_s": note and round(note - t, 2),
                    "nrestarts": int(show(UNIT).get("NRestarts", 0))}
         if sig == signal.SIGSTOP:
