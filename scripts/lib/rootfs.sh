@@ -42,7 +42,7 @@ install_files() {
 # machine's network (pip fetches the aarch64 wheels now). An HTTPS-inspecting proxy's CA, where
 # the host has one, is appended to the bundle pip reads (update-ca-certificates forks per
 # certificate: minutes under qemu-user) and taken out again: the root does not keep it. No /sys:
-# the host's x86 CPUs there crash TFLite's cpuinfo under qemu-user (bench/aarch64.sh).
+# the host's x86 CPUs there crash TFLite's cpuinfo under qemu-user (scripts/aarch64.sh).
 install_sh_in_root() {   # ROOT [install.sh flags...]
     local root=$1 bundle=$1/etc/ssl/certs/ca-certificates.crt m
     shift

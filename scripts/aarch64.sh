@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The Pi's architecture: install the device extra into an arm64 Debian root and play on it.
 #
-#   sudo bench/aarch64.sh [--bundle DIR] [--seconds N] [--seed N] [--rebuild | --quick]
+#   sudo scripts/aarch64.sh [--bundle DIR] [--seconds N] [--seed N] [--rebuild | --quick]
 #
 # 1. an arm64 Debian bookworm root (Python 3.11, as Raspberry Pi OS 64-bit) made by mmdebstrap,
 #    cached in .cache/aarch64-root (git-ignored; --rebuild makes it anew);
@@ -194,16 +194,16 @@ rootfs
 prepare
 venv
 VENV_MB=$(du -sm "$ROOT$VENV" | cut -f1)
-inside python3 /src/bench/aarch64/probe.py facts > "$OUTDIR/facts.json"
+inside python3 /src/scripts/aarch64/probe.py facts > "$OUTDIR/facts.json"
 jack
 play
 cp "$OUTDIR/received.log" "$ROOT/out/received.log"
-inside python3 /src/bench/aarch64/probe.py take /out/take.mid /out/stats.json /out/received.log > "$OUTDIR/take.json"
+inside python3 /src/scripts/aarch64/probe.py take /out/take.mid /out/stats.json /out/received.log > "$OUTDIR/take.json"
 log "timing model.step for each step variant (300 events each, under emulation)"
-inside python3 /src/bench/aarch64/probe.py steps /bundle 300 > "$OUTDIR/steps.json"
+inside python3 /src/scripts/aarch64/probe.py steps /bundle 300 > "$OUTDIR/steps.json"
 # the same on this host's own CPU, natively, to show what emulation costs
 if [ -x "$REPO/.venv/bin/python" ]; then
-    "$REPO/.venv/bin/python" "$REPO/bench/aarch64/probe.py" steps "$BUNDLE" 300 > "$OUTDIR/steps_native.json" \
+    "$REPO/.venv/bin/python" "$REPO/scripts/aarch64/probe.py" steps "$BUNDLE" 300 > "$OUTDIR/steps_native.json" \
         2>/dev/null || echo '{}' > "$OUTDIR/steps_native.json"
 else
     echo '{}' > "$OUTDIR/steps_native.json"

@@ -1,4 +1,4 @@
-"""What bench/aarch64.sh asks the Python inside the arm64 root (and, for comparison, the host's).
+"""What scripts/aarch64.sh asks the Python inside the arm64 root (and, for comparison, the host's).
 
     python probe.py facts                          machine, interpreter and package versions
     python probe.py steps BUNDLE [STEPS]           ms per model.step, every CPU step variant
