@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (e.name or "").startswith(DESKTOP_ONLY):
             raise
         print(f"playbach {known.command}: a desktop command, not installed here (the Pi's install holds "
-              f"what plays; train and convert on a desktop: README, 'Train your own')", file=sys.stderr)
+              "what plays; train and convert on a desktop: the README's 'Training your own model')", file=sys.stderr)
         return 2
     parser = argparse.ArgumentParser(prog=f"playbach {known.command}",
                                      description=COMMANDS[known.command][1])
