@@ -270,8 +270,11 @@ def test_a_start_stop_flood_on_the_clock_port_is_logged_once_a_second_and_silenc
     assert len(starts) > 9000
     flood_began, flood_ended = starts[1], starts[-1]
     lines = player.log.count("MIDI clock Start") + player.log.count("MIDI clock Continue")
-    assert lines <= 2 + (flood_ended - flood_began), player.log[-2000:]
-    offs = [t for t in all_notes_off(receiver.taken()) if flood_began <= t <= flood_ended + 0.1]
-    assert len(offs) <= 2, f"{len(offs)} all-notes-off in a {flood_ended - flood_began:.1f} s flood"
+    assert lines <= 3 + (flood_ended - flood_began), player.log[-2000:]
+    # all-notes-off once, and again only after a note struck since (one may slip in between a
+    # tick and the Stop after it): not at every loop pass that took a Stop
+    window = [(t, m) for t, m in receiver.taken() if flood_began <= t <= flood_ended + 0.1]
+    offs, struck = all_notes_off(window), note_ons(window)
+    assert len(offs) <= 1 + len(struck), f"{len(offs)} all-notes-off, {len(struck)} notes, in the flood"
     assert [t for t, _ in note_ons(receiver.taken()) if t > flood_ended + 0.1], "nothing played after the flood"
     assert_no_stuck_notes(receiver.taken())
