@@ -24,6 +24,18 @@ def write_text_atomically(path: str | Path, text: str) -> None:
     replace_atomically(path, lambda tmp: tmp.write_text(text))
 
 
+def write_secret_atomically(path: str | Path, data: bytes) -> None:
+    """`data` to `path`, readable by its owner only from its first byte (0600), fsynced, then
+    renamed over the old file: a token or a key is never seen half-written or by others."""
+    def write(tmp: Path) -> None:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+    replace_atomically(path, write)
+
+
 def publish(work: Path, out: Path) -> None:
     """Replace the folder `out` with the finished folder `work` beside it (a run, a bundle): the old
     one is kept until the rename worked, so a reader finds the old folder or the new, never half."""

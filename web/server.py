@@ -31,7 +31,7 @@ from aiohttp import web
 
 from playbach import settings, wire
 from playbach.errors import UserError
-from playbach.files import replace_atomically
+from playbach.files import write_secret_atomically
 from playbach.web import bundles
 from playbach.web.guard import COOKIE, Guard, read_token
 from playbach.web.link import Link, NotPlaying
@@ -82,15 +82,8 @@ def rotate_token(path: str) -> int:
     signed with the token (web/sessions.py), so none survives it. The installed service reads
     its copy of the token at start: it is restarted here when it is the installed token."""
     token = secrets.token_urlsafe(32)
-
-    def write(tmp: Path) -> None:
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
-            f.write(token + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
     try:
-        replace_atomically(path, write)
+        write_secret_atomically(path, (token + "\n").encode())
     except OSError as e:
         raise UserError(f"web_token_file {path}: cannot write a new token ({e.strerror or e})") from e
     print(f"new token written to {path} (mode 0600); the old one and every session are revoked:\n{token}")

@@ -18,13 +18,12 @@ import hashlib
 import hmac
 import ipaddress
 import logging
-import os
 import secrets
 import socket
 from pathlib import Path
 from typing import Iterable
 
-from playbach.files import replace_atomically
+from playbach.files import write_secret_atomically
 
 log = logging.getLogger(__name__)
 SESSION_DAYS = 30.0
@@ -79,13 +78,8 @@ def new_salt(folder: str | None) -> bytes:
     holds until the service stops)."""
     salt = secrets.token_bytes(SALT_BYTES)
     if folder is not None:
-        def write(tmp: Path) -> None:
-            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
-                f.write(salt)
-                f.flush()
-                os.fsync(f.fileno())
         try:
-            replace_atomically(Path(folder) / SALT_FILE, write)
+            write_secret_atomically(Path(folder) / SALT_FILE, salt)
         except OSError as e:
             log.warning("%s: cannot keep the sessions' salt (%s); a revocation lasts until the service stops",
                         folder, e.strerror or e)
