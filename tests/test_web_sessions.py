@@ -25,13 +25,22 @@ def rig(tmp_path):
     rig.close()
 
 
+def set_cookie(headers: bytes) -> str | None:
+    """The Set-Cookie line of a response's headers, if it has one."""
+    return next((h for h in headers.decode().split("\r\n") if h.lower().startswith("set-cookie:")), None)
+
+
+def cookie_value(line: str) -> str:
+    return line.split(":", 1)[1].strip().split(";")[0].split("=", 1)[1]
+
+
 def login(rig: WebRig, token: str = TOKEN) -> str:
     status, _, headers = rig.send("POST", "/api/login", json.dumps({"token": token}).encode(),
                                   {"Content-Type": "application/json"})
     assert status == 204, status
-    line = next(h for h in headers.decode().split("\r\n") if h.lower().startswith("set-cookie:"))
-    assert "HttpOnly" in line and "SameSite=Strict" in line and f"Max-Age={30 * 86400}" in line, line
-    return line.split(":", 1)[1].strip().split(";")[0].split("=", 1)[1]
+    line = set_cookie(headers)
+    assert line and "HttpOnly" in line and "SameSite=Strict" in line and f"Max-Age={30 * 86400}" in line, line
+    return cookie_value(line)
 
 
 def status_with(rig: WebRig, cookie: str) -> int:
@@ -82,8 +91,8 @@ def test_rotate_token_ends_every_session_and_the_old_token(tmp_path):
 def revoke(rig: WebRig, cookie: str) -> tuple[int, str | None]:
     """POST /api/sessions/revoke as the page does: its status, and the new cookie it sets."""
     status, _, headers = rig.send("POST", "/api/sessions/revoke", b"", {"Cookie": f"{COOKIE}={cookie}"})
-    lines = [h for h in headers.decode().split("\r\n") if h.lower().startswith("set-cookie:")]
-    return status, lines[0].split(":", 1)[1].strip().split(";")[0].split("=", 1)[1] if lines else None
+    line = set_cookie(headers)
+    return status, cookie_value(line) if line else None
 
 
 def test_the_page_signs_out_every_other_device_and_it_lasts_a_restart(tmp_path):
