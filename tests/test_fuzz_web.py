@@ -64,7 +64,8 @@ def test_restart_bodies_get_a_4xx_never_a_500(rig, body):
 
 @FUZZ
 @given(name=st.sampled_from(["Authorization", "Cookie", "Origin", "Sec-Fetch-Site", "Host", "X-Forwarded-For"]),
-       value=header_bytes, path=st.sampled_from(["/api/status", "/api/pause", "/api/take.mid?minutes=1"]))
+       value=header_bytes,
+       path=st.sampled_from(["/api/status", "/api/pause", "/api/sessions/revoke", "/api/take.mid?minutes=1"]))
 @example(name="Authorization", value="Bearer caf\u00e9\u00ff".encode("latin-1"), path="/api/status")
 @example(name="Authorization", value=b"Bearer \xe2\x82\xac\xff\xfe", path="/api/status")
 @example(name="Cookie", value=b"playbach_session=\xff\xfe; x=\x00", path="/api/status")
@@ -73,7 +74,7 @@ def test_restart_bodies_get_a_4xx_never_a_500(rig, body):
 @example(name="Host", value=b"[::1", path="/api/status")
 @example(name="Origin", value=b"http://\xff", path="/api/pause")
 def test_any_header_gets_a_2xx_or_a_4xx(rig, name, value, path):
-    method = "POST" if path == "/api/pause" else "GET"
+    method = "POST" if path in ("/api/pause", "/api/sessions/revoke") else "GET"
     assert_clear(*rig.send(method, path, b"", raw_headers=name.encode() + b": " + value + b"\r\n"))
 
 
