@@ -18,7 +18,9 @@ and taken back if the next tick comes early (it was one coming late): ticks are 
 """
 from __future__ import annotations
 
+import itertools
 import logging
+import statistics
 from collections import deque
 
 log = logging.getLogger(__name__)
@@ -92,8 +94,12 @@ class TempoFit:
         periods, evenly spaced), a new tempo (evenly spaced at another period), or a host's
         stall (a clump: it is left out of the line). Returns (first, by) when lost ticks were
         found: ticks from number `first` on are numbered `by` more."""
+        # Early by up to LOST_SLACK of a period is a tempo's drift, which the line follows; late by
+        # more than the jitter is the transport's lateness (ticks are never early), and a stall's
+        # late ticks on a line refitted from a few would tilt it and hide a tick lost in the stall.
         off = max(OFF_SECONDS, 3 * self.noise, LOST_SLACK * self.period)
-        if len(self.points) >= 4 and abs(t - self.time_of(n)) > off:
+        late_off = max(OFF_SECONDS, 3 * self.noise)
+        if len(self.points) >= 4 and not -off <= t - self.time_of(n) <= late_off:
             self.pending.append((n, t))
             self.last_off = n
             return self._judge_pending() if len(self.pending) >= CONFIRM_OFF else None
@@ -123,7 +129,7 @@ class TempoFit:
             lost_at = next((i for i, k in enumerate(steps, 1) if k > 1), None)
             if lost_at is not None:
                 found = (p[lost_at][0], steps[lost_at - 1] - 1)
-            keep = list(self.points)[-1:]
+            keep = self._on_new_line(numbered)
             self.points.clear()
             self.points.extend(keep + numbered)
         else:
@@ -153,6 +159,17 @@ class TempoFit:
     def _numbered(p: list[tuple[int, float]], steps: list[int]) -> list[tuple[int, float]]:
         """The pending ticks numbered `steps` apart from the first."""
         return [(p[0][0] + sum(steps[:i]), t) for i, (_, t) in enumerate(p)]
+
+    def _on_new_line(self, numbered: list[tuple[int, float]]) -> list[tuple[int, float]]:
+        """The last tick on the old line, kept with a new tempo's ticks when it lies where their
+        spacing puts it: a tick that came late just before the change fitted the old, slower
+        line by chance, and in the new line it would tilt a tempo judged on three ticks. The
+        spacing is the median of the pairwise ones (one late tick among them does not move it)."""
+        kept = list(self.points)[-1:]
+        pairs = itertools.combinations(kept + numbered, 2)
+        unit = statistics.median((t2 - t1) / (n2 - n1) for (n1, t1), (n2, t2) in pairs)
+        a = statistics.median(t - unit * n for n, t in numbered)
+        return [(n, t) for n, t in kept if abs(t - a - unit * n) <= LOST_SLACK / 2 * unit]
 
     def _drifting(self, numbered: list[tuple[int, float]], steps: list[int]) -> bool:
         """The pending ticks, so numbered, leave the line further each period, all one way."""
