@@ -268,12 +268,6 @@ class Follower:
         if self.running and self.base is not None:   # a jump while running: the next tick is there
             self.base = (self.count + 1, self.position)
 
-    def _pause_before(self, t: float, last: float | None) -> bool:
-        """More than GAP_TICKS tick periods (at the fitted tempo, else the slowest allowed one)
-        since `last`: the clock stopped ticking (e.g. between Stop and Continue), however briefly."""
-        period = self.fit.b if self.fit.ready else 60.0 / (PPQ * BPM_LOW)
-        return last is not None and t - last > GAP_TICKS * period
-
     def _tick(self, t: float) -> None:
         if self.arrivals is not None:
             self.arrivals.append(t)
@@ -297,8 +291,10 @@ class Follower:
         """False for a tick of a clock outside BPM_LOW-BPM_HIGH (the mean of the last intervals,
         from two on, so an absurd clock never gets a line of its own), logged once per episode.
         Ticks that a busy host delivers together have tiny intervals too, but they come late, never
-        ahead of the line: a tick no earlier than the line expects its count is taken."""
-        if self.last_raw is not None and not self._pause_before(t, self.last_raw):
+        ahead of the line: a tick no earlier than the line expects its count is taken. The gap
+        before such a clump counts in the mean (only a pause, PAUSE_SECONDS, does not), so the
+        clump's ticks refused are counted when the next clump begins (_release_held)."""
+        if self.last_raw is not None and t - self.last_raw <= PAUSE_SECONDS:
             self.intervals.append(t - self.last_raw)   # a pause is not a tempo
         self.last_raw = t
         if len(self.intervals) < 2:
