@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from gadget import MidiGadget
-from guest import STATE, UNIT, edit_config, first_message, journal, run, wait_for
+from guest import OVERRIDES, STATE, UNIT, edit_config, first_message, journal, run, wait_for
 from recorder import find_card
 
 PPQ = 24
@@ -63,15 +63,6 @@ ON_GRID_AIM = 0.9
 # where the follower puts the notes, which planning does not change.
 TIMING_PLAN = 0
 P99_AIM_MS = 30.0
-# The timer softirq that runs the emulated USB (dummy_hcd) is kept on the CPU that armed it
-# before Linux 6.9 (bookworm's 6.1); when it overruns it is left to ksoftirqd, an ordinary task,
-# which the player's loop at SCHED_FIFO 20 holds off for a whole model step: 0.25 s under TCG,
-# so the ticks came in clumps up to 0.38 s late (bookworm 2026-12-04: median 85 ms, 63 % of
-# gaps under 1 ms; trixie's 6.12 runs such timers on an idle CPU: median 3.3 ms). A Pi 4's step
-# is about a hundredth of that. On such kernels ksoftirqd is given FIFO 40 for this check, as
-# rtirq-style tuning does on an audio machine, so that the follower is judged on the USB's
-# timing, not on TCG's; the report says when it was.
-SOFTIRQ_PRIORITY, SOFTIRQ_TIMER_MIGRATION = 40, (6, 9)
 # JUDGED: where the follower put each note, against the source's grid: its due time from the
 # player's --stats (the song position on the line fitted through the ticks as they came over USB
 # and ALSA), and the position the player meant. The onsets the synth heard are reported beside
@@ -130,16 +121,6 @@ class GadgetClock(threading.Thread):
         os.close(self.fd)
 
 
-def raise_softirq_threads() -> int | None:
-    """ksoftirqd at SOFTIRQ_PRIORITY on a kernel without timer migration (see there); the
-    priority given, or None (left as it is)."""
-    release = tuple(int(x) for x in os.uname().release.split("-")[0].split(".")[:2])
-    if release >= SOFTIRQ_TIMER_MIGRATION:
-        return None
-    run("sh", "-c", f"for p in $(pgrep ksoftirqd); do chrt -f -p {SOFTIRQ_PRIORITY} $p; done")
-    return SOFTIRQ_PRIORITY
-
-
 def transport(recorder, sent: list[float]) -> list[float]:
     """Round trips of the probes that came back: the k-th probe's CC value is k (PROBES < 128)."""
     got = {e.b: e.t for e in recorder.snapshot() if e.kind == "cc" and e.channel == 15 and e.a == PROBE_CC}
@@ -167,19 +148,28 @@ def measure(take: dict) -> dict:
 def clock_follow_check(config: Path, recorder, synth: MidiGadget) -> dict:
     good = follow_config(config)
     STATS.unlink(missing_ok=True)
+    # The live changes kept from the page win over config.toml (issue 23): the web check leaves
+    # `plan` there, and with it the edits above would be overridden by planning on (a model step
+    # ten times longer under TCG, and the ticks' USB delivery starved with it). Set aside for the
+    # take, as the page's reset would, and put back after it.
+    kept = STATE / "overrides.kept"
+    kept.unlink(missing_ok=True)
+    if OVERRIDES.exists():
+        OVERRIDES.replace(kept)             # (its owner and mode kept: the player rewrites it)
     t = time.monotonic()
     run("systemctl", "restart", "--no-block", UNIT)
-    f: dict = {}
+    f: dict = {"live_changes_set_aside": json.loads(kept.read_text()) if kept.exists() else None}
     following = lambda: first_message(journal("-u", UNIT, "-b"), "following MIDI clock on port", t)  # noqa: E731
     f["player_following"] = wait_for(lambda: following() is not None, 300, 1)
     f["restart_to_following_s"] = round(following()[0] - t, 1) if f["player_following"] else None
     if not f["player_following"]:
         config.write_text(good)
+        if kept.exists():
+            kept.replace(OVERRIDES)
         run("systemctl", "restart", "--no-block", UNIT)
         f.update(ok=False, error="the player did not open the synth's port as its clock input")
         return f
     time.sleep(2)                                     # its output port too, and a quiet start
-    f["ksoftirqd_fifo"] = raise_softirq_threads()
     source = GadgetClock(synth.card_id)
     run("aconnect", "PiVM Synth:0", "PiVM Synth:0")   # the probes' way back, nothing else on it
     source.probe()
@@ -192,8 +182,10 @@ def clock_follow_check(config: Path, recorder, synth: MidiGadget) -> dict:
     events = recorder.snapshot()
     onsets = [(e.t, e.a) for e in events if e.kind == "note_on" and e.t >= source.marks["start"] - 0.1]
     trips = transport(recorder, source.probes)
-    # back to the player's own clock; stopping this one writes its --stats
+    # back to the player's own clock and live changes; stopping this one writes its --stats
     config.write_text(good)
+    if kept.exists():
+        kept.replace(OVERRIDES)
     t_back = time.monotonic()
     run("systemctl", "restart", "--no-block", UNIT)
     wait_for(STATS.exists, 60, 0.5)

@@ -17,6 +17,7 @@ from typing import Callable
 STATE = Path("/var/lib/pivm")
 RESULTS = STATE / "results.json"
 UNIT = "playbach.service"
+OVERRIDES = Path("/var/lib/playbach/overrides.json")   # the unit's --overrides: live changes kept
 
 
 class Console:

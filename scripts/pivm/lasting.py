@@ -25,11 +25,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from guest import UNIT, active_state, entry_mono, journal, main_pid, message, run, set_config_key, show, wait_for
+from guest import OVERRIDES, UNIT, active_state, entry_mono, journal, main_pid, message, run, set_config_key, show, wait_for
 from web import WEB_UNIT, _poll, _token, api, answering, chord_onsets, onset_grid, ticks_per_quarter
 
 CONFIG = Path("/etc/playbach/config.toml")
-OVERRIDES = Path("/var/lib/playbach/overrides.json")   # the unit's --overrides
 VENV_PYTHON = "/opt/playbach/venv/bin/python"
 SET_KEY, SET_BPM, CONFIG_BPM = "D minor", 150.0, 90.0
 FIRST_NOTES_SECONDS = 15.0     # the first notes after the reboot that are judged
