@@ -41,6 +41,7 @@ HEADLINES = [
     ("pi-vm-bookworm-1937.json", "boot_to_first_note_s", "emulated Pi 4, bookworm: power-on to first note, s"),
     ("image-pi4.json", "boot_to_player_waiting_s", "the flashed image in QEMU's raspi4b: power-on to the player waiting, s"),
     ("image-pi4.json", "image_xz_bytes", "the image, xz-compressed, bytes"),
+    ("pi-vm-card-pi4.json", "ok", "the image's root under -M virt with its USB synth: every check that applies passed"),
 ]
 MAX_LIST = 8          # lists longer than this are per-sample data, left to the JSON
 

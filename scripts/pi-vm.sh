@@ -3,7 +3,7 @@
 # USB MIDI synth on a virtual USB bus, the control page, and faults. Every check in one run.
 #
 #   sudo bash scripts/pi-vm.sh [--suite trixie|bookworm] [--json OUT] [--rebuild] [--keep-vm-dir]
-#                              [--checks NAME,...]
+#                              [--checks NAME,...] [--from-image FILE.img]
 #
 # 1. host tools (qemu-system-arm, mmdebstrap, qemu-user-static, binfmt-support), like setup.sh;
 # 2. a bootable Debian arm64 disk image of SUITE (trixie, the default: today's Raspberry Pi OS,
@@ -19,6 +19,9 @@
 #    beside it (OUT without .json, plus .serial.log). Exit 1 if a check fails, 2 if a step fails.
 # --checks runs only the named checks (and boot, which they all need), for working on one; the
 # others are reported "not run" and fail the run. CI runs them all.
+# --from-image boots the root of a card made by scripts/build-image.sh (--with-web --with-fluidsynth)
+# instead of an image of its own, its FAT as a second disk (pivm/card.sh); OUT defaults to
+# bench/results/pi-vm-card-pi4.json.
 # Needs root (mmdebstrap, chroot, mounts). Details: docs/appliance.md#the-emulated-pi-scriptspi-vmsh.
 set -euo pipefail
 
@@ -29,6 +32,7 @@ OUT=""
 REBUILD=0
 KEEP=0
 CHECKS=all
+FROM_IMAGE=""
 TIMEOUT=${PIVM_TIMEOUT:-2400}   # seconds for the whole boot-and-check run: it cannot hang
 
 while [ $# -gt 0 ]; do
@@ -41,7 +45,8 @@ while [ $# -gt 0 ]; do
         --keep-vm-dir) KEEP=1; shift ;;
         --checks) CHECKS="${2:?--checks needs names, e.g. web,udev_coral}"; shift 2 ;;
         --checks=*) CHECKS="${1#*=}"; shift ;;
-        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --from-image) FROM_IMAGE=$(realpath -m "${2:?--from-image needs a card image}"); shift 2 ;;
+        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "pi-vm.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -49,6 +54,10 @@ case $SUITE in
     trixie|bookworm) ;;
     *) echo "pi-vm.sh: --suite '$SUITE': trixie or bookworm" >&2; exit 2 ;;
 esac
+if [ -n "$FROM_IMAGE" ]; then
+    [ "$SUITE" = trixie ] || { echo "pi-vm.sh: --from-image: the card is Debian trixie (build-image.sh): not --suite $SUITE" >&2; exit 2; }
+    OUT=${OUT:-$REPO/bench/results/pi-vm-card-pi4.json}
+fi
 OUT=${OUT:-$REPO/bench/results/pi-vm-$SUITE.json}
 # the agent's checks after boot, in its order (scripts/pivm/agent.py)
 KNOWN_CHECKS="web stop kill9 watchdog web_player_killed unplug udev_plug udev_coral bad_config web_no_synth security clock_follow hung_start web_bad_config four_voices settings_survive_reboot reboot fluidsynth power_cut"
@@ -67,7 +76,7 @@ die() { echo "pi-vm.sh: FAILED: $*" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || die "setup: needs root (mmdebstrap, chroot and mounts): run it with sudo"
 
 # --- host tools, the way scripts/setup.sh installs them ------------------------------------------
-HOST_PACKAGES=(qemu-system-arm mmdebstrap arch-test qemu-user-static binfmt-support e2fsprogs python3)
+HOST_PACKAGES=(qemu-system-arm mmdebstrap arch-test qemu-user-static binfmt-support e2fsprogs python3 fdisk mtools)
 host_tools() {
     local missing=() p
     for p in "${HOST_PACKAGES[@]}"; do
@@ -90,7 +99,14 @@ BASE=$CACHE/base-$SUITE-$(base_key)
 IMAGE=$CACHE/image-$SUITE-$(image_key)
 if [ $REBUILD = 1 ]; then rm -rf --one-file-system "$BASE" "$IMAGE"; fi
 BUILD_SECONDS=0
-if [ ! -f "$IMAGE/disk.img" ]; then
+if [ -n "$FROM_IMAGE" ]; then
+    # shellcheck source=pivm/card.sh
+    . "$REPO/scripts/pivm/card.sh"
+    IMAGE=$CACHE/card-trixie
+    card_image "$IMAGE" "$FROM_IMAGE"
+    [ "$CHECKS" != all ] || CHECKS=${KNOWN_CHECKS// fluidsynth/}   # pivm/card.sh's not_applicable
+    CHECKS=${CHECKS// /,}
+elif [ ! -f "$IMAGE/disk.img" ]; then
     start=$SECONDS
     binfmt
     [ -d "$BASE/root" ] || build_base "$BASE"

@@ -31,9 +31,10 @@ build_host_root() {
     BUILD_TMP=""
 }
 
-# The FAT partition's offset in the card (sfdisk's dump of partition 1), for mtools' @@offset.
-fat_offset() { sfdisk -d "$1" | awk -F'[=,]' '/^[^ ]*1 :/ {gsub(/ /, "", $2); print $2 * 512}'; }
-root_offset() { sfdisk -d "$1" | awk -F'[=,]' '/^[^ ]*2 :/ {gsub(/ /, "", $2); print $2 * 512}'; }
+# shellcheck source=partitions.sh
+. "$REPO/scripts/image/partitions.sh"
+fat_offset() { partition_offset "$1" 1; }
+root_offset() { partition_offset "$1" 2; }
 
 # Kernel, initrd and device tree as the Pi's firmware would load them (config.txt names them).
 extract_boot_files() {

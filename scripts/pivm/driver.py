@@ -62,11 +62,13 @@ class Console(threading.Thread):
         self.markers.put((time.monotonic(), "eof", {}))
 
 
-def qemu_command(image: Path, disk: Path) -> list[str]:
+def qemu_command(image: Path, disk: Path, boot: Path | None = None) -> list[str]:
+    """The root first (the kernel's /dev/vda); a card's FAT partition, where there is one, second."""
+    drives = [disk] + ([boot] if boot else [])
     return ["qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72", "-accel", "tcg,thread=multi",
             "-smp", "2", "-m", "1536", "-kernel", str(image / "vmlinuz"), "-initrd", str(image / "initrd.img"),
             "-append", "root=/dev/vda rw console=ttyAMA0 quiet loglevel=3 panic=10",
-            "-drive", f"file={disk},format=raw,if=virtio,cache=unsafe",
+            *[a for d in drives for a in ("-drive", f"file={d},format=raw,if=virtio,cache=unsafe")],
             "-device", "virtio-rng-pci", "-nic", "none", "-display", "none", "-monitor", "none",
             "-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con"]
 
@@ -127,9 +129,13 @@ class Run:
         self.disk = self.work / "disk.img"
         # a copy per run: the cached image stays as built (sparse: a few seconds)
         subprocess.run(["cp", "--sparse=always", str(self.image / "disk.img"), str(self.disk)], check=True)
+        boot = None
+        if (self.image / "boot.img").exists():   # pi-vm.sh --from-image: the card's FAT, a copy too
+            boot = self.work / "boot.img"
+            subprocess.run(["cp", "--sparse=always", str(self.image / "boot.img"), str(boot)], check=True)
         inject_agent(self.disk, self.args.checks, self.work)
         self.t0 = time.monotonic()
-        self.proc = subprocess.Popen(qemu_command(self.image, self.disk), stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(qemu_command(self.image, self.disk, boot), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.console = Console(self.proc.stdout, self.serial_log, self.t0)
         self.console.start()
@@ -245,7 +251,8 @@ def main() -> int:
     report = run.report(failed_step)
     write_atomically(run.out, json.dumps(report, indent=2) + "\n")
     if not args.keep:
-        (run.work / "disk.img").unlink(missing_ok=True)
+        for name in ("disk.img", "boot.img"):
+            (run.work / name).unlink(missing_ok=True)
     print(json.dumps({k: v for k, v in report.items() if k not in ("checks", "boot_split_s", "environment")}, indent=1),
           file=sys.stderr)
     if failed_step:
