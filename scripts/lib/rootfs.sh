@@ -23,10 +23,22 @@ in_background() {
     return "$rc"
 }
 
+# A process and everything under it (children first), stopped, and waited for until none is left
+# running (up to 30 s, then killed): the caller removes the build folder next, and a process still
+# running from it would fail noisily on its vanishing files instead of the one clear error.
+tree_pids() { local child; for child in $(pgrep -P "$1"); do tree_pids "$child"; done; echo "$1"; }
+running() { [ -r "/proc/$1/stat" ] && [ "$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null)" != Z ]; }
 kill_tree() {
-    local child
-    for child in $(pgrep -P "$1"); do kill_tree "$child"; done
-    kill "$1" 2>/dev/null || true
+    local pids p i left
+    pids=$(tree_pids "$1")
+    kill $pids 2>/dev/null || true
+    for ((i = 0; i < 300; i++)); do
+        left=0
+        for p in $pids; do running "$p" && left=1; done
+        ((left)) || return 0
+        sleep 0.1
+    done
+    kill -KILL $pids 2>/dev/null || true
 }
 
 chroot_in() { chroot "$1" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 "${@:2}"; }
