@@ -19,9 +19,9 @@
 #    beside it (OUT without .json, plus .serial.log). Exit 1 if a check fails, 2 if a step fails.
 # --checks runs only the named checks (and boot, which they all need), for working on one; the
 # others are reported "not run" and fail the run. CI runs them all.
-# --from-image boots the root of a card made by scripts/build-image.sh (--with-web --with-fluidsynth)
-# instead of an image of its own, its FAT as a second disk (pivm/card.sh); OUT defaults to
-# bench/results/pi-vm-card-pi4.json.
+# --from-image boots the root of a card made by scripts/build-image.sh (as the README builds it:
+# --with-web) instead of an image of its own, its FAT as a second disk (pivm/card.sh), every check
+# but fluidsynth (reported not_applicable); OUT defaults to bench/results/pi-vm-card-pi4.json.
 # Needs root (mmdebstrap, chroot, mounts). Details: docs/appliance.md#the-emulated-pi-scriptspi-vmsh.
 set -euo pipefail
 

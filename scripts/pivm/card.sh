@@ -66,7 +66,6 @@ card_facts() {   # DISK CARD: build.json's record, as build.sh's python_facts wr
     printf '{"suite": "trixie", "python": "%s", "rtmidi": "%s", "from_card": "%s", "card_bytes": %s, "kernel": "%s", %s}\n' \
         "$python" "${rtmidi:-pip wheel in the venv}" "$(basename "$card")" "$(stat -c %s "$card")" "$3" \
         '"not_applicable": {"fluidsynth": "a card has no checkout to reinstall from; install.sh --with-fluidsynth is checked in both suites"}'
-
 }
 
 # DEST/disk.img (the root partition, grown), DEST/boot.img (the FAT), vmlinuz, initrd.img, build.json
