@@ -97,8 +97,8 @@ class TempoFit:
         # Early by up to LOST_SLACK of a period is a tempo's drift, which the line follows; late by
         # more than the jitter is the transport's lateness (ticks are never early), and a stall's
         # late ticks on a line refitted from a few would tilt it and hide a tick lost in the stall.
-        off = max(OFF_SECONDS, 3 * self.noise, LOST_SLACK * self.period)
         late_off = max(OFF_SECONDS, 3 * self.noise)
+        off = max(late_off, LOST_SLACK * self.period)
         if len(self.points) >= 4 and not -off <= t - self.time_of(n) <= late_off:
             self.pending.append((n, t))
             self.last_off = n
