@@ -49,6 +49,7 @@ PROBE_STATUS, PROBE_CC = 0xBF, 119
 VENV_PYTHON = "/opt/playbach/venv/bin/python"
 STATS = Path("/var/lib/playbach/clock-stats.json")   # the player's --stats (its StateDirectory)
 TAKE = STATE / "clock-take.json"
+KEPT = STATE / "overrides.kept"                       # the live changes set aside for the take
 # what the checks ask, and why not the JACK bench's aims (every note on its 16th, p99 beyond
 # the transport <= 2 ms): this is TCG on a shared 2-core host, where a guest vCPU can be
 # descheduled for tens of ms at any moment; at 70 BPM a tick is 35.7 ms, so a note more than
@@ -145,6 +146,17 @@ def measure(take: dict) -> dict:
     return json.loads(out.stdout)
 
 
+def back_to_own(config: Path, good: str) -> float:
+    """The player's own clock and the live changes set aside, back, and the player restarted
+    (stopping the follower writes its --stats); the time of the restart."""
+    config.write_text(good)
+    if KEPT.exists():
+        KEPT.replace(OVERRIDES)
+    t = time.monotonic()
+    run("systemctl", "restart", "--no-block", UNIT)
+    return t
+
+
 def clock_follow_check(config: Path, recorder, synth: MidiGadget) -> dict:
     good = follow_config(config)
     STATS.unlink(missing_ok=True)
@@ -152,21 +164,17 @@ def clock_follow_check(config: Path, recorder, synth: MidiGadget) -> dict:
     # `plan` there, and with it the edits above would be overridden by planning on (a model step
     # ten times longer under TCG, and the ticks' USB delivery starved with it). Set aside for the
     # take, as the page's reset would, and put back after it.
-    kept = STATE / "overrides.kept"
-    kept.unlink(missing_ok=True)
+    KEPT.unlink(missing_ok=True)
     if OVERRIDES.exists():
-        OVERRIDES.replace(kept)             # (its owner and mode kept: the player rewrites it)
+        OVERRIDES.replace(KEPT)             # (its owner and mode kept: the player rewrites it)
     t = time.monotonic()
     run("systemctl", "restart", "--no-block", UNIT)
-    f: dict = {"live_changes_set_aside": json.loads(kept.read_text()) if kept.exists() else None}
+    f: dict = {"live_changes_set_aside": json.loads(KEPT.read_text()) if KEPT.exists() else None}
     following = lambda: first_message(journal("-u", UNIT, "-b"), "following MIDI clock on port", t)  # noqa: E731
     f["player_following"] = wait_for(lambda: following() is not None, 300, 1)
     f["restart_to_following_s"] = round(following()[0] - t, 1) if f["player_following"] else None
     if not f["player_following"]:
-        config.write_text(good)
-        if kept.exists():
-            kept.replace(OVERRIDES)
-        run("systemctl", "restart", "--no-block", UNIT)
+        back_to_own(config, good)
         f.update(ok=False, error="the player did not open the synth's port as its clock input")
         return f
     time.sleep(2)                                     # its output port too, and a quiet start
@@ -182,12 +190,7 @@ def clock_follow_check(config: Path, recorder, synth: MidiGadget) -> dict:
     events = recorder.snapshot()
     onsets = [(e.t, e.a) for e in events if e.kind == "note_on" and e.t >= source.marks["start"] - 0.1]
     trips = transport(recorder, source.probes)
-    # back to the player's own clock and live changes; stopping this one writes its --stats
-    config.write_text(good)
-    if kept.exists():
-        kept.replace(OVERRIDES)
-    t_back = time.monotonic()
-    run("systemctl", "restart", "--no-block", UNIT)
+    t_back = back_to_own(config, good)
     wait_for(STATS.exists, 60, 0.5)
     stats = json.loads(STATS.read_text()) if STATS.exists() else None
     f.update(measure({"grid": source.grid, "start": 0, "onsets": onsets, "transport": trips, "stats": stats}))
