@@ -29,6 +29,7 @@ HEADLINES = [
     ("bundle.json", "benchmark.splits.valid.nll_per_step16", "JSB valid, nats per 16th step"),
     ("bundle.json", "parity.pitch_top1_agreement.step_dynamic", "pitch choices agreeing with the trained network, the CPU's model"),
     ("bundle.json", "parity.pitch_top1_agreement.step_int8", "... the int8 model (the only one a Coral runs)"),
+    ("int8_cello.json", "lowest_agreement", "... the int8 model of runs trained with the defaults on the cello suites, lowest of 3 seeds"),
     ("bench_plan.json", "per_note.plan=0.ms_per_note", "model work per note, one desktop core, planning off, ms"),
     ("bench_plan.json", "per_note.plan=8.ms_per_note", "... planning on (the default), ms"),
     ("bench_default.json", "live.onset_beyond_transport_ms.p99", "playing live: onset p99 beyond the MIDI transport's own, ms"),

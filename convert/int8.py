@@ -2,10 +2,12 @@
 outputs, what the Edge TPU runs), calibrated on real inputs.
 
 Step form: converted from a twin of the step model made for int8 (trainer/step.build_step_model
-with for_int8: each gate its own matmul, and the cell state c clipped when the float model's |c|
-goes beyond INT8_CELL_CLIP), calibrated on the training pieces with the states *the twin* reaches
-when it plays them from the start (calibration.py): a random state would spend the 256 levels on
-values the model never produces. The clip is recorded on the bundle entry (`cell_clip`).
+with for_int8: each gate its own matmul; the cell state c clipped when the float model's |c| goes
+beyond INT8_CELL_CLIP, where the run was not trained with its own clip; the pitch logits as one
+matmul, trainer/int8_head.py, floored under the lowest top logit of the calibration inputs),
+calibrated on the training pieces with the states *the twin* reaches when it plays them from the
+start (calibration.py): a random state would spend the 256 levels on values the model never
+produces. The clip is recorded on the bundle entry (`cell_clip`).
 
 Windowed form: calibrated on random windows of the training pieces, in a child process, because
 TF 2.21's int8 calibration of the LSTM's WHILE loop segfaults and must not take the conversion down.
@@ -23,10 +25,12 @@ from playbach.convert import calibration, tflite
 from playbach.convert.forms import Forms, windowed_specs
 from playbach.runtime import StepModel
 from playbach.trainer.runfolder import load_run
+from playbach.trainer.int8_head import LOGITS
 from playbach.trainer.step import INT8_CELL_CLIP, build_ensemble_step_model, build_ensemble_windowed_model, \
-    is_cell_state
+    build_step_model, input_sizes, is_cell_state, member_role, state_sizes
 
 CALIBRATION_EVENTS = 2000   # representative step inputs
+LOGIT_FLOOR_BELOW = 8.0     # nats under the lowest top pitch logit seen in calibration
 
 
 @dataclass(frozen=True)
@@ -43,15 +47,40 @@ def convert(kind: str, forms: Forms, work: Path, step_float32: StepModel) -> Int
         samples = calibration.window_samples(forms.source.rows("train"), forms.source.config.window)
         return Int8Model(_windowed_in_child(forms, work, samples))
     clip = cell_clip(forms, step_float32)
-    twin = build_ensemble_step_model(forms.configs, [m.model for m in forms.members], for_int8=True,
-                                     cell_clip=clip)
+    trained = [m.model for m in forms.members]
+    twin = build_ensemble_step_model(forms.configs, trained, for_int8=True, cell_clip=clip)
     samples = twin_samples(forms, work, twin)
+    floor = logit_floor(forms, clip, samples)
+    if floor is not None:   # the states do not depend on the head: the same samples calibrate it
+        twin = build_ensemble_step_model(forms.configs, trained, for_int8=True, cell_clip=clip, logit_floor=floor)
     return Int8Model(tflite.convert(twin, forms.specs("step"), "int8", calibration.as_dataset(samples)), clip)
 
 
+def logit_floor(forms: Forms, clip: float | None, samples: list[dict[str, np.ndarray]]) -> float | None:
+    """The pitch logits' floor: LOGIT_FLOOR_BELOW under the lowest top logit any calibration input
+    gives (a pitch floored there was at most e^-LOGIT_FLOOR_BELOW as likely as the top one), or None
+    for a model without the merged pitch head (absolute pitch)."""
+    import keras
+
+    tops = []
+    for i, (config, run) in enumerate(zip(forms.configs, forms.members)):
+        if not config.relative_pitch:
+            return None
+        member = build_step_model(config, run.model, for_int8=True, cell_clip=clip)
+        logits = keras.Model(member.inputs, member.get_layer(LOGITS).output)
+        roles = list(input_sizes(config)) + [member_role(i, role) for role in state_sizes(config)]
+        tops += [float(np.max(logits([sample[role] for role in roles]))) for sample in samples]
+    return min(tops) - LOGIT_FLOOR_BELOW
+
+
 def cell_clip(forms: Forms, step_float32: StepModel) -> float | None:
-    """INT8_CELL_CLIP when the float model's cell states go beyond it on the training pieces,
-    else None: a clip the model never reaches would only widen c's int8 range to the bound."""
+    """The |c| bound of the int8 model: the runs' own when they were trained with one (every form
+    has it already, trainer/clipped.py); else INT8_CELL_CLIP when the float model's cell states go
+    beyond it on the training pieces, else None: a clip the model never reaches would only widen c's
+    int8 range to the bound."""
+    own = [config.cell_clip for config in forms.configs]
+    if all(own):
+        return max(own)
     samples = calibration.step_samples(step_float32, forms.source.ids("train"))
     reached = max(float(np.abs(sample[role]).max()) for sample in samples for role in forms.states
                   if is_cell_state(role))

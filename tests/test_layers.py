@@ -17,7 +17,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 STAGES = ("trainer", "convert", "device", "harness", "web")
-TRAINER_FOR_CONVERT = {"model", "relative", "runfolder", "step"}   # the layers, the step form, run folders
+TRAINER_FOR_CONVERT = {"model", "relative", "clipped", "int8_head", "runfolder", "step"}   # the layers, forms, run folders
 DESKTOP_ONLY = {"tensorflow", "keras", "music21", "matplotlib", "tqdm"}
 
 

@@ -51,21 +51,23 @@ def test_pitch_onehots_shift_by_one_event():
     assert np.asarray(previous)[0, 0].sum() == 0 and np.asarray(previous)[0, 1:].argmax(-1).tolist() == [4, 1]
 
 
-@pytest.mark.parametrize("relative,voices,given_pitch", [(True, 2, True), (True, 0, True), (True, 2, False),
-                                                          (True, 1, False), (True, 0, False), (False, 0, False)])
-def test_sequence_windowed_and_step_forms_agree(relative, voices, given_pitch):
+@pytest.mark.parametrize("relative,voices,given_pitch,cell_clip", [
+    (True, 2, True, 0.3), (True, 0, True, 0.3), (True, 2, False, None), (True, 1, False, 0.3),
+    (True, 0, False, None), (False, 0, False, None)])
+def test_sequence_windowed_and_step_forms_agree(relative, voices, given_pitch, cell_clip):
     """The step model fed one event at a time (state, and with relative pitch the previous pitch,
     carried by hand) and the windowed model on the last N events give the training model's
     distributions; with the voice context inputs (today's default), without them, and an
     absolute-pitch config, as runs made before those have. With the duration head given the
     pitch, the training form is told the next pitch and the other two give a row per pitch: the
-    row of that pitch is the training form's."""
+    row of that pitch is the training form's. With a cell clip (trainer/clipped.py; the weights
+    here take c past it) every form carries the clipped state; without one, as runs made before."""
     from playbach.heads import NEXT_PITCH, duration_given
     from playbach.trainer.step import build_step_model, build_windowed_model, input_sizes, state_sizes
 
     cfg = ModelConfig(vocab_sizes=(5, len(PITCHES), 4, 2), embed_dims=(3, 4, 3, 2), units=(8, 6), window=6,
                       relative_pitch=relative, pitch_values=PITCHES if relative else (), voices=voices,
-                      duration_given_pitch=given_pitch)
+                      duration_given_pitch=given_pitch, cell_clip=cell_clip)
     trained = build_model(cfg)
     rng = np.random.default_rng(2)
     for w in trained.weights:  # past the initial near-zero weights, so the pitch paths matter
@@ -79,9 +81,11 @@ def test_sequence_windowed_and_step_forms_agree(relative, voices, given_pitch):
 
     step = build_step_model(cfg, trained)
     state = {role: np.zeros((1, size), np.float32) for role, size in state_sizes(cfg).items()}
+    reached = 0.0
     for t in range(len(ids)):
         out = step({**{n: onehot(ids[t:t + 1, j], sizes[n]) for j, n in enumerate(names)}, **state})
         state = {role: np.asarray(out[role]) for role in state}
+        reached = max(reached, *(np.abs(state[c]).max() for c in ("c0", "c1")))
         for f in FIELDS:
             got = np.asarray(out[f])[0]
             if f == "duration" and given_pitch:
@@ -90,6 +94,8 @@ def test_sequence_windowed_and_step_forms_agree(relative, voices, given_pitch):
             np.testing.assert_allclose(got, np.asarray(sequence[f])[0, t], atol=1e-5)
     if relative:
         assert state["prev_pitch"].argmax() == ids[-1, 1]
+    if cell_clip:
+        assert reached == pytest.approx(cell_clip), "the clip never acted: the test would not see it missing"
 
     windowed = build_windowed_model(cfg, trained)
     last = windowed({n: ids[None, :cfg.window, j].astype(np.int32) for j, n in enumerate(names)})

@@ -45,6 +45,7 @@ class TrainingConfig:
     recurrent_dropout: float = _MODEL.recurrent_dropout
     pitch: str = "relative" if _MODEL.relative_pitch else "absolute"
     interval_dims: int = _MODEL.interval_dims
+    cell_clip: float = _MODEL.cell_clip or 0.0   # 0: the cell state is not clipped
     voices: str = list(LEVELS)[_MODEL.voices]
     duration: str = "given-pitch" if _MODEL.duration_given_pitch else "alone"
     patience: int = 3
@@ -63,7 +64,7 @@ class TrainingConfig:
                            recurrent_dropout=self.recurrent_dropout, window=self.window, learning_rate=self.lr,
                            relative_pitch=relative, pitch_values=tuple(codec.vocab["pitch"]) if relative else (),
                            interval_dims=self.interval_dims, voices=LEVELS_INDEX[self.voices],
-                           duration_given_pitch=self.duration == "given-pitch")
+                           duration_given_pitch=self.duration == "given-pitch", cell_clip=self.cell_clip or None)
 
     def combination_error(self) -> str | None:
         """Why these values cannot train together (as the flags would say it), or None."""
@@ -130,7 +131,8 @@ CHECKS: dict[str, Callable[[Any], Any]] = {
     "units": integers(1, 8192, 1, 8), "embed": integers(1, 4096, 4, 4), "window": integer(2, 1 << 16),
     "stride": integer(0, 1 << 16), "batch": integer(1, 1 << 20), "lr": number(0.0, 10.0, low_open=True),
     "dropout": FRACTION, "recurrent_dropout": FRACTION, "pitch": choice(*PITCHES),
-    "interval_dims": integer(1, 4096), "voices": choice(*LEVELS), "duration": choice(*DURATIONS),
+    "interval_dims": integer(1, 4096), "cell_clip": number(0.0, 1000.0), "voices": choice(*LEVELS),
+    "duration": choice(*DURATIONS),
     "patience": integer(0, 10_000), "lr_decay": FRACTION, "monitor": choice(*MONITORS),
     "transpose": integer(0, 48), "augment": choice(*AUGMENTS),
 }

@@ -7,7 +7,7 @@ twin: Embedding, LSTM, Dense. Layer names are the contract between the two:
 
     inputs        onset, pitch, duration, velocity      int token ids, shape (batch, time)
     embed_<field> Embedding(vocab, embed_dims[field])
-    lstm_<i>      LSTM(units[i], return_sequences=True)
+    lstm_<i>      LSTM(units[i], return_sequences=True), its cell state clipped (trainer/clipped.py)
     head_<field>  Dense(vocab, softmax)                 outputs named like the field
 
 With `relative_pitch` (trainer/relative.py) the pitch also enters as the interval from the
@@ -59,6 +59,7 @@ class ModelConfig:
     interval_dims: int = 16
     voices: int = 1                    # voice context inputs (playbach/voices.py): 0 off, 1 on, 2 with chords
     duration_given_pitch: bool = False  # the duration head reads the next note's pitch (needs relative pitch)
+    cell_clip: float | None = 3.0       # each LSTM's cell state kept in +-cell_clip (trainer/clipped.py); None: free
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -85,7 +86,7 @@ def build_model(cfg: ModelConfig, batch_size: int | None = None, seq_len: int | 
     import keras
     from keras import layers
 
-    from playbach.trainer import relative
+    from playbach.trainer import clipped, relative
 
     inputs, embedded, pitch = [], [], None
     for name, vocab, dims in zip(FIELDS, cfg.vocab_sizes, cfg.embed_dims):
@@ -119,8 +120,7 @@ def build_model(cfg: ModelConfig, batch_size: int | None = None, seq_len: int | 
     h = layers.Concatenate(name="concat")(embedded)
     for i, units in enumerate(cfg.units):
         last = i == len(cfg.units) - 1
-        h = layers.LSTM(units, return_sequences=return_sequences or not last,
-                        dropout=0.0, recurrent_dropout=cfg.recurrent_dropout, name=f"lstm_{i}")(h)
+        h = clipped.lstm(units, cfg.cell_clip, return_sequences or not last, cfg.recurrent_dropout, f"lstm_{i}")(h)
         if cfg.dropout:
             h = layers.Dropout(cfg.dropout, name=f"dropout_{i}")(h)
     outputs = heads(cfg, h, pitch, voice_pitch, next_pitch)
@@ -173,9 +173,10 @@ def load_keras_model(path, compile: bool = False):
     """A saved model.keras / checkpoint.keras, with the relative-pitch layers it may hold."""
     import keras
 
-    from playbach.trainer import relative
+    from playbach.trainer import clipped, relative
 
-    return keras.models.load_model(path, compile=compile, custom_objects=relative.CUSTOM_OBJECTS)
+    return keras.models.load_model(path, compile=compile,
+                                   custom_objects=relative.CUSTOM_OBJECTS | clipped.CUSTOM_OBJECTS)
 
 
 def compile_model(model, cfg: ModelConfig) -> None:

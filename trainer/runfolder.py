@@ -20,7 +20,8 @@ from playbach.trainer.model import ModelConfig, load_keras_model
 RUN_FILES = ("model.keras", "run.json", "events.npz")
 SPLITS = ("train", "val", "test")
 # What a run.json without a field meant: the model as it was trained before the field existed.
-BEFORE_FIELD = {"recurrent_dropout": 0.0, "relative_pitch": False, "voices": 0, "duration_given_pitch": False}
+BEFORE_FIELD = {"recurrent_dropout": 0.0, "relative_pitch": False, "voices": 0, "duration_given_pitch": False,
+                "cell_clip": None}
 
 
 def model_config(model: dict) -> ModelConfig:

@@ -65,13 +65,15 @@ INT8_CELL_CLIP = 8.0
 
 
 def build_step_model(config: ModelConfig, trained: keras.Model, for_int8: bool = False,
-                     cell_clip: float | None = None, name: str = "playbach_step", input_prefix: str = "") -> keras.Model:
+                     cell_clip: float | None = None, name: str = "playbach_step", input_prefix: str = "",
+                     logit_floor: float | None = None) -> keras.Model:
     """Keras step model with the weights of `trained` (a model from build_model); outputs a dict by role.
 
     `for_int8` makes the twin that full-integer quantization is calibrated on, with two changes
     that keep the int8 model's pitch choices close to the float model's (docs/converter.md):
       * each cell state c is clipped to +-cell_clip after every step (the builder passes
-        INT8_CELL_CLIP when the float model's |c| goes beyond it): a trained LSTM's c wanders to
+        INT8_CELL_CLIP when the float model's |c| goes beyond it; a model trained with its own
+        clip, config.cell_clip, has it in every form and needs none): a free LSTM's c wanders to
         +-100 and more, which at 256 int8 levels leaves a step of ~1 where tanh(c) needs ~0.05;
         past |c| = 8 tanh(c) is 1 to 7 digits anyway (float cost: ~1% agreement). Not clipping
         when |c| stays small matters too: the clip's int8 MIN/MAX widen c's range to the bound;
@@ -81,7 +83,7 @@ def build_step_model(config: ModelConfig, trained: keras.Model, for_int8: bool =
     import keras
     from keras import layers
 
-    from playbach.trainer import relative
+    from playbach.trainer import int8_head, relative
 
     sizes = input_sizes(config) | state_sizes(config)
     inputs = {role: keras.Input(shape=(size,), batch_size=1, dtype="float32", name=input_prefix + role)
@@ -97,20 +99,25 @@ def build_step_model(config: ModelConfig, trained: keras.Model, for_int8: bool =
                                                 config.interval_dims))
         outputs[PREVIOUS_PITCH] = layers.Identity(name="pass_pitch")(inputs["pitch"])
     x = layers.Concatenate(name="concat")(embedded)
+    # a model trained with its cell state clipped (trainer/clipped.py) keeps its own clip in every form
+    clip = config.cell_clip or (cell_clip if for_int8 else None)
     for i, units in enumerate(config.units):
         cell = layers.LSTMCell(units, implementation=1 if for_int8 else 2, name=f"lstm_{i}")
         x, (h, c) = cell(x, [inputs[f"h{i}"], inputs[f"c{i}"]])
-        if for_int8 and cell_clip:
-            c = layers.Lambda(lambda t: keras.ops.clip(t, -cell_clip, cell_clip), name=f"clip_c{i}")(c)
+        if clip:
+            c = layers.Lambda(lambda t: keras.ops.clip(t, -clip, clip), name=f"clip_c{i}")(c)
         outputs[f"h{i}"], outputs[f"c{i}"] = h, c
     outputs |= heads(config, x, inputs["pitch"], inputs.get("voice_pitch"))
+    if for_int8 and config.relative_pitch:   # the same pitch logits, rounded once (trainer/int8_head.py)
+        outputs["pitch"] = int8_head.merged_pitch_head(trained, config.pitch_values, x, inputs["pitch"],
+                                                       inputs.get("voice_pitch"), logit_floor)
     # inputs as a list, in role order: a dict call is matched by the tensors' names (the roles, or
     # with an ensemble member's prefix its caller passes a list)
     model = keras.Model(list(inputs.values()), outputs, name=name)
 
     # every layer with weights has its twin of the same name in the trained model (an LSTM's: its cell)
     for layer in model.layers:
-        if layer.weights:
+        if layer.weights and layer.name != int8_head.LOGITS:   # that one is set from three of them
             source = trained.get_layer(layer.name)
             layer.set_weights(getattr(source, "cell", source).get_weights())
     return model
@@ -146,13 +153,13 @@ def is_cell_state(role: str) -> bool:
 
 
 def build_ensemble_step_model(configs: list[ModelConfig], trained: list[keras.Model], for_int8: bool = False,
-                              cell_clip: float | None = None) -> keras.Model:
+                              cell_clip: float | None = None, logit_floor: float | None = None) -> keras.Model:
     """The members' step models on the same event inputs, each carrying its own state, their four
     distributions averaged: one invoke plays them all, and the runtime, which feeds back whatever
     state a model has, needs nothing new. The members must read the same inputs (same codec and
     voice context); one member is simply its step model."""
     if len(configs) == 1:
-        return build_step_model(configs[0], trained[0], for_int8, cell_clip)
+        return build_step_model(configs[0], trained[0], for_int8, cell_clip, logit_floor=logit_floor)
     import keras
     from keras import layers
 
@@ -161,7 +168,8 @@ def build_ensemble_step_model(configs: list[ModelConfig], trained: list[keras.Mo
     outputs, heads_out = {}, []
     for i, (cfg, model) in enumerate(zip(configs, trained)):
         # a member's inputs are named apart: Keras wants every name in the graph unique
-        member = build_step_model(cfg, model, for_int8, cell_clip, name=f"member_{i}", input_prefix=f"m{i}_in_")
+        member = build_step_model(cfg, model, for_int8, cell_clip, name=f"member_{i}", input_prefix=f"m{i}_in_",
+                                  logit_floor=logit_floor)
         out = member([inputs[role] for role in input_sizes(cfg)] + [inputs[member_role(i, role)] for role in state_sizes(cfg)])
         outputs |= {member_role(i, role): out[role] for role in state_sizes(cfg)}
         heads_out.append(out)

@@ -80,6 +80,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     option("--pitch", "relative: the model also hears the interval from the previous note and its pitch head "
            "adds interval logits (trainer/relative.py); absolute: pitch ids only", choices=PITCHES)
     option("--interval-dims", "interval embedding size", type=int)
+    option("--cell-clip", "keep each LSTM's cell state within +-N in training as in play, so the full-int8 "
+           "model (an Edge TPU's) chooses as the float one does (trainer/clipped.py); 0: not clipped", type=float)
     option("--voices", "on: each event also gets its voice, read from the events before it (slot, interval "
            "within the voice, where and which voice comes next: playbach/voices.py); chords: and the pitches "
            "sounding where the next note starts, and when the first of them ends; needs --pitch relative",
