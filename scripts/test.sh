@@ -14,8 +14,12 @@ pytest=(.venv/bin/python -m pytest -q -ra)
 if (($#)); then
     exec "${pytest[@]}" "$@"
 fi
+# the tiny trained run and bundle many tests read, made once for both passes (tests/fixtures_run.py)
+PLAYBACH_TEST_SHARED=$(mktemp -d -t playbach-tests.XXXXXX)
+export PLAYBACH_TEST_SHARED
+trap 'rm -rf "$PLAYBACH_TEST_SHARED"' EXIT
 workers=$(nproc)
-((workers <= 4)) || workers=4   # each worker loads TensorFlow and its own tiny trained run
+((workers <= 4)) || workers=4   # each worker loads TensorFlow
 status=0
 "${pytest[@]}" -m "not midi" -n "$workers" --dist loadscope || status=$?
 "${pytest[@]}" -m midi -p no:xdist || { rc=$?; ((status)) || status=$rc; }

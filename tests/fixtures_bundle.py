@@ -1,12 +1,14 @@
 """Fixtures of the converter: `tiny_bundle`, a real bundle converted from the trainer's `tiny_run`.
 
 Only the models the tests need are built (step float32 + int8, windowed float32) to keep the
-session fast; tests that change a bundle copy it first (`bundle_copy`).
+session fast, and once for a whole test run (fixtures_run.made_once); tests that change a bundle
+copy it first (`bundle_copy`).
 """
 import shutil
 from pathlib import Path
 
 import pytest
+from fixtures_run import made_once
 
 TINY_BUNDLE_MODELS = [("step", "float32"), ("step", "int8"), ("windowed", "float32")]
 
@@ -16,8 +18,9 @@ def tiny_bundle(tiny_run, tmp_path_factory) -> Path:
     """Path of a bundle folder (bundle.json, parity.json, step_float32/step_int8/windowed_float32)."""
     from playbach.convert.build import build_bundle
 
-    out = tmp_path_factory.mktemp("tiny_bundle") / "bundle"
-    return build_bundle(tiny_run, out, TINY_BUNDLE_MODELS, openings=4)
+    base = made_once("tiny_bundle", tmp_path_factory,
+                     lambda folder: build_bundle(tiny_run, folder / "bundle", TINY_BUNDLE_MODELS, openings=4))
+    return base / "bundle"
 
 
 @pytest.fixture

@@ -4,8 +4,11 @@ Six cello-suite movements (symlinked from the shared corpus, never copied into t
 the first courante held out as the test piece, a 32-unit LSTM on 16-event windows, 2 epochs,
 trained through the real `playbach train` entry point. Other tests (the converter's) read it.
 """
+import fcntl
 import os
+import shutil
 from pathlib import Path
+from typing import Callable
 
 import pytest
 from needs import CORPUS, REPO, missing
@@ -63,8 +66,34 @@ def train_tiny(corpus: Path, out: Path, *extra: str) -> Path:
     return out
 
 
+def made_once(name: str, tmp_path_factory, make: Callable[[Path], None]) -> Path:
+    """The folder `name`, made by `make(folder)` once for every pytest process that shares it: the
+    xdist workers of one run, and with PLAYBACH_TEST_SHARED (scripts/test.sh sets a fresh one for
+    its two passes) both passes. The first process to get the lock makes it; the others wait and
+    read it. A folder left without its `made` mark (a failed make) is made again."""
+    shared = os.environ.get("PLAYBACH_TEST_SHARED")
+    if shared:
+        root = Path(shared)
+    elif os.environ.get("PYTEST_XDIST_WORKER"):
+        root = tmp_path_factory.getbasetemp().parent   # this run's, shared by its workers
+    else:
+        root = tmp_path_factory.getbasetemp()
+    folder = root / name
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / ".made").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            make(folder)
+            (folder / ".made").touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
-    """Path of a finished run folder (model.keras, run.json, events.npz, report.json, ...)."""
-    base = tmp_path_factory.mktemp("tiny_run")
-    return train_tiny(link_pieces(base / "corpus"), base / "run")
+    """Path of a finished run folder (model.keras, run.json, events.npz, report.json, ...), made once
+    for the whole test run (made_once): tests read it and never change it."""
+    def make(folder: Path) -> None:
+        train_tiny(link_pieces(folder / "corpus"), folder / "run")
+
+    return made_once("tiny_run", tmp_path_factory, make) / "run"
