@@ -3,7 +3,7 @@
 # has set REPO, CACHE, SUITE, log(), die() and the cleanup trap that calls build_cleanup):
 #
 #   base-<suite>-<key>/root   Debian SUITE arm64 with kernel, systemd, udev, ALSA, Python, FluidSynth
-#                       (mmdebstrap under qemu-user; ~10 min; changes only with this file)
+#                       (mmdebstrap under qemu-user; about 4 min; changes only with this file)
 #   image-<suite>-<key>/  disk.img (ext4), vmlinuz, initrd.img: the base plus playbach installed
 #                       by its own systemd/install.sh --with-web, as a Pi user would, plus the test
 #                       agent's unit (its Python files are written into each run's copy of the disk
@@ -62,7 +62,7 @@ build_base() {
     BUILD_TMP=$1.tmp
     rm -rf --one-file-system "$BUILD_TMP"
     mkdir -p "$BUILD_TMP"
-    log "build: Debian $SUITE arm64 root with mmdebstrap under qemu-user (about 10 minutes)"
+    log "build: Debian $SUITE arm64 root with mmdebstrap under qemu-user (about 4 minutes)"
     # The initramfs settings must be there before linux-image's postinst runs update-initramfs.
     in_background mmdebstrap --mode=root --architectures=arm64 --variant=minbase --include="$BASE_PACKAGES" \
         --aptopt='Acquire::Languages "none"' --dpkgopt=force-unsafe-io \
