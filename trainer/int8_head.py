@@ -26,7 +26,7 @@ LOGITS = "pitch_logits_int8"
 
 def merged_weights(trained: keras.Model, pitch_values, voices: bool) -> list[np.ndarray]:
     """[kernel, bias] of the one matmul: rows h, then per part (this pitch, then the voice's)
-    pitch (x) h and pitch, in the order merged_inputs concatenates them."""
+    pitch (x) h and pitch, in the order merged_pitch_head concatenates them."""
     ids = interval_ids(pitch_values)                        # (V, V): interval id from pitch i to j
     kernel, bias = trained.get_layer("head_pitch").get_weights()
     rows = [kernel]
