@@ -27,7 +27,7 @@ from playbach.runtime import StepModel
 from playbach.trainer.runfolder import load_run
 from playbach.trainer.int8_head import LOGITS
 from playbach.trainer.step import INT8_CELL_CLIP, build_ensemble_step_model, build_ensemble_windowed_model, \
-    build_step_model, input_sizes, is_cell_state, member_role, state_sizes
+    input_sizes, is_cell_state, member_models, member_role, state_sizes
 
 CALIBRATION_EVENTS = 2000   # representative step inputs
 LOGIT_FLOOR_BELOW = 8.0     # nats under the lowest top pitch logit seen in calibration
@@ -50,23 +50,22 @@ def convert(kind: str, forms: Forms, work: Path, step_float32: StepModel) -> Int
     trained = [m.model for m in forms.members]
     twin = build_ensemble_step_model(forms.configs, trained, for_int8=True, cell_clip=clip)
     samples = twin_samples(forms, work, twin)
-    floor = logit_floor(forms, clip, samples)
+    floor = logit_floor(forms, twin, samples)
     if floor is not None:   # the states do not depend on the head: the same samples calibrate it
         twin = build_ensemble_step_model(forms.configs, trained, for_int8=True, cell_clip=clip, logit_floor=floor)
     return Int8Model(tflite.convert(twin, forms.specs("step"), "int8", calibration.as_dataset(samples)), clip)
 
 
-def logit_floor(forms: Forms, clip: float | None, samples: list[dict[str, np.ndarray]]) -> float | None:
+def logit_floor(forms: Forms, twin, samples: list[dict[str, np.ndarray]]) -> float | None:
     """The pitch logits' floor: LOGIT_FLOOR_BELOW under the lowest top logit any calibration input
-    gives (a pitch floored there was at most e^-LOGIT_FLOOR_BELOW as likely as the top one), or None
+    gives the floor-less `twin` (a pitch floored there was at most e^-LOGIT_FLOOR_BELOW as likely as the top one), or None
     for a model without the merged pitch head (absolute pitch)."""
     import keras
 
     tops = []
-    for i, (config, run) in enumerate(zip(forms.configs, forms.members)):
+    for i, (config, member) in enumerate(zip(forms.configs, member_models(twin, len(forms.configs)))):
         if not config.relative_pitch:
             return None
-        member = build_step_model(config, run.model, for_int8=True, cell_clip=clip)
         logits = keras.Model(member.inputs, member.get_layer(LOGITS).output)
         roles = list(input_sizes(config)) + [member_role(i, role) for role in state_sizes(config)]
         tops += [float(np.max(logits([sample[role] for role in roles]))) for sample in samples]

@@ -69,7 +69,7 @@ def build_step_model(config: ModelConfig, trained: keras.Model, for_int8: bool =
                      logit_floor: float | None = None) -> keras.Model:
     """Keras step model with the weights of `trained` (a model from build_model); outputs a dict by role.
 
-    `for_int8` makes the twin that full-integer quantization is calibrated on, with two changes
+    `for_int8` makes the twin that full-integer quantization is calibrated on, with three changes
     that keep the int8 model's pitch choices close to the float model's (docs/converter.md):
       * each cell state c is clipped to +-cell_clip after every step (the builder passes
         INT8_CELL_CLIP when the float model's |c| goes beyond it; a model trained with its own
@@ -78,7 +78,8 @@ def build_step_model(config: ModelConfig, trained: keras.Model, for_int8: bool =
         past |c| = 8 tanh(c) is 1 to 7 digits anyway (float cost: ~1% agreement). Not clipping
         when |c| stays small matters too: the clip's int8 MIN/MAX widen c's range to the bound;
       * the gates are computed by four matmuls (LSTMCell implementation=1, same math), so each
-        gate's pre-activation gets its own int8 scale instead of sharing one.
+        gate's pre-activation gets its own int8 scale instead of sharing one;
+      * the pitch logits are one matmul (trainer/int8_head.py), floored at `logit_floor` when given.
     """
     import keras
     from keras import layers
@@ -175,6 +176,11 @@ def build_ensemble_step_model(configs: list[ModelConfig], trained: list[keras.Mo
         heads_out.append(out)
     outputs |= {f: layers.Average(name=f"mean_{f}")([out[f] for out in heads_out]) for f in FIELDS}
     return keras.Model(inputs, outputs, name="playbach_ensemble")
+
+
+def member_models(model: keras.Model, count: int) -> list[keras.Model]:
+    """The step models of an ensemble step model's `count` members (one member: the model itself)."""
+    return [model] if count == 1 else [model.get_layer(f"member_{i}") for i in range(count)]
 
 
 def build_ensemble_windowed_model(configs: list[ModelConfig], trained: list[keras.Model],
