@@ -101,6 +101,7 @@ class Codec:
         self.ticks_per_quarter = int(ticks_per_quarter)
         self.vocab = {f: sorted(int(v) for v in vocab[f]) for f in FIELDS}
         self._index = {f: {v: i for i, v in enumerate(self.vocab[f])} for f in FIELDS}
+        self._values = [np.asarray(self.vocab[f], dtype=np.int64) for f in FIELDS]   # decode's tables
 
     @classmethod
     def fit(cls, pieces: Iterable[np.ndarray], ticks_per_quarter: int, pitch_margin: int = 0) -> "Codec":
@@ -142,8 +143,10 @@ class Codec:
     def decode(self, ids: np.ndarray) -> np.ndarray:
         """(n, 4) token ids -> (n, 4) field values."""
         ids = np.asarray(ids, dtype=np.int64).reshape(-1, 4)
-        table = [np.asarray(self.vocab[f]) for f in FIELDS]
-        return np.stack([table[j][ids[:, j]] for j in range(4)], axis=1)
+        out = np.empty_like(ids)
+        for j, values in enumerate(self._values):
+            out[:, j] = values[ids[:, j]]
+        return out
 
     def to_dict(self) -> dict:
         return {"fields": list(FIELDS), "ticks_per_quarter": self.ticks_per_quarter, "vocab": self.vocab}

@@ -61,7 +61,7 @@ class Snapshot:
     """Everything the Improviser's next draw depends on, after some note: restored to try another
     continuation from the same point."""
     model: Any
-    memory: tuple[np.ndarray, np.ndarray]
+    memory: tuple
     sounding: tuple[np.ndarray, int]
     recent: tuple
     probs: list[np.ndarray] | None
@@ -234,14 +234,13 @@ class Improviser:
 
     # --- what planning saves and restores -------------------------------------------------------
     def _save(self) -> Snapshot:
-        # the memory's arrays are replaced, never changed in place, by observe(): a reference holds them
-        return Snapshot(self.model.save(), (self.memory.events, self.memory.runs),
+        return Snapshot(self.model.save(), self.memory.state(),
                         (self.sounding.ends.copy(), self.sounding.now), tuple(self.recent), self.probs,
                         (self.chords.count, self.density.debt, self.live_key.state()))
 
     def _restore(self, s: Snapshot) -> None:
         self.model.restore(s.model)
-        self.memory.events, self.memory.runs = s.memory
+        self.memory.restore(s.memory)
         self.sounding.ends[:], self.sounding.now = s.sounding
         self.recent.clear()
         self.recent.extend(s.recent)

@@ -30,6 +30,9 @@ def bucket_of(length: int) -> int:
     return int(np.searchsorted(BUCKET_EDGES, length, side="right"))
 
 
+ID_BITS = 15    # a token id packs into 15 bits: four make one int64 key, compared in one pass
+
+
 class RepeatMemory:
     """Token-id events in; the next event's guess, and the heads with it mixed in, out.
 
@@ -42,41 +45,55 @@ class RepeatMemory:
 
     def reset(self) -> None:
         self.events = np.zeros((0, 4), dtype=np.int64)
+        self.keys = np.zeros(0, dtype=np.int64)     # each event packed into one number, to match on
         # runs[j]: how many events ending at j equal the events ending at the newest one (j < newest)
         self.runs = np.zeros(0, dtype=np.int64)
+        self.best = (-1, 0)                          # the latest of the longest runs: (j, length)
 
     def observe(self, ids: np.ndarray) -> None:
         ids = np.asarray(ids, dtype=np.int64).reshape(4)
-        if len(self.events):
-            same = (self.events == ids).all(axis=1)
+        key = 0
+        for i in ids.tolist():
+            if not 0 <= i < 1 << ID_BITS:
+                raise ValueError(f"RepeatMemory.observe: token ids {ids.tolist()} outside 0..{(1 << ID_BITS) - 1}")
+            key = key << ID_BITS | i
+        if len(self.keys):
             previous = np.concatenate([[0], self.runs])      # runs of the last event, one step back
-            self.runs = np.where(same, previous + 1, 0)
+            self.runs = np.where(self.keys == key, previous + 1, 0)
+        # arrays are replaced, never changed in place: a state() taken earlier stays as it was
         self.events = np.concatenate([self.events, ids[None]])
+        self.keys = np.concatenate([self.keys, [key]])
         if len(self.events) > self.capacity:                 # forget the oldest half, keep it O(capacity)
             keep = self.capacity // 2
-            self.events = self.events[-keep:]
+            self.events, self.keys = self.events[-keep:], self.keys[-keep:]
             # a run may not reach back past the oldest event kept: position j has j + 1 behind it
             self.runs = np.minimum(self.runs[-(keep - 1):], np.arange(1, keep))
+        j = len(self.runs) - 1 - int(self.runs[::-1].argmax()) if len(self.runs) else -1
+        self.best = (j, int(self.runs[j])) if j >= 0 and self.runs[j] > 0 else (-1, 0)
+
+    def state(self) -> tuple:
+        """What the next guess depends on, for restore(): the Improviser tries continuations."""
+        return self.events, self.keys, self.runs, self.best
+
+    def restore(self, state: tuple) -> None:
+        self.events, self.keys, self.runs, self.best = state
 
     def guess(self) -> tuple[np.ndarray | None, int]:
         """(ids of the event that followed the longest earlier match, its length), or (None, 0)."""
-        if not len(self.runs) or self.runs.max() == 0:
+        j, length = self.best
+        if length == 0:
             return None, 0
-        # the latest of the longest matches: a recent copy is the likelier one to go on
-        j = len(self.runs) - 1 - int(np.argmax(self.runs[::-1]))
-        return self.events[j + 1].copy(), int(self.runs[j])
+        return self.events[j + 1].copy(), length
 
     def mix(self, head_probs: list[np.ndarray]) -> list[np.ndarray]:
         """Each head's distribution with the current guess mixed in."""
         guess, length = self.guess()
         if self.weights is None or guess is None or (self.max_repeat and length > self.max_repeat):
             return head_probs
-        b = bucket_of(length)
         mixed = []
-        for field, probs in enumerate(head_probs):
-            w = float(self.weights[field, b])
+        for probs, w, token in zip(head_probs, self.weights[:, bucket_of(length)].tolist(), guess.tolist()):
             p = np.asarray(probs, dtype=np.float64) * (1.0 - w)
-            p[..., guess[field]] += w     # every row of a duration head given the pitch
+            p[..., token] += w     # every row of a duration head given the pitch
             mixed.append(p)
         return mixed
 

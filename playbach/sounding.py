@@ -16,6 +16,7 @@ class Sounding:
     def __init__(self, pitch_tokens: int):
         self.ends = np.zeros(pitch_tokens, dtype=np.int64)
         self.now = 0
+        self._emitted: tuple[np.ndarray | None, np.ndarray] = (None, np.zeros(0, dtype=np.int64))
 
     def reset(self) -> None:
         self.ends[:] = 0
@@ -35,4 +36,7 @@ class Sounding:
 
     def tokens(self, onset: int, emitted: np.ndarray) -> np.ndarray:
         """Which pitch tokens sound at `onset` (as at()), each token emitted as `emitted[token]`."""
-        return self.at(onset)[np.clip(emitted, 0, len(self.ends) - 1)]
+        # the live key replaces its `emitted` array when it moves, never changes it: clip each once
+        if self._emitted[0] is not emitted:
+            self._emitted = (emitted, np.clip(emitted, 0, len(self.ends) - 1))
+        return self.at(onset)[self._emitted[1]]

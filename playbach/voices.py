@@ -34,6 +34,8 @@ Needs numpy only: the Pi imports this module.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from playbach.events import FIELDS, Codec
@@ -74,7 +76,7 @@ class VoiceTracker:
         free = self._free()
         slot = max(free) if free else min(range(self.slots), key=lambda v: abs(self.last[v] - pitch))
         interval = (NO_INTERVAL if self.last[slot] < 0
-                    else int(np.clip(pitch - self.last[slot], -MAX_INTERVAL, MAX_INTERVAL)) + MAX_INTERVAL)
+                    else min(max(int(pitch) - self.last[slot], -MAX_INTERVAL), MAX_INTERVAL) + MAX_INTERVAL)
         self.last[slot], self.end[slot] = int(pitch), self.now + int(duration)
         free = self._free()
         following = max(free) if free else max(v for v in range(self.slots) if self.end[v] == min(self.end))
@@ -106,9 +108,10 @@ class VoiceContext:
         if width not in LEVELS.values() or not width:
             raise ValueError(f"a voice context of {width} inputs: expected one of {list(LEVELS.values())[1:]}")
         self.width = width
-        self.onsets = np.asarray(codec.vocab["onset"], dtype=np.int64)
-        self.pitches = np.asarray(codec.vocab["pitch"], dtype=np.int64)
-        self.durations = np.asarray(codec.vocab["duration"], dtype=np.int64)
+        # plain lists: read once per event fed, where numpy's scalar indexing costs more than it saves
+        self.onsets = [int(v) for v in codec.vocab["onset"]]
+        self.pitches = [int(v) for v in codec.vocab["pitch"]]
+        self.durations = [int(v) for v in codec.vocab["duration"]]
         self.ticks_per_16th = codec.ticks_per_quarter / 4
         self.pitch_id = {int(p): i for i, p in enumerate(self.pitches)}
         self.tracker = VoiceTracker()
@@ -125,7 +128,7 @@ class VoiceContext:
 
     def feed(self, ids: np.ndarray) -> np.ndarray:
         """(4,) token ids of this event -> (width,) context ids, in CONTEXT order."""
-        onset, pitch, duration = (int(i) for i in np.asarray(ids).reshape(-1)[:3])
+        onset, pitch, duration = np.asarray(ids).reshape(-1)[:3].tolist()
         t = self.tracker
         slot, interval, next_pitch = t.feed(self.onsets[onset], self.pitches[pitch], self.durations[duration])
         position = int(t.next_start // self.ticks_per_16th) % BAR
@@ -134,13 +137,13 @@ class VoiceContext:
             sounding = [v for v in range(t.slots) if t.end[v] > t.next_start]
             context += [self.pitch_id[t.last[v]] if v in sounding else len(self.pitches) for v in range(t.slots)]
             until = min((t.end[v] for v in sounding), default=t.next_start) - t.next_start
-            context.append(min(BAR, int(np.ceil(until / self.ticks_per_16th))))
+            context.append(min(BAR, math.ceil(until / self.ticks_per_16th)))
         return np.array(context, dtype=np.int64)
 
     def row(self, ids: np.ndarray) -> np.ndarray:
         """(4,) token ids of this event -> (4 + width,): the ids the model reads for it."""
         ids = np.asarray(ids, dtype=np.int64).reshape(len(FIELDS))
-        return np.concatenate([ids, self.feed(ids)])
+        return np.array([*ids.tolist(), *self.feed(ids).tolist()], dtype=np.int64)
 
 
 def with_context(codec: Codec, ids: np.ndarray, width: int = len(CONTEXT)) -> np.ndarray:

@@ -155,3 +155,25 @@ def test_take_repeats_bench_counts_runs_that_occurred_earlier():
     assert runs[30:].tolist() == [0] * 5
     figures = take_repeat_figures(take)
     assert figures == {"share_in_repeats": 10 / 35, "longest_repeat": 10, "run_at_end": 0}
+
+
+def test_a_state_taken_stays_as_it_was_while_the_memory_goes_on():
+    """The planner keeps states of several continuations at once and goes back to any of them."""
+    memory = RepeatMemory()
+    for row in events([1, 2, 3, 1, 2]):
+        memory.observe(row)
+    kept, before = memory.state(), memory.guess()
+    for row in events([3, 1, 2, 3, 9, 9]):   # a longer run, then none
+        memory.observe(row)
+    assert memory.guess()[1] != before[1]
+    memory.restore(kept)
+    guess, length = memory.guess()
+    assert length == before[1] == 2 and guess.tolist() == before[0].tolist()
+    memory.observe(events([3])[0])            # goes on from there as if nothing else had been seen
+    assert memory.guess()[1] == 3
+
+
+@pytest.mark.parametrize("bad", [[-1, 0, 0, 0], [0, 0, 1 << 15, 0]])
+def test_a_token_id_the_keys_cannot_hold_is_refused_by_name(bad):
+    with pytest.raises(ValueError, match="token ids"):
+        RepeatMemory().observe(np.array(bad))
