@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from playbach.harness.livebench import _ms as ms
+from playbach.harness.livebench import _ms as ms, sent_after_due
 
 PPQ = 24
 SIXTEENTH = PPQ // 4
@@ -99,11 +99,3 @@ def players_own(grid: list[tuple[float, float | None, float]], start: int, stats
     late = sent_after_due(stats)
     return {"due_on_a_16th": line["on_a_16th"], "due_at_intended_position": line.get("at_intended_position"),
             "due_from_tick_ms": line["all"]["onset_from_tick_ms"], "sent_after_due_ms": ms(late) if late else None}
-
-
-def sent_after_due(stats: dict) -> list[float] | None:
-    """Per note_on in the player's --stats, in order: when it went out less when it was due (s);
-    None when the sends do not account for every note."""
-    sent = [t for t, n in stats.get("note_on_sends") or [] for _ in range(n)]
-    due = sorted(t for t, _ in stats["note_ons"])
-    return [s - d for s, d in zip(sent, due)] if len(sent) == len(due) else None

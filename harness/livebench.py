@@ -35,6 +35,7 @@ PROBE_CHANNEL, PROBE_CC = 15, 119
 PROBE_EVERY = 0.1     # seconds between transport probes (jittered)
 APPLIANCE_NICE = -10  # playbach.service's Nice=
 JACK_PERIOD = 128     # frames at 48 kHz: 2.7 ms of JACK's own quantization
+SENT_LATE = 0.010     # seconds: a note_on the player's loop sent this long after it was due is late
 
 
 def _ms(values) -> dict:
@@ -43,6 +44,14 @@ def _ms(values) -> dict:
         return {"n": 0}
     return {"n": int(v.size), "median": round(float(np.median(v)), 3),
             "p99": round(float(np.percentile(v, 99)), 3), "max": round(float(v.max()), 3)}
+
+
+def sent_after_due(stats: dict) -> list[float] | None:
+    """Per note_on in the player's --stats, in order: when it went out less when it was due (s);
+    None when the sends do not account for every note."""
+    sent = [t for t, n in stats.get("note_on_sends") or [] for _ in range(n)]
+    due = sorted(t for t, _ in stats["note_ons"])
+    return [s - d for s, d in zip(sent, due)] if len(sent) == len(due) else None
 
 
 def _rss_kb(pid: int) -> int:
@@ -168,6 +177,10 @@ def run_live_bench(bundle_path: str | Path, seconds: float = 60, bpm: float = DE
         messages = receiver.taken() if receiver is not None else []
 
     result = _summary(run, stats, cpu_window, usage, memory, time.monotonic() - started)
+    late = sent_after_due(stats)
+    if late is not None:   # how late the player's own loop sent each note_on, before any transport
+        result["sent_after_due_ms"] = _ms(late)
+        result["notes_sent_late"] = sum(x > SENT_LATE for x in late)
     if receiver is not None:
         result.update(_onsets(stats, messages, probe, started))
     else:
