@@ -175,24 +175,28 @@ class StepModel(_Runner):
         self.reset()
 
     def reset(self) -> None:
-        for role in self.state_roles:
-            row = self.inputs[role][1]
-            self._set(role, _quantize(np.zeros(row.shape, np.float32), row))
+        # the state as last fed back: arrays never changed in place, so save() can hand them out
+        self._state = [_quantize(np.zeros(self.inputs[role][1].shape, np.float32), self.inputs[role][1])
+                       for role in self.state_roles]
+        self._set_state(self._state)
         if self.context:
             self.context.reset()
+
+    def _set_state(self, values: list[np.ndarray]) -> None:
+        for (_, in_index, _), value in zip(self._feedback, values):
+            self.interpreter.set_tensor(in_index, value)
 
     def step(self, ids: np.ndarray) -> list[np.ndarray]:
         self.load(ids)
         return self.advance()
 
     def save(self) -> tuple:
-        """The carried state (a copy), for restore(): the Improviser tries continuations from one point."""
-        return ([self.interpreter.get_tensor(self.inputs[r][0]) for r in self.state_roles],
-                self.context.save() if self.context else None)
+        """The carried state (arrays never changed after), for restore(): the Improviser tries continuations from one point."""
+        return self._state, self.context.save() if self.context else None
 
     def restore(self, state: tuple) -> None:
-        for role, value in zip(self.state_roles, state[0]):
-            self.interpreter.set_tensor(self.inputs[role][0], value)
+        self._state = state[0]
+        self._set_state(self._state)
         if self.context:
             self.context.restore(state[1])
 
@@ -205,9 +209,10 @@ class StepModel(_Runner):
     def advance(self) -> list[np.ndarray]:
         """Run the loaded event, carry the state, return the next event's distributions."""
         self.interpreter.invoke()
-        for out_index, in_index, table in self._feedback:
-            value = self.interpreter.get_tensor(out_index)
-            self.interpreter.set_tensor(in_index, value if table is None else _lookup(value, table))
+        get_tensor = self.interpreter.get_tensor
+        self._state = [get_tensor(out_index) if table is None else _lookup(get_tensor(out_index), table)
+                       for out_index, _, table in self._feedback]
+        self._set_state(self._state)
         return self._probs()
 
 
