@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", type=int, default=2000, help="events timed per model (default 2000)")
     parser.add_argument("--per-note-events", type=int, default=1000,
                         help="notes the Improviser draws for the per-note figure (default 1000; 0 = skip)")
+    parser.add_argument("--per-note-after", type=int, default=0,
+                        help="notes drawn (untimed) before the per-note figure's, e.g. 3000: a take hours long "
+                             "has a full repeat memory (default 0: timed from the opening)")
     parser.add_argument("--live-seconds", type=float, default=0, help="also play live for N seconds")
     parser.add_argument("--port", default=None, help="MIDI output port for the live benchmark")
     settings.add_arguments(parser, ("bpm",))   # the live benchmark's tempo: the player's default
@@ -46,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     settings.check_arguments(args, ("bpm",))
     result = bench_bundle(args.bundle, args.events)
     if args.per_note_events > 0:
-        result["per_note"] = per_note(args.bundle, args.per_note_events)
+        result["per_note"] = per_note(args.bundle, args.per_note_events, after=args.per_note_after)
     if args.live_seconds:
         from playbach.harness.livebench import run_live_bench  # needs rtmidi and JACK: only when asked
 
@@ -86,17 +89,18 @@ def bench_bundle(path: str | Path, events: int = 2000) -> dict:
     return result
 
 
-def per_note(path: str | Path, events: int, seed: int = 0) -> dict:
+def per_note(path: str | Path, events: int, seed: int = 0, after: int = 0) -> dict:
     """Seconds of Improviser work per emitted note (model steps, sampling, planning) over `events`
-    notes after the opening, with the default settings, planning off and on (settings.DEFAULTS.plan):
-    the mean wall and CPU time per note, and the slowest single call (the most one loop pass waits)."""
+    notes after the opening and `after` more, with the default settings, planning off and on
+    (settings.DEFAULTS.plan): the mean wall and CPU time per note, and the slowest single call (the
+    most one loop pass waits)."""
     from playbach.take import make_improviser, open_take_model
 
     bundle, out = load_bundle(path), {}
     for plan in (0, settings.DEFAULTS.plan):
         s = dataclasses.replace(settings.DEFAULTS, accelerator="cpu", seed=seed, plan=plan)
         improviser = make_improviser(bundle, open_take_model(bundle, s), s)
-        for _ in range(len(improviser.pending) + WARMUP):
+        for _ in range(len(improviser.pending) + WARMUP + after):
             improviser.next_event()
         calls = np.empty(events)
         cpu = time.process_time()
@@ -112,6 +116,7 @@ def per_note(path: str | Path, events: int, seed: int = 0) -> dict:
         log.info("per note, plan %d: %.3f ms (slowest call %.2f ms)", plan, out[f"plan={plan}"]["ms_per_note"],
                  out[f"plan={plan}"]["slowest_call_ms"])
     out["aim_ms_per_note"] = AIM_MS_PER_NOTE
+    out["after"] = after
     return out
 
 
