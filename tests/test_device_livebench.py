@@ -34,6 +34,9 @@ def test_live_bench_reports_every_figure(bundle):
     assert 0 < r["first_note_s"] < 30
     assert 0 < r["peak_rss_mb"] and 0 < r["rss_without_jack_shm_mb"] <= r["rss_while_playing_mb"]
     assert r["cpu_percent"] is not None and 0 <= r["cpu_percent"] < 100
+    # the player's own loop: every note_on accounted for, sent after it was due and not by seconds
+    assert r["sent_after_due_ms"]["n"] == r["notes"] and 0 <= r["sent_after_due_ms"]["median"] < 50, r
+    assert 0 <= r["notes_sent_late"] <= r["notes"]
     # in time: the typical note arrives within a few JACK periods (5.3 ms) of its time even on a
     # loaded machine; a late player (a 16th is 125 ms here) or a figure in seconds fails
     assert 0 < r["onset_error_ms"]["median"] < 50
