@@ -33,6 +33,45 @@ def bucket_of(length: int) -> int:
 ID_BITS = 15    # a token id packs into 15 bits: four make one int64 key, compared in one pass
 
 
+class Tape:
+    """An append-only record of events (as packed keys) that states of a memory share.
+
+    A state is (tape, length). Rows below the tape's tip are never written again, so a state
+    taken earlier reads what it saw; appending at the tip writes in place, and appending behind
+    it (a state restored after the memory went on: the planner's next candidate) first copies
+    the state's rows to a tape of its own. A take appends without copying."""
+
+    def __init__(self, keys: np.ndarray, room: int = 256):
+        n = len(keys)
+        self.keys = np.zeros(max(room, 2 * n), dtype=np.int64)
+        self.keys[:n], self.tip = keys, n
+
+    def append(self, length: int, key: int) -> "Tape":
+        """The tape holding rows [:length] and then this key (self, or a copy)."""
+        tape = self
+        if length != self.tip or length == len(self.keys):
+            tape = Tape(self.keys[:length])
+        tape.keys[length] = key
+        tape.tip = length + 1
+        return tape
+
+
+def pack(ids: np.ndarray) -> int:
+    """An event's four token ids as one number (ID_BITS each)."""
+    key = 0
+    for i in np.asarray(ids, dtype=np.int64).reshape(4).tolist():
+        if not 0 <= i < 1 << ID_BITS:
+            raise ValueError(f"RepeatMemory.observe: token ids {np.ravel(ids).tolist()} outside 0..{(1 << ID_BITS) - 1}")
+        key = key << ID_BITS | i
+    return key
+
+
+def unpack(keys: np.ndarray) -> np.ndarray:
+    """(n,) keys -> (n, 4) token ids."""
+    shifts = ID_BITS * np.arange(3, -1, -1)
+    return (np.asarray(keys, dtype=np.int64)[:, None] >> shifts) & ((1 << ID_BITS) - 1)
+
+
 class RepeatMemory:
     """Token-id events in; the next event's guess, and the heads with it mixed in, out.
 
@@ -44,58 +83,84 @@ class RepeatMemory:
         self.reset()
 
     def reset(self) -> None:
-        self.events = np.zeros((0, 4), dtype=np.int64)
-        self.keys = np.zeros(0, dtype=np.int64)     # each event packed into one number, to match on
-        # runs[j]: how many events ending at j equal the events ending at the newest one (j < newest)
-        self.runs = np.zeros(0, dtype=np.int64)
+        self.tape, self.length = Tape(np.zeros(0, dtype=np.int64)), 0
+        # the runs ending at earlier positions that equal the run ending at the newest event, as
+        # (positions, lengths): a run is nonzero only where the newest event occurred before
+        self.runs = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
         self.best = (-1, 0)                          # the latest of the longest runs: (j, length)
 
+    @property
+    def events(self) -> np.ndarray:
+        """The events remembered, oldest first (token ids)."""
+        return unpack(self.tape.keys[:self.length])
+
     def observe(self, ids: np.ndarray) -> None:
-        ids = np.asarray(ids, dtype=np.int64).reshape(4)
-        key = 0
-        for i in ids.tolist():
-            if not 0 <= i < 1 << ID_BITS:
-                raise ValueError(f"RepeatMemory.observe: token ids {ids.tolist()} outside 0..{(1 << ID_BITS) - 1}")
-            key = key << ID_BITS | i
-        if len(self.keys):
-            previous = np.concatenate([[0], self.runs])      # runs of the last event, one step back
-            self.runs = np.where(self.keys == key, previous + 1, 0)
-        # arrays are replaced, never changed in place: a state() taken earlier stays as it was
-        self.events = np.concatenate([self.events, ids[None]])
-        self.keys = np.concatenate([self.keys, [key]])
-        if len(self.events) > self.capacity:                 # forget the oldest half, keep it O(capacity)
+        key = pack(ids)
+        # a run ends at j when event j is this one; it is one longer than the run that ended at j - 1
+        at = np.flatnonzero(self.tape.keys[:self.length] == key)
+        positions, lengths = self.runs
+        before = np.zeros(len(at), dtype=np.int64)
+        if len(positions) and len(at):
+            i = np.minimum(np.searchsorted(positions, at - 1), len(positions) - 1)
+            before = np.where(positions[i] == at - 1, lengths[i], 0)
+        self.runs = (at, before + 1)
+        self.tape = self.tape.append(self.length, key)
+        self.length += 1
+        if self.length > self.capacity:                 # forget the oldest half, keep it O(capacity)
             keep = self.capacity // 2
-            self.events, self.keys = self.events[-keep:], self.keys[-keep:]
+            offset = self.length - keep
+            self.tape, self.length = Tape(self.tape.keys[offset:self.length]), keep
+            at, lengths = self.runs[0] - offset, self.runs[1]
             # a run may not reach back past the oldest event kept: position j has j + 1 behind it
-            self.runs = np.minimum(self.runs[-(keep - 1):], np.arange(1, keep))
-        j = len(self.runs) - 1 - int(self.runs[::-1].argmax()) if len(self.runs) else -1
-        self.best = (j, int(self.runs[j])) if j >= 0 and self.runs[j] > 0 else (-1, 0)
+            self.runs = (at[at >= 0], np.minimum(lengths[at >= 0], at[at >= 0] + 1))
+        positions, lengths = self.runs
+        last = len(lengths) - 1 - int(lengths[::-1].argmax()) if len(lengths) else -1
+        self.best = (int(positions[last]), int(lengths[last])) if last >= 0 else (-1, 0)
 
     def state(self) -> tuple:
         """What the next guess depends on, for restore(): the Improviser tries continuations."""
-        return self.events, self.keys, self.runs, self.best
+        return self.tape, self.length, self.runs, self.best
 
     def restore(self, state: tuple) -> None:
-        self.events, self.keys, self.runs, self.best = state
+        self.tape, self.length, self.runs, self.best = state
 
     def guess(self) -> tuple[np.ndarray | None, int]:
         """(ids of the event that followed the longest earlier match, its length), or (None, 0)."""
         j, length = self.best
         if length == 0:
             return None, 0
-        return self.events[j + 1].copy(), length
+        return unpack(self.tape.keys[j + 1:j + 2])[0], length
 
     def mix(self, head_probs: list[np.ndarray]) -> list[np.ndarray]:
         """Each head's distribution with the current guess mixed in."""
         guess, length = self.guess()
         if self.weights is None or guess is None or (self.max_repeat and length > self.max_repeat):
             return head_probs
-        mixed = []
-        for probs, w, token in zip(head_probs, self.weights[:, bucket_of(length)].tolist(), guess.tolist()):
-            p = np.asarray(probs, dtype=np.float64) * (1.0 - w)
-            p[..., token] += w     # every row of a duration head given the pitch
-            mixed.append(p)
-        return mixed
+        weights = self.weights[:, bucket_of(length)].tolist()
+        return [MixedRows(probs, w, token) if np.ndim(probs) == 2 else mixed_in(probs, w, token)
+                for probs, w, token in zip(head_probs, weights, guess.tolist())]
+
+
+def mixed_in(probs: np.ndarray, w: float, token: int) -> np.ndarray:
+    """(1 - w) * probs + w * onehot(token), in float64."""
+    p = np.asarray(probs, dtype=np.float64) * (1.0 - w)
+    p[token] += w
+    return p
+
+
+class MixedRows:
+    """A duration head with a row per pitch (playbach/heads.py) with the guess mixed into every row,
+    each row mixed when it is read: a draw reads one row of dozens."""
+    ndim = 2
+
+    def __init__(self, rows: np.ndarray, w: float, token: int):
+        self.rows, self.w, self.token = rows, w, token
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, pitch: int) -> np.ndarray:
+        return mixed_in(self.rows[pitch], self.w, self.token)
 
 
 def weights_from_dict(d: dict | None) -> np.ndarray | None:

@@ -177,3 +177,39 @@ def test_a_state_taken_stays_as_it_was_while_the_memory_goes_on():
 def test_a_token_id_the_keys_cannot_hold_is_refused_by_name(bad):
     with pytest.raises(ValueError, match="token ids"):
         RepeatMemory().observe(np.array(bad))
+
+
+def test_two_continuations_from_one_state_each_keep_their_own_events():
+    """The planner draws several continuations from one state and keeps one of them, any of them."""
+    memory = RepeatMemory()
+    for row in events([1, 2, 3, 4]):
+        memory.observe(row)
+    start = memory.state()
+    for row in events([1, 2]):                 # the first continuation: a copy begins
+        memory.observe(row)
+    first = memory.state()
+    memory.restore(start)
+    for row in events([7, 7, 7]):              # the second, written where the first's events were
+        memory.observe(row)
+    assert memory.events[:, 1].tolist() == [1, 2, 3, 4, 7, 7, 7] and memory.guess()[1] == 2
+    memory.restore(first)                      # the first is still as it was, and goes on
+    assert memory.events[:, 1].tolist() == [1, 2, 3, 4, 1, 2] and memory.guess()[1] == 2
+    memory.observe(events([3])[0])
+    assert memory.guess()[0].tolist() == events([4])[0].tolist() and memory.guess()[1] == 3
+
+
+def test_a_duration_head_given_the_pitch_is_mixed_row_by_row_as_a_whole_array_would_be():
+    weights = np.tile(np.linspace(0, 0.9, NUM_BUCKETS), (4, 1))
+    memory = RepeatMemory(weights)
+    for row in events([1, 2, 3, 1, 2]):
+        memory.observe(row)
+    rng = np.random.default_rng(0)
+    rows = rng.dirichlet(np.ones(5), size=8)   # a duration distribution per pitch
+    heads = [np.full(3, 1 / 3), np.full(8, 1 / 8), rows, np.ones(1)]
+    mixed = memory.mix(heads)
+    w, token = weights[2, bucket_of(2)], events([3])[0][2]
+    whole = rows * (1 - w)
+    whole[:, token] += w
+    assert mixed[2].ndim == 2 and len(mixed[2]) == 8
+    for pitch in range(8):
+        assert np.array_equal(mixed[2][pitch], whole[pitch])
