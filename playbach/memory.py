@@ -129,7 +129,8 @@ class RepeatMemory:
         j, length = self.best
         if length == 0:
             return None, 0
-        return unpack(self.tape.keys[j + 1:j + 2])[0], length
+        key, mask = int(self.tape.keys[j + 1]), (1 << ID_BITS) - 1   # one event: unpacked in Python, not numpy
+        return np.array([key >> shift & mask for shift in (3 * ID_BITS, 2 * ID_BITS, ID_BITS, 0)]), length
 
     def mix(self, head_probs: list[np.ndarray]) -> list[np.ndarray]:
         """Each head's distribution with the current guess mixed in."""
@@ -137,7 +138,7 @@ class RepeatMemory:
         if self.weights is None or guess is None or (self.max_repeat and length > self.max_repeat):
             return head_probs
         weights = self.weights[:, bucket_of(length)].tolist()
-        return [MixedRows(probs, w, token) if np.ndim(probs) == 2 else mixed_in(probs, w, token)
+        return [MixedRows(probs, w, token) if probs.ndim == 2 else mixed_in(probs, w, token)
                 for probs, w, token in zip(head_probs, weights, guess.tolist())]
 
 
