@@ -23,16 +23,19 @@ from playbach.harness.livebench import SENT_LATE, run_live_bench
 from playbach.settings import DEFAULTS
 
 def summary(runs: list[dict]) -> dict:
-    """The worst of a plan's runs on each figure: the aim is about every run, not their average."""
+    """A plan's runs together: the worst run on each figure, and the onset p99 also as the mean of
+    the runs (each run's lands where JACK's 2.7 ms period happens to fall against the player's
+    clock, so one run's p99 moves by a millisecond or more from that alone)."""
     beyond = [r["onset_beyond_transport_ms"]["p99"] for r in runs]
-    sent = [r["sent_after_due_ms"] for r in runs]
     return {"onset_beyond_transport_p99_ms": max(beyond),
-            "sent_after_due_max_ms": max(s["max"] for s in sent),
+            "onset_beyond_transport_p99_ms_mean": round(float(np.mean(beyond)), 3),
+            "sent_after_due_p99_ms": max(r["sent_after_due_ms"]["p99"] for r in runs),
+            "sent_after_due_max_ms": max(r["sent_after_due_ms"]["max"] for r in runs),
             "notes_sent_late": sum(r["notes_sent_late"] for r in runs),
             "notes": sum(r["notes"] for r in runs),
             "notes_missing": sum(r["notes"] - r["notes_matched"] for r in runs),
             "rss_without_jack_shm_mb": max(r["rss_without_jack_shm_mb"] for r in runs),
-            "cpu_percent": float(np.mean([r["cpu_percent"] for r in runs]))}
+            "cpu_percent": round(float(np.mean([r["cpu_percent"] for r in runs])), 2)}
 
 
 def main() -> int:
@@ -54,9 +57,12 @@ def main() -> int:
               "runs": {f"plan={k}": v for k, v in runs.items()},
               "summary": {f"plan={k}": summary(v) for k, v in runs.items()}}
     s0, s1 = result["summary"]["plan=0"], result["summary"][f"plan={a.plan}"]
-    result["onset_p99_planning_costs_ms"] = round(s1["onset_beyond_transport_p99_ms"] - s0["onset_beyond_transport_p99_ms"], 3)
+    # what planning adds: to when the player's loop sends a note (its own clock, no JACK period in
+    # it), and to the onset heard beyond the transport (the runs' mean)
+    result["planning_costs_ms"] = {k: round(s1[k] - s0[k], 3) for k in
+                                   ("sent_after_due_p99_ms", "onset_beyond_transport_p99_ms_mean")}
     write_text_atomically(a.out, json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result["summary"], indent=1), "\nonset p99 planning on - off:", result["onset_p99_planning_costs_ms"], "ms")
+    print(json.dumps(result["summary"], indent=1), "\nplanning on - off:", result["planning_costs_ms"])
     return 0
 
 
