@@ -53,7 +53,8 @@ def main() -> int:
             r = run_live_bench(a.bundle, a.seconds, variant=DEFAULTS.variant, extra_args=("--plan", str(plan)))
             runs[plan].append(r)
     result = {"benchmark": "plan_live", "bundle": a.bundle, "seconds": a.seconds, "rounds": a.rounds,
-              "sent_late_ms": SENT_LATE * 1e3, "machine": {"processor": platform.machine(), "python": platform.python_version()},
+              "sent_late_ms": SENT_LATE * 1e3,
+              "machine": {"processor": platform.machine(), "python": platform.python_version()},
               "runs": {f"plan={k}": v for k, v in runs.items()},
               "summary": {f"plan={k}": summary(v) for k, v in runs.items()}}
     s0, s1 = result["summary"]["plan=0"], result["summary"][f"plan={a.plan}"]

@@ -61,7 +61,8 @@ def pack(ids: np.ndarray) -> int:
     key = 0
     for i in np.asarray(ids, dtype=np.int64).reshape(4).tolist():
         if not 0 <= i < 1 << ID_BITS:
-            raise ValueError(f"RepeatMemory.observe: token ids {np.ravel(ids).tolist()} outside 0..{(1 << ID_BITS) - 1}")
+            raise ValueError(f"RepeatMemory.observe: token ids {np.ravel(ids).tolist()} "
+                             f"outside 0..{(1 << ID_BITS) - 1}")
         key = key << ID_BITS | i
     return key
 

@@ -191,7 +191,8 @@ class StepModel(_Runner):
         return self.advance()
 
     def save(self) -> tuple:
-        """The carried state (arrays never changed after), for restore(): the Improviser tries continuations from one point."""
+        """The carried state, for restore(): the Improviser tries continuations from one point. Its
+        arrays are never changed after (advance() makes new ones), so they are handed out as they are."""
         return self._state, self.context.save() if self.context else None
 
     def restore(self, state: tuple) -> None:
