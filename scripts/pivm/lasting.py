@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from guest import OVERRIDES, UNIT, active_state, entry_mono, journal, main_pid, message, run, set_config_key, show, wait_for
+from clock import TIMING_PLAN
 from web import WEB_UNIT, _poll, _token, api, answering, chord_onsets, onset_grid, ticks_per_quarter
 
 CONFIG = Path("/etc/playbach/config.toml")
@@ -134,14 +135,17 @@ def set_settings() -> dict:
     # as a person would: once the page says the player is there (a check before may have restarted
     # it, and the page's link to it comes back some seconds after its first note)
     ready, _ = _poll(token, lambda s: s.get("connected") is True and s.get("playing") is True, 60, 0.5)
-    code, answer = api("POST", "/api/settings", token, {"key": SET_KEY, "bpm": SET_BPM})
+    # planning off too (a setting that must survive as well): the tempo is judged by the onsets'
+    # grid, and with 8 continuations a beat the emulated player falls behind it (clock.TIMING_PLAN)
+    code, answer = api("POST", "/api/settings", token, {"key": SET_KEY, "bpm": SET_BPM, "plan": TIMING_PLAN})
     kept = wait_for(lambda: OVERRIDES.exists() and _held(json.loads(OVERRIDES.read_text())), 10, 0.2)
     return {"ok": code == 200 and kept, "status": code, "live": answer.get("live"), "overrides_written": kept,
             "page_said_playing": ready is not None}
 
 
 def _held(overrides: dict) -> bool:
-    return overrides.get("key") == SET_KEY and float(overrides.get("bpm", 0)) == SET_BPM
+    return (overrides.get("key") == SET_KEY and float(overrides.get("bpm", 0)) == SET_BPM
+            and overrides.get("plan") == TIMING_PLAN)
 
 
 def settings_survive_reboot_check(recorder, set_before: dict) -> dict:
@@ -160,7 +164,8 @@ def settings_survive_reboot_check(recorder, set_before: dict) -> dict:
     _, status = _poll(_token(), lambda s: s.get("playing") is True, 60, 0.5)
     reset = api("POST", "/api/reset", _token())[0]   # back to the config for the checks after
     return {"ok": bool(set_before.get("ok") and key == SET_KEY and at_set["on_grid"] >= 0.6 and at_set["on_grid"] > at_config["on_grid"]
-                       and status.get("bpm") == SET_BPM),
+                       and status.get("bpm") == SET_BPM
+                       and (status.get("live") or {}).get("plan") == TIMING_PLAN),
             "set_before_reboot": set_before, "notes": len(notes), "key_heard": key, "key_set": SET_KEY, "status_bpm": status.get("bpm"),
             "on_set_grid": at_set, "on_config_grid": at_config, "reset_status": reset}
 
