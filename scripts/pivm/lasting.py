@@ -25,8 +25,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from guest import OVERRIDES, UNIT, active_state, entry_mono, journal, main_pid, message, run, set_config_key, show, wait_for
 from clock import TIMING_PLAN
+from guest import OVERRIDES, UNIT, active_state, entry_mono, journal, main_pid, message, run, set_config_key, show, wait_for
 from web import WEB_UNIT, _poll, _token, api, answering, chord_onsets, onset_grid, ticks_per_quarter
 
 CONFIG = Path("/etc/playbach/config.toml")
