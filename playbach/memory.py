@@ -67,10 +67,10 @@ def pack(ids: np.ndarray) -> int:
     return key
 
 
-def unpack(keys: np.ndarray) -> np.ndarray:
-    """(n,) keys -> (n, 4) token ids."""
-    shifts = ID_BITS * np.arange(3, -1, -1)
-    return (np.asarray(keys, dtype=np.int64)[:, None] >> shifts) & ((1 << ID_BITS) - 1)
+def unpack(key: int) -> np.ndarray:
+    """An event's four token ids from its packed number (pack's inverse)."""
+    mask = (1 << ID_BITS) - 1
+    return np.array([key >> shift & mask for shift in (3 * ID_BITS, 2 * ID_BITS, ID_BITS, 0)], dtype=np.int64)
 
 
 class RepeatMemory:
@@ -93,7 +93,8 @@ class RepeatMemory:
     @property
     def events(self) -> np.ndarray:
         """The events remembered, oldest first (token ids)."""
-        return unpack(self.tape.keys[:self.length])
+        return np.array([unpack(key) for key in self.tape.keys[:self.length].tolist()],
+                        dtype=np.int64).reshape(-1, 4)
 
     def observe(self, ids: np.ndarray) -> None:
         key = pack(ids)
@@ -130,8 +131,7 @@ class RepeatMemory:
         j, length = self.best
         if length == 0:
             return None, 0
-        key, mask = int(self.tape.keys[j + 1]), (1 << ID_BITS) - 1   # one event: unpacked in Python, not numpy
-        return np.array([key >> shift & mask for shift in (3 * ID_BITS, 2 * ID_BITS, ID_BITS, 0)]), length
+        return unpack(int(self.tape.keys[j + 1])), length
 
     def mix(self, head_probs: list[np.ndarray]) -> list[np.ndarray]:
         """Each head's distribution with the current guess mixed in."""

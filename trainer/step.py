@@ -169,7 +169,7 @@ def build_ensemble_step_model(configs: list[ModelConfig], trained: list[keras.Mo
     outputs, heads_out = {}, []
     for i, (cfg, model) in enumerate(zip(configs, trained)):
         # a member's inputs are named apart: Keras wants every name in the graph unique
-        member = build_step_model(cfg, model, for_int8, cell_clip, name=f"member_{i}", input_prefix=f"m{i}_in_",
+        member = build_step_model(cfg, model, for_int8, cell_clip, name=member_name(i), input_prefix=f"m{i}_in_",
                                   logit_floor=logit_floor)
         out = member([inputs[role] for role in input_sizes(cfg)] + [inputs[member_role(i, role)] for role in state_sizes(cfg)])
         outputs |= {member_role(i, role): out[role] for role in state_sizes(cfg)}
@@ -180,7 +180,12 @@ def build_ensemble_step_model(configs: list[ModelConfig], trained: list[keras.Mo
 
 def member_models(model: keras.Model, count: int) -> list[keras.Model]:
     """The step models of an ensemble step model's `count` members (one member: the model itself)."""
-    return [model] if count == 1 else [model.get_layer(f"member_{i}") for i in range(count)]
+    return [model] if count == 1 else [model.get_layer(member_name(i)) for i in range(count)]
+
+
+def member_name(i: int) -> str:
+    """The layer name of an ensemble's member i (its step or windowed model)."""
+    return f"member_{i}"
 
 
 def build_ensemble_windowed_model(configs: list[ModelConfig], trained: list[keras.Model],
@@ -193,7 +198,7 @@ def build_ensemble_windowed_model(configs: list[ModelConfig], trained: list[kera
 
     inputs = {name: keras.Input(shape=(configs[0].window,), batch_size=batch_size, dtype="int32", name=name)
               for name in configs[0].input_names}
-    outs = [build_windowed_model(cfg, model, batch_size, name=f"member_{i}", input_prefix=f"m{i}_in_")(
+    outs = [build_windowed_model(cfg, model, batch_size, name=member_name(i), input_prefix=f"m{i}_in_")(
         [inputs[name] for name in cfg.input_names]) for i, (cfg, model) in enumerate(zip(configs, trained))]
     return keras.Model(inputs, {f: layers.Average(name=f"mean_{f}")([o[f] for o in outs]) for f in FIELDS},
                        name="playbach_ensemble_windowed")
