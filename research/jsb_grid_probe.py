@@ -197,7 +197,7 @@ def cost(model, grid: NumpyGrid, units: int, work: str) -> dict:
         f.write(convert(step_model(model, units), specs, "dynamic"))
     from playbach.runtime import open_cpu_interpreter
     runner = open_cpu_interpreter(path).get_signature_runner()
-    ids = [7 + 61, 1 + 60, 2, 5]
+    ids = [67 + 1, 60 + 1, 2, 5]   # a G after a C, the alto, the 6th 16th: any input will do
     feed = {n: np.eye(s, dtype=np.float32)[[i]] for n, s, i in zip(INPUTS, SIZES, ids)}
     feed |= {f"{k}{i}": np.zeros((1, units), np.float32) for i in range(2) for k in "hc"}
     logits = grid.step(grid.start(1), [np.array([i]) for i in ids])
@@ -218,14 +218,15 @@ def listen(takes: np.ndarray, lead: int, bach: list[np.ndarray]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--units", type=int, default=256)
     ap.add_argument("--dropout", type=float, default=0.3)
     ap.add_argument("--takes", type=int, default=16)
     ap.add_argument("--steps", type=int, default=1088, help="16ths drawn after each opening")
-    ap.add_argument("--temperatures", default="0.9,0.7")
+    ap.add_argument("--temperatures", default="1.0,0.9,0.8")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--midi-dir", help="write each temperature's first take here as MIDI")
+    ap.add_argument("--save-weights", help="keep the trained Keras weights here (a .weights.h5 file)")
     ap.add_argument("--work", default="/tmp", help="where the converted grid step model is written")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
@@ -246,6 +247,8 @@ def main() -> None:
         elif epoch > 0:   # no better than the best: halve the step, as the trainer's lr_decay does
             model.optimizer.learning_rate.assign(model.optimizer.learning_rate * 0.5)
     model.set_weights(best[1])
+    if args.save_weights:
+        model.save_weights(args.save_weights)
     grid = NumpyGrid(model)
     result = {"cost": cost(model, grid, args.units, args.work), "what": "research/jsb_grid_probe.py: a 16th-step grid model, voice by voice, on the JSB "
                        "chorales: test nats per 16th step, and its takes' listening measures",
