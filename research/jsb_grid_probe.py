@@ -133,7 +133,8 @@ def test_nll(grid: NumpyGrid, pieces: list[np.ndarray]) -> float:
 
 def draw_takes(grid: NumpyGrid, openings: list[np.ndarray], steps: int, temperature: float,
                rng: np.random.Generator) -> np.ndarray:
-    """Each opening's rows fed, then `steps` more rows drawn voice by voice: (takes, rows, 4) in ORDER."""
+    """Each opening's rows fed, then `steps` more rows drawn voice by voice: (takes, rows, 4), the
+    file's voice order (soprano to bass)."""
     n, lead = len(openings), len(openings[0])
     rows = np.zeros((n, lead + steps, 4), int)
     rows[:, :lead] = np.stack(openings)[:, :, ORDER] + 1
