@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import numpy as np
@@ -187,25 +188,44 @@ def invoke_ms(path: str, repeats: int = 3000) -> float:
     return 1000 * float(np.median(times))
 
 
-def cost(model, grid: NumpyGrid, units: int, work: str) -> dict:
-    """The grid step converted as the shipped step is (dynamic range), its logits against numpy's,
-    and its invoke beside the shipped bundle's step model, timed in one run."""
+class ConvertedGrid:
+    """The converted grid step model behind NumpyGrid's start/step, one stream: what would play."""
+
+    def __init__(self, path: str, units: int):
+        from playbach.runtime import open_cpu_interpreter
+        self.runner = open_cpu_interpreter(path).get_signature_runner()
+        self.units, self.eyes = units, [np.eye(s, dtype=np.float32) for s in SIZES]
+
+    def start(self, batch: int = 1) -> dict:
+        return {f"{k}{i}": np.zeros((1, self.units), np.float32) for i in range(2) for k in "hc"}
+
+    def step(self, state: dict, features: list[np.ndarray]) -> np.ndarray:
+        out = self.runner(**{n: eye[f] for n, eye, f in zip(INPUTS, self.eyes, features)}, **state)
+        state.update({k: out[k] for k in state})
+        return out["logits"].astype(np.float64)
+
+
+def convert_step(model, units: int, work: str) -> str:
+    """The grid step converted as the shipped step is (dynamic range): its path."""
     from playbach.convert.tflite import convert
     specs = {n: ((1, s), "float32") for n, s in zip(INPUTS, SIZES)}
     specs |= {f"{k}{i}": ((1, units), "float32") for i in range(2) for k in "hc"}
     path = f"{work}/grid_step_dynamic.tflite"
     with open(path, "wb") as f:
         f.write(convert(step_model(model, units), specs, "dynamic"))
-    from playbach.runtime import open_cpu_interpreter
-    runner = open_cpu_interpreter(path).get_signature_runner()
-    ids = [67 + 1, 60 + 1, 2, 5]   # a G after a C, the alto, the 6th 16th: any input will do
-    feed = {n: np.eye(s, dtype=np.float32)[[i]] for n, s, i in zip(INPUTS, SIZES, ids)}
-    feed |= {f"{k}{i}": np.zeros((1, units), np.float32) for i in range(2) for k in "hc"}
-    logits = grid.step(grid.start(1), [np.array([i]) for i in ids])
+    return path
+
+
+def cost(path: str, grid: NumpyGrid, units: int) -> dict:
+    """The converted step's logits against numpy's, and its invoke beside the shipped bundle's step
+    model, timed in one run."""
+    ids = [np.array([67 + 1]), np.array([60 + 1]), np.array([2]), np.array([5])]   # any input will do
+    played = ConvertedGrid(path, units)
+    converted = played.step(played.start(), ids)
     shipped = "models/default/step_dynamic.tflite"
-    return {"logits_max_abs_diff_vs_float": float(np.abs(runner(**feed)["logits"] - logits).max()),
+    return {"logits_max_abs_diff_vs_float": float(np.abs(converted - grid.step(grid.start(1), ids)).max()),
             "grid_step_ms": invoke_ms(path), "shipped_step_ms": invoke_ms(shipped),
-            "grid_step_bytes": len(open(path, "rb").read()), "shipped_step_bytes": len(open(shipped, "rb").read()),
+            "grid_step_bytes": os.path.getsize(path), "shipped_step_bytes": os.path.getsize(shipped),
             "grid_steps_per_16th": 4, "shipped_steps_per_note": 1}
 
 
@@ -227,6 +247,7 @@ def main() -> None:
     ap.add_argument("--temperatures", default="1.0,0.9,0.8")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--midi-dir", help="write each temperature's first take here as MIDI")
+    ap.add_argument("--load-weights", help="no training: these Keras weights (from --save-weights)")
     ap.add_argument("--save-weights", help="keep the trained Keras weights here (a .weights.h5 file)")
     ap.add_argument("--work", default="/tmp", help="where the converted grid step model is written")
     ap.add_argument("--out", required=True)
@@ -238,7 +259,9 @@ def main() -> None:
     model, t0 = build(args.units, args.dropout), time.time()
     valid_x, valid_y = windows(data["valid"], np.random.default_rng(1))
     best, history = None, []
-    for epoch in range(args.epochs):
+    if args.load_weights:
+        model.load_weights(args.load_weights)
+    for epoch in range(0 if args.load_weights else args.epochs):
         x, y = windows(data["train"], rng)
         fit = model.fit(x, y, batch_size=32, epochs=1, verbose=0, validation_data=(valid_x, valid_y))
         history.append({k: float(v[0]) for k, v in fit.history.items()})
@@ -247,16 +270,20 @@ def main() -> None:
             best = (history[-1]["val_loss"], model.get_weights())
         elif epoch > 0:   # no better than the best: halve the step, as the trainer's lr_decay does
             model.optimizer.learning_rate.assign(model.optimizer.learning_rate * 0.5)
-    model.set_weights(best[1])
+    if best:
+        model.set_weights(best[1])
     if args.save_weights:
         model.save_weights(args.save_weights)
     grid = NumpyGrid(model)
-    result = {"cost": cost(model, grid, args.units, args.work), "what": "research/jsb_grid_probe.py: a 16th-step grid model, voice by voice, on the JSB "
-                       "chorales: test nats per 16th step, and its takes' listening measures",
-              "args": vars(args), "train_s": time.time() - t0, "history": history,
-              "test_nll_per_step16": test_nll(grid, data["test"])}
+    path = convert_step(model, args.units, args.work)
+    result = {"what": "research/jsb_grid_probe.py: a 16th-step grid model, voice by voice, on the JSB "
+                      "chorales: test nats per 16th step, and its takes' listening measures",
+              "cost": cost(path, grid, args.units), "args": vars(args), "train_s": time.time() - t0,
+              "history": history,
+              "test_nll_per_step16": test_nll(grid, data["test"]),
+              "test_nll_per_step16_converted": test_nll(ConvertedGrid(path, args.units), data["test"])}
     openings = [data["train"][i][:BAR] for i in rng.choice(len(data["train"]), args.takes)]
-    for temperature in map(float, args.temperatures.split(",")):
+    for temperature in [float(t) for t in args.temperatures.split(",") if t]:
         takes = draw_takes(grid, openings, args.steps, temperature, np.random.default_rng(args.seed + 100))
         result[f"temperature_{temperature}"] = listen(takes, BAR, data["test"])
         if args.midi_dir:
