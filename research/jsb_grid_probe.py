@@ -6,11 +6,12 @@ grid: every 16th step a row of four pitches. A model that reads it voice by voic
 alto, tenor each 16th) decides at every step, knowing what the voices before it just chose,
 whether each voice holds or moves: a note's length is settled with the chord it meets.
 
-Not the pipeline: nothing here is converted or played. It trains such a grid model (Keras, the
-same size as one member of models/default: two LSTM layers of 256), scores the test split in nats
-per 16th step, draws takes with numpy from the trained weights (state carried, as the player
-would), and measures them with playbach/listening.py beside the test chorales, as `playbach
-listen` does:
+Not the pipeline: nothing here goes into a bundle or is played. It trains such a grid model
+(Keras, the same size as one member of models/default: two LSTM layers of 256), scores the test
+split in nats per 16th step (in float, and through the step model converted as the shipped one
+is, whose invoke it times beside the shipped one's), draws takes with numpy from the trained
+weights (state carried, as the player would), and measures them with playbach/listening.py
+beside the test chorales, as `playbach listen` does:
 
     .venv/bin/python research/jsb_grid_probe.py --out bench/results/jsb_grid_probe.json
 """
@@ -37,6 +38,8 @@ WINDOW_STEPS = 64           # four bars a training window
 TRANSPOSE = 6
 INPUTS = ("previous", "before", "voice", "position")
 SIZES, DIMS = (VOCAB, VOCAB, 4, BAR), (64, 64, 4, 16)
+LAYERS = 2
+STATE = tuple(f"{k}{i}" for i in range(LAYERS) for k in "hc")   # the step model's state inputs
 
 
 def tokens_of(rows: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -60,9 +63,7 @@ def windows(pieces: list[np.ndarray], rng: np.random.Generator) -> tuple[list[np
         moved = np.where(rows >= 0, rows + shift, -1)
         target, *features = tokens_of(moved)
         n = WINDOW_STEPS * 4
-        for lo in range(0, max(1, len(target) - n + 1), n // 2):
-            if lo + n > len(target):
-                break
+        for lo in range(0, len(target) - n + 1, n // 2):
             targets.append(target[lo:lo + n])
             for store, f in zip(inputs, features):
                 store.append(f[lo:lo + n])
@@ -75,7 +76,7 @@ def build(units: int, dropout: float):
     ins = [keras.Input((None,), dtype="int32", name=n) for n in INPUTS]
     x = layers.Concatenate()([layers.Embedding(s, d, name=f"embed_{n}")(i)
                               for i, n, s, d in zip(ins, INPUTS, SIZES, DIMS)])
-    for k in range(2):
+    for k in range(LAYERS):
         x = layers.LSTM(units, return_sequences=True, dropout=dropout, name=f"lstm_{k}")(x)
     x = layers.Dropout(dropout)(x)
     out = layers.Dense(VOCAB, name="head")(x)
@@ -90,7 +91,7 @@ class NumpyGrid:
 
     def __init__(self, model):
         self.embed = [model.get_layer(f"embed_{n}").get_weights()[0] for n in INPUTS]
-        self.lstm = [model.get_layer(f"lstm_{k}").get_weights() for k in range(2)]
+        self.lstm = [model.get_layer(f"lstm_{k}").get_weights() for k in range(LAYERS)]
         self.head = model.get_layer("head").get_weights()
 
     def start(self, batch: int) -> list:
@@ -159,11 +160,11 @@ def step_model(model, units: int):
     import keras
     from keras import layers
     ins = {n: keras.Input((s,), batch_size=1, name=n) for n, s in zip(INPUTS, SIZES)}
-    ins |= {f"{k}{i}": keras.Input((units,), batch_size=1, name=f"{k}{i}") for i in range(2) for k in "hc"}
+    ins |= {n: keras.Input((units,), batch_size=1, name=n) for n in STATE}
     x = layers.Concatenate()([layers.Dense(d, use_bias=False, name=f"embed_{n}")(ins[n])
                               for n, d in zip(INPUTS, DIMS)])
     outs = {}
-    for i in range(2):
+    for i in range(LAYERS):
         x, (h, c) = layers.LSTMCell(units, name=f"lstm_{i}")(x, [ins[f"h{i}"], ins[f"c{i}"]])
         outs[f"h{i}"], outs[f"c{i}"] = h, c
     outs["logits"] = layers.Dense(VOCAB, name="head")(x)
@@ -197,7 +198,7 @@ class ConvertedGrid:
         self.units, self.eyes = units, [np.eye(s, dtype=np.float32) for s in SIZES]
 
     def start(self, batch: int = 1) -> dict:
-        return {f"{k}{i}": np.zeros((1, self.units), np.float32) for i in range(2) for k in "hc"}
+        return {n: np.zeros((1, self.units), np.float32) for n in STATE}
 
     def step(self, state: dict, features: list[np.ndarray]) -> np.ndarray:
         out = self.runner(**{n: eye[f] for n, eye, f in zip(INPUTS, self.eyes, features)}, **state)
@@ -209,7 +210,7 @@ def convert_step(model, units: int, work: str) -> str:
     """The grid step converted as the shipped step is (dynamic range): its path."""
     from playbach.convert.tflite import convert
     specs = {n: ((1, s), "float32") for n, s in zip(INPUTS, SIZES)}
-    specs |= {f"{k}{i}": ((1, units), "float32") for i in range(2) for k in "hc"}
+    specs |= {n: ((1, units), "float32") for n in STATE}
     path = f"{work}/grid_step_dynamic.tflite"
     with open(path, "wb") as f:
         f.write(convert(step_model(model, units), specs, "dynamic"))
