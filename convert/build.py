@@ -60,6 +60,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from playbach.trainer.grid import is_grid_run
+    if any(is_grid_run(r) for r in args.runs):
+        from playbach.convert.grid import build_grid_bundle
+        if not all(is_grid_run(r) for r in args.runs):
+            raise UserError(f"{' '.join(args.runs)}: grid runs and event runs cannot be played as one")
+        out = build_grid_bundle(args.runs, args.out, args.openings, args.opening_events)
+        log.info("grid bundle written to %s", out)
+        return 0
     out = build_bundle(args.runs, args.out, parse_variants(args.variants), openings=args.openings,
                        opening_events=args.opening_events, test_pieces=args.test_pieces)
     meta = load_bundle(out, verify=False).meta

@@ -40,6 +40,7 @@ FORMAT = 2                  # what `playbach convert` writes
 READS = (1, 2)              # what load_bundle accepts
 BUNDLE_JSON = "bundle.json"
 KINDS = ("step", "windowed")                          # one event in, state carried | the last N events in
+MODEL_KINDS = (*KINDS, "grid")                        # and a grid model's step (playbach/grid.py)
 VARIANTS = ("float32", "float16", "dynamic", "int8")  # see convert/tflite.py for what each one is
 MAX_DEPTH = 32          # nesting of bundle.json (a format 2 bundle has 5 levels)
 
@@ -112,9 +113,9 @@ class ModelEntry:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelEntry":
-        if d["kind"] not in KINDS or d["variant"] not in VARIANTS:
+        if d["kind"] not in MODEL_KINDS or d["variant"] not in VARIANTS:
             raise ValueError(f"model {d['file']!r}: kind {d['kind']!r} / variant {d['variant']!r} not in "
-                             f"{KINDS} / {VARIANTS}")
+                             f"{MODEL_KINDS} / {VARIANTS}")
         clip = d.get("cell_clip")
         return cls(file_name(d["file"]), d["kind"], d["variant"], str(d["sha256"]),
                    integer(d.get("bytes", -1), "bytes", -1, 1 << 40),

@@ -31,7 +31,8 @@ from playbach.errors import UserError
 from playbach.events import FIELDS, Codec, merge_overlaps, notes_to_events, quantize_notes
 from playbach.heads import given_pitch
 from playbach.files import write_text_atomically
-from playbach.jsb import GRID, read_jsb, steps16
+from playbach.grid import is_grid, nll_per_step, open_grid
+from playbach.jsb import GRID, looks_like_jsb, read_jsb, read_rows, steps16, voice_notes
 from playbach.memory import RepeatMemory
 from playbach.settings import DEFAULTS
 
@@ -162,6 +163,8 @@ def evaluate_bundle(bundle: Bundle, corpus: str, split: str | None, variant: str
                     kind: str = "step") -> dict:
     from playbach.runtime import open_model   # the TFLite interpreter: loaded only when scoring
 
+    if is_grid(bundle):
+        return evaluate_grid(bundle, corpus, split)
     source, pieces = read_pieces(corpus, split, bundle.codec)
     model = open_model(bundle, "cpu", kind, variant)
     result = score(model, bundle.codec, pieces, bundle.memory)
@@ -170,7 +173,30 @@ def evaluate_bundle(bundle: Bundle, corpus: str, split: str | None, variant: str
             "backend": model.backend, **result}
 
 
+def evaluate_grid(bundle: Bundle, corpus: str, split: str | None) -> dict:
+    """A grid bundle's played models on the JSB file's chorales: nats per 16th step, each row
+    scored voice by voice from the start of each chorale (playbach/grid.py)."""
+    split = split or "test"
+    path = Path(corpus)
+    path = next(iter(sorted(path.glob("*.json"))), path) if path.is_dir() else path
+    if not looks_like_jsb(path):
+        raise UserError(f"{corpus}: a grid bundle is scored on the JSB file (Jsb16thSeparated.json), its own form")
+    pieces = [np.asarray(rows) for _, rows in read_rows(path, (split,))[split]]
+    model, started = open_grid(bundle), time.perf_counter()
+    nll = nll_per_step(model, pieces)
+    steps, notes = sum(len(r) for r in pieces), sum(len(voice_notes(r.tolist())) for r in pieces)
+    seconds = time.perf_counter() - started
+    return {"bundle": str(bundle.path), "corpus": f"{path}:{split}", "split": split, "variant": "dynamic",
+            "kind": "grid", "model_file": model.name, "backend": model.backend, "pieces": len(pieces),
+            "steps16": float(steps), "notes": notes, "nll": nll * steps, "nll_per_step16": nll,
+            "nll_per_note": nll * steps / notes, "memory": None, "seconds": seconds}
+
+
 def format_summary(r: dict) -> str:
+    if r["kind"] == "grid":
+        return (f"{r['bundle']} (grid {r['variant']}) on {r['corpus']}: {r['pieces']} pieces, {r['notes']} notes, "
+                f"{r['steps16']:.0f} 16th steps\nnll_per_step16 {r['nll_per_step16']:.3f}  "
+                f"nll_per_note {r['nll_per_note']:.3f}")
     lines = [f"{r['bundle']} ({r['kind']} {r['variant']}) on {r['corpus']}: {r['pieces']} pieces, "
              f"{r['notes']} notes, {r['steps16']:.0f} 16th steps",
              f"nll_per_step16 {r['nll_per_step16']:.3f}  nll_per_note {r['nll_per_note']:.3f}"

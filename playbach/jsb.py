@@ -65,9 +65,9 @@ def _check_piece(path: Path, name: str, rows: object) -> list[list[int]]:
     return rows
 
 
-def read_jsb(path: str | Path, splits: tuple[str, ...] = SPLITS) -> dict[str, list[JsbPiece]]:
-    """The pieces of each wanted split, in the file's order. UserError naming the file (and the
-    piece) for anything that is not this format or a split the file lacks."""
+def read_rows(path: str | Path, splits: tuple[str, ...] = SPLITS) -> dict[str, list[tuple[str, list[list[int]]]]]:
+    """Each wanted split's pieces as (name, rows), in the file's order. UserError naming the file
+    (and the piece) for anything that is not this format or a split the file lacks."""
     path = Path(path)
     try:
         document = json.loads(path.read_text())
@@ -84,15 +84,17 @@ def read_jsb(path: str | Path, splits: tuple[str, ...] = SPLITS) -> dict[str, li
                         f"(it has {', '.join(map(repr, document)) or 'none'})")
     out = {}
     for split in splits:
-        pieces = []
-        for i, rows in enumerate(document[split]):
-            name = f"{split}/{i:03d}"
-            rows = _check_piece(path, name, rows)
-            pieces.append(JsbPiece(name, notes_to_events(voice_notes(rows)), len(rows)))
-        if not pieces:
+        names = [f"{split}/{i:03d}" for i in range(len(document[split]))]
+        out[split] = [(name, _check_piece(path, name, rows)) for name, rows in zip(names, document[split])]
+        if not out[split]:
             raise UserError(f"{path}: split {split!r} has no pieces")
-        out[split] = pieces
     return out
+
+
+def read_jsb(path: str | Path, splits: tuple[str, ...] = SPLITS) -> dict[str, list[JsbPiece]]:
+    """The pieces of each wanted split as events (read_rows says what is refused)."""
+    return {split: [JsbPiece(name, notes_to_events(voice_notes(rows)), len(rows)) for name, rows in pieces]
+            for split, pieces in read_rows(path, splits).items()}
 
 
 def steps16(events: np.ndarray, ticks_per_quarter: int) -> float:

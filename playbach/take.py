@@ -19,6 +19,8 @@ from playbach import settings as pb_settings
 from playbach.bundle import Bundle, load_bundle
 from playbach.errors import UserError
 from playbach.events import Codec, merge_overlaps, notes_to_events, quantize_notes
+from playbach.grid import is_grid, open_grid
+from playbach.grid_improviser import GridImproviser
 from playbach.improviser import STEERING, Improviser, StepSource, choose_opening
 from playbach.keys import parse_key
 from playbach.memory import RepeatMemory
@@ -36,6 +38,8 @@ def open_take_model(bundle: Bundle, s: Settings) -> StepSource:
     the bundle lacks falls back to its windowed model."""
     from playbach.runtime import open_model   # the TFLite interpreter: only once a take is made
 
+    if is_grid(bundle):
+        return open_grid(bundle)
     try:
         return open_model(bundle, s.accelerator, s.model_kind, s.variant)
     except UserError as e:
@@ -86,10 +90,13 @@ def make_improviser(bundle: Bundle, model: StepSource, s: Settings) -> Improvise
     (a pitch range the bundle cannot reach is a UserError naming the bundle), primed with the
     take's seed and, if `key` is set, settling there."""
     rng = np.random.default_rng(None if s.seed < 0 else s.seed)
-    memory = RepeatMemory(bundle.memory if s.max_repeat else None, s.max_repeat)
-    if s.max_repeat and bundle.memory is None:
-        log.info("the bundle has no repeat-memory weights: the model plays alone")
-    improviser = Improviser(model, bundle.codec, rng, s.temperature, s.top_k, memory)
+    if is_grid(bundle):   # a grid model plays alone: its own distribution is what sounds like Bach
+        improviser = GridImproviser(model, bundle.codec, rng, s.temperature, s.top_k)
+    else:
+        memory = RepeatMemory(bundle.memory if s.max_repeat else None, s.max_repeat)
+        if s.max_repeat and bundle.memory is None:
+            log.info("the bundle has no repeat-memory weights: the model plays alone")
+        improviser = Improviser(model, bundle.codec, rng, s.temperature, s.top_k, memory)
     try:
         improviser.steer(**{k: getattr(s, k) for k in STEERING})
     except UserError as e:

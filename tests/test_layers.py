@@ -17,7 +17,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 STAGES = ("trainer", "convert", "device", "harness", "web")
-TRAINER_FOR_CONVERT = {"model", "relative", "clipped", "int8_head", "runfolder", "step"}   # the layers, forms, run folders
+TRAINER_FOR_CONVERT = {"model", "relative", "clipped", "int8_head", "runfolder", "step", "grid"}   # the layers, forms, run folders
 DESKTOP_ONLY = {"tensorflow", "keras", "music21", "matplotlib", "tqdm"}
 
 

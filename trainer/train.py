@@ -133,6 +133,9 @@ def add_where_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="run folder to write, e.g. runs/NAME")
     parser.add_argument("--recipe", help="TOML file of training settings, the flags' long names with _ for - "
                         "(e.g. recipes/default.toml, the shipped model's); flags given here override it")
+    parser.add_argument("--representation", choices=("events", "grid"), default="events",
+                        help="events: a note at a time, every part merged (any corpus); grid: the JSB file's "
+                             "16th-step rows voice by voice, each voice holding or moving (trainer/grid.py)")
     parser.add_argument("--workers", type=int, default=2, help="parsing processes")
     parser.add_argument("--resume", help="checkpoint.keras (or its run folder) to continue from")
     parser.add_argument("--distribute", choices=distribute.MODES,
@@ -251,6 +254,9 @@ def work_folder(out: Path, task: distribute.Task | None) -> Path:
 # --- the stages of a run ------------------------------------------------------------------------
 
 def run(args: argparse.Namespace) -> int:
+    if args.representation == "grid":
+        from playbach.trainer import grid
+        return grid.run(args)
     started = time.perf_counter()
     request = Request.from_args(args)
     task = check_request(request)

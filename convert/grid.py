@@ -1,0 +1,106 @@
+"""`playbach convert RUN --out BUNDLE` of a grid run (playbach/trainer/grid.py): its bundle.
+
+The step model (one-hot inputs and the LSTM state in, logits and state out) converted with
+dynamic-range weights, as the event model's step is played on the CPU; the codec the events
+the player sends are written in (4 ticks per quarter: one per 16th); the first events of held-out
+chorales to start from; the step's logits beside Keras's; and the played file's nats per 16th
+step on the benchmark's valid and test splits, so the bundle carries the figure it plays at.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from playbach.bundle import Benchmark, BenchmarkFigure, BundleMeta, ModelEntry, Opening, file_sha256, load_bundle
+from playbach.convert.tflite import convert, io_table
+from playbach.errors import UserError
+from playbach.evaluate_bundle import evaluate_grid
+from playbach.events import Codec, notes_to_events
+from playbach.files import publish
+from playbach.grid import (INPUTS, ORDER, REPRESENTATION, SIZES, STATE, STEPS_PER_QUARTER, VOCAB, downbeat, open_grid,
+                           softmax, tokens_of)
+from playbach.jsb import VELOCITY, voice_notes
+from playbach.trainer.grid import load_grid_run, read_jsb, step_model
+
+log = logging.getLogger(__name__)
+LONGEST = 64          # 16ths: the longest onset distance and duration the codec names
+
+
+def build_grid_bundle(runs: list[str | Path], out: str | Path, openings: int = 24, opening_events: int = 32) -> Path:
+    """The grid runs' bundle at `out`, their models played as one (replaced only once the new one
+    is complete)."""
+    members = [load_grid_run(r) for r in runs]
+    record = members[0][2]
+    if any(m[2]["corpus_sha256"] != record["corpus_sha256"] for m in members):
+        raise UserError(f"grid runs {' '.join(map(str, runs))}: trained on different corpus files")
+    data = read_jsb(record["corpus"])
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    work.chmod(0o755)
+    try:
+        entries = [_convert_step(model, cfg, work / f"grid{i}_dynamic.tflite") for i, (model, cfg, _) in enumerate(members)]
+        meta = BundleMeta(name=out.name, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), codec=_codec(data),
+                          model={"representation": REPRESENTATION, "order": list(ORDER), "vocab": VOCAB,
+                                 "members": [m[2]["config"] for m in members]},
+                          models=entries, openings=_openings(data["test"], openings, opening_events),
+                          source={"runs": [str(r) for r in runs], "corpus": record["corpus"],
+                                  "corpus_sha256": record["corpus_sha256"]})
+        meta.write(work)
+        bundle = load_bundle(work)
+        meta.parity = {"probs_max_abs_diff_vs_keras": _parity([m[0] for m in members], bundle, data["test"][0])}
+        meta.benchmark = _benchmark(bundle, record)
+        meta.report = {"test": {"nll_per_step16": meta.benchmark.splits["test"].nll_per_step16}}
+        meta.write(work)
+        publish(work, out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return out
+
+
+def _convert_step(model, cfg, path: Path) -> ModelEntry:
+    specs = {n: ((1, s), "float32") for n, s in zip(INPUTS, SIZES)}
+    specs |= {n: ((1, cfg.units), "float32") for n in STATE}
+    path.write_bytes(convert(step_model(model, cfg), specs, "dynamic"))
+    inputs, outputs = io_table(path, list(specs), ["logits", *STATE])
+    return ModelEntry(path.name, REPRESENTATION, "dynamic", file_sha256(path), path.stat().st_size, inputs, outputs)
+
+
+def _codec(data: dict) -> Codec:
+    pitches = [p for rows in data["train"] for p in rows.ravel() if p >= 0]
+    return Codec(STEPS_PER_QUARTER, {"onset": list(range(LONGEST + 1)), "duration": list(range(1, LONGEST + 1)),
+                                     "pitch": list(range(min(pitches) - 6, max(pitches) + 7)), "velocity": [VELOCITY]})
+
+
+def _openings(pieces: list[np.ndarray], count: int, events: int) -> list[Opening]:
+    """Held-out chorales' first events from their first full bar: a take's first row is a downbeat."""
+    return [Opening(f"test/{i:03d}", notes_to_events(voice_notes(rows[downbeat(rows):].tolist()))[:events])
+            for i, rows in enumerate(pieces[:count])]
+
+
+def _parity(models: list, bundle, rows: np.ndarray) -> float:
+    """Largest difference of the played distribution from the Keras members' mean over one test
+    chorale."""
+    target, *features = tokens_of(rows, downbeat(rows))
+    inputs = [f[None].astype(np.int32) for f in features]
+    keras_probs = np.mean([softmax(m.predict(inputs, verbose=0)[0]) for m in models], axis=0)
+    step = open_grid(bundle)
+    played = np.stack([step.step([f[t] for f in features]) for t in range(len(target))])
+    return float(np.abs(played - keras_probs).max())
+
+
+def _benchmark(bundle, record: dict) -> Benchmark:
+    """The played models' nats per 16th step and per note on the valid and test splits."""
+    splits = {}
+    for split in ("valid", "test"):
+        r = evaluate_grid(bundle, record["corpus"], split)
+        splits[split] = BenchmarkFigure(r["pieces"], r["steps16"], r["notes"], r["nll_per_step16"], r["nll_per_note"],
+                                        r["variant"])
+        log.info("%s: %.4f nats per 16th step (%s)", split, r["nll_per_step16"], r["model_file"])
+    return Benchmark(record["corpus"], record["corpus_sha256"], REPRESENTATION, splits)

@@ -1,0 +1,154 @@
+"""The grid representation: a piece as its 16th-step rows, read voice by voice.
+
+The JSB benchmark's own form: every 16th a row of four pitches. A grid model reads the rows in
+ORDER (soprano, bass, alto, tenor) one voice at a time; each token is the voice's pitch (p + 1)
+or 0 for silence, and equal tokens in a row after row are one held note. At every position the
+model sees the token just before it, this voice's token a step earlier, which voice it is and
+the 16th of the bar, and answers with the distribution of this voice's token: whether the voice
+holds or moves is settled knowing what the voices before it just chose.
+
+The trainer (playbach/trainer/grid.py) learns it, the converter (playbach/convert/grid.py) turns
+its step into TFLite, and GridStep below runs that file; playbach/grid_improviser.py plays it.
+Events (playbach/events.py) stay the one representation everything else speaks: a seed or a
+phrase heard becomes rows here, and the rows drawn become events again.
+
+Needs numpy only: the Pi imports this module.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from playbach.bundle import Bundle, ModelEntry
+from playbach.errors import UserError
+
+REPRESENTATION = "grid"     # bundle.json model["representation"] of a grid bundle
+ORDER = (0, 3, 1, 2)        # soprano, bass, alto, tenor: the outer voices first (rows hold S, A, T, B)
+VOICES = 4
+VOCAB = 129                 # token 0: silent; pitch p: p + 1
+BAR = 16                    # 16ths in a 4/4 bar: the position input
+STEPS_PER_QUARTER = 4
+INPUTS = ("previous", "before", "voice", "position")
+SIZES = (VOCAB, VOCAB, VOICES, BAR)
+LAYERS = 2
+STATE = tuple(f"{k}{i}" for i in range(LAYERS) for k in "hc")   # the step model's state inputs
+SILENT = 0
+
+
+def is_grid(bundle: Bundle) -> bool:
+    return bundle.meta.model.get("representation") == REPRESENTATION
+
+
+def downbeat(rows: np.ndarray) -> int:
+    """The first row of a chorale's first full bar. The file has no bar lines, but a chorale
+    ends with a bar's end: most begin with a quarter's upbeat, whose rows come before this one."""
+    return len(rows) % BAR
+
+
+def tokens_of(rows: np.ndarray, first: int = 0) -> tuple[np.ndarray, ...]:
+    """A piece's rows (steps, 4; pitches, -1 silent; S, A, T, B) whose row `first` begins a bar
+    -> per position in reading order: target token, previous token, the voice's token a step
+    before, voice, 16th of the bar."""
+    grid = np.asarray(rows)[:, ORDER] + 1
+    steps = len(grid)
+    target = grid.reshape(-1)
+    previous = np.concatenate([[SILENT], target[:-1]])
+    before = np.vstack([np.zeros((1, VOICES), int), grid[:-1]]).reshape(-1)
+    voice = np.tile(np.arange(VOICES), steps)
+    position = np.repeat((np.arange(steps) - first) % BAR, VOICES)
+    return target, previous, before, voice, position
+
+
+def rows_of_events(events: np.ndarray, ticks_per_quarter: int) -> np.ndarray:
+    """Events (onset delta, pitch, duration, velocity) -> rows of tokens in ORDER, (steps, 4).
+    At each 16th the sounding pitches, highest first, are the soprano, alto, tenor and bass: the
+    highest to the soprano, the lowest to the bass, the others between (silent where fewer than
+    four sound, beyond four the inner ones dropped). A tick grid finer than 16ths is rounded."""
+    events = np.asarray(events, dtype=np.int64).reshape(-1, 4)
+    if not len(events):
+        return np.zeros((0, VOICES), dtype=np.int64)
+    scale = STEPS_PER_QUARTER / ticks_per_quarter
+    starts = np.round(np.cumsum(events[:, 0]) * scale).astype(np.int64)
+    ends = np.maximum(starts + 1, np.round((np.cumsum(events[:, 0]) + events[:, 2]) * scale).astype(np.int64))
+    rows = np.zeros((int(ends.max()), VOICES), dtype=np.int64)
+    for t in range(len(rows)):
+        sounding = sorted(set(events[(starts <= t) & (ends > t), 1].tolist()), reverse=True)
+        satb = _satb(sounding)
+        rows[t] = [satb[v] for v in ORDER]
+    return rows
+
+
+def _satb(pitches: list[int]) -> list[int]:
+    """Tokens for soprano, alto, tenor, bass from sounding pitches, highest first."""
+    if not pitches:
+        return [SILENT] * VOICES
+    if len(pitches) == 1:
+        return [pitches[0] + 1, SILENT, SILENT, SILENT]
+    inner = [p + 1 for p in pitches[1:-1][:2]]
+    inner += [SILENT] * (2 - len(inner))
+    return [pitches[0] + 1, *inner, pitches[-1] + 1]
+
+
+class GridStep:
+    """A grid bundle's converted step models, played as one: one position's inputs in, the mean
+    of the members' distributions of its token out; each member's LSTM state carried here,
+    save()/restore() to try continuations from one point."""
+
+    def __init__(self, interpreters: list[Any], entries: list[ModelEntry], backend: str):
+        self.entries, self.backend = entries, backend
+        self.name = " + ".join(e.file for e in entries)
+        self.runners = [i.get_signature_runner() for i in interpreters]
+        for runner, entry in zip(self.runners, entries):
+            missing = sorted(set(INPUTS + STATE) - set(runner.get_input_details()))
+            if missing:
+                raise UserError(f"{entry.file}: not a grid step model (no input {', '.join(missing)})")
+        self.units = [int(r.get_input_details()[STATE[0]]["shape"][-1]) for r in self.runners]
+        self.eyes = [np.eye(s, dtype=np.float32)[:, None, :] for s in SIZES]   # one-hot rows (1, size)
+        self.reset()
+
+    def reset(self) -> None:
+        self.state = tuple({n: np.zeros((1, u), np.float32) for n in STATE} for u in self.units)
+
+    def save(self) -> tuple:
+        return self.state    # never changed in place: step() makes new dicts
+
+    def restore(self, state: tuple) -> None:
+        self.state = state
+
+    def step(self, ids) -> np.ndarray:
+        """(previous token, the voice's token a step before, voice, 16th of the bar) in: the
+        distribution (VOCAB,) of that voice's token."""
+        feed = {n: eye[int(i)] for n, eye, i in zip(INPUTS, self.eyes, ids)}
+        outs = [runner(**feed, **state) for runner, state in zip(self.runners, self.state)]
+        self.state = tuple({n: out[n] for n in STATE} for out in outs)
+        return np.mean([softmax(out["logits"][0]) for out in outs], axis=0)
+
+
+def open_grid(bundle: Bundle) -> GridStep:
+    """The grid bundle's step models on the CPU, played as one (a grid model has no Edge TPU form)."""
+    from playbach.runtime import interpreter_name, open_cpu_interpreter
+    entries = [e for e in bundle.meta.models if e.kind == REPRESENTATION]
+    if not entries:
+        raise UserError(f"{bundle.path}: a grid bundle without a grid model file")
+    return GridStep([open_cpu_interpreter(str(bundle.model_path(e))) for e in entries], entries,
+                    f"cpu ({interpreter_name()})")
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Along the last axis."""
+    z = np.exp(logits.astype(np.float64) - logits.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+def nll_per_step(model: GridStep, pieces: list[np.ndarray]) -> float:
+    """Nats per 16th step over whole chorales (rows, S A T B), each from a zero state: the
+    benchmark's measure."""
+    total, steps = 0.0, 0
+    for rows in pieces:
+        model.reset()
+        target, *features = tokens_of(rows, downbeat(rows))
+        for t in range(len(target)):
+            total -= np.log(model.step([f[t] for f in features])[target[t]])
+        steps += len(rows)
+    return total / max(steps, 1)
