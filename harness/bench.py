@@ -21,6 +21,7 @@ import numpy as np
 
 from playbach import settings
 from playbach.bundle import load_bundle
+from playbach.grid import is_grid, open_grid, rows_of_events, tokens_of
 from playbach.runtime import interpreter_name, open_model, step_latencies
 from playbach.files import write_text_atomically
 
@@ -65,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
 
 def bench_bundle(path: str | Path, events: int = 2000) -> dict:
     bundle = load_bundle(path)
-    rows = []
-    for entry in bundle.meta.models:
+    rows = [grid_row(bundle, events)] if is_grid(bundle) else []
+    for entry in bundle.meta.models if not rows else ():
         if entry.edgetpu:
             log.info("skipping %s: no Edge TPU benchmark here", entry.file)
             continue
@@ -87,6 +88,23 @@ def bench_bundle(path: str | Path, events: int = 2000) -> dict:
               "model": bundle.meta.model}
     result["speedup"] = _speedups(rows)
     return result
+
+
+def grid_row(bundle, positions: int) -> dict:
+    """A grid bundle's step models played as one, timed per position (four a 16th: one a voice),
+    fed its openings' rows."""
+    model = open_grid(bundle)
+    rows = rows_of_events(np.concatenate(bundle.openings), bundle.codec.ticks_per_quarter)
+    _, *features = tokens_of(rows)
+    seconds = np.empty(positions + WARMUP)
+    for i in range(positions + WARMUP):
+        start = time.perf_counter()
+        model.step([f[i % len(f)] for f in features])
+        seconds[i] = time.perf_counter() - start
+    seconds = seconds[WARMUP:]
+    return {"file": model.name, "kind": "grid", "variant": "dynamic", "events": positions,
+            "bytes": sum(e.bytes for e in model.entries), "median_ms": float(np.median(seconds) * 1e3),
+            "p99_ms": float(np.percentile(seconds, 99) * 1e3), "mean_ms": float(np.mean(seconds) * 1e3)}
 
 
 def per_note(path: str | Path, events: int, seed: int = 0, after: int = 0) -> dict:

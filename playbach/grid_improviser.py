@@ -23,6 +23,7 @@ It plays unplanned: its own distribution is what lands in Bach's band (docs/list
 from __future__ import annotations
 
 import heapq
+import time
 from collections import deque
 from dataclasses import dataclass, fields, replace
 from typing import Any, NamedTuple
@@ -78,7 +79,7 @@ class GridImproviser:
         self.live_key = LiveKey(np.arange(MIDI_PITCHES), codec.ticks_per_quarter)
         self.pending: deque[np.ndarray] = deque()        # the seed's events, played as given
         self.recent: deque[np.ndarray] = deque(maxlen=KEY_WINDOW)
-        self.longest_piece = None                        # one piece per call: nothing is planned
+        self.longest_piece: float | None = None          # seconds of the slowest row of the last call
         self._restart()
 
     def _restart(self) -> None:
@@ -163,15 +164,23 @@ class GridImproviser:
         return Held(self.t, int(self.live_key.emitted[token - 1]), voice, int(token))
 
     # --- handing out ------------------------------------------------------------------------------
-    def next_event(self, until: float | None = None) -> np.ndarray:
-        """The next event's values (onset distance, pitch, duration, velocity) in 16ths."""
+    def next_event(self, until: float | None = None) -> np.ndarray | None:
+        """The next event's values (onset distance, pitch, duration, velocity) in 16ths. With
+        `until` (time.monotonic()), rows are drawn until it passes (one at least): None, call
+        again (a note held for bars takes that many rows drawn ahead before it is handed out)."""
+        self.longest_piece = None
         if self.pending:
             event = self.pending.popleft().copy()
             event[1] = self.live_key.emit_seed(int(event[1]), self.steering.pitch_min, self.steering.pitch_max)
             self.recent.append(event)
             return event
+        self.longest_piece = 0.0
         while not self._ready():
+            began = time.monotonic()
             self._draw_row()
+            self.longest_piece = max(self.longest_piece, time.monotonic() - began)
+            if until is not None and not self._ready() and time.monotonic() > until:
+                return None
         start, pitch, duration, voice, token = heapq.heappop(self.done)
         self.sent.append(Held(start, pitch, voice, token, start + duration))
         event = np.array([start - self.last_start, pitch, duration, VELOCITY], dtype=np.int64)

@@ -155,25 +155,10 @@ def draw_takes(grid: NumpyGrid, openings: list[np.ndarray], steps: int, temperat
 
 
 def step_model(model, units: int):
-    """The trained grid model as a one-step Keras model (one-hot inputs, explicit LSTM state), as
-    trainer/step.py builds the event model's: what a converted grid bundle would run."""
-    import keras
-    from keras import layers
-    ins = {n: keras.Input((s,), batch_size=1, name=n) for n, s in zip(INPUTS, SIZES)}
-    ins |= {n: keras.Input((units,), batch_size=1, name=n) for n in STATE}
-    x = layers.Concatenate()([layers.Dense(d, use_bias=False, name=f"embed_{n}")(ins[n])
-                              for n, d in zip(INPUTS, DIMS)])
-    outs = {}
-    for i in range(LAYERS):
-        x, (h, c) = layers.LSTMCell(units, name=f"lstm_{i}")(x, [ins[f"h{i}"], ins[f"c{i}"]])
-        outs[f"h{i}"], outs[f"c{i}"] = h, c
-    outs["logits"] = layers.Dense(VOCAB, name="head")(x)
-    step = keras.Model(list(ins.values()), outs)
-    for layer in step.layers:
-        if layer.weights:
-            source = model.get_layer(layer.name)
-            layer.set_weights(getattr(source, "cell", source).get_weights())
-    return step
+    """The trained grid model as a one-step Keras model (one-hot inputs, explicit LSTM state):
+    the package's (playbach/trainer/grid.py), which a converted grid bundle runs."""
+    from playbach.trainer.grid import GridConfig, step_model as one_step
+    return one_step(model, GridConfig(units=units, dims=DIMS))
 
 
 def invoke_ms(path: str, repeats: int = 3000) -> float:

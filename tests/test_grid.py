@@ -154,3 +154,21 @@ def test_grid_training_refuses_what_it_cannot_do(args, words, small_jsb, tmp_pat
 def test_a_grid_bundle_is_scored_on_the_jsb_file_only(tmp_path, caplog):
     assert main(["evaluate", GRID_BUNDLE, "--corpus", str(tmp_path)]) == 2
     assert "a grid bundle is scored on the JSB file" in caplog.text
+
+
+@pytest.mark.midi
+def test_the_player_plays_a_grid_bundle_live(jack_server, receiver, tmp_path):
+    """`playbach play` of the grid bundle into a real JACK port: its notes arrive balanced, as
+    recorded, inside the pitch range asked."""
+    from fixtures_player import assert_balanced, finish, note_ons, play
+    rc, out = finish(play(GRID_BUNDLE, "--port", receiver.name, "--seconds", 4, "--bpm", 160, "--pitch-min", 55,
+                          "--pitch-max", 76, "--record", tmp_path / "take.mid", env=jack_server.env()))
+    assert rc == 0, out
+    messages = receiver.taken()
+    ons = note_ons(messages)
+    assert len(ons) >= 20, out
+    assert_balanced(messages)
+    recorded = read_midi(tmp_path / "take.mid")
+    assert sorted(p for _, p in ons) == sorted(n[1] for n in recorded)
+    assert all(55 <= p <= 76 for _, p in ons)
+    assert "grid0_dynamic.tflite" in out
