@@ -8,6 +8,7 @@ step on the benchmark's valid and test splits, so the bundle carries the figure 
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import tempfile
@@ -22,13 +23,14 @@ from playbach.errors import UserError
 from playbach.evaluate_bundle import evaluate_grid
 from playbach.events import Codec, notes_to_events
 from playbach.files import publish
-from playbach.grid import (INPUTS, ORDER, REPRESENTATION, SIZES, STATE, STEPS_PER_QUARTER, VOCAB, downbeat, open_grid,
-                           softmax, tokens_of)
+from playbach.grid import (INPUTS, ORDER, REPRESENTATION, SIZES, STATE, STEPS_PER_QUARTER, VOCAB, Calibration, GridStep,
+                           downbeat, open_grid, tokens_of)
 from playbach.jsb import VELOCITY, voice_notes
 from playbach.trainer.grid import load_grid_run, read_jsb, step_model
 
 log = logging.getLogger(__name__)
 LONGEST = 64          # 16ths: the longest onset distance and duration the codec names
+CALIBRATION_GRID = np.round(np.arange(0.6, 2.0, 0.02), 2)
 
 
 def build_grid_bundle(runs: list[str | Path], out: str | Path, openings: int = 24, opening_events: int = 32) -> Path:
@@ -52,6 +54,9 @@ def build_grid_bundle(runs: list[str | Path], out: str | Path, openings: int = 2
                           source={"runs": [str(r) for r in runs], "corpus": record["corpus"],
                                   "corpus_sha256": record["corpus_sha256"]})
         meta.write(work)
+        calibration, fit = fit_calibration(open_grid(load_bundle(work)), data["valid"])
+        meta.model["calibration"] = {**dataclasses.asdict(calibration), **fit}
+        meta.write(work)
         bundle = load_bundle(work)
         meta.parity = {"probs_max_abs_diff_vs_keras": _parity([m[0] for m in members], bundle, data["test"][0])}
         meta.benchmark = _benchmark(bundle, record)
@@ -72,6 +77,31 @@ def _convert_step(model, cfg, path: Path) -> ModelEntry:
     return ModelEntry(path.name, REPRESENTATION, "dynamic", file_sha256(path), path.stat().st_size, inputs, outputs)
 
 
+def fit_calibration(step: GridStep, pieces: list[np.ndarray], rounds: int = 2) -> tuple[Calibration, dict]:
+    """The Calibration that gives the chorales `pieces` the least NLL (teacher-forced, each from a
+    zero state), found one parameter at a time over CALIBRATION_GRID; and the NLL per position
+    before and after."""
+    logits, hold, target = [], [], []
+    for rows in pieces:
+        step.reset()
+        tokens, *features = tokens_of(rows, downbeat(rows))
+        for t in range(len(tokens)):
+            logits.append(step.logits([f[t] for f in features])[:, 0])
+        hold.append(features[1])
+        target.append(tokens)
+    logits, hold, target = np.stack(logits, axis=1), np.concatenate(hold), np.concatenate(target)
+
+    def nll(c: Calibration) -> float:
+        return float(-np.log(c.probs(logits, hold)[np.arange(len(target)), target]).mean())
+
+    best = Calibration()
+    before = nll(best)
+    for _ in range(rounds):
+        for name in ("temperature", "hold_temperature"):
+            best = min((dataclasses.replace(best, **{name: float(v)}) for v in CALIBRATION_GRID), key=nll)
+    return best, {"fitted_on": "valid", "nll_per_position_before": before, "nll_per_position_after": nll(best)}
+
+
 def _codec(data: dict) -> Codec:
     pitches = [p for rows in data["train"] for p in rows.ravel() if p >= 0]
     return Codec(STEPS_PER_QUARTER, {"onset": list(range(LONGEST + 1)), "duration": list(range(1, LONGEST + 1)),
@@ -85,12 +115,12 @@ def _openings(pieces: list[np.ndarray], count: int, events: int) -> list[Opening
 
 
 def _parity(models: list, bundle, rows: np.ndarray) -> float:
-    """Largest difference of the played distribution from the Keras members' mean over one test
-    chorale."""
+    """Largest difference of the played distribution from the Keras members' (both calibrated
+    alike) over one test chorale."""
     target, *features = tokens_of(rows, downbeat(rows))
     inputs = [f[None].astype(np.int32) for f in features]
-    keras_probs = np.mean([softmax(m.predict(inputs, verbose=0)[0]) for m in models], axis=0)
     step = open_grid(bundle)
+    keras_probs = step.calibration.probs(np.stack([m.predict(inputs, verbose=0)[0] for m in models]), features[1])
     played = np.stack([step.step([f[t] for f in features]) for t in range(len(target))])
     return float(np.abs(played - keras_probs).max())
 

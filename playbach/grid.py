@@ -16,6 +16,7 @@ Needs numpy only: the Pi imports this module.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -90,13 +91,42 @@ def _satb(pitches: list[int]) -> list[int]:
     return [pitches[0] + 1, *inner, pitches[-1] + 1]
 
 
-class GridStep:
-    """A grid bundle's converted step models, played as one: one position's inputs in, the mean
-    of the members' distributions of its token out; each member's LSTM state carried here,
-    save()/restore() to try continuations from one point."""
+@dataclass(frozen=True)
+class Calibration:
+    """How a grid bundle's models' logits become the distribution played, fitted by likelihood
+    on the validation split when the bundle is made (convert/grid.py): each member's logits
+    divided by `temperature`, the members' distributions averaged, then the odds of the voice
+    holding its note (its token a step before) raised to 1 / `hold_temperature`. A network
+    trained with dropout is surer of holds than the chorales bear out; this is where that shows."""
+    temperature: float = 1.0
+    hold_temperature: float = 1.0
 
-    def __init__(self, interpreters: list[Any], entries: list[ModelEntry], backend: str):
-        self.entries, self.backend = entries, backend
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "Calibration":
+        d = d or {}
+        return cls(float(d.get("temperature", 1.0)), float(d.get("hold_temperature", 1.0)))
+
+    def probs(self, logits: np.ndarray, hold: np.ndarray) -> np.ndarray:
+        """Members' logits (members, n, VOCAB) and the hold token of each of n positions -> the
+        distributions (n, VOCAB)."""
+        p = softmax(np.asarray(logits, dtype=np.float64) / self.temperature).mean(axis=0)
+        rows = np.arange(len(p))
+        stay = np.clip(p[rows, hold], 1e-12, 1 - 1e-12)
+        odds = (stay / (1 - stay)) ** (1 / self.hold_temperature)
+        kept = odds / (1 + odds)
+        p *= ((1 - kept) / (1 - stay))[:, None]
+        p[rows, hold] = kept
+        return p
+
+
+class GridStep:
+    """A grid bundle's converted step models, played as one: one position's inputs in, the
+    calibrated mean of the members' distributions of its token out; each member's LSTM state
+    carried here, save()/restore() to try continuations from one point."""
+
+    def __init__(self, interpreters: list[Any], entries: list[ModelEntry], backend: str,
+                 calibration: Calibration = Calibration()):
+        self.entries, self.backend, self.calibration = entries, backend, calibration
         self.name = " + ".join(e.file for e in entries)
         self.runners = [i.get_signature_runner() for i in interpreters]
         for runner, entry in zip(self.runners, entries):
@@ -116,13 +146,17 @@ class GridStep:
     def restore(self, state: tuple) -> None:
         self.state = state
 
-    def step(self, ids) -> np.ndarray:
-        """(previous token, the voice's token a step before, voice, 16th of the bar) in: the
-        distribution (VOCAB,) of that voice's token."""
+    def logits(self, ids) -> np.ndarray:
+        """(previous token, the voice's token a step before, voice, 16th of the bar) in: each
+        member's logits (members, 1, VOCAB) of that voice's token."""
         feed = {n: eye[int(i)] for n, eye, i in zip(INPUTS, self.eyes, ids)}
         outs = [runner(**feed, **state) for runner, state in zip(self.runners, self.state)]
         self.state = tuple({n: out[n] for n in STATE} for out in outs)
-        return np.mean([softmax(out["logits"][0]) for out in outs], axis=0)
+        return np.stack([out["logits"] for out in outs])
+
+    def step(self, ids) -> np.ndarray:
+        """The distribution (VOCAB,) played for the token of these inputs (logits())."""
+        return self.calibration.probs(self.logits(ids), np.array([int(ids[1])]))[0]
 
 
 def open_grid(bundle: Bundle) -> GridStep:
@@ -132,7 +166,7 @@ def open_grid(bundle: Bundle) -> GridStep:
     if not entries:
         raise UserError(f"{bundle.path}: a grid bundle without a grid model file")
     return GridStep([open_cpu_interpreter(str(bundle.model_path(e))) for e in entries], entries,
-                    f"cpu ({interpreter_name()})")
+                    f"cpu ({interpreter_name()})", Calibration.from_dict(bundle.meta.model.get("calibration")))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
