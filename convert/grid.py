@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from playbach.bundle import Benchmark, BenchmarkFigure, BundleMeta, ModelEntry, Opening, file_sha256, load_bundle
+from playbach.bundle import (Benchmark, BenchmarkFigure, BundleMeta, ModelEntry, Opening, SplitRecord, file_sha256,
+                             load_bundle)
 from playbach.convert.tflite import convert, io_table
 from playbach.errors import UserError
 from playbach.evaluate_bundle import evaluate_grid
@@ -25,7 +26,8 @@ from playbach.events import Codec, notes_to_events
 from playbach.files import publish
 from playbach.grid import (INPUTS, ORDER, REPRESENTATION, SIZES, STATE, STEPS_PER_QUARTER, VOCAB, Calibration, GridStep,
                            downbeat, open_grid, tokens_of)
-from playbach.jsb import VELOCITY, voice_notes
+from playbach.fingerprint import CONTENT_SCHEME, content_fingerprint
+from playbach.jsb import VELOCITY, read_jsb as read_pieces_of, voice_notes
 from playbach.trainer.grid import load_grid_run, read_jsb, step_model
 
 log = logging.getLogger(__name__)
@@ -52,7 +54,8 @@ def build_grid_bundle(runs: list[str | Path], out: str | Path, openings: int = 2
                                  "members": [m[2]["config"] for m in members]},
                           models=entries, openings=_openings(data["test"], openings, opening_events),
                           source={"runs": [str(r) for r in runs], "corpus": record["corpus"],
-                                  "corpus_sha256": record["corpus_sha256"]})
+                                  "corpus_sha256": record["corpus_sha256"]},
+                          split=_split(record, members[0][1].seed))
         meta.write(work)
         calibration, fit = fit_calibration(open_grid(load_bundle(work)), data["valid"])
         meta.model["calibration"] = {**dataclasses.asdict(calibration), **fit}
@@ -100,6 +103,18 @@ def fit_calibration(step: GridStep, pieces: list[np.ndarray], rounds: int = 2) -
         for name in ("temperature", "hold_temperature"):
             best = min((dataclasses.replace(best, **{name: float(v)}) for v in CALIBRATION_GRID), key=nll)
     return best, {"fitted_on": "valid", "nll_per_position_before": before, "nll_per_position_after": nll(best)}
+
+
+def _split(record: dict, seed: int) -> SplitRecord:
+    """The benchmark file's own split; a grid run trains on every train chorale (none of them
+    holds a held-out chorale's notes: tests/test_default_bundle.py checks by content)."""
+    corpus = record["corpus"]
+    if file_sha256(Path(corpus)) != record["corpus_sha256"]:
+        raise UserError(f"{corpus}: not the file the run trained on (its sha256 differs from run.json's)")
+    pieces = read_pieces_of(corpus)
+    return SplitRecord(corpus, record["corpus_sha256"], seed, None, tuple(p.name for p in pieces["test"]),
+                       tuple(p.name for p in pieces["valid"]), CONTENT_SCHEME,
+                       {p.name: content_fingerprint(p.events) for p in pieces["train"]})
 
 
 def _codec(data: dict) -> Codec:

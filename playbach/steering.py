@@ -21,7 +21,8 @@ from playbach.keys import Key, key_of_events, move_to_key
 class Steering:
     """What steers each draw of a take, changed live as a whole new value (dataclasses.replace).
     These defaults are the settings' (playbach/settings.py reads them from here: one place)."""
-    temperature: float = 0.9          # of pitch and velocity; of every head while rhythm_temperature < 0
+    temperature: float = 1.0          # of pitch and velocity; of every head while rhythm_temperature < 0
+                                      # (1: the default bundle's own calibrated distribution)
     rhythm_temperature: float = -1.0  # of onset and duration; < 0: the same as temperature
     top_k: int = 0                    # sample from the k likeliest tokens only (0 = all)
     pitch_min: int = 0                # the range of pitches the model may choose

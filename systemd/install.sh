@@ -14,6 +14,7 @@
 #   /opt/playbach/venv            a venv with the device extra only (numpy, mido, rtmidi, LiteRT; no TensorFlow);
 #                                 on the Pi it also sees Debian's python3-rtmidi (docs/appliance.md#python-on-the-pi)
 #   /opt/playbach/models/default  the shipped model bundle (models/default), read-only; always the default
+#   /opt/playbach/models/events   the shipped event model (models/events: the default before the grid one)
 #   /var/lib/playbach/models/NAME a bundle of yours (--bundle DIR, NAME = the folder's name); never
 #                                 replaced by a later run without it, listed on the control page
 #   /opt/playbach/docs/           appliance.md (the units' Documentation=)
@@ -438,6 +439,7 @@ mkdir -p "$OPT"
 install_venv
 check_bundle "$SHIPPED"
 install_bundle "$SHIPPED" "$OPT/models/default"
+if [ -f "$REPO/models/events/bundle.json" ]; then install_bundle "$REPO/models/events" "$OPT/models/events"; fi
 state_folder
 if [ -n "$BUNDLE" ]; then install_user_bundle; fi
 install_config

@@ -13,7 +13,7 @@ import tarfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SHIPPED_JSON = json.loads((REPO / "models" / "default" / "bundle.json").read_text())
+SHIPPED_JSON = json.loads((REPO / "models" / "events" / "bundle.json").read_text())
 MODEL = "step_int8.tflite"
 
 

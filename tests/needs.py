@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 CORPUS = Path(os.environ.get("PLAYBACH_CORPUS") or REPO.parent / "shared" / "corpus")
 JSB = CORPUS / "jsb-chorales" / "Jsb16thSeparated.json"
 DEFAULT = REPO / "models" / "default"
+EVENTS = REPO / "models" / "events"     # the event model that was the default: planning, int8, a windowed fallback
 
 
 def under_ci() -> bool:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from needs import DEFAULT, REPO, jsb_file, write_jsb
+from needs import EVENTS as DEFAULT, REPO, jsb_file, write_jsb
 from playbach.cli import BUNDLE_EVALUATE, COMMANDS, main, module_name
 from playbach.errors import UserError
 from playbach.events import Note

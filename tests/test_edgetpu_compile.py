@@ -5,7 +5,7 @@ The real edgetpu_compiler cannot be obtained here (Coral's apt repository, x86-6
 every test below puts a STAND-IN on PATH, a shell script that takes the real one's arguments
 (`-s -o OUT_DIR MODEL`) and writes OUT_DIR/<stem>_edgetpu.tflite as a copy of the model with a
 marker appended, and its own log, as the real one does. The bundle is a copy of the shipped one
-(models/default), so none of this trains or converts."""
+(models/events), so none of this trains or converts."""
 from __future__ import annotations
 
 import json
@@ -25,7 +25,7 @@ from playbach.errors import UserError
 from playbach.runtime import open_cpu_interpreter, open_model
 
 REPO = Path(__file__).resolve().parent.parent
-SHIPPED = REPO / "models" / "default"
+SHIPPED = REPO / "models" / "events"
 MARK = b"STAND-IN EDGETPU COMPILER"
 STAND_IN = """#!/bin/sh
 # STAND-IN for Coral's edgetpu_compiler (not obtainable here): a marked copy of the model

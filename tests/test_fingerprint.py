@@ -15,7 +15,7 @@ from playbach.events import Note, notes_to_events
 from playbach.fingerprint import (CONTENT_SCHEME, content_fingerprint, melody_fingerprint, note_content, shared,
                                   top_line)
 from playbach.jsb import voice_notes
-from needs import DEFAULT, write_jsb
+from needs import EVENTS as DEFAULT, write_jsb
 
 # a short four-voice phrase in 16ths (soprano, alto, tenor, bass), and a second harmonisation
 # of the same soprano with other lower voices

@@ -1,7 +1,7 @@
 """bundle.json fuzzed (issue 22 item 1): a bundle copied from anywhere is loaded or refused with a
 UserError naming bundle.json and the key (exit 2), never an OverflowError or RecursionError (exit
 1, and systemd retries); a model file outside the bundle folder is refused even when its sha256
-matches. The document mutated is the shipped bundle's (models/default)."""
+matches. The document mutated is the shipped bundle's (models/events)."""
 from __future__ import annotations
 
 import hashlib
@@ -21,7 +21,7 @@ from playbach.bundle import BUNDLE_JSON, load_bundle
 from playbach.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
-SHIPPED = json.loads((REPO / "models" / "default" / BUNDLE_JSON).read_text())
+SHIPPED = json.loads((REPO / "models" / "events" / BUNDLE_JSON).read_text())
 FUZZ = settings(max_examples=60, deadline=3000, suppress_health_check=[HealthCheck.too_slow,
                                                                        HealthCheck.function_scoped_fixture])
 # where a stranger's bundle.json can put something else (a path of keys and list indexes)
@@ -113,7 +113,7 @@ def test_a_model_file_outside_the_bundle_is_refused_even_when_its_hash_matches(t
 def test_the_player_exits_2_naming_the_file_and_key(tmp_path, place, value, says):
     folder = write(tmp_path / "b", put(SHIPPED, place, value))
     for entry in SHIPPED["models"]:   # the real model files, so only bundle.json is wrong
-        os.symlink(REPO / "models" / "default" / entry["file"], folder / entry["file"])
+        os.symlink(REPO / "models" / "events" / entry["file"], folder / entry["file"])
     run = subprocess.run([sys.executable, "-m", "playbach.cli", "play", "--bundle", str(folder), "--config",
                           os.devnull, "--control-socket", "", "--seconds", "1", "--accelerator", "cpu"],
                          capture_output=True, text=True, timeout=120)

@@ -21,7 +21,7 @@ from playbach.jsb import read_rows, voice_notes
 from playbach.midifile import read_midi
 from playbach.take import Take
 
-GRID_BUNDLE = str(settings.REPO_ROOT / "models" / "grid")
+GRID_BUNDLE = str(settings.REPO_ROOT / "models" / "default")
 
 
 def take(**values) -> Take:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from needs import DEFAULT
+from needs import EVENTS as DEFAULT
 from playbach import settings
 from playbach.bundle import load_bundle
 from playbach.cli import main

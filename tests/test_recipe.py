@@ -29,9 +29,9 @@ FUZZ = settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCh
 
 
 def test_the_default_recipe_trains_the_shipped_bundles_model():
-    """models/default was trained by this recipe: its model config, rebuilt from the recipe and
+    """models/events was trained by this recipe: its model config, rebuilt from the recipe and
     the bundle's codec, is the one bundle.json records (the two runs' ensemble adds `members`)."""
-    meta = json.loads((REPO / "models" / "default" / "bundle.json").read_text())
+    meta = json.loads((REPO / "models" / "events" / "bundle.json").read_text())
     rebuilt = resolve(DEFAULT_RECIPE, {}).model_config(Codec.from_dict(meta["codec"]))
     # a field bundle.json predates is what that run was trained with (runfolder.model_config)
     recorded = model_config({k: v for k, v in meta["model"].items() if k != "members"}).to_dict()

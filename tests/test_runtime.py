@@ -101,7 +101,7 @@ def test_auto_falls_back_to_cpu_with_one_log_line(tiny_bundle, caplog):
 
 def test_auto_variant_on_the_cpu_is_the_most_faithful_one():
     """The shipped bundle: dynamic agrees with Keras on more pitches than int8 (bundle.json's parity)."""
-    bundle = load_bundle(Path(__file__).resolve().parent.parent / "models" / "default")
+    bundle = load_bundle(Path(__file__).resolve().parent.parent / "models" / "events")
     agreement = bundle.meta.parity["pitch_top1_agreement"]
     assert agreement["step_dynamic"] > agreement["step_int8"]
     assert bundle.most_faithful_variant("step") == "dynamic"
@@ -117,7 +117,7 @@ def test_auto_variant_on_the_cpu_is_the_most_faithful_one():
     ({}, "dynamic"),                                          # no figures at all: the order
 ])
 def test_most_faithful_variant_reads_the_parity_figures(tmp_path, figures, chosen):
-    folder = Path(shutil.copytree(Path(__file__).resolve().parent.parent / "models" / "default", tmp_path / "b"))
+    folder = Path(shutil.copytree(Path(__file__).resolve().parent.parent / "models" / "events", tmp_path / "b"))
     meta = json.loads((folder / "bundle.json").read_text())
     meta["parity"]["pitch_top1_agreement"] = figures
     (folder / "bundle.json").write_text(json.dumps(meta))

@@ -9,7 +9,7 @@ from playbach.memory import RepeatMemory
 from playbach.runtime import open_model
 from playbach.sampler import sample
 
-SHIPPED = Path(__file__).resolve().parent.parent / "models" / "default"
+SHIPPED = Path(__file__).resolve().parent.parent / "models" / "events"
 
 
 def test_zero_temperature_is_argmax():

@@ -17,7 +17,7 @@ from playbach.harness import bench, livebench
 from playbach.trainer import generate
 
 # What a take sounds like unless told otherwise, in every command (written out, not read from Settings).
-TAKE = {"temperature": 0.9, "top_k": 0, "max_repeat": 64, "program": -1, "bpm": 90.0}
+TAKE = {"temperature": 1.0, "top_k": 0, "max_repeat": 64, "program": -1, "bpm": 90.0}
 
 
 def defaults_of(add_arguments, *argv: str) -> dict:
@@ -52,7 +52,7 @@ def test_settings_table_is_rewritten_between_its_markers_only():
     text = f"intro\n{settings_table.TABLE_BEGIN}\nold table\n{settings_table.TABLE_END}\nafter\n"
     once = settings_table.rewrite_table(text, "doc.md")
     assert once.startswith(f"intro\n{settings_table.TABLE_BEGIN}\n") and once.endswith(f"{settings_table.TABLE_END}\nafter\n")
-    assert "old table" not in once and "| `temperature` / `--temperature` | float | 0.9 | 0 .. 5 |" in once
+    assert "old table" not in once and "| `temperature` / `--temperature` | float | 1.0 | 0 .. 5 |" in once
     assert settings_table.rewrite_table(once, "doc.md") == once
     with pytest.raises(UserError, match="doc.md: no settings table markers"):
         settings_table.rewrite_table("no markers", "doc.md")

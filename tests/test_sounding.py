@@ -14,7 +14,7 @@ from playbach.memory import RepeatMemory
 from playbach.runtime import open_model
 from playbach.sounding import Sounding
 
-SHIPPED = Path(__file__).resolve().parent.parent / "models" / "default"
+SHIPPED = Path(__file__).resolve().parent.parent / "models" / "events"
 
 
 def struck_while_sounding(events: np.ndarray) -> list[int]:
