@@ -1,7 +1,7 @@
 """Steering, measured: JSON to bench/results/steer.json (what is measured: playbach/harness/steer.py,
 harness/ in the repo).
 
-    python bench/steer.py --out bench/results/steer.json          # about 1-2 minutes here
+    python bench/steer.py --seeds 10 --out bench/results/steer.json   # about 2-4 minutes here
 """
 from __future__ import annotations
 

@@ -41,7 +41,7 @@ from playbach.steering import Steering, pitch_mask
 
 MAX_NOTE = 64        # 16ths a voice may hold one note before it is struck again
 KEY_WINDOW = 32      # emitted notes the key in force is found from
-DENSITY_GAIN = 0.5   # per note of debt, the factor e^gain on the odds of a move
+DENSITY_GAIN = 1.0   # per note of debt, the factor e^gain on the odds of a move
 DEBT_LIMIT = 32.0    # notes: an aim the model cannot reach keeps its pull bounded
 MIDI_PITCHES = 128
 STEERING = tuple(f.name for f in fields(Steering))
@@ -302,7 +302,7 @@ class GridImproviser:
         if share <= 0:
             return p
         out = p.copy()
-        out[1:] = self.live_key.pulled(moving[1:]) * share
+        out[1:] = self.live_key.pulled(moving[1:] / share) * share
         if hold > 0:
             out[hold] = p[hold]
         return out

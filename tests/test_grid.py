@@ -172,3 +172,15 @@ def test_the_player_plays_a_grid_bundle_live(jack_server, receiver, tmp_path):
     assert sorted(p for _, p in ons) == sorted(n[1] for n in recorded)
     assert all(55 <= p <= 76 for _, p in ons)
     assert "grid0_dynamic.tflite" in out
+
+
+def test_a_live_key_pulls_where_a_voice_moves_not_whether_it_holds():
+    t = take(seed=2)
+    draw(t, 40)
+    imp = t.improviser
+    p = np.random.default_rng(0).dirichlet(np.ones(129))
+    assert np.allclose(imp._pulled(p, 60), p)            # nothing settling: the model's own
+    t.apply({"key": "Eb minor"})
+    pulled = imp._pulled(p, 60)
+    assert pulled[60] == p[60] and pulled[0] == p[0]      # holding and silence keep their share
+    assert pulled.sum() == pytest.approx(1.0) and not np.allclose(pulled, p)
