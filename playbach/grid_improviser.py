@@ -25,7 +25,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections import deque
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -33,6 +33,7 @@ import numpy as np
 from playbach.errors import UserError
 from playbach.events import Codec
 from playbach.grid import BAR, SILENT, STEPS_PER_QUARTER, VOICES, GridStep, rows_of_events
+from playbach.improviser import STEERING
 from playbach.jsb import VELOCITY
 from playbach.keys import Key, key_of_events
 from playbach.live_key import LiveKey
@@ -44,7 +45,6 @@ KEY_WINDOW = 32      # emitted notes the key in force is found from
 DENSITY_GAIN = 1.0   # per note of debt, the factor e^gain on the odds of a move
 DEBT_LIMIT = 32.0    # notes: an aim the model cannot reach keeps its pull bounded
 MIDI_PITCHES = 128
-STEERING = tuple(f.name for f in fields(Steering))
 
 
 class Held(NamedTuple):

@@ -19,7 +19,7 @@ from playbach import settings as pb_settings
 from playbach.bundle import Bundle, load_bundle
 from playbach.errors import UserError
 from playbach.events import Codec, merge_overlaps, notes_to_events, quantize_notes
-from playbach.grid import is_grid, open_grid
+from playbach.grid import GridStep, is_grid, open_grid
 from playbach.grid_improviser import GridImproviser
 from playbach.improviser import STEERING, Improviser, StepSource, choose_opening
 from playbach.keys import parse_key
@@ -33,9 +33,9 @@ log = logging.getLogger(__name__)
 SEED_EVENTS = 32    # how much of a MIDI file seeds the model (about what a bundle opening holds)
 
 
-def open_take_model(bundle: Bundle, s: Settings) -> StepSource:
-    """The bundle's model the settings ask for (accelerator, model_kind, variant); a step model
-    the bundle lacks falls back to its windowed model."""
+def open_take_model(bundle: Bundle, s: Settings) -> StepSource | GridStep:
+    """The bundle's model the settings ask for (accelerator, model_kind, variant; a grid bundle's
+    models run on the CPU); a step model the bundle lacks falls back to its windowed model."""
     from playbach.runtime import open_model   # the TFLite interpreter: only once a take is made
 
     if is_grid(bundle):
@@ -85,7 +85,7 @@ def take_seed(bundle: Bundle, s: Settings, rng: np.random.Generator) -> np.ndarr
     return seed
 
 
-def make_improviser(bundle: Bundle, model: StepSource, s: Settings) -> Improviser:
+def make_improviser(bundle: Bundle, model: StepSource | GridStep, s: Settings) -> Improviser | GridImproviser:
     """The Improviser of a take: seeded by `seed`, with the repeat memory and the steering of `s`
     (a pitch range the bundle cannot reach is a UserError naming the bundle), primed with the
     take's seed and, if `key` is set, settling there."""
@@ -113,8 +113,8 @@ class Take:
     Built whole by build(); the player swaps a new one in for a restart."""
     settings: Settings
     bundle: Bundle
-    model: StepSource
-    improviser: Improviser
+    model: StepSource | GridStep
+    improviser: Improviser | GridImproviser
 
     @classmethod
     def build(cls, s: Settings) -> Take:

@@ -184,3 +184,11 @@ def test_a_live_key_pulls_where_a_voice_moves_not_whether_it_holds():
     pulled = imp._pulled(p, 60)
     assert pulled[60] == p[60] and pulled[0] == p[0]      # holding and silence keep their share
     assert pulled.sum() == pytest.approx(1.0) and not np.allclose(pulled, p)
+
+
+def test_converting_a_grid_run_without_its_weights_names_the_file(tmp_path, caplog):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"representation": "grid", "config": {}}))
+    assert main(["convert", str(run), "--out", str(tmp_path / "b")]) == 2
+    assert "grid.weights.h5: missing" in caplog.text and not (tmp_path / "b").exists()

@@ -162,8 +162,13 @@ def write_run(out: Path, model, cfg: GridConfig, corpus: str, history: list[dict
 def load_grid_run(path: str | Path):
     """(Keras model with the run's weights, GridConfig, run.json) of a grid run folder."""
     path = Path(path)
-    record = json.loads((path / RUN_JSON).read_text())
-    cfg = GridConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in record["config"].items()})
+    if not (path / WEIGHTS).is_file():
+        raise UserError(f"{path / WEIGHTS}: missing (is {path} a run of `playbach train --representation grid`?)")
+    try:
+        record = json.loads((path / RUN_JSON).read_text())
+        cfg = GridConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in record["config"].items()})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise UserError(f"{path / RUN_JSON}: not a grid run's record ({e})") from e
     model = build(cfg)
     model.load_weights(str(path / WEIGHTS))
     return model, cfg, record
