@@ -35,6 +35,7 @@ SIZES = (VOCAB, VOCAB, VOICES, BAR)
 LAYERS = 2
 STATE = tuple(f"{k}{i}" for i in range(LAYERS) for k in "hc")   # the step model's state inputs
 SILENT = 0
+MAX_TEMPERATURE = 10.0      # of a bundle's calibration: beyond it a model's choices are noise
 
 
 def is_grid(bundle: Bundle) -> bool:
@@ -102,9 +103,17 @@ class Calibration:
     hold_temperature: float = 1.0
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "Calibration":
-        d = d or {}
-        return cls(float(d.get("temperature", 1.0)), float(d.get("hold_temperature", 1.0)))
+    def from_dict(cls, d: object) -> "Calibration":
+        """From bundle.json's model["calibration"] (absent: none); ValueError for anything but
+        temperatures in (0, MAX_TEMPERATURE]."""
+        d = {} if d is None else d
+        if not isinstance(d, dict):
+            raise ValueError(f"'calibration' must be an object, not {type(d).__name__}")
+        values = [d.get(k, 1.0) for k in ("temperature", "hold_temperature")]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= MAX_TEMPERATURE
+                   for v in values):
+            raise ValueError(f"'temperature' and 'hold_temperature' must be numbers in (0, {MAX_TEMPERATURE}]")
+        return cls(float(values[0]), float(values[1]))
 
     def probs(self, logits: np.ndarray, hold: np.ndarray) -> np.ndarray:
         """Members' logits (members, n, VOCAB) and the hold token of each of n positions -> the
@@ -165,8 +174,12 @@ def open_grid(bundle: Bundle) -> GridStep:
     entries = [e for e in bundle.meta.models if e.kind == REPRESENTATION]
     if not entries:
         raise UserError(f"{bundle.path}: a grid bundle without a grid model file")
+    try:
+        calibration = Calibration.from_dict(bundle.meta.model.get("calibration"))
+    except ValueError as e:
+        raise UserError(f"{bundle.path / 'bundle.json'}: bad grid calibration: {e}") from e
     return GridStep([open_cpu_interpreter(str(bundle.model_path(e))) for e in entries], entries,
-                    f"cpu ({interpreter_name()})", Calibration.from_dict(bundle.meta.model.get("calibration")))
+                    f"cpu ({interpreter_name()})", calibration)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

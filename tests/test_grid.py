@@ -192,3 +192,26 @@ def test_converting_a_grid_run_without_its_weights_names_the_file(tmp_path, capl
     (run / "run.json").write_text(json.dumps({"representation": "grid", "config": {}}))
     assert main(["convert", str(run), "--out", str(tmp_path / "b")]) == 2
     assert "grid.weights.h5: missing" in caplog.text and not (tmp_path / "b").exists()
+
+
+@hsettings(max_examples=200, deadline=1000)
+@given(st.recursive(st.none() | st.booleans() | st.floats(allow_nan=True) | st.integers() | st.text(max_size=5),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+                        st.sampled_from(["temperature", "hold_temperature", "x"]), inner, max_size=3), max_leaves=8))
+def test_a_bundles_calibration_is_numbers_in_range_or_refused(value):
+    from playbach.grid import MAX_TEMPERATURE, Calibration
+    try:
+        c = Calibration.from_dict(value)
+    except ValueError:
+        return
+    assert 0 < c.temperature <= MAX_TEMPERATURE and 0 < c.hold_temperature <= MAX_TEMPERATURE
+
+
+def test_a_grid_bundle_with_a_bad_calibration_is_refused_naming_it(tmp_path, caplog):
+    import shutil
+    folder = shutil.copytree(GRID_BUNDLE, tmp_path / "b")
+    document = json.loads((folder / "bundle.json").read_text())
+    document["model"]["calibration"] = {"temperature": 0}
+    (folder / "bundle.json").write_text(json.dumps(document))
+    assert main(["generate", str(folder), "--out", str(tmp_path / "t.mid")]) == 2
+    assert "bad grid calibration" in caplog.text and "bundle.json" in caplog.text
