@@ -207,12 +207,12 @@ def clock_follow_check(config: Path, recorder, synth: MidiGadget) -> dict:
     f["due_p99_ms"] = (own.get("due_from_tick_ms") or {}).get("p99")
     f["sent_after_due_p99_ms"] = (own.get("sent_after_due_ms") or {}).get("p99")
     f["aims"] = {"due_on_grid": ON_GRID_AIM, "due_at_intended_position": ON_GRID_AIM, "due_p99_ms": P99_AIM_MS,
-                 "notes_in_first_0_6_quarter": "at most the opening's first chord",
+                 "notes_in_first_0_6_quarter": "at most the opening's own notes there (no burst at Start)",
                  "heard": "reported, not judged: see JUDGED"}
     f["ok"] = bool(f["notes"] >= 100 and f["probes_back"] >= PROBES // 2
                    and all(f[k] is not None for k in ("due_on_grid", "due_at_intended_position", "due_p99_ms"))
                    and f["due_on_grid"] >= ON_GRID_AIM and f["due_at_intended_position"] >= ON_GRID_AIM
                    and f["due_p99_ms"] <= P99_AIM_MS
-                   and f["notes_in_first_0_6_quarter"] <= f["first_chord"]
+                   and f["notes_in_first_0_6_quarter"] <= f["opening_notes_in_first_0_6_quarter"]
                    and note is not None)
     return f
