@@ -24,14 +24,14 @@ from playbach.errors import UserError
 from playbach.evaluate_bundle import evaluate_grid
 from playbach.events import Codec, notes_to_events
 from playbach.files import publish
+from playbach.fingerprint import CONTENT_SCHEME, content_fingerprint
 from playbach.grid import (INPUTS, ORDER, REPRESENTATION, SIZES, STATE, STEPS_PER_QUARTER, VOCAB, Calibration, GridStep,
                            downbeat, open_grid, tokens_of)
-from playbach.fingerprint import CONTENT_SCHEME, content_fingerprint
+from playbach.grid_improviser import MAX_NOTE
 from playbach.jsb import VELOCITY, read_jsb as read_pieces_of, voice_notes
 from playbach.trainer.grid import load_grid_run, read_jsb, step_model
 
 log = logging.getLogger(__name__)
-LONGEST = 64          # 16ths: the longest onset distance and duration the codec names
 CALIBRATION_GRID = np.round(np.arange(0.6, 2.0, 0.02), 2)
 
 
@@ -118,8 +118,10 @@ def _split(record: dict, seed: int) -> SplitRecord:
 
 
 def _codec(data: dict) -> Codec:
+    """The events a grid take is written in: a tick a 16th, notes up to MAX_NOTE, the train
+    chorales' pitches and the transpositions the trainer moves them by."""
     pitches = [p for rows in data["train"] for p in rows.ravel() if p >= 0]
-    return Codec(STEPS_PER_QUARTER, {"onset": list(range(LONGEST + 1)), "duration": list(range(1, LONGEST + 1)),
+    return Codec(STEPS_PER_QUARTER, {"onset": list(range(MAX_NOTE + 1)), "duration": list(range(1, MAX_NOTE + 1)),
                                      "pitch": list(range(min(pitches) - 6, max(pitches) + 7)), "velocity": [VELOCITY]})
 
 

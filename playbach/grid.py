@@ -7,7 +7,7 @@ model sees the token just before it, this voice's token a step earlier, which vo
 the 16th of the bar, and answers with the distribution of this voice's token: whether the voice
 holds or moves is settled knowing what the voices before it just chose.
 
-The trainer (playbach/trainer/grid.py) learns it, the converter (playbach/convert/grid.py) turns
+The trainer (trainer/grid.py) learns it, the converter (convert/grid.py) turns
 its step into TFLite, and GridStep below runs that file; playbach/grid_improviser.py plays it.
 Events (playbach/events.py) stay the one representation everything else speaks: a seed or a
 phrase heard becomes rows here, and the rows drawn become events again.
@@ -35,6 +35,7 @@ SIZES = (VOCAB, VOCAB, VOICES, BAR)
 LAYERS = 2
 STATE = tuple(f"{k}{i}" for i in range(LAYERS) for k in "hc")   # the step model's state inputs
 SILENT = 0
+LONGEST = 128               # 16ths: the longest note or gap read from events (the chorales' longest note: 80)
 MAX_TEMPERATURE = 10.0      # of a bundle's calibration: beyond it a model's choices are noise
 
 
@@ -66,13 +67,17 @@ def rows_of_events(events: np.ndarray, ticks_per_quarter: int) -> np.ndarray:
     """Events (onset delta, pitch, duration, velocity) -> rows of tokens in ORDER, (steps, 4).
     At each 16th the sounding pitches, highest first, are the soprano, alto, tenor and bass: the
     highest to the soprano, the lowest to the bass, the others between (silent where fewer than
-    four sound, beyond four the inner ones dropped). A tick grid finer than 16ths is rounded."""
+    four sound, beyond four the inner ones dropped). A tick grid finer than 16ths is rounded; a
+    gap or a note longer than LONGEST 16ths is read as that long (a seed file's hour-long note
+    is not an hour of rows)."""
     events = np.asarray(events, dtype=np.int64).reshape(-1, 4)
     if not len(events):
         return np.zeros((0, VOICES), dtype=np.int64)
+    longest = LONGEST * ticks_per_quarter // STEPS_PER_QUARTER
+    onsets, durations = np.clip(events[:, 0], 0, longest), np.clip(events[:, 2], 1, longest)
     scale = STEPS_PER_QUARTER / ticks_per_quarter
-    starts = np.round(np.cumsum(events[:, 0]) * scale).astype(np.int64)
-    ends = np.maximum(starts + 1, np.round((np.cumsum(events[:, 0]) + events[:, 2]) * scale).astype(np.int64))
+    starts = np.round(np.cumsum(onsets) * scale).astype(np.int64)
+    ends = np.maximum(starts + 1, np.round((np.cumsum(onsets) + durations) * scale).astype(np.int64))
     rows = np.zeros((int(ends.max()), VOICES), dtype=np.int64)
     for t in range(len(rows)):
         sounding = sorted(set(events[(starts <= t) & (ends > t), 1].tolist()), reverse=True)
