@@ -142,7 +142,8 @@ def test_train_convert_generate_a_grid_run(small_jsb, tmp_path):
 
 @pytest.mark.parametrize("args, words", [
     (["--corpus", "tests"], ["--representation grid reads the JSB benchmark file"]),
-    (["--distribute", "mirrored"], ["--distribute and --resume are the event model's"]),
+    (["--distribute", "mirrored"], ["--distribute, --resume and --recipe are the event model's"]),
+    (["--recipe", "recipes/default.toml"], ["--distribute, --resume and --recipe are the event model's"]),
 ])
 def test_grid_training_refuses_what_it_cannot_do(args, words, small_jsb, tmp_path, caplog):
     argv = ["train", "--representation", "grid", "--corpus", str(small_jsb), "--out", str(tmp_path / "r"), *args]

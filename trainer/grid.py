@@ -130,8 +130,9 @@ def fit(model, data: dict, cfg: GridConfig) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.distribute or args.resume:
-        raise UserError("--representation grid: --distribute and --resume are the event model's; train it on one device")
+    if args.distribute or args.resume or args.recipe:
+        raise UserError("--representation grid: --distribute, --resume and --recipe are the event model's; "
+                        "train it on one device with its own flags")
     out = Path(args.out)
     if out.exists():
         raise UserError(f"{out}: already exists; give a new run folder")

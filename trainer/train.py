@@ -132,7 +132,7 @@ def add_where_arguments(parser: argparse.ArgumentParser) -> None:
                         "benchmark's Jsb16thSeparated.json (its own split) (default: music21's bundled Bach chorales)")
     parser.add_argument("--out", required=True, help="run folder to write, e.g. runs/NAME")
     parser.add_argument("--recipe", help="TOML file of training settings, the flags' long names with _ for - "
-                        "(e.g. recipes/default.toml, the shipped model's); flags given here override it")
+                        "(e.g. recipes/default.toml: models/events'); flags given here override it")
     parser.add_argument("--representation", choices=("events", "grid"), default="events",
                         help="events: a note at a time, every part merged (any corpus); grid: the JSB file's "
                              "16th-step rows voice by voice, each voice holding or moving (trainer/grid.py)")
