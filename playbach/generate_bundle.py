@@ -17,6 +17,7 @@ from playbach import settings
 from playbach.bundle import load_bundle
 from playbach.errors import UserError
 from playbach.events import events_to_notes
+from playbach.grid import is_grid
 from playbach.improviser import STEERING, Improviser
 from playbach.midifile import write_midi
 from playbach.take import make_improviser, open_take_model
@@ -54,5 +55,6 @@ def run(args) -> int:
     take = render(improviser, args.events)
     notes = events_to_notes(take)
     write_midi(notes, args.out, bundle.codec.ticks_per_quarter, bpm=s.bpm, program=s.program)
-    log.info("wrote %s: %d notes (plan %d, seed %d)", args.out, len(notes), s.plan, s.seed)
+    planned = "" if is_grid(bundle) else f"plan {s.plan}, "
+    log.info("wrote %s: %d notes (%sseed %d)", args.out, len(notes), planned, s.seed)
     return 0
