@@ -189,12 +189,13 @@ def test_density_changes_the_notes_per_quarter(web_rig, browser):
     finally:
         web_rig.api("POST", "/api/settings", {"density": 0})
     print(f"density: own {own:.2f} notes per quarter, aimed at 1: {aimed:.2f}")
-    # the model's own density varies from take to take (2.4 to 4 here over 8 quarters): enough that
-    # an aim of 1 is well below it; a control that did nothing fails the 0.6 * own below
-    assert own > 1.8, f"the model's own density: {own:.2f} notes per quarter"
-    # 16 notes aimed at: a few more or less is the aim's own give (bench/steer.py: 1.00 over minutes;
-    # over 8 quarters a CI run once heard 3)
-    assert 0.4 <= aimed <= 2.0 and aimed < 0.6 * own, f"density 1: {aimed:.2f} notes per quarter (own {own:.2f})"
+    # the model's own density varies from take to take (the grid model's 1.9 to 3.3 here over 8
+    # quarters, a cadence's held chord among them): enough that an aim of 1 is well below it; a
+    # control that did nothing fails the 0.75 * own below
+    assert own > 1.5, f"the model's own density: {own:.2f} notes per quarter"
+    # 16 notes aimed at: a few more or less is the aim's own give (bench/steer.py: within 3.3 % over
+    # minutes; the first quarters after the change still carry the model's own pace)
+    assert 0.4 <= aimed <= 1.6 and aimed < 0.75 * own, f"density 1: {aimed:.2f} notes per quarter (own {own:.2f})"
 
 
 def test_the_page_controls_are_exactly_the_players_live_settings(web_rig, browser):
