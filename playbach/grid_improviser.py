@@ -264,9 +264,9 @@ class GridImproviser:
 
     def _choose(self, p: np.ndarray, hold: int) -> tuple[int, bool]:
         """One voice's token from its distribution `p` under the steering (`hold`: the token that
-        holds its note, -1 if it has none to hold): pitches pulled toward
-        a live key while it settles and masked by the range and scale, tempered by `temperature`;
-        holding against moving tempered by the rhythm temperature and tilted by a density aim.
+        holds its note, -1 if it has none to hold): pitches pulled toward a live key while it
+        settles and masked by the range and scale, tempered by `temperature`; holding against
+        moving tempered by the rhythm temperature and tilted by a density aim.
         Returns the token and whether a held pitch is struck again: the one way a density aim
         moves a voice whose every other pitch is masked (the chorales never repeat a pitch: a
         voice's equal rows are one note)."""
