@@ -84,15 +84,9 @@ def fit_calibration(step: GridStep, pieces: list[np.ndarray], rounds: int = 2) -
     """The Calibration that gives the chorales `pieces` the least NLL (teacher-forced, each from a
     zero state), found one parameter at a time over CALIBRATION_GRID; and the NLL per position
     before and after."""
-    logits, hold, target = [], [], []
-    for rows in pieces:
-        step.reset()
-        tokens, *features = tokens_of(rows, downbeat(rows))
-        for t in range(len(tokens)):
-            logits.append(step.logits([f[t] for f in features])[:, 0])
-        hold.append(features[1])
-        target.append(tokens)
-    logits, hold, target = np.stack(logits, axis=1), np.concatenate(hold), np.concatenate(target)
+    read = [step.read(rows) for rows in pieces]
+    logits = np.concatenate([r[0] for r in read], axis=1)
+    hold, target = np.concatenate([r[1] for r in read]), np.concatenate([r[2] for r in read])
 
     def nll(c: Calibration) -> float:
         return float(-np.log(c.probs(logits, hold)[np.arange(len(target)), target]).mean())
@@ -134,11 +128,11 @@ def _openings(pieces: list[np.ndarray], count: int, events: int) -> list[Opening
 def _parity(models: list, bundle, rows: np.ndarray) -> float:
     """Largest difference of the played distribution from the Keras members' (both calibrated
     alike) over one test chorale."""
-    target, *features = tokens_of(rows, downbeat(rows))
+    _, *features = tokens_of(rows, downbeat(rows))
     inputs = [f[None].astype(np.int32) for f in features]
     step = open_grid(bundle)
     keras_probs = step.calibration.probs(np.stack([m.predict(inputs, verbose=0)[0] for m in models]), features[1])
-    played = np.stack([step.step([f[t] for f in features]) for t in range(len(target))])
+    played = step.calibration.probs(*step.read(rows)[:2])
     return float(np.abs(played - keras_probs).max())
 
 

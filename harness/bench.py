@@ -66,20 +66,20 @@ def run(args: argparse.Namespace) -> int:
 
 def bench_bundle(path: str | Path, events: int = 2000) -> dict:
     bundle = load_bundle(path)
-    rows = [grid_row(bundle, events)] if is_grid(bundle) else []
-    for entry in bundle.meta.models if not rows else ():
-        if entry.edgetpu:
-            log.info("skipping %s: no Edge TPU benchmark here", entry.file)
-            continue
-        model = open_model(bundle, "cpu", entry.kind, entry.variant)
-        step_latencies(model, bundle, WARMUP)
-        seconds = step_latencies(model, bundle, events)
-        rows.append({"file": entry.file, "kind": entry.kind, "variant": entry.variant,
-                     "bytes": entry.bytes, "events": events,
-                     "median_ms": float(np.median(seconds) * 1e3),
-                     "p99_ms": float(np.percentile(seconds, 99) * 1e3),
-                     "mean_ms": float(np.mean(seconds) * 1e3)})
-        log.info("%-26s median %.4f ms  p99 %.4f ms", entry.file, rows[-1]["median_ms"], rows[-1]["p99_ms"])
+    if is_grid(bundle):
+        rows = [grid_row(bundle, events)]
+    else:
+        rows = []
+        for entry in bundle.meta.models:
+            if entry.edgetpu:
+                log.info("skipping %s: no Edge TPU benchmark here", entry.file)
+                continue
+            model = open_model(bundle, "cpu", entry.kind, entry.variant)
+            step_latencies(model, bundle, WARMUP)
+            rows.append(latency_row(entry.file, entry.kind, entry.variant, entry.bytes,
+                                    step_latencies(model, bundle, events)))
+    for row in rows:
+        log.info("%-26s median %.4f ms  p99 %.4f ms", row["file"], row["median_ms"], row["p99_ms"])
     result = {"bundle": str(path), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "machine": {"platform": platform.platform(), "processor": platform.machine(),
                           "python": platform.python_version()},
@@ -88,6 +88,13 @@ def bench_bundle(path: str | Path, events: int = 2000) -> dict:
               "model": bundle.meta.model}
     result["speedup"] = _speedups(rows)
     return result
+
+
+def latency_row(file: str, kind: str, variant: str, size: int, seconds: np.ndarray) -> dict:
+    """One model's row of the table: its median, p99 and mean per call, in ms."""
+    return {"file": file, "kind": kind, "variant": variant, "bytes": size, "events": len(seconds),
+            "median_ms": float(np.median(seconds) * 1e3), "p99_ms": float(np.percentile(seconds, 99) * 1e3),
+            "mean_ms": float(np.mean(seconds) * 1e3)}
 
 
 def grid_row(bundle, positions: int) -> dict:
@@ -101,10 +108,7 @@ def grid_row(bundle, positions: int) -> dict:
         start = time.perf_counter()
         model.step([f[i % len(f)] for f in features])
         seconds[i] = time.perf_counter() - start
-    seconds = seconds[WARMUP:]
-    return {"file": model.name, "kind": "grid", "variant": "dynamic", "events": positions,
-            "bytes": sum(e.bytes for e in model.entries), "median_ms": float(np.median(seconds) * 1e3),
-            "p99_ms": float(np.percentile(seconds, 99) * 1e3), "mean_ms": float(np.mean(seconds) * 1e3)}
+    return latency_row(model.name, "grid", "dynamic", sum(e.bytes for e in model.entries), seconds[WARMUP:])
 
 
 def per_note(path: str | Path, events: int, seed: int = 0, after: int = 0) -> dict:

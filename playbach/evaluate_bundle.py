@@ -178,9 +178,10 @@ def evaluate_grid(bundle: Bundle, corpus: str, split: str | None) -> dict:
     scored voice by voice from the start of each chorale (playbach/grid.py)."""
     split = split or "test"
     path = Path(corpus)
-    path = next(iter(sorted(path.glob("*.json"))), path) if path.is_dir() else path
-    if not looks_like_jsb(path):
+    found = sorted(path.glob("*.json")) if path.is_dir() else [path]   # a folder: its one .json, as read_pieces
+    if len(found) != 1 or not looks_like_jsb(found[0]):
         raise UserError(f"{corpus}: a grid bundle is scored on the JSB file (Jsb16thSeparated.json), its own form")
+    path = found[0]
     pieces = [np.asarray(rows) for _, rows in read_rows(path, (split,))[split]]
     model, started = open_grid(bundle), time.perf_counter()
     nll = nll_per_step(model, pieces)

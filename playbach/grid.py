@@ -172,6 +172,15 @@ class GridStep:
         """The distribution (VOCAB,) played for the token of these inputs (logits())."""
         return self.calibration.probs(self.logits(ids), np.array([int(ids[1])]))[0]
 
+    def read(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A whole chorale (rows, S A T B) fed from a zero state, each position given the tokens
+        before it: the members' logits (members, positions, VOCAB), each position's hold token
+        and its token."""
+        self.reset()
+        target, *features = tokens_of(rows, downbeat(rows))
+        logits = np.concatenate([self.logits(ids) for ids in zip(*features)], axis=1)
+        return logits, features[1], target
+
 
 def open_grid(bundle: Bundle) -> GridStep:
     """The grid bundle's step models on the CPU, played as one (a grid model has no Edge TPU form)."""
@@ -198,9 +207,7 @@ def nll_per_step(model: GridStep, pieces: list[np.ndarray]) -> float:
     benchmark's measure."""
     total, steps = 0.0, 0
     for rows in pieces:
-        model.reset()
-        target, *features = tokens_of(rows, downbeat(rows))
-        for t in range(len(target)):
-            total -= np.log(model.step([f[t] for f in features])[target[t]])
+        logits, hold, target = model.read(rows)
+        total -= np.log(model.calibration.probs(logits, hold)[np.arange(len(target)), target]).sum()
         steps += len(rows)
-    return total / max(steps, 1)
+    return float(total / max(steps, 1))

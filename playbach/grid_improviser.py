@@ -152,7 +152,7 @@ class GridImproviser:
         self._restart()
         for row in rows_of_events(events, self.codec.ticks_per_quarter):
             for v in range(VOICES):
-                self.model.step((self.previous, self.row[v], v, self.t % BAR))
+                self.model.logits((self.previous, self.row[v], v, self.t % BAR))   # fed, not drawn
                 self.previous = int(row[v])
             self.row = np.asarray(row, dtype=np.int64)
             self.t += 1
@@ -229,14 +229,15 @@ class GridImproviser:
         self.kept.append(RowState(self.t, self.model.save(), self.previous, self.row, list(self.held), self.debt))
         row, forced, again = np.empty(VOICES, dtype=np.int64), [None] * VOICES, [False] * VOICES
         for v in range(VOICES):
-            p = self.model.step((self.previous, self.row[v], v, self.t % BAR))
+            ids = (self.previous, self.row[v], v, self.t % BAR)
             forced[v] = self._forced(v)
             held = self.held[v]   # silence goes on, a note drawn may; a note handed out has its length
             can_hold = held.end is None if held is not None else self.row[v] == SILENT
             if forced[v]:
+                self.model.logits(ids)   # fed, not drawn
                 row[v] = forced[v].token
             else:
-                row[v], again[v] = self._choose(p, int(self.row[v]) if can_hold else -1)
+                row[v], again[v] = self._choose(self.model.step(ids), int(self.row[v]) if can_hold else -1)
             self.previous = int(row[v])
         self._commit(row, forced, again)
 
