@@ -17,8 +17,8 @@ allowed: it strikes nothing new), a live key moves what is emitted (playbach/liv
 density aim tilts hold-or-move toward the notes per quarter asked. A change of steering takes
 back every row drawn ahead from the first note not handed out, and draws them again under the new
 steering, the notes already handed out held as they were sent (the model is fed them, not asked).
-It plays unplanned: its own distribution is what lands in Bach's band (docs/listening.md), and
-`plan` is kept only to be reported back.
+With `plan` > 0 each beat's rows are planned (playbach/grid_planning.py): a few candidates
+drawn from one state, one kept by the model's own likelihood of where its voices move.
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ import numpy as np
 
 from playbach.errors import UserError
 from playbach.events import Codec
+from playbach.grid_planning import GridPlanner
 from playbach.grid import BAR, SILENT, STEPS_PER_QUARTER, VOICES, GridStep, rows_of_events
 from playbach.improviser import STEERING
 from playbach.jsb import VELOCITY
@@ -68,6 +69,19 @@ class RowState:
     debt: float
 
 
+@dataclass
+class Drawn:
+    """Everything drawing rows ahead changes: what planning saves and restores."""
+    t: int
+    model: Any
+    previous: int
+    row: np.ndarray
+    held: list[Held | None]
+    done: list[tuple[int, int, int, int, int]]
+    debt: float
+    kept: list[RowState]
+
+
 class GridImproviser:
     def __init__(self, model: GridStep, codec: Codec, rng: np.random.Generator,
                  temperature: float = Steering.temperature, top_k: int = Steering.top_k):
@@ -80,6 +94,7 @@ class GridImproviser:
         self.pending: deque[np.ndarray] = deque()        # the seed's events, played as given
         self.recent: deque[np.ndarray] = deque(maxlen=KEY_WINDOW)
         self.longest_piece: float | None = None          # seconds of the slowest row of the last call
+        self.planner = GridPlanner()
         self._restart()
 
     def _restart(self) -> None:
@@ -92,6 +107,7 @@ class GridImproviser:
         self.kept: deque[RowState] = deque()             # before each row drawn ahead
         self.last_start = 0                              # the 16th of the last note handed out
         self.debt = 0.0                                  # notes behind (+) the density aim
+        self.planner.reset()
 
     @property
     def plan(self) -> int:
@@ -177,7 +193,10 @@ class GridImproviser:
         self.longest_piece = 0.0
         while not self._ready():
             began = time.monotonic()
-            self._draw_row()
+            if self.steering.plan > 0:
+                self.planner.candidate(self)
+            else:
+                self._draw_row()
             self.longest_piece = max(self.longest_piece, time.monotonic() - began)
             if until is not None and not self._ready() and time.monotonic() > until:
                 return None
@@ -208,6 +227,9 @@ class GridImproviser:
     def _take_back(self) -> None:
         """Undo every row drawn from the first note not handed out on: the next rows are drawn
         under the steering then in force."""
+        if self.planner.start is not None:   # a beat half planned: back to its start
+            self._restore(self.planner.start)
+            self.planner.reset()
         first = min((s for s, _ in self._unsent()), default=self.t)
         while self.kept and self.kept[-1].t > first:
             self.kept.pop()
@@ -219,6 +241,15 @@ class GridImproviser:
         self.done = []
         ends = {(n.start, n.voice): n for n in self.sent}
         self.held = [None if h is None else ends.get((h.start, h.voice), h) for h in s.held]
+
+    def _save(self) -> Drawn:
+        return Drawn(self.t, self.model.save(), self.previous, self.row, list(self.held), list(self.done),
+                     self.debt, list(self.kept))
+
+    def _restore(self, s: Drawn) -> None:
+        self.model.restore(s.model)
+        self.t, self.previous, self.row, self.debt = s.t, s.previous, s.row, s.debt
+        self.held, self.done, self.kept = list(s.held), list(s.done), deque(s.kept)
 
     # --- drawing ----------------------------------------------------------------------------------
     def _forced(self, voice: int) -> Held | None:
@@ -237,7 +268,10 @@ class GridImproviser:
                 self.model.logits(ids)   # fed, not drawn
                 row[v] = forced[v].token
             else:
-                row[v], again[v] = self._choose(self.model.step(ids), int(self.row[v]) if can_hold else -1)
+                p, hold = self.model.step(ids), int(self.row[v]) if can_hold else -1
+                row[v], again[v] = self._choose(p, hold)
+                if self.steering.plan > 0:
+                    self.planner.judge(p, hold, int(row[v]))
             self.previous = int(row[v])
         self._commit(row, forced, again)
 

@@ -146,9 +146,9 @@ class Settings:
                              "(0 = the model's own)", low=0.0, high=16.0, cc=knob("cc_density", 0.0, 4.0))
     top_k: int = setting(Steering.top_k, "sample from the k likeliest tokens only (0 = all)", low=0, high=100000,
                          live=True)
-    plan: int = setting(Steering.plan, "planning (event bundles): continuations to the next beat drawn from the model's "
-                        "state, one kept by the model's own likelihood of their pitches (0 = off: one note at a time; "
-                        "a grid bundle plays unplanned)", low=0, high=64,
+    plan: int = setting(Steering.plan, "planning: candidates for the next beat drawn from the model's state, one "
+                        "kept by the model's own likelihood of their pitches (0 = off: one note at a time; "
+                        "the event model was measured at 8)", low=0, high=64,
                         cc=knob("cc_plan", 0, 16))
     max_repeat: int = setting(64, "repeat memory: longest run of events a take copies from its own past "
                               "(0 = memory off)", low=0, high=100000)
