@@ -32,12 +32,13 @@ HEADLINES = [
     (EVENTS, "parity.pitch_top1_agreement.step_dynamic", "the event model's pitch choices agreeing with its trained network, on the CPU"),
     (EVENTS, "parity.pitch_top1_agreement.step_int8", "... its int8 model (the only one a Coral runs)"),
     ("int8_cello.json", "lowest_agreement", "... the int8 model of runs trained with the defaults on the cello suites, lowest of 3 seeds"),
-    ("bench_grid.json", "per_note.plan=0.ms_per_note", "model work per note, one desktop core, the default model, ms"),
-    ("bench_grid.json", "per_note.plan=0.slowest_call_ms", "... its slowest call (a held note's rows drawn ahead), ms"),
-    ("per_note_arm64_grid.json", "per_note.plan=0.cpu_ms_per_note", "... the default model, emulated arm64 (qemu-user, the Pi's image), ms"),
+    ("bench_grid.json", "per_note.plan=2.ms_per_note", "model work per note, one desktop core, the default model planning 2 candidates a beat, ms"),
+    ("bench_grid.json", "per_note.plan=0.ms_per_note", "... planning off, ms"),
+    ("bench_grid.json", "per_note.plan=2.slowest_call_ms", "... its slowest call (a held note's rows drawn ahead), ms"),
+    ("per_note_arm64_grid.json", "per_note.plan=2.cpu_ms_per_note", "... the default model planning, emulated arm64 (qemu-user, the Pi's image), ms"),
     ("bench_plan.json", "per_note.plan=8.ms_per_note", "... the event model planning 8 candidates a beat, ms"),
     ("per_note_arm64.json", "per_note.plan=8.cpu_ms_per_note", "... the event model planning, emulated arm64 (qemu-user, the Pi's image), ms"),
-    ("plan_live.json", "planning_costs_ms.sent_after_due_p99_ms", "playing live: what the event model's planning adds to a note's send time, p99, ms"),
+    ("plan_live_grid.json", "planning_costs_ms.sent_after_due_p99_ms", "playing live: what the default's planning adds to a note's send time, p99, ms"),
     ("bench_grid.json", "live.onset_beyond_transport_ms.p99", "playing live: onset p99 beyond the MIDI transport's own, ms"),
     ("clock_grid.json", "follow.summary.on_a_16th", "following a drum machine's clock (JACK): notes on their 16th"),
     ("clock_grid.json", "follow.summary.p99_beyond_transport_ms", "... onset p99 beyond the transport, ms"),
@@ -52,7 +53,8 @@ HEADLINES = [
     ("pi-vm-card-pi4.json", "ok", "the image's root under -M virt with its USB synth: every check that applies passed"),
 ]
 # Heard beside Bach (`playbach listen`, docs/listening.md): the default, the default before it, Bach's band
-LISTENED = (("listen_grid.json", "plan=0", "the default"), ("listen_default.json", "plan=8", "the event model (the default before)"))
+LISTENED = (("listen_grid.json", "plan=2", "the default (planning 2)"), ("listen_grid.json", "plan=0", "... planning off"),
+            ("listen_default.json", "plan=8", "the event model (the default before)"))
 BAND = ("dissonance", "key_changes", "key_clarity", "distinct_pitches", "top_steps", "long_notes", "durations",
         "onset_intervals")
 MAX_LIST = 8          # lists longer than this are per-sample data, left to the JSON

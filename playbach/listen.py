@@ -21,7 +21,6 @@ from playbach.bundle import Bundle, load_bundle
 from playbach.evaluate_bundle import encode, read_pieces
 from playbach.events import FIELDS
 from playbach.files import write_text_atomically
-from playbach.grid import is_grid
 from playbach.errors import UserError
 from playbach.listening import HISTOGRAMS, MEASURES, Notes, measure_piece, pooled_histograms, summarize
 from playbach.take import make_improviser, open_take_model
@@ -92,8 +91,6 @@ def listen(bundle: Bundle, corpus: str, split: str, groups: list[int], takes: in
     result = {"bundle": str(bundle.path), "corpus": source, "takes": takes, "events": events, "seed": seed,
               "settings": {k: getattr(settings.DEFAULTS, k) for k in ("temperature", "top_k", "max_repeat")},
               "goal": GOAL, "bach": summarize(bach, reference, seed)}
-    if is_grid(bundle) and len(groups) > 1:
-        log.info("%s: a grid bundle plays unplanned: its groups' takes are the same", bundle.path)
     for plan in groups:
         started = time.perf_counter()
         figures = summarize(take_measures(bundle, plan, takes, events, seed), reference, seed)
