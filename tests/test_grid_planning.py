@@ -2,25 +2,11 @@
 kept beat one of the candidates drawn and chosen by the model's own scores, a change of steering
 in the middle of a planned beat obeyed from the next note. The shipped grid bundle, real runtime.
 """
-import dataclasses
-
 import numpy as np
 
-from playbach import settings
 from playbach.events import events_to_notes
 from playbach.grid_planning import GridPlanner
-from playbach.take import Take
-
-GRID_BUNDLE = str(settings.REPO_ROOT / "models" / "default")
-
-
-def take(**values) -> Take:
-    s = dataclasses.replace(settings.DEFAULTS, bundle=GRID_BUNDLE, accelerator="cpu", **values)
-    return Take.build(s)
-
-
-def draw(t: Take, n: int) -> np.ndarray:
-    return np.array([t.improviser.next_event() for _ in range(n)])
+from test_grid import draw, take   # a take of the shipped grid bundle, and its next n events
 
 
 def test_grid_planning_is_on_by_default_and_a_seeded_take_is_reproducible():
