@@ -16,6 +16,8 @@ from playbach.errors import UserError
 from playbach.events import Codec
 from playbach.keys import Key, key_of_events, move_to_key
 
+HEARD_FIRST = 8   # quarters: the start of a take, where a key asked for must be heard
+
 
 @dataclass(frozen=True)
 class Steering:
@@ -57,16 +59,27 @@ def opening_key(events: np.ndarray) -> Key:
     return key_of_events(events)
 
 
-def prefer_mode(openings: list[np.ndarray], mode: str) -> list[int]:
+def prefer_mode(openings: list[np.ndarray], mode: str, ticks_per_quarter: int) -> list[int]:
     """Indices of the openings to start a take in a key of `mode` from: those in that mode whose
-    key is clear (two key profiles agree on it, over the whole opening and over its first half,
-    which is what is heard first: an ambiguous opening moved to a key is ambiguous there too, and a
-    chorale that starts on its relative minor sounds minor), else those in that mode, else all (a
-    mode change is then needed)."""
-    found = [[key_of_events(part, profile) for part in (o, o[:max(1, len(o) // 2)])
+    key is clear (two key profiles agree on it, over the whole opening, its first half and its
+    first HEARD_FIRST quarters, which is what is heard first: an ambiguous opening moved to a key
+    is ambiguous there too, a chorale that starts on its relative minor sounds minor, and one that
+    dwells on its dominant first sounds in the dominant's major), else those in that mode, else
+    all (a mode change is then needed)."""
+    found = [[key_of_events(part, profile) for part in _parts(o, ticks_per_quarter)
               for profile in ("krumhansl", "temperley")] for o in openings]
     same = [i for i, keys in enumerate(found) if keys[0].mode == mode]
     return [i for i in same if all(k == found[i][0] for k in found[i])] or same or list(range(len(openings)))
+
+
+def _parts(opening: np.ndarray, ticks_per_quarter: int) -> tuple[np.ndarray, ...]:
+    """The opening, its first half, and what sounds in its first HEARD_FIRST quarters (the notes
+    struck there, each cut at their end)."""
+    end = HEARD_FIRST * ticks_per_quarter
+    starts = np.cumsum(opening[:, 0])
+    first = opening[starts < end].copy()
+    first[:, 2] = np.minimum(first[:, 2], end - starts[starts < end])
+    return opening, opening[:max(1, len(opening) // 2)], first if len(first) else opening[:1]
 
 
 def fit_seed(events: np.ndarray, codec: Codec, key: Key | None, low: int, high: int) -> np.ndarray:

@@ -76,7 +76,7 @@ def take_seed(bundle: Bundle, s: Settings, rng: np.random.Generator) -> np.ndarr
     else:
         openings, names = bundle.openings, bundle.opening_names
         if key is not None and s.opening == "" and openings:
-            keep = prefer_mode(openings, key.mode)
+            keep = prefer_mode(openings, key.mode, codec.ticks_per_quarter)
             openings, names = [openings[i] for i in keep], [names[i] for i in keep]
         origin, seed = choose_opening(openings, names, s.opening, rng, str(bundle.path))
     moved = f", moved from {opening_key(seed)} to {key}" if key is not None and len(seed) else ""

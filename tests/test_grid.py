@@ -142,8 +142,10 @@ def test_train_convert_generate_a_grid_run(small_jsb, tmp_path):
 
 @pytest.mark.parametrize("args, words", [
     (["--corpus", "tests"], ["--representation grid reads the JSB benchmark file"]),
-    (["--distribute", "mirrored"], ["--distribute, --resume and --recipe are the event model's"]),
-    (["--recipe", "recipes/default.toml"], ["--distribute, --resume and --recipe are the event model's"]),
+    (["--resume", "runs/x"], ["--resume and --recipe are the event model's"]),
+    (["--recipe", "recipes/default.toml"], ["--resume and --recipe are the event model's"]),
+    (["--distribute", "multi-worker"], ["TF_CONFIG is not set"]),
+    (["--cpu-devices", "2"], ["--cpu-devices 2: a count of 1 or more, and more than 1 only with --distribute mirrored"]),
 ])
 def test_grid_training_refuses_what_it_cannot_do(args, words, small_jsb, tmp_path, caplog):
     argv = ["train", "--representation", "grid", "--corpus", str(small_jsb), "--out", str(tmp_path / "r"), *args]

@@ -103,15 +103,18 @@ def parse_tf_config(text: str | None) -> Task:
 def check(request, environ) -> Task | None:
     """The request's devices checked together before any work (a trainer.config.Request); this
     process's Task under multi-worker, else None."""
-    if request.cpu_devices < 1 or (request.cpu_devices > 1 and request.distribute != "mirrored"):
-        raise UserError(f"--cpu-devices {request.cpu_devices}: a count of 1 or more, and more than 1 only "
-                        f"with --distribute mirrored")
-    if request.distribute != "multi-worker":
-        return None
-    if request.config.transpose and request.config.augment == "random":
+    if request.distribute == "multi-worker" and request.config.transpose and request.config.augment == "random":
         raise UserError("--augment random draws its batches in Python, one stream per process, which the "
                         "workers cannot split: use --augment copies with --distribute multi-worker")
-    return parse_tf_config(environ.get("TF_CONFIG"))
+    return check_devices(request.distribute, request.cpu_devices, environ)
+
+
+def check_devices(mode: str | None, cpu_devices: int, environ) -> Task | None:
+    """--distribute and --cpu-devices checked together; this process's Task under multi-worker."""
+    if cpu_devices < 1 or (cpu_devices > 1 and mode != "mirrored"):
+        raise UserError(f"--cpu-devices {cpu_devices}: a count of 1 or more, and more than 1 only "
+                        f"with --distribute mirrored")
+    return parse_tf_config(environ.get("TF_CONFIG")) if mode == "multi-worker" else None
 
 
 # --- TensorFlow's side (imported only when training) ----------------------------------------------

@@ -6,13 +6,18 @@ voice's next token. Four-bar windows (hop half a window), every training piece m
 transposition each epoch, the best validation epoch kept and the step halved when an epoch does
 not improve on it. The run folder holds `grid.weights.h5` and `run.json` (the settings, the
 history, the valid and test nats per 16th step); `playbach convert` makes the bundle.
+`--distribute mirrored|multi-worker` trains it through tf.distribute as the event model's trainer
+does (trainer/distribute.py): --batch the global batch, every worker drawing the same windows
+from the same seed and keeping its share of each batch, the chief writing the run.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
+import contextlib
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -24,6 +29,7 @@ from playbach.errors import UserError
 from playbach.files import write_text_atomically
 from playbach.grid import BAR, INPUTS, LAYERS, REPRESENTATION, SIZES, STATE, VOCAB, VOICES, downbeat, tokens_of
 from playbach.jsb import looks_like_jsb, read_rows
+from playbach.trainer import distribute
 
 log = logging.getLogger(__name__)
 WEIGHTS = "grid.weights.h5"
@@ -109,14 +115,15 @@ def step_model(model, cfg: GridConfig):
     return step
 
 
-def fit(model, data: dict, cfg: GridConfig) -> list[dict]:
-    """Epoch by epoch on fresh windows; the best validation epoch's weights left in `model`."""
+def fit(model, data: dict, cfg: GridConfig, replicas: int = 0) -> list[dict]:
+    """Epoch by epoch on fresh windows; the best validation epoch's weights left in `model`.
+    `replicas` > 0: under a tf.distribute strategy of that many replicas."""
     rng = np.random.default_rng(cfg.seed)
-    valid_x, valid_y = windows(data["valid"], cfg, np.random.default_rng(1))
+    valid = feed(*windows(data["valid"], cfg, np.random.default_rng(1)), cfg, replicas, None, "validation")
     best, history, started = None, [], time.time()
     for epoch in range(cfg.epochs):
-        x, y = windows(data["train"], cfg, rng)
-        out = model.fit(x, y, batch_size=cfg.batch, epochs=1, verbose=0, validation_data=(valid_x, valid_y))
+        train = feed(*windows(data["train"], cfg, rng), cfg, replicas, cfg.seed + epoch, "training")
+        out = model.fit(**train, epochs=1, verbose=0, validation_data=valid["x"] if replicas else (valid["x"], valid["y"]))
         history.append({k: float(v[0]) for k, v in out.history.items()})
         log.info("epoch %d: loss %.4f, val_loss %.4f (%.0f s)", epoch + 1, history[-1]["loss"],
                  history[-1]["val_loss"], time.time() - started)
@@ -129,19 +136,38 @@ def fit(model, data: dict, cfg: GridConfig) -> list[dict]:
     return history
 
 
+def feed(x: list[np.ndarray], y: np.ndarray, cfg: GridConfig, replicas: int, seed: int | None, what: str) -> dict:
+    """model.fit's data: the arrays (Keras batches and shuffles them), or under a strategy a
+    tf.data pipeline of global batches that every worker draws alike and shares out."""
+    x = dict(zip(INPUTS, x))
+    if not replicas:
+        return {"x": x, "y": y, "batch_size": cfg.batch}
+    return {"x": distribute.batches(x, y, cfg.batch, replicas, seed, what), "shuffle": False}
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.distribute or args.resume or args.recipe:
-        raise UserError("--representation grid: --distribute, --resume and --recipe are the event model's; "
-                        "train it on one device with its own flags")
+    if args.resume or args.recipe:
+        raise UserError("--representation grid: --resume and --recipe are the event model's; "
+                        "train it with its own flags")
     out = Path(args.out)
     if out.exists():
         raise UserError(f"{out}: already exists; give a new run folder")
+    task = distribute.check_devices(args.distribute, args.cpu_devices, os.environ)
     cfg = config_of(args)
     data = read_jsb(args.corpus)
     import keras
+    strategy = distribute.make_strategy(args.distribute, args.cpu_devices) if args.distribute else None
+    replicas = strategy.num_replicas_in_sync if strategy else 0
+    if strategy:
+        log.info("global batch %d: %d windows on each of %d replicas", cfg.batch,
+                 distribute.check_batch(cfg.batch, replicas), replicas)
     keras.utils.set_random_seed(cfg.seed)
-    model = build(cfg)
-    history = fit(model, data, cfg)
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        model = build(cfg)
+    history = fit(model, data, cfg, replicas)
+    if task is not None and not task.chief:
+        log.info("%s %d done: the chief writes %s", task.role, task.index, out)
+        return 0
     write_run(out, model, cfg, args.corpus, history)
     return 0
 
