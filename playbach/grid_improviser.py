@@ -6,8 +6,8 @@ moves. A note's length is therefore known only when its voice moves on; the Grid
 rows ahead until the earliest note not yet handed out is complete and no note still held could
 come before it, then hands it to the player as the event representation's next event (onset
 distance, pitch, duration, velocity). The chorales' notes last at most 80 16ths (99.96 % at most
-two bars): a voice held MAX_NOTE 16ths (two bars) is struck again, so the rows drawn ahead of a
-note handed out stay within two bars and nothing waits on an endless hold.
+two bars), so the rows drawn ahead stay within a few bars; a voice held MAX_NOTE 16ths is struck
+again, so nothing waits on an endless hold.
 
 It offers the player what the Improviser offers (prime, listen, next_event, steer, set_key), with
 the same steering on the same terms: `temperature` reshapes the pitch a voice moves to,
@@ -41,7 +41,7 @@ from playbach.live_key import LiveKey
 from playbach.sampler import draw, weights
 from playbach.steering import Steering, pitch_mask
 
-MAX_NOTE = 32        # 16ths (two bars) a voice may hold one note before it is struck again
+MAX_NOTE = 64        # 16ths a voice may hold one note before it is struck again
 KEY_WINDOW = 32      # emitted notes the key in force is found from
 DENSITY_GAIN = 1.0   # per note of debt, the factor e^gain on the odds of a move
 DEBT_LIMIT = 32.0    # notes: an aim the model cannot reach keeps its pull bounded
