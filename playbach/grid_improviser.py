@@ -32,8 +32,8 @@ import numpy as np
 
 from playbach.errors import UserError
 from playbach.events import Codec
-from playbach.grid_planning import GridPlanner
 from playbach.grid import BAR, SILENT, STEPS_PER_QUARTER, VOICES, GridStep, rows_of_events
+from playbach.grid_planning import GridPlanner
 from playbach.improviser import STEERING
 from playbach.jsb import VELOCITY
 from playbach.keys import Key, key_of_events

@@ -30,7 +30,7 @@ class Steering:
     pitch_min: int = 0                # the range of pitches the model may choose
     pitch_max: int = 127
     density: float = 0.0              # notes per quarter to aim at (0 = the model's own)
-    plan: int = 2                     # candidates per beat (playbach/planning.py, playbach/grid_planning.py); 0 = one note at a time
+    plan: int = 2                     # candidates per beat (playbach/*planning.py); 0 = one note at a time
 
     @property
     def rhythm(self) -> float:

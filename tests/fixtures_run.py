@@ -7,6 +7,7 @@ trained through the real `playbach train` entry point. Other tests (the converte
 import fcntl
 import os
 import shutil
+import socket
 from pathlib import Path
 from typing import Callable
 
@@ -97,3 +98,31 @@ def tiny_run(tmp_path_factory) -> Path:
         train_tiny(link_pieces(folder / "corpus"), folder / "run")
 
     return made_once("tiny_run", tmp_path_factory, make) / "run"
+
+
+def free_ports(n: int) -> list[int]:
+    """n ports free on 127.0.0.1 now (the OS's choice)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def wait_all(procs: dict, logs: dict, timeout: float) -> dict[str, str]:
+    """Wait for every process (killing any still running after `timeout` s, or on an error), and
+    fail naming each that exited non-zero with the end of its log; each log's text."""
+    try:
+        codes = {name: p.wait(timeout=timeout) for name, p in procs.items()}
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    texts = {name: Path(logs[name]).read_text() for name in procs}
+    failed = {name: texts[name][-3000:] for name, rc in codes.items() if rc != 0}
+    assert not failed, f"exit codes {codes}; the failed runs' logs end: {failed}"
+    return texts

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fixtures_run import link_chorales
+from fixtures_run import free_ports, link_chorales, wait_all
 from playbach.cli import main
 from playbach.errors import UserError
 from playbach.trainer.distribute import Task, check_batch, first_batch, parse_tf_config
@@ -177,18 +176,6 @@ TRAIN_TOLERANCE = 0.16
 SAME_REPLICAS = 0.01
 
 
-def free_ports(n: int) -> list[int]:
-    """n ports free on 127.0.0.1 now (the OS's choice)."""
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 def _train(cwd: Path, env: dict, *flags: str, log: Path) -> subprocess.Popen:
     cwd.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as f:
@@ -224,16 +211,7 @@ def distributed_runs(tmp_path_factory) -> dict:
                       "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})}
         procs[f"worker{i}"] = _train(runs[f"worker{i}"], worker_env, *common, "--distribute", "multi-worker",
                                      log=base / f"worker{i}.log")
-    try:
-        codes = {name: p.wait(timeout=1500) for name, p in procs.items()}
-    finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    logs = {name: (base / f"{name}.log").read_text() for name in procs}
-    failed = {name: logs[name][-3000:] for name, rc in codes.items() if rc != 0}
-    assert not failed, f"exit codes {codes}; the failed runs' logs end: {failed}"
+    logs = wait_all(procs, {name: base / f"{name}.log" for name in procs}, 1500)
     return {"folders": runs, "logs": logs}
 
 

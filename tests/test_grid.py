@@ -2,15 +2,14 @@
 steering, the shipped grid bundle's benchmark figure, and train -> convert -> generate of a
 grid run on real chorales.
 """
-import dataclasses
 import json
 
 import numpy as np
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
+from fixtures_grid import GRID_BUNDLE, draw, take
 from needs import jsb_file, write_jsb
-from playbach import settings
 from playbach.bundle import load_bundle
 from playbach.cli import main
 from playbach.events import events_to_notes, notes_to_events
@@ -19,18 +18,6 @@ from playbach.grid import BAR, LONGEST, ORDER, downbeat, is_grid, rows_of_events
 from playbach.grid_improviser import MAX_NOTE
 from playbach.jsb import read_rows, voice_notes
 from playbach.midifile import read_midi
-from playbach.take import Take
-
-GRID_BUNDLE = str(settings.REPO_ROOT / "models" / "default")
-
-
-def take(**values) -> Take:
-    s = dataclasses.replace(settings.DEFAULTS, bundle=GRID_BUNDLE, accelerator="cpu", **values)
-    return Take.build(s)
-
-
-def draw(t: Take, n: int) -> np.ndarray:
-    return np.array([t.improviser.next_event() for _ in range(n)])
 
 
 def test_rows_of_events_keep_each_rows_pitches():

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from fixtures_run import free_ports, wait_all
 from needs import jsb_file, write_jsb
-from test_distribute import free_ports
 
 FLAGS = ["train", "--representation", "grid", "--epochs", "8", "--units", "32", "--batch", "32", "--seed", "0"]
 # The last epoch's losses (nats per position), one device vs two replicas: 4 standard deviations of
@@ -46,15 +46,7 @@ def grid_runs(tmp_path_factory) -> dict[str, Path]:
     for i in range(2):
         worker = {**env, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})}
         procs[f"worker{i}"] = _train(folders[f"worker{i}"], worker, corpus, "--distribute", "multi-worker")
-    try:
-        codes = {name: p.wait(timeout=900) for name, p in procs.items()}
-    finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    failed = {n: (folders[n] / "train.log").read_text()[-3000:] for n, rc in codes.items() if rc != 0}
-    assert not failed, f"exit codes {codes}; the failed runs' logs end: {failed}"
+    wait_all(procs, {name: folders[name] / "train.log" for name in procs}, 900)
     return folders
 
 

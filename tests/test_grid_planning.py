@@ -6,7 +6,7 @@ import numpy as np
 
 from playbach.events import events_to_notes
 from playbach.grid_planning import GridPlanner
-from test_grid import draw, take   # a take of the shipped grid bundle, and its next n events
+from fixtures_grid import draw, take
 
 
 def test_grid_planning_is_on_by_default_and_a_seeded_take_is_reproducible():

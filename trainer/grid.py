@@ -13,8 +13,8 @@ from the same seed and keeping its share of each batch, the chief writing the ru
 from __future__ import annotations
 
 import argparse
-import hashlib
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -123,7 +123,8 @@ def fit(model, data: dict, cfg: GridConfig, replicas: int = 0) -> list[dict]:
     best, history, started = None, [], time.time()
     for epoch in range(cfg.epochs):
         train = feed(*windows(data["train"], cfg, rng), cfg, replicas, cfg.seed + epoch, "training")
-        out = model.fit(**train, epochs=1, verbose=0, validation_data=valid["x"] if replicas else (valid["x"], valid["y"]))
+        checked = valid["x"] if replicas else (valid["x"], valid["y"])
+        out = model.fit(**train, epochs=1, verbose=0, validation_data=checked)
         history.append({k: float(v[0]) for k, v in out.history.items()})
         log.info("epoch %d: loss %.4f, val_loss %.4f (%.0f s)", epoch + 1, history[-1]["loss"],
                  history[-1]["val_loss"], time.time() - started)
