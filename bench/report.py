@@ -47,7 +47,7 @@ HEADLINES = [
     ("web.json", "web_rss_mb", "`playbach web` RSS, MB"),
     ("train_default.json", "wall_s", "training the event model from nothing, s (2 cores)"),
     ("pi-vm-trixie-plan2.json", "boot_to_first_note_s", "emulated Pi 4, trixie: power-on to first note, s"),
-    ("pi-vm-bookworm-grid.json", "boot_to_first_note_s", "emulated Pi 4, bookworm: power-on to first note, s"),
+    ("pi-vm-bookworm-plan2.json", "boot_to_first_note_s", "emulated Pi 4, bookworm: power-on to first note, s"),
     ("image-pi4.json", "boot_to_player_waiting_s", "the flashed image in QEMU's raspi4b: power-on to the player waiting, s"),
     ("image-pi4.json", "image_xz_bytes", "the image, xz-compressed, bytes"),
     ("pi-vm-card-pi4.json", "ok", "the image's root under -M virt with its USB synth: every check that applies passed"),
