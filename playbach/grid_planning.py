@@ -7,8 +7,8 @@ model's own (calibrated, untempered) distribution of where the voice goes given 
 less that distribution's expected log-probability, so a move is weighed against what the model
 expected of that moment. A candidate's score is their sum over the square root of its moves:
 the spread of a sum of n such terms grows as sqrt(n), so a beat is neither preferred nor shunned
-for how many of its voices move (the rhythm stays the model's). One candidate is kept by
-exp(score / PLAN_TEMPERATURE).
+for how many of its voices move (the rhythm still pays a little: a passing 16th is an unlikely
+move; docs/listening.md). One candidate is kept by exp(score / PLAN_TEMPERATURE).
 
 The grid model's own distribution is already close to Bach's (docs/listening.md): a strong
 choice (many candidates, a cold temperature) makes music more uniform than his, soprano lines
