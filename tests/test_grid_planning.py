@@ -4,9 +4,9 @@ in the middle of a planned beat obeyed from the next note. The shipped grid bund
 """
 import numpy as np
 
+from fixtures_grid import draw, take
 from playbach.events import events_to_notes
 from playbach.grid_planning import GridPlanner
-from fixtures_grid import draw, take
 
 
 def test_grid_planning_is_on_by_default_and_a_seeded_take_is_reproducible():
