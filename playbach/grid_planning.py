@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from playbach.sampler import draw, weights
+from playbach.grid import STEPS_PER_QUARTER
+from playbach.planning import choose_by_score
 
 if TYPE_CHECKING:
     from playbach.grid_improviser import GridImproviser
 
-STEPS_PER_BEAT = 4
 PLAN_TEMPERATURE = 1.0    # of the choice among candidates by their score
 
 
@@ -62,7 +62,7 @@ class GridPlanner:
         if self.start is None:
             self.start, self.trials = imp._save(), []
         self.score, self.moves = 0.0, 0
-        end = (imp.t // STEPS_PER_BEAT + 1) * STEPS_PER_BEAT
+        end = (imp.t // STEPS_PER_QUARTER + 1) * STEPS_PER_QUARTER   # the next beat
         while imp.t < end:
             imp._draw_row()
         score = self.score / math.sqrt(max(self.moves, 1))
@@ -75,6 +75,4 @@ class GridPlanner:
 
     def choose(self, rng: np.random.Generator) -> Any:
         """One candidate's end state, drawn by exp(score / PLAN_TEMPERATURE)."""
-        scores = np.array([s for _, s in self.trials])
-        w = weights(np.exp(scores - scores.max()), PLAN_TEMPERATURE)
-        return self.trials[draw(w, rng, PLAN_TEMPERATURE <= 0)][0]
+        return self.trials[choose_by_score([s for _, s in self.trials], PLAN_TEMPERATURE, rng)][0]

@@ -111,9 +111,13 @@ class Planner:
 
     def _choose(self, imp: Improviser) -> None:
         """Keep one candidate by its score; the next beat's candidates start where it ends."""
-        scores = np.array([score for _, score in self.trials])
-        w = weights(np.exp(scores - scores.max()), PLAN_TEMPERATURE)
-        chosen = self.trials[draw(w, imp.rng, PLAN_TEMPERATURE <= 0)][0]
+        chosen = self.trials[choose_by_score([score for _, score in self.trials], PLAN_TEMPERATURE, imp.rng)][0]
         self.planned, self.last_played = deque(chosen), self.start
         imp._restore(chosen[-1][1])
         self._begin(imp, chosen[-1][1])
+
+
+def choose_by_score(scores: list[float], temperature: float, rng: np.random.Generator) -> int:
+    """The index of one of several candidates, drawn by exp(score / temperature) (0: the best)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    return draw(weights(np.exp(scores - scores.max()), temperature), rng, temperature <= 0)
