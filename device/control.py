@@ -32,7 +32,7 @@ from playbach import wire
 from playbach.device import control_guard as guard
 from playbach.device.control_guard import Conn
 from playbach.device.control_ops import Controlled, Ops, TakeJob
-from playbach.device.unix_socket import bind
+from playbach.device.unix_socket import BACKLOG, bind
 from playbach.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ class ControlServer:
         turn = self.turn % max(len(events), 1)
         for key, mask in events[turn:] + events[:turn]:
             if key.data == "listen":
-                self._accept(now)
+                self._accept(now, stop)
             elif key.data == "wake":
                 try:
                     os.read(self.wake_r, 4096)
@@ -222,11 +222,19 @@ class ControlServer:
             pass   # the pipe is full: the loop wakes anyway
 
     # --- the sockets ----------------------------------------------------------------------------
-    def _accept(self, now: float) -> None:
+    def _accept(self, now: float, stop: float) -> None:
+        """The listening queue's connections, all of them (BACKLOG at most) while the pass has time:
+        one a pass would leave a connect storm's queue full, and a fresh connect from the page
+        would then race the storm for each place freed."""
+        for _ in range(BACKLOG):
+            if not self._accept_one(now) or time.monotonic() >= stop:
+                return
+
+    def _accept_one(self, now: float) -> bool:
         try:
             sock, _ = self.listener.accept()
         except (BlockingIOError, OSError):
-            return
+            return False
         sock.setblocking(False)
         trusted = guard.trusted(sock)
         strangers = sum(not c.trusted for c in self.conns.values())
@@ -237,10 +245,11 @@ class ControlServer:
             except OSError:
                 pass
             sock.close()
-            return
+            return True
         conn = Conn(sock, next(self.numbers), trusted, now)
         self.conns[conn.number] = conn
         self.sel.register(sock, selectors.EVENT_READ, conn)
+        return True
 
     def _read(self, conn: Conn, now: float) -> None:
         try:

@@ -45,6 +45,7 @@ import threading
 import time
 from pathlib import Path
 
+from playbach import wire
 from playbach.harness import jack
 from playbach.harness.livebench import _match, _ms, _rss_kb
 from playbach.harness.rig import _realtime, _Source
@@ -243,12 +244,14 @@ def connect_storm(path: str, seconds: float, result: dict) -> None:
 
 
 class Page:
-    """Asks `status` twice a second on a kept connection, once a second on a fresh one."""
+    """Asks `status` twice a second on a kept connection, once a second on a fresh one, each
+    connected as the web service connects (wire.connect: a full queue is waited out, 2 s)."""
 
     def __init__(self, path: str):
         self.path, self.stop = path, threading.Event()
         self.asked = {"kept": 0, "fresh": 0}
         self.answered = {"kept": [], "fresh": []}   # (when asked, seconds to the answer)
+        self.failed: list[tuple[float, str]] = []     # (when, why) a fresh connection went unanswered
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -271,9 +274,8 @@ class Page:
             n += 1
             try:
                 if kept is None:
-                    kept = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    kept = wire.connect(self.path, 2.0)
                     kept.settimeout(2.0)
-                    kept.connect(self.path)
                 self._ask(kept, "kept", n)
             except OSError:
                 if kept is not None:
@@ -281,12 +283,11 @@ class Page:
                 kept = None
             if n % 2:
                 try:
-                    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as fresh:
+                    with wire.connect(self.path, 2.0) as fresh:
                         fresh.settimeout(2.0)
-                        fresh.connect(self.path)
                         self._ask(fresh, "fresh", n)
-                except OSError:
-                    pass
+                except OSError as e:
+                    self.failed.append((time.monotonic(), str(e) or type(e).__name__))
 
     def close(self) -> None:
         self.stop.set()
@@ -297,6 +298,7 @@ class Page:
         for kind in ("kept", "fresh"):
             got = [d for t, d in self.answered[kind] if since <= t < until]
             out[kind] = {"answered": len(got), "answer_ms": _ms(got)}
+        out["fresh"]["failed"] = sorted(why for t, why in self.failed if since <= t < until)
         return out
 
 

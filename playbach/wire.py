@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import socket
+import struct
 from typing import Any
 
 DEFAULT_SOCKET = "/run/playbach/control.sock"
@@ -17,6 +19,23 @@ MAX_REPLY = 4 * 1024 * 1024   # bytes of one reply line the web's client reads (
 MAX_CLIENTS = 8               # connections the player serves at once; more are told so and closed
 MAX_DEPTH = 32                # nesting of arrays and objects in one message
 OPS = ("status", "settings", "set", "pause", "play", "panic", "restart", "reset", "take", "subscribe", "unsubscribe")
+
+
+def connect(path: str, timeout: float) -> socket.socket:
+    """A blocking socket connected to the player at `path`. A full listening queue (a stranger's
+    connect storm) is waited out in the kernel, in turn with other waiters, for up to `timeout`
+    seconds (SO_SNDTIMEO bounds a Unix connect); a non-blocking connect, Python's with a timeout
+    or asyncio's, fails at once with EAGAIN there, or asyncio's seems connected and is not.
+    OSError (EAGAIN after `timeout`) when no place came."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    seconds = max(timeout, 0.001)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("@ll", int(seconds), int(seconds % 1 * 1e6)))
+    try:
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def encode(message: dict[str, Any]) -> bytes:

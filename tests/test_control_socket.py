@@ -20,6 +20,7 @@ from playbach import settings, wire
 from playbach.device import control_guard as guard
 from playbach.device.control import ControlServer
 from playbach.device.control_ops import TAKE_CHUNK, Controlled
+from playbach.device.unix_socket import BACKLOG
 from playbach.device.scheduler import Played
 
 
@@ -260,6 +261,45 @@ def test_a_flood_of_requests_gets_only_its_share_of_the_loop_and_the_loop_sleeps
     # ... at about its share (a pass may overrun what is left by a piece; unbounded it is all 2 s)
     assert serving <= 1.5 * 2.0 * guard.SHARE, serving
     assert slept >= 2.0 / 2, slept
+
+
+def test_a_full_listening_queue_is_waited_out_and_a_pass_takes_all_of_it(tmp_path):
+    """A connect storm fills the socket's listening queue. wire.connect (how the web's link
+    connects) waits in the kernel for a place, where a non-blocking connect fails at once; and a
+    pass accepts the whole queue, not one (each past MAX_CLIENTS told busy), so places come soon."""
+    import threading
+
+    path = str(tmp_path / "c.sock")
+    server, queued = ControlServer(path, "", StandIn(tmp_path)), []
+    try:
+        while True:
+            s = socket.socket(socket.AF_UNIX)
+            s.setblocking(False)
+            try:
+                s.connect(path)
+            except BlockingIOError:
+                s.close()
+                break
+            queued.append(s)
+        assert len(queued) >= BACKLOG
+        began = time.monotonic()
+        with pytest.raises(OSError):   # nobody accepts: EAGAIN once its time is spent
+            wire.connect(path, 0.2)
+        assert time.monotonic() - began >= 0.15
+        got: dict = {}
+        waiter = threading.Thread(target=lambda: got.update(sock=wire.connect(path, 5.0)))
+        waiter.start()
+        time.sleep(0.1)
+        for _ in range(2):
+            server.serve(time.monotonic(), None)
+        waiter.join(5)
+        assert "sock" in got, "the waiting connect got no place"
+        assert len(server.conns) == wire.MAX_CLIENTS
+        got["sock"].close()
+    finally:
+        for s in queued:
+            s.close()
+        server.close()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a stranger's connection needs another uid (root forks one)")

@@ -50,7 +50,6 @@ def test_held(bench, kind, tmp_path):
 def test_a_fresh_page_connection_is_answered_while_a_stranger_holds_every_slot(bench, kind):
     w = bench["windows"][kind]
     assert w["peer_uid"] != 0, "run as root: the load is not a stranger's"
-    # a connect storm races the page for the listening socket's backlog: answered at all is the
-    # point there (not shut out); under the line flood nearly every try is answered
-    least = 1 if kind == "connect_storm" else SECONDS - 2
-    assert w["connections_kept"] == 6 and w["page"]["fresh"]["answered"] >= least, w
+    # the page connects as the web does (wire.connect): a connect storm's full listening queue is
+    # waited out in turn, so nearly every try is answered under either load
+    assert w["connections_kept"] == 6 and w["page"]["fresh"]["answered"] >= SECONDS - 2, w

@@ -93,7 +93,8 @@ class Link:
     async def _keep_connected(self) -> None:
         while True:
             try:
-                reader, self.writer = await asyncio.open_unix_connection(self.path, limit=wire.MAX_REPLY)
+                sock = await asyncio.to_thread(wire.connect, self.path, TIMEOUT)
+                reader, self.writer = await asyncio.open_unix_connection(sock=sock, limit=wire.MAX_REPLY)
             except OSError as e:
                 self._say(f"no player at {self.path} ({e.strerror or e}); trying every {RETRY:g} s", logging.WARNING)
                 await asyncio.sleep(RETRY)
