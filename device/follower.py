@@ -12,7 +12,8 @@ The song position is counted in tick periods, not ticks received: MIDI over DIN 
 byte now and then. A tick far off the line is not put on it at once: the next few tell what it
 was (TempoFit.add): ticks lost before it (they all come one whole number of periods late, evenly
 spaced), a new tempo (evenly spaced at another period, ticks lost among them counted: the line
-is refitted from them), or a busy host's stall (late, then a clump: left out of the line).
+is refitted from them; a smaller change or a ramp, leaving the line steadily over a few more
+ticks, too), or a busy host's stall (late, then a clump: left out of the line).
 While the clock is clean a gap of about two or three periods is counted as lost ticks at once,
 and taken back if the next tick comes early (it was one coming late): ticks are never early.
 """
@@ -41,6 +42,8 @@ NOISE_LIMIT = 0.25             # gaps are counted as lost ticks at once only whi
                                # this many periods and none was off the line for FIT_TICKS
 CONFIRM_TICKS = PPQ // 4       # ticks counted lost are taken back if one of the next 6 comes early
 MAX_HELD = 8                   # refused ticks are counted after all when the clock proves sane, up to this many
+SMALL_CHANGE_TICKS = 5         # a change of tempo under MIN_DRIFT is judged on at least this many ticks off
+MAX_LEFT_OUT = FIT_TICKS // 2  # ... and at most this many (the ticks left out of the line in a row)
 PAUSE_SECONDS = GAP_TICKS * 60.0 / (PPQ * BPM_LOW)   # no tick for this long: the clock paused
 
 
@@ -58,6 +61,7 @@ class TempoFit:
                                     # distance), so a host's stall now and then is not jitter
         self.pending: list[tuple[int, float]] = []       # ticks off the line, not yet judged
         self.last_off = -10**9                           # the last tick number that was off the line
+        self.left_out: deque[tuple[int, float]] = deque(maxlen=MAX_LEFT_OUT)   # judged a clump's, in a row
 
     @property
     def ready(self) -> bool:
@@ -79,6 +83,7 @@ class TempoFit:
     def reset(self) -> None:
         self.points.clear()
         self.pending.clear()
+        self.left_out.clear()
 
     def renumber(self, first: int, by: int) -> None:
         """Ticks from number `first` on are numbered `by` more (ticks counted lost were not)."""
@@ -86,6 +91,7 @@ class TempoFit:
         self.points.clear()
         self.points.extend(moved)
         self.pending = [(n + by if n >= first else n, t) for n, t in self.pending]   # they wait, renumbered too
+        self.left_out.clear()
         self._fit()
 
     def add(self, n: int, t: float) -> tuple[int, int] | None:
@@ -97,16 +103,21 @@ class TempoFit:
         # Early by up to LOST_SLACK of a period is a tempo's drift, which the line follows; late by
         # more than the jitter is the transport's lateness (ticks are never early), and a stall's
         # late ticks on a line refitted from a few would tilt it and hide a tick lost in the stall.
-        late_off = max(OFF_SECONDS, 3 * self.noise)
-        off = max(late_off, LOST_SLACK * self.period)
-        if len(self.points) >= 4 and not -off <= t - self.time_of(n) <= late_off:
+        off = max(self.late_off, LOST_SLACK * self.period)
+        if len(self.points) >= 4 and not -off <= t - self.time_of(n) <= self.late_off:
             self.pending.append((n, t))
             self.last_off = n
             return self._judge_pending() if len(self.pending) >= CONFIRM_OFF else None
         self.pending.clear()      # back on the line: what was off it was a stall's
+        self.left_out.clear()
         self.points.append((n, t))
         self._fit()
         return None
+
+    @property
+    def late_off(self) -> float:
+        """Later than the line by more than this, a tick is off it (JACK periods and jitter stay inside)."""
+        return max(OFF_SECONDS, 3 * self.noise)
 
     def _judge_pending(self) -> tuple[int, int] | None:
         """Ticks lost (or counted lost that were not): the pending ones are all off by one whole
@@ -117,7 +128,9 @@ class TempoFit:
         late = [(t - self.time_of(n)) / self.period for n, t in p]
         whole = round(late[-1])
         steps = self._steps(p)
-        if 1 <= abs(whole) <= MAX_LOST and all(abs(x - whole) <= LOST_SLACK for x in late) \
+        if self._steady_drift(run := list(self.left_out) + p):
+            self._new_line(run)                          # (before a lost tick: they too come late by a period)
+        elif 1 <= abs(whole) <= MAX_LOST and all(abs(x - whole) <= LOST_SLACK for x in late) \
                 and max(late) - min(late) <= LOST_SLACK:
             found = (p[0][0], whole)                     # renumbered: whole ticks were lost before
             self.points.extend((n + whole, t) for n, t in p)
@@ -129,13 +142,12 @@ class TempoFit:
             lost_at = next((i for i, k in enumerate(steps, 1) if k > 1), None)
             if lost_at is not None:
                 found = (p[lost_at][0], steps[lost_at - 1] - 1)
-            keep = self._on_new_line(numbered)
-            self.points.clear()
-            self.points.extend(keep + numbered)
+            self._new_line(numbered)
         else:
-            p.pop(0)                                     # a clump: the oldest is left out
+            self.left_out.append(p.pop(0))               # a clump: the oldest is left out
             return None
         p.clear()
+        self.left_out.clear()
         self._fit()
         return found
 
@@ -159,6 +171,33 @@ class TempoFit:
     def _numbered(p: list[tuple[int, float]], steps: list[int]) -> list[tuple[int, float]]:
         """The pending ticks numbered `steps` apart from the first."""
         return [(p[0][0] + sum(steps[:i]), t) for i, (_, t) in enumerate(p)]
+
+    def _steady_drift(self, run: list[tuple[int, float]]) -> bool:
+        """The ticks left off the line in a row, numbered one apart, leaving it steadily: a change
+        of tempo under MIN_DRIFT a tick, which the line cannot follow (its ticks are off it within
+        a tick or two) and which would be counted as a lost tick once a whole period off. Their
+        lateness lies on a line of its own (the median of the pairwise slopes: a tick the transport
+        held back does not tilt it), three in four within half the jitter's bound and none earlier
+        than that, and it moved more than three times their straying from first to last, by at
+        most 2 * MIN_DRIFT periods a tick. A stall's late ticks, the clump that ends it and a lost
+        tick's (all about one period late, not moving) do not."""
+        if len(run) < SMALL_CHANGE_TICKS or [n for n, _ in run] != list(range(run[0][0], run[0][0] + len(run))) \
+                or (steps := self._steps(run)) is None or max(steps) > 1:
+            return False
+        late = [t - self.time_of(n) for n, t in run]
+        slope = statistics.median((late[j] - late[i]) / (j - i) for i, j in itertools.combinations(range(len(late)), 2))
+        a = statistics.median(y - slope * i for i, y in enumerate(late))
+        off = sorted(y - a - slope * i for i, y in enumerate(late))
+        straying = sorted(abs(r) for r in off)[len(off) * 3 // 4]
+        return (straying <= self.late_off / 2 and off[0] >= -self.late_off / 2
+                and max(3 * straying, OFF_SECONDS / 2) < abs(slope) * (len(run) - 1)
+                and abs(slope) <= 2 * MIN_DRIFT * self.period)   # (a clump drained at a steady pace is faster)
+
+    def _new_line(self, numbered: list[tuple[int, float]]) -> None:
+        """The line refitted from a new tempo's ticks (and the old line's last, where it fits them)."""
+        keep = self._on_new_line(numbered)
+        self.points.clear()
+        self.points.extend(keep + numbered)
 
     def _on_new_line(self, numbered: list[tuple[int, float]]) -> list[tuple[int, float]]:
         """The last tick on the old line, kept with a new tempo's ticks when it lies where their

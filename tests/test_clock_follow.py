@@ -1,6 +1,8 @@
 """The MIDI clock follower's logic, fed timed messages directly (no ports): fast tier."""
+import json
 import logging
 import random
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +12,7 @@ from playbach.device.clockreplay import replay
 from playbach.device.follower import LOSS_SECONDS, PPQ, Follower
 
 TICK, START, CONTINUE, STOP = [0xF8], [0xFA], [0xFB], [0xFC]
+TRIXIE_TAKE = Path(__file__).parent / "data" / "clock-take-trixie.json"
 
 
 def ticks(f, t, bpm, count, jitter=0.0, rng=random.Random(0)):
@@ -200,7 +203,7 @@ def stalled_take(seed: int, stall_p: float) -> list[int]:
 def test_a_transport_that_stalls_now_and_then_keeps_the_sources_count(stall_p):
     """A stall's late ticks are not lost ones, and a lost tick is found after a stall too: over
     ten takes of 2,300 ticks, at most one ends off the source's count, and ticks on it are the
-    rule (here 0 and 1 takes off the count, 0.8 % and 7.7 % of ticks). The follower before
+    rule (here no take off the count, 0.8 % and 1.2 % of ticks). The follower before
     counted a stall's late tick as lost and missed lost ticks while stalls made the ticks stray:
     5 and 7 takes of 10 ended off the count, and 37 % and 39 % of ticks were."""
     takes = [stalled_take(seed, stall_p) for seed in range(10)]
@@ -217,3 +220,42 @@ def test_a_tick_lost_while_a_new_tempo_is_judged_is_counted(caplog):
     with caplog.at_level(logging.ERROR):
         off = [replay(stalled_change_take(16 * PPQ - 3, seed))["off_at_end"] for seed in range(5)]
     assert off == [0] * 5, off
+
+
+def changed_take(bpm: float, ratio: float, seed: int, ramp: int = 0) -> list[int]:
+    """Four beats at `bpm`, then 20 at `bpm` * `ratio`, reached at once or over `ramp` ticks;
+    ±1 ms of jitter. Per tick the follower took: its song position less the source's count."""
+    rng, f, t, errors = random.Random(seed), Follower(bpm=120), 0.05, []
+    f.feed(START, 0.0)
+    for i in range(24 * PPQ):
+        step = min(max(i - 4 * PPQ, 0) / ramp, 1.0) if ramp else float(i >= 4 * PPQ)
+        f.feed(TICK, t + rng.uniform(-0.001, 0.001))
+        errors.append(f.song_position(f.count) - i)
+        t += 60 / (bpm * (1 + (ratio - 1) * step) * PPQ)
+    return errors
+
+
+@pytest.mark.parametrize("bpm", (50, 120, 200))
+@pytest.mark.parametrize("ramp", (0, PPQ, 4 * PPQ))
+def test_a_small_change_of_tempo_keeps_the_count(bpm, ramp):
+    """A change of tempo by 2-15 %, at once or over one or four beats, keeps every tick on the
+    source's count (3 seeds each). A change under MIN_DRIFT (10 %) a tick leaves the line too
+    slowly to be judged a new tempo and too fast for the line to follow: the follower before
+    counted it as lost ticks once its ticks were most of a period off (120 -> 126 BPM at once:
+    3 of 3 takes 1-2 ticks off for good; of 132 takes at 50-200 BPM changed by 0.85-1.3, 62 ended
+    off the count, and of the same over a four-beat ramp 34; now none)."""
+    for ratio in (0.85, 0.9, 0.95, 0.98, 1.02, 1.05, 1.1, 1.15):
+        for seed in range(3):
+            errors = changed_take(bpm, ratio, seed, ramp)
+            assert not any(errors), (ratio, seed, [(i, e) for i, e in enumerate(errors) if e][:5])
+
+
+def test_the_emulated_trixie_take_keeps_the_sources_count():
+    """A real take (tests/data/clock-take-trixie.json, the emulated Pi's clock check on trixie, on
+    a host slower than bookworm's): a stall of 0.2 s at the change from 70 to 45 BPM, then the
+    line judged on its late ticks 6 % fast. Replayed, the count ends on the source's and ticks
+    are off it only while a lost tick is found. The follower before could not follow that 6 %: it
+    counted the drift as lost ticks and ended 2 ahead, 739 of 1,529 ticks off (the check saw due
+    on a 16th 2 %)."""
+    result = replay(json.loads(TRIXIE_TAKE.read_text()))
+    assert result["off_at_end"] == 0 and result["ticks_off"] <= 0.05 * result["ticks"], result
