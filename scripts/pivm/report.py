@@ -141,7 +141,10 @@ def build_report(results: dict, offsets: list[float], markers: list, args: argpa
     checks["journal"] = {"ok": tracebacks == 0, "tracebacks": tracebacks, "lines": results.get("tracebacks_lines")}
     # a check the image cannot have (pi-vm.sh --from-image: a card without FluidSynth) is named
     # with the reason, and is neither passed nor failed
-    not_applicable = image_build(args).get("not_applicable", {})
+    not_applicable = dict(image_build(args).get("not_applicable", {}))
+    if args.checks != "all":   # --checks: the ones not asked for are neither passed nor failed either
+        asked = set(args.checks.split(","))
+        not_applicable |= {name: "not asked for (--checks)" for name in ORDER if name not in asked | set(checks)}
     for name in ORDER:
         checks.setdefault(name, {"ok": None, "not_applicable": not_applicable[name]} if name in not_applicable
                           else {"ok": False, "error": "not run"})
