@@ -20,8 +20,8 @@ from playbach import settings, wire
 from playbach.device import control_guard as guard
 from playbach.device.control import ControlServer
 from playbach.device.control_ops import TAKE_CHUNK, Controlled
-from playbach.device.unix_socket import BACKLOG
 from playbach.device.scheduler import Played
+from playbach.device.unix_socket import BACKLOG
 
 
 def test_the_stand_in_is_what_the_ops_may_use(tmp_path):
