@@ -47,6 +47,12 @@ MAX_LEFT_OUT = FIT_TICKS // 2  # ... and at most this many (the ticks left out o
 PAUSE_SECONDS = GAP_TICKS * 60.0 / (PPQ * BPM_LOW)   # no tick for this long: the clock paused
 
 
+def median_slope(points: list[tuple[float, float]]) -> float:
+    """The median of the slopes between every two of the (x, y) points (Theil-Sen): one point
+    far off, a tick the transport held back, does not tilt it."""
+    return statistics.median((y2 - y1) / (x2 - x1) for (x1, y1), (x2, y2) in itertools.combinations(points, 2))
+
+
 class TempoFit:
     """Time of tick n as a + b*n, fitted by least squares through the recent (n, time) pairs.
 
@@ -185,7 +191,7 @@ class TempoFit:
                 or (steps := self._steps(run)) is None or max(steps) > 1:
             return False
         late = [t - self.time_of(n) for n, t in run]
-        slope = statistics.median((late[j] - late[i]) / (j - i) for i, j in itertools.combinations(range(len(late)), 2))
+        slope = median_slope(list(enumerate(late)))
         a = statistics.median(y - slope * i for i, y in enumerate(late))
         off = sorted(y - a - slope * i for i, y in enumerate(late))
         straying = sorted(abs(r) for r in off)[len(off) * 3 // 4]
@@ -205,8 +211,7 @@ class TempoFit:
         line by chance, and in the new line it would tilt a tempo judged on three ticks. The
         spacing is the median of the pairwise ones (one late tick among them does not move it)."""
         kept = list(self.points)[-1:]
-        pairs = itertools.combinations(kept + numbered, 2)
-        unit = statistics.median((t2 - t1) / (n2 - n1) for (n1, t1), (n2, t2) in pairs)
+        unit = median_slope(kept + numbered)
         a = statistics.median(t - unit * n for n, t in numbered)
         return [(n, t) for n, t in kept if abs(t - a - unit * n) <= LOST_SLACK / 2 * unit]
 
